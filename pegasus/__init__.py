@@ -1,0 +1,12 @@
+"""pegasus: score-based generative models (NCSNv2) that blend two classes into new things.
+
+This module stays light (no torch import) so that the CLI starts fast; import the pieces you
+need from their modules: pegasus.sampling, pegasus.loss, pegasus.training, pegasus.blend...
+"""
+
+from pegasus.hookspecs import hookimpl
+from pegasus.registry import Backbone
+
+__version__ = "0.1.0"
+
+__all__ = ["Backbone", "__version__", "hookimpl"]

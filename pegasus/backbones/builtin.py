@@ -1,0 +1,69 @@
+"""The built-in backbones, registered through the same hook a third-party plugin uses.
+
+Only declarations live here; torch and the networks are imported inside the factories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pegasus.hookspecs import hookimpl
+from pegasus.registry import Backbone
+
+
+@dataclass(frozen=True)
+class RefineNetConfig:
+    ngf: int = 128
+    # "auto": the published 4-stage network below 96 px, the deeper 5-stage one from 96 px.
+    stages: Literal["auto", "ncsnv2", "deeper"] = "auto"
+
+
+def _refinenet(config: RefineNetConfig, *, res: int, channels: int):
+    from pegasus.backbones.refinenet import RefineNet, stages_for
+
+    return RefineNet(channels, config.ngf, stages_for(config.stages, res))
+
+
+@hookimpl
+def register_backbones(register):
+    register(Backbone(
+        name="refinenet",
+        description="NCSNv2 RefineNet: InstanceNorm++, ELU, dilated residual stages, RefineBlocks",
+        factory=_refinenet,
+        config=RefineNetConfig,
+        resolutions=(32, 48, 64, 96, 128),
+    ))
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    width: int = 64  # channels at full resolution
+    mults: tuple[int, ...] = (1, 2, 2)  # one entry per down level: width multipliers
+    emb_dim: int = 128  # size of the Fourier embedding of log sigma
+    fourier_scale: float = 16.0
+    heads: int = 4
+    head_dim: int = 32
+    norm: Literal["instancenorm++", "groupnorm"] = "instancenorm++"
+    act: Literal["elu", "silu"] = "elu"
+
+
+def _unet(config: UNetConfig, *, res: int, channels: int):
+    from pegasus.backbones.unet import UNet
+
+    if res % (2 ** len(config.mults)):
+        raise ValueError(f"unet with {len(config.mults)} levels needs a resolution divisible by "
+                         f"{2 ** len(config.mults)}, got {res}")
+    return UNet(channels, config.width, tuple(config.mults), config.emb_dim, config.fourier_scale,
+                config.heads, config.head_dim, config.norm, config.act)
+
+
+@hookimpl(specname="register_backbones")
+def register_unet(register):
+    register(Backbone(
+        name="unet",
+        description="winged-horses U-Net: linear attention with ReZero, Fourier log-sigma embedding",
+        factory=_unet,
+        config=UNetConfig,
+        resolutions=(16, 24, 32, 48, 64, 96),
+    ))

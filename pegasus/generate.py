@@ -1,0 +1,100 @@
+"""Loading a trained run and drawing samples from its EMA weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pegasus.build import build_score_model, resolve_device, schedule_from_config
+from pegasus.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from pegasus.config import Config, ConfigError
+from pegasus.errors import UserError
+from pegasus.registry import RegistryError, registry
+from pegasus.sampling import annealed_langevin, uniform_prior
+from pegasus.schedule import Schedule
+from pegasus.score import ScoreModel
+
+
+class RunError(UserError):
+    """A run folder or checkpoint that cannot be used."""
+
+
+@dataclass
+class TrainedRun:
+    config: Config
+    model: ScoreModel  # the EMA weights, in eval mode
+    schedule: Schedule
+    sigmas: torch.Tensor
+    step: int
+    checkpoint: Path
+    state: dict[str, Any]
+
+
+def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
+    if checkpoint is not None:
+        return Path(checkpoint)
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist; train one with pegasus train --run {run_dir}")
+    found = latest_checkpoint(run_dir / "checkpoints")
+    if found is None:
+        raise RunError(f"run {run_dir} has no checkpoint yet; train it first")
+    return found
+
+
+def _missing_backbone_message(state: dict[str, Any]) -> str:
+    info = state.get("backbone", {})
+    name, dist = info.get("name", "?"), info.get("distribution", "?")
+    return (
+        f"this checkpoint needs backbone {name!r} from package {dist} {info.get('version', '')}".rstrip()
+        + f"; install it (pip install {dist}) and try again"
+    )
+
+
+def load_trained_run(
+    run_dir: Path | None = None, checkpoint: Path | None = None, device: str = "auto"
+) -> TrainedRun:
+    path = find_checkpoint(run_dir, checkpoint) if run_dir is not None else Path(checkpoint)
+    dev = resolve_device(device)
+    state = load_checkpoint(path)
+    try:
+        config = Config.from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
+    if config.model.backbone not in registry().backbones:
+        raise RunError(_missing_backbone_message(state))
+    try:
+        model, _ = build_score_model(config)
+    except RegistryError as e:
+        raise RunError(str(e)) from None
+    model.load_state_dict(state["ema"])
+    model.to(dev).eval().requires_grad_(False)
+    schedule = schedule_from_config(config.noise)
+    return TrainedRun(config, model, schedule, state["sigmas"].to(dev), int(state["step"]), path, state)
+
+
+def sample_images(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    schedule: Schedule,
+    sigmas: torch.Tensor,
+    *,
+    num: int,
+    res: int,
+    seed: int,
+    denoise: bool = True,
+    channels: int = 3,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> torch.Tensor:
+    """`num` samples by annealed Langevin from uniform noise, seeded: same seed, same images."""
+    device = sigmas.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    x0 = uniform_prior((num, channels, res, res), generator=g, device=device)
+    x = annealed_langevin(
+        model, x0, sigmas, steps_per_level=schedule.steps_per_level, eps=schedule.eps,
+        generator=g, denoise=denoise, callback=callback,
+    )
+    return x.clamp(0, 1)

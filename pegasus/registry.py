@@ -1,0 +1,198 @@
+"""Plugin discovery and the backbone registry.
+
+Plugins are entry points in the `pegasus` group; each loads on its own, so one that fails to
+import or to register is reported (plugin, version, error, how to disable it) and the rest
+work. Two plugins that claim one backbone name are reported as a conflict, never resolved
+silently. Environment variables choose what loads:
+  PEGASUS_PLUGINS=a,b          load only these entry points (empty: none)
+  PEGASUS_DISABLE_PLUGINS=a,b  skip these
+The built-in backbones register through the same hook, as the plugin named `builtin`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from pegasus import hookspecs
+from pegasus.errors import UserError
+
+ENTRY_POINT_GROUP = "pegasus"
+BUILTIN = "builtin"
+DEFAULT_RESOLUTIONS = (32, 48, 64, 96)
+
+
+class RegistryError(UserError):
+    """A backbone that does not exist, conflicts, or cannot be built as asked."""
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """The config of a backbone that has no options."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What a plugin declares for one backbone.
+
+    factory(config, res=..., channels=...) returns an nn.Module whose forward(x, sigma) returns
+    a tensor shaped like x; the engine divides it by sigma. `config` is a dataclass type whose
+    fields all have defaults; it is what `--set model.FIELD=...` overrides and what checkpoints
+    record.
+    """
+
+    name: str
+    description: str
+    factory: Callable[..., Any]
+    config: type = EmptyConfig
+    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
+
+    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
+        from pegasus.config import ConfigError, from_mapping
+
+        try:
+            return from_mapping(self.config, dict(options or {}), where="model")
+        except ConfigError as e:
+            raise RegistryError(f"backbone {self.name!r}: {e}") from None
+
+    def build(self, options: Mapping[str, Any] | None = None, *, res: int, channels: int = 3):
+        if res not in self.resolutions:
+            supported = ", ".join(map(str, self.resolutions))
+            raise RegistryError(
+                f"backbone {self.name!r} does not support {res} px; supported: {supported}"
+            )
+        return self.factory(self.make_config(options), res=res, channels=channels)
+
+    def defaults(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config())
+
+
+@dataclass
+class Plugin:
+    name: str
+    distribution: str
+    version: str
+    status: str = "ok"  # ok | error | disabled
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    backbones: list[str] = field(default_factory=list)
+
+    def problem(self) -> str:
+        return (
+            f"plugin {self.name!r} ({self.distribution} {self.version}) failed: {self.error}; "
+            f"disable it with PEGASUS_DISABLE_PLUGINS={self.name}"
+        )
+
+
+@dataclass
+class Registry:
+    plugins: list[Plugin]
+    backbones: dict[str, tuple[Backbone, Plugin]]
+    conflicts: dict[str, list[Plugin]]
+
+    def problems(self) -> list[str]:
+        lines = [p.problem() for p in self.plugins if p.status == "error"]
+        for name, claimants in self.conflicts.items():
+            who = " and ".join(f"{p.name!r} ({p.distribution})" for p in claimants)
+            lines.append(
+                f"backbone {name!r} is claimed by plugins {who}; disable all but one with "
+                f"PEGASUS_DISABLE_PLUGINS"
+            )
+        return lines
+
+    def get(self, name: str) -> tuple[Backbone, Plugin]:
+        if name in self.conflicts:
+            who = ", ".join(p.name for p in self.conflicts[name])
+            raise RegistryError(
+                f"backbone {name!r} is claimed by several plugins ({who}); disable all but one "
+                f"with PEGASUS_DISABLE_PLUGINS"
+            )
+        if name not in self.backbones:
+            known = ", ".join(sorted(self.backbones)) or "none"
+            raise RegistryError(f"unknown backbone {name!r}; available: {known}")
+        return self.backbones[name]
+
+
+def _env_list(env: Mapping[str, str], key: str) -> set[str] | None:
+    if key not in env:
+        return None
+    return {part.strip() for part in env[key].split(",") if part.strip()}
+
+
+def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    return (dist.name, dist.version) if dist is not None else ("unknown", "unknown")
+
+
+def load_registry(
+    entry_points: Iterable[metadata.EntryPoint] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Registry:
+    """Load every plugin, each on its own, and collect their backbones."""
+    from pegasus import __version__
+    from pegasus.backbones import builtin
+
+    env = os.environ if env is None else env
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    only = _env_list(env, "PEGASUS_PLUGINS")
+    disabled = _env_list(env, "PEGASUS_DISABLE_PLUGINS") or set()
+
+    pm = pluggy.PluginManager("pegasus")
+    pm.add_hookspecs(hookspecs)
+    plugins = {BUILTIN: Plugin(BUILTIN, "pegasus-score", __version__)}
+    pm.register(builtin, name=BUILTIN)
+    for ep in entry_points:
+        if ep.name in plugins:  # an installed copy of ourselves, or a name taken twice
+            continue
+        plugin = Plugin(ep.name, *_distribution(ep))
+        plugins[ep.name] = plugin
+        if ep.name in disabled or (only is not None and ep.name not in only):
+            plugin.status = "disabled"
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as e:  # noqa: BLE001 - any failure of a third-party import is reported
+            plugin.status, plugin.error = "error", f"{type(e).__name__}: {e}"
+
+    claims: dict[str, list[tuple[Backbone, Plugin]]] = {}
+    for name, module in pm.list_name_plugin():
+        plugin = plugins[name]
+        plugin.hooks = sorted(h.name for h in pm.get_hookcallers(module) or [])
+
+    # Each plugin's hook is called on its own so that one that raises cannot hide the others.
+    for impl in pm.hook.register_backbones.get_hookimpls():
+        plugin = plugins[impl.plugin_name]
+        found: list[Backbone] = []
+        try:
+            impl.function(**{arg: found.append for arg in impl.argnames})
+            for spec in found:
+                if not isinstance(spec, Backbone):
+                    raise TypeError(f"register() takes a pegasus.Backbone, got {type(spec).__name__}")
+        except Exception as e:  # noqa: BLE001
+            plugin.status, plugin.error = "error", f"{type(e).__name__}: {e}"
+            continue
+        for spec in found:
+            plugin.backbones.append(spec.name)
+            claims.setdefault(spec.name, []).append((spec, plugin))
+
+    backbones = {name: c[0] for name, c in claims.items() if len(c) == 1}
+    conflicts = {name: [p for _, p in c] for name, c in claims.items() if len(c) > 1}
+    return Registry(list(plugins.values()), backbones, conflicts)
+
+
+@cache
+def registry() -> Registry:
+    """The process-wide registry, loaded once."""
+    return load_registry()
+
+
+def get_backbone(name: str) -> tuple[Backbone, Plugin]:
+    return registry().get(name)

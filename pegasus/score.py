@@ -1,0 +1,35 @@
+"""The score model: a backbone's output divided by sigma (NCSNv2 Technique 3).
+
+Every backbone obeys one contract, forward(x, sigma) -> tensor shaped like x, and this wrapper
+applies the 1/sigma scaling exactly once, so no backbone repeats it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ScoreModel(nn.Module):
+    """s_theta(x, sigma) = backbone(x, sigma) / sigma, evaluated in float32 at the end."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = _per_sample(sigma, x)
+        out = self.backbone(x, sigma)
+        # The division happens in float32 even when the backbone runs in bf16: for sigma_L = 0.01
+        # the score is 100x the network output, and bf16 would lose the low bits that matter.
+        return out.float() / sigma.float().view(-1, *([1] * (x.dim() - 1)))
+
+
+def _per_sample(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or (B,) sigma to one value per sample, shape (B,)."""
+    sigma = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
+    if sigma.dim() == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or shaped ({x.shape[0]},), got {tuple(sigma.shape)}")
+    return sigma
