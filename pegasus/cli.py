@@ -42,7 +42,12 @@ def user_errors():
 
 def _progress():
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     return Progress(
@@ -118,7 +123,9 @@ def sample(
     num: Annotated[int, typer.Option(help="Number of images.")] = 64,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
-    checkpoint: Annotated[Path | None, typer.Option(help="A checkpoint file instead of the run's latest.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A checkpoint file instead of the run's latest.")
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw images by annealed Langevin dynamics from a run's EMA weights."""

@@ -311,10 +311,15 @@ def resolve_model_options(config: Config) -> Config:
 
     try:
         spec, _ = get_backbone(config.model.backbone)
-        options = dataclasses.asdict(spec.make_config(config.model.options))
+        options = _plain(dataclasses.asdict(spec.make_config(config.model.options)))
     except RegistryError as e:
         raise ConfigError(str(e)) from None
     return dataclasses.replace(config, model=ModelConfig(config.model.backbone, options))
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists, so a config compares equal to its TOML round trip."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,9 @@ def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
         return Path(checkpoint)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist; train one with pegasus train --run {run_dir}")
+        raise RunError(
+            f"run directory {run_dir} does not exist; train one with pegasus train --run {run_dir}"
+        )
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None:
         raise RunError(f"run {run_dir} has no checkpoint yet; train it first")

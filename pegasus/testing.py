@@ -1,0 +1,61 @@
+"""A conformance check for backbone authors: `check_backbone(spec)` in your plugin's tests.
+
+At every resolution the backbone declares, it builds the network, runs a tiny batch on CPU
+through the score model and the DSM loss, and checks the output shape, finiteness, that every
+parameter receives a gradient, that an undeclared resolution is refused, and that the config
+survives a round trip through plain values (as checkpoints store it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from pegasus.registry import Backbone, RegistryError
+
+
+class ConformanceError(AssertionError):
+    """A backbone that breaks the plugin contract."""
+
+
+def check_backbone(
+    spec: Backbone, *, options: Mapping[str, Any] | None = None, batch: int = 2, channels: int = 3
+) -> None:
+    import torch
+
+    from pegasus.loss import dsm_loss
+    from pegasus.schedule import geometric_sigmas
+    from pegasus.score import ScoreModel
+
+    defaults = spec.config()
+    if not dataclasses.is_dataclass(defaults):
+        raise ConformanceError(f"{spec.name}: config must be a dataclass type with defaults")
+    plain = dataclasses.asdict(defaults)
+    if spec.make_config(plain) != defaults:
+        raise ConformanceError(f"{spec.name}: config does not survive a round trip: {plain}")
+
+    sigmas = geometric_sigmas(50.0, 0.01, 4)
+    for res in spec.resolutions:
+        torch.manual_seed(0)
+        model = ScoreModel(spec.build(options, res=res, channels=channels))
+        x = torch.rand(batch, channels, res, res)
+        out = model.backbone(x, sigmas[[0, -1]].repeat(batch)[:batch])
+        if out.shape != x.shape:
+            raise ConformanceError(
+                f"{spec.name} at {res} px: output shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+        if not torch.isfinite(out).all():
+            raise ConformanceError(f"{spec.name} at {res} px: non-finite output")
+        loss = dsm_loss(model, x, sigmas, generator=torch.Generator().manual_seed(0)).loss
+        loss.backward()
+        missing = [n for n, p in model.named_parameters()
+                   if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+        if missing:
+            raise ConformanceError(f"{spec.name} at {res} px: no finite gradient for {missing[:5]}")
+    unsupported = next(r for r in range(8, 1024, 8) if r not in spec.resolutions)
+    try:
+        spec.build(options, res=unsupported, channels=channels)
+    except RegistryError:
+        pass
+    else:
+        raise ConformanceError(f"{spec.name}: building at undeclared {unsupported} px did not fail")

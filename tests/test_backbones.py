@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from pegasus.backbones.refinenet import RefineNet, stages_for
+from pegasus.backbones.unet import LinearAttention, ReZero, UNet
+from pegasus.registry import RegistryError, get_backbone
+from pegasus.score import ScoreModel
+
+
+@pytest.mark.parametrize("res", [32, 48, 64, 96])
+def test_refinenet_shapes_and_finite_outputs(res):
+    spec, _ = get_backbone("refinenet")
+    model = ScoreModel(spec.build({"ngf": 8}, res=res))
+    x = torch.rand(2, 3, res, res)
+    out = model(x, torch.tensor([10.0, 0.01]))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_refinenet_parameter_count_matches_the_published_network():
+    """NCSNv2 at ngf=128 for 32 px has about 30 M parameters (NOTES.md)."""
+    model = RefineNet(3, 128, stages_for("auto", 32))
+    count = sum(p.numel() for p in model.parameters())
+    assert 29_000_000 < count < 31_000_000, count
+
+
+def test_refinenet_uses_the_deeper_variant_from_96_px():
+    assert len(stages_for("auto", 64)) == 4
+    assert len(stages_for("auto", 96)) == 5
+
+
+def test_score_is_the_backbone_output_divided_by_sigma():
+    spec, _ = get_backbone("refinenet")
+    backbone = spec.build({"ngf": 8}, res=32)
+    model = ScoreModel(backbone)
+    x, sigma = torch.rand(2, 3, 32, 32), torch.tensor([2.0, 0.5])
+    torch.testing.assert_close(model(x, sigma), backbone(x, sigma) / sigma.view(-1, 1, 1, 1))
+
+
+def test_unsupported_resolution_is_a_clear_error():
+    spec, _ = get_backbone("refinenet")
+    with pytest.raises(RegistryError, match="does not support 20 px"):
+        spec.build({"ngf": 8}, res=20)
+
+
+@pytest.mark.parametrize("res", [32, 48, 64, 96])
+def test_unet_shapes_and_finite_outputs(res):
+    spec, _ = get_backbone("unet")
+    model = ScoreModel(spec.build({"width": 8, "emb_dim": 16, "head_dim": 8, "heads": 2}, res=res))
+    x = torch.rand(2, 3, res, res)
+    out = model(x, torch.tensor([10.0, 0.01]))
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_unet_groupnorm_silu_option():
+    spec, _ = get_backbone("unet")
+    model = spec.build({"width": 8, "emb_dim": 16, "head_dim": 8, "norm": "groupnorm",
+                        "act": "silu"}, res=32)
+    assert torch.isfinite(model(torch.rand(1, 3, 32, 32), torch.ones(1))).all()
+
+
+def test_linear_attention_matches_a_naive_computation():
+    """out_i = sum_j (q_i . k_j) v_j with an explicit pixels x pixels matrix, per head."""
+    attn = LinearAttention(channels=8, heads=2, head_dim=4)
+    x = torch.randn(3, 8, 5, 6)
+    q, k, v = attn.qkv_heads(x)
+    b, h, d, n = q.shape
+    naive = torch.zeros(b, h, d, n)
+    for bi in range(b):
+        for hi in range(h):
+            weights = q[bi, hi].T @ k[bi, hi]  # (n, n): pixel i attends to pixel j
+            naive[bi, hi] = (weights @ v[bi, hi].T).T
+    expected = attn.out(naive.reshape(b, h * d, 5, 6))
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rezero_starts_as_identity_and_its_gate_learns():
+    block = ReZero(LinearAttention(8, 2, 4))
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.equal(block(x), x)  # a = 0 at the start
+    block(x).square().sum().backward()
+    assert block.gate.grad is not None and block.gate.grad.abs().item() > 0
+    with torch.no_grad():
+        block.gate.fill_(0.5)
+    assert not torch.allclose(block(x), x)  # the attention output reaches the result
+
+
+def test_unet_embeds_log_sigma():
+    model = UNet(3, 8, (1, 2, 2), emb_dim=16, head_dim=8)
+    x = torch.rand(1, 3, 32, 32)
+    assert not torch.allclose(model(x, torch.tensor([0.01])), model(x, torch.tensor([10.0])))

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from pegasus.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _state(step):
+    return {"step": step, "model": {"w": torch.full((3,), float(step))}, "config": {"a": 1}}
+
+
+def test_round_trip_latest_pointer_and_keep(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, _state(step), keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        "checkpoint-00000003.pt", "checkpoint-00000004.pt"]
+    latest = latest_checkpoint(tmp_path)
+    state = load_checkpoint(latest)
+    assert state["step"] == 4 and torch.equal(state["model"]["w"], torch.full((3,), 4.0))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path, _state(1), keep=1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(path)
+
+
+def test_loading_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "checkpoint-00000001.pt"
+    torch.save({"format": "pegasus-checkpoint", "version": 1, "step": 1, "x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"hello": 1}, path)
+    with pytest.raises(CheckpointError, match="not a pegasus checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
+    save_checkpoint(tmp_path, _state(1), keep=3)
+
+    class Unsaveable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(tmp_path, {"step": 2, "bad": Unsaveable()}, keep=3)
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob("*.tmp"))

@@ -1,0 +1,84 @@
+"""The command line: bad input is one line on stderr, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+from tiny import TINY
+from typer.testing import CliRunner
+
+from pegasus.cli import app
+
+runner = CliRunner()
+
+
+def _one_clear_line(result, needle):
+    text = result.output  # stdout and stderr together
+    assert result.exit_code == 2, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], text
+
+
+def _train(tmp_path, *args):
+    sets = [a for s in TINY for a in ("--set", s)]
+    return runner.invoke(app, ["train", "--run", str(tmp_path / "run"), *sets, *args])
+
+
+def test_unknown_backbone(tmp_path):
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--backbone", "nope"])
+    _one_clear_line(result, "unknown backbone 'nope'")
+
+
+def test_unknown_class(tmp_path):
+    _one_clear_line(_train(tmp_path, "--classes", "horse,cat"), "unknown class 'cat'")
+
+
+def test_resolution_the_backbone_does_not_support(tmp_path):
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--res", "20", "--set",
+                                 "model.ngf=4", "--set", "data.size=2"])
+    _one_clear_line(result, "does not support 20 px")
+
+
+def test_missing_run_directory(tmp_path):
+    result = runner.invoke(app, ["sample", "--run", str(tmp_path / "missing")])
+    _one_clear_line(result, "does not exist")
+
+
+def test_malformed_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\niters = 'many'\n")
+    _one_clear_line(runner.invoke(app, ["train", "--config", str(bad)]), "train.iters")
+    bad.write_text("[train\n")
+    _one_clear_line(runner.invoke(app, ["train", "--config", str(bad)]), "not valid TOML")
+
+
+def test_resume_without_checkpoint(tmp_path):
+    _one_clear_line(_train(tmp_path, "--resume"), "cannot resume")
+
+
+def test_train_then_sample_is_reproducible(tmp_path):
+    result = _train(tmp_path)
+    assert result.exit_code == 0, result.output
+    out_a, out_b = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (out_a, out_b):
+        r = runner.invoke(app, ["sample", "--run", str(tmp_path / "run"), "--num", "4",
+                                "--seed", "3", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+    assert out_a.read_bytes() == out_b.read_bytes()
+
+
+def test_plugins_and_backbones_listings():
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0 and '"builtin"' in result.output and "refinenet" in result.output
+    result = runner.invoke(app, ["backbones"])
+    assert result.exit_code == 0 and "unet" in result.output and "ngf=128" in result.output
+
+
+@pytest.mark.slow
+def test_console_entry_point_help_and_module_form():
+    for cmd in (["pegasus", "--help"], [sys.executable, "-m", "pegasus", "--help"]):
+        exe = cmd if cmd[0] != "pegasus" else [sys.executable, "-c",
+                                               "from pegasus.cli import main; main()", "--help"]
+        done = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "train" in done.stdout and "blend" in done.stdout

@@ -1,0 +1,89 @@
+import tomllib
+
+import pytest
+
+from pegasus import toml_writer
+from pegasus.config import (
+    Config,
+    ConfigError,
+    build_config,
+    find_preset,
+    list_presets,
+    load_config,
+    parse_value,
+    resolve_model_options,
+)
+
+
+def test_defaults_are_the_published_cifar10_setting():
+    c = load_config()
+    assert (c.noise.sigma_max, c.noise.sigma_min, c.noise.levels) == (50.0, 0.01, 232)
+    assert (c.noise.steps_per_level, c.noise.eps) == (5, 6.2e-6)
+    assert (c.train.lr, c.train.ema) == (1e-4, 0.999)
+    assert c.model.options == {"ngf": 128, "stages": "auto"}
+
+
+def test_every_preset_loads_and_validates():
+    assert {"cifar10", "sprites-demo"} <= set(list_presets())
+    for name in list_presets():
+        load_config(name)
+
+
+def test_cifar10_preset_matches_notes():
+    c = load_config("cifar10")
+    assert (c.noise.sigma_max, c.noise.levels, c.noise.steps_per_level, c.noise.eps) == (
+        50.0, 232, 5, 6.2e-6)
+    assert c.data.res == 32 and c.train.batch_size == 128
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.nope=1", "data.nope: unknown key"),
+    ("nope.x=1", "nope: unknown key"),
+    ("data.res=big", "data.res: expected an integer"),
+    ("train.ema=1.5", "ema must be in"),
+    ("model.ngff=3", "model.ngff: unknown key"),
+    ("model.stages=wide", "expected one of"),
+    ("noise.levels=1", "levels must be at least 2"),
+    ("train.batch_size=0", "batch_size must be positive"),
+    ("data.res", "expected SECTION.FIELD=VALUE"),
+])
+def test_bad_fields_name_the_culprit(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_set_reaches_backbone_options_and_parses_toml_values():
+    c = load_config(overrides=["model.ngf=64", "train.lr=3e-4", "data.flip=false"])
+    assert c.model.options["ngf"] == 64 and c.train.lr == 3e-4 and c.data.flip is False
+    assert parse_value("horse") == "horse" and parse_value("[1, 2]") == [1, 2]
+
+
+def test_flags_then_overrides_and_switching_backbone_drops_foreign_options():
+    c = build_config(preset="cifar10", flags={"model.backbone": "unet", "data.res": 48,
+                                               "data.classes": "horse,bird"},
+                     overrides=["model.width=32"])
+    assert c.model.backbone == "unet" and c.model.options["width"] == 32
+    assert c.data.res == 48 and c.data.classes == ["horse", "bird"]
+
+
+def test_config_round_trips_through_toml():
+    c = load_config("sprites-demo")
+    again = resolve_model_options(Config.from_dict(tomllib.loads(toml_writer.dumps(c.to_dict()))))
+    assert again == c
+
+
+def test_malformed_toml_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data\nres = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="no preset named"):
+        find_preset("no-such-preset")
+
+
+def test_resume_keeps_the_run_config(tmp_path):
+    (tmp_path / "config.toml").write_text(toml_writer.dumps(load_config().to_dict()))
+    c = build_config(flags={"train.iters": 10}, resume_from=tmp_path)
+    assert c.train.iters == 10
+    with pytest.raises(ConfigError, match="cannot change the data section"):
+        build_config(flags={"data.res": 64}, resume_from=tmp_path)

@@ -1,0 +1,63 @@
+import os
+import signal
+
+import torch
+from tiny import tiny_config
+
+from pegasus.checkpoint import latest_checkpoint, load_checkpoint
+from pegasus.generate import load_trained_run, sample_images
+from pegasus.training import EpochSampler, train
+
+
+def test_resumed_run_continues_the_same_loss_sequence(tmp_path):
+    config = tiny_config()
+    whole = train(config, tmp_path / "whole", tensorboard=False)
+    first = train(config, tmp_path / "split", tensorboard=False, stop_after=3)
+    assert first.step == 3
+    second = train(config, tmp_path / "split", resume=True, tensorboard=False)
+    assert second.step == 6
+    assert [s for s, _ in whole.losses] == [1, 2, 3, 4, 5, 6]
+    assert first.losses + second.losses == whole.losses
+    a = load_checkpoint(latest_checkpoint(tmp_path / "whole" / "checkpoints"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "split" / "checkpoints"))
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    def progress(step, total, loss):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = train(tiny_config(), tmp_path, tensorboard=False, progress=progress)
+    assert result.interrupted == signal.SIGTERM and result.step == 2
+    assert load_checkpoint(result.checkpoint)["step"] == 2
+    # The handler is gone afterwards.
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def test_run_directory_holds_config_checkpoint_samples_and_logs(tmp_path):
+    train(tiny_config("train.sample_every=3", "train.iters=3"), tmp_path, tensorboard=True)
+    assert (tmp_path / "config.toml").is_file()
+    assert (tmp_path / "samples" / "step-00000003.png").is_file()
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    assert state["backbone"]["name"] == "unet" and state["backbone"]["distribution"] == "pegasus-score"
+    assert set(state) >= {"config", "sigmas", "model", "ema", "optimizer", "step", "rng"}
+
+
+def test_samples_from_a_run_are_seeded(tmp_path):
+    train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
+    run = load_trained_run(tmp_path, device="cpu")
+    kw = dict(num=3, res=16, seed=5)
+    a = sample_images(run.model, run.schedule, run.sigmas, **kw)
+    assert torch.equal(a, sample_images(run.model, run.schedule, run.sigmas, **kw))
+    assert a.shape == (3, 3, 16, 16) and a.min() >= 0 and a.max() <= 1
+
+
+def test_epoch_sampler_visits_every_image_once_per_epoch():
+    sampler = EpochSampler(10, 4, seed=0)
+    seen = torch.cat([sampler.indices(s) for s in range(5)])  # 20 indices = 2 epochs
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+    assert torch.equal(EpochSampler(10, 4, seed=0).indices(3), sampler.indices(3))

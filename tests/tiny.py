@@ -1,0 +1,16 @@
+"""A tiny, fast configuration for training tests."""
+
+from pegasus.config import load_config
+
+TINY = [
+    "data.res=16", "data.size=12",
+    'model.backbone="unet"', "model.width=8", "model.emb_dim=16", "model.heads=2",
+    "model.head_dim=8",
+    "noise.sigma_max=10.0", "noise.levels=4", "noise.steps_per_level=2", "noise.eps=1e-4",
+    "train.batch_size=4", "train.iters=6", "train.log_every=1", "train.sample_every=0",
+    "train.checkpoint_every=100", "train.grid=4", 'train.device="cpu"', "train.lr=1e-3",
+]
+
+
+def tiny_config(*extra: str):
+    return load_config(overrides=TINY + list(extra))
