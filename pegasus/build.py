@@ -27,6 +27,8 @@ def build_score_model(config: Config, channels: int = 3) -> tuple[ScoreModel, Pl
 
 
 def schedule_from_config(noise: NoiseConfig) -> Schedule:
+    if not noise.planned:
+        raise UserError("the noise schedule still says 'auto'; plan it first (pegasus.planner)")
     return Schedule(
         sigma_max=noise.sigma_max,
         sigma_min=noise.sigma_min,

@@ -79,6 +79,7 @@ def train(
     dataset: Annotated[str | None, typer.Option(help="sprites, cifar10, stl10 or folder:PATH.")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names, e.g. horse,bird.")] = None,
     res: Annotated[int | None, typer.Option(help="Image resolution in pixels.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where datasets are downloaded and cached.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone name (see `pegasus backbones`).")] = None,
     iters: Annotated[int | None, typer.Option(help="Total training steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
@@ -92,6 +93,7 @@ def train(
         from pegasus.training import train as run_training
 
         flags = {"data.dataset": dataset, "data.classes": classes, "data.res": res,
+                 "data.data_dir": data_dir,
                  "model.backbone": backbone, "train.iters": iters,
                  "train.batch_size": batch_size, "train.device": device}
         cfg = build_config(preset=config, flags=flags, overrides=set_ or [],
@@ -144,6 +146,203 @@ def sample(
                 seed=seed, denoise=cfg.noise.denoise, callback=callback)
         save_grid(images, out)
         console.print(f"wrote {num} samples from step {trained.step} to {out}")
+
+
+@app.command()
+def blend(
+    run: RunOpt,
+    k: Annotated[int, typer.Option("--k", help="Which column to write: 0 .. N+1 (eq. 4).")] = 9,
+    n: Annotated[int, typer.Option("--n", help="N: interpolated images between the two chains.")] = 15,
+    strips: Annotated[int, typer.Option(help="Number of strips (each shares one starting point).")] = 8,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="PNG of the k-th images; the strips go beside it.")] = Path(
+        "blend.png"),
+    source: Annotated[str | None, typer.Option("--from", help="Class at k = 0 (with --guidance).")] = None,
+    target: Annotated[str | None, typer.Option("--to", help="Class at k = N+1 (with --guidance).")] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier guidance weight W; 0 is plain eq. 4.")] = 0.0,
+    report: Annotated[bool, typer.Option(help="Score the strips with the run's judge; with "
+                                         "--guidance, also unguided strips of the same seed.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Blend two classes: strips of Langevin chains mixed by noise interpolation (eq. 4)."""
+    with user_errors():
+        from pegasus.blend import BlendRequest, blend_run, endpoints, judge_strips, save_blend
+        from pegasus.classifier import GUIDE_FILE, JUDGE_FILE, load_classifier
+        from pegasus.generate import load_trained_run
+
+        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
+                               guidance=guidance)
+        trained = load_trained_run(run, None, device)
+        classes = trained.config.data.classes
+        request.validate(classes)
+        dev = trained.sigmas.device
+        guide = load_classifier(run / GUIDE_FILE, dev, what="guide") if guidance > 0 else None
+        judge = load_classifier(run / JUDGE_FILE, dev, what="judge") if report else None
+        runs = [request]
+        if report and guidance > 0:
+            runs.append(BlendRequest(**{**request.__dict__, "guidance": 0.0}))
+        results = []
+        with _progress() as progress:
+            for req in runs:
+                label = f"blend W={req.guidance:g}"
+                callback = sampling_progress(progress, label, trained.schedule.evaluations)
+                results.append(blend_run(trained, req, guide, callback))
+        kth, strips_png = save_blend(results[0], k, out)
+        console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to {strips_png}")
+        if judge is not None:
+            src, tgt = (classes[i] for i in endpoints(request, classes))
+            table = Table("guidance W", "strips", f"{src} left and {tgt} right",
+                          f"mean p({src}) along the strip, k = 0..{n + 1}")
+            for req, strips_ in zip(runs, results, strict=True):
+                r = judge_strips(strips_, judge, src, tgt, req.guidance)
+                table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
+                              " ".join(f"{p:.2f}" for p in r.source_probability))
+            console.print(table)
+
+
+def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,
+                      device: str) -> None:
+    with user_errors():
+        from pegasus.classifier import train_for_run
+
+        with _progress() as progress:
+            task = progress.add_task(f"train {kind}", total=iters, info="")
+
+            def report(step: int, total: int, loss: float | None) -> None:
+                progress.update(task, completed=step, **({"info": f"loss {loss:.3f}"} if loss else {}))
+
+            result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
+                                   device=device, progress=report)
+        accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())
+        console.print(f"wrote {result.path}; held-out accuracy {accuracy}")
+
+
+@app.command("train-guide")
+def train_guide(
+    run: RunOpt,
+    iters: Annotated[int, typer.Option(help="Training steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the noise-conditional classifier p(class | x, sigma) that guides `blend --guidance`."""
+    _train_classifier(run, "guide", iters, batch_size, seed, device)
+
+
+@app.command("train-judge")
+def train_judge(
+    run: RunOpt,
+    iters: Annotated[int, typer.Option(help="Training steps.")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    seed: SeedOpt = 1,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the independent clean-image classifier that scores blends (`blend --report`)."""
+    _train_classifier(run, "judge", iters, batch_size, seed, device)
+
+
+def _data_config(dataset: str, classes: str, res: int, data_dir: Path | None, download: bool):
+    from pegasus.config import DataConfig, from_mapping
+
+    return from_mapping(DataConfig, {"dataset": dataset, "classes": classes, "res": res,
+                                     "data_dir": str(data_dir or ""), "download": download},
+                        where="data")
+
+
+DatasetOpt = Annotated[str, typer.Option(help="sprites, cifar10, stl10, folder:PATH or auto.")]
+ClassesOpt = Annotated[str, typer.Option(help="Comma-separated class names.")]
+DataDirOpt = Annotated[Path | None, typer.Option(
+    help="Where datasets are downloaded and cached (default: $PEGASUS_DATA_DIR or ~/.cache/pegasus).")]
+DownloadOpt = Annotated[bool, typer.Option(help="Download missing CIFAR-10 / STL-10 files.")]
+
+
+@app.command()
+def data(
+    dataset: DatasetOpt = "auto",
+    classes: ClassesOpt = "horse,bird",
+    res: Annotated[int, typer.Option(help="Resolution in pixels.")] = 32,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = True,
+    preview: Annotated[Path | None, typer.Option(help="Write a preview grid PNG.")] = None,
+) -> None:
+    """Load (download, filter, resize and cache) a dataset and report what it holds."""
+    with user_errors():
+        import time
+
+        import torch
+
+        from pegasus.data import load_images, resolve_dataset
+        from pegasus.images import save_grid
+
+        config = _data_config(dataset, classes, res, data_dir, download)
+        start = time.perf_counter()
+        images = load_images(config)
+        elapsed = time.perf_counter() - start
+        for name, count in images.counts().items():
+            console.print(f"{name}: {count}", highlight=False)
+        console.print(f"dataset: {resolve_dataset(config)}", highlight=False)
+        console.print(f"resolution: {res} px", highlight=False)
+        console.print(f"cache: {images.cache or 'none (generated on the fly)'}", highlight=False)
+        console.print(f"load time: {elapsed:.2f} s", highlight=False)
+        if preview is not None:
+            picks = torch.cat([torch.nonzero(images.labels == i).flatten()[:8]
+                               for i in range(len(images.classes))])
+            save_grid(images.images[picks].float() / 255, preview, nrow=8)
+            console.print(f"preview: {preview}", highlight=False)
+
+
+@app.command()
+def sigmas(
+    steps_per_level: Annotated[
+        int, typer.Option("--steps-per-level", help="T, Langevin steps per level.")] = 5,
+    dim: Annotated[
+        int | None, typer.Option(help="Data dimension D (pixels x channels), without data.")] = None,
+    sigma_max: Annotated[float | None, typer.Option(help="sigma_1; with data, Technique 1 finds it.")] = None,
+    sigma_min: Annotated[float, typer.Option(help="sigma_L, the smallest noise level.")] = 0.01,
+    levels: Annotated[int | None, typer.Option(help="L; given, only eps is chosen.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Plan from this dataset's images.")] = None,
+    classes: ClassesOpt = "horse,bird",
+    res: Annotated[int, typer.Option(help="Resolution in pixels, with --dataset.")] = 32,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = True,
+    write: Annotated[Path | None, typer.Option(help="Write the plan as a [noise] config fragment.")] = None,
+) -> None:
+    """Plan the noise schedule: NCSNv2 Techniques 1 (sigma_1), 2 (levels) and 4 (eps)."""
+    with user_errors():
+        import time
+
+        from pegasus import toml_writer
+        from pegasus.planner import max_pairwise_distance, plan_schedule
+
+        if dataset is None and (dim is None or sigma_max is None):
+            raise UserError("give --dataset (with --classes and --res), or --dim and --sigma-max")
+        if dataset is not None:
+            import torch
+
+            from pegasus.data import load_images
+
+            images = load_images(_data_config(dataset, classes, res, data_dir, download)).images
+            if torch.cuda.is_available():
+                images = images.cuda()
+            dim = images[0].numel()
+            if sigma_max is None:
+                start = time.perf_counter()
+                sigma_max = max_pairwise_distance(images)
+                console.print(f"technique 1 on {len(images)} images: {time.perf_counter() - start:.2f} s",
+                              highlight=False)
+        try:
+            plan = plan_schedule(dim, sigma_max, steps_per_level, sigma_min, levels)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        for name, value in [("dimension", plan.dim), ("sigma_1", f"{plan.sigma_max:.4g}"),
+                            ("sigma_L", f"{plan.sigma_min:.4g}"), ("gamma", f"{plan.gamma:.5f}"),
+                            ("levels", plan.levels), ("steps per level", plan.steps_per_level),
+                            ("eps", f"{plan.eps:.3g}"), ("r(eps)", f"{plan.ratio:.4f}"),
+                            ("evaluations per sample", plan.levels * plan.steps_per_level + 1)]:
+            console.print(f"{name}: {value}", highlight=False)
+        if write is not None:
+            write.write_text(toml_writer.dumps({"noise": plan.as_config()}))
+            console.print(f"wrote {write}", highlight=False)
 
 
 @app.command()

@@ -33,10 +33,14 @@ Auto = Literal["auto"]
 
 @dataclass
 class DataConfig:
-    dataset: str = "sprites"  # sprites | cifar10 | stl10 | folder:PATH
+    # sprites | cifar10 | stl10 | folder:PATH | auto (32 px: CIFAR-10, larger: STL-10)
+    dataset: str = "auto"
     classes: list[str] = field(default_factory=lambda: ["horse", "bird"])
     res: int = 32
     flip: bool = True  # random horizontal flips while training
+    data_dir: str = ""  # where datasets are downloaded and cached; "" for the default
+    download: bool = True  # fetch missing CIFAR-10 / STL-10 files with torchvision
+    train_plus_test: bool = False  # CIFAR-10: add the test split to the training images
     size: int = 5000  # images per class for the generated `sprites` dataset
     seed: int = 0  # seed of the generated `sprites` dataset
 
@@ -46,21 +50,28 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """sigma_1 > ... > sigma_L geometric, T Langevin steps per level (NOTES.md)."""
+    """sigma_1 > ... > sigma_L geometric, T Langevin steps per level (NOTES.md).
 
-    sigma_max: float = 50.0
+    "auto" asks the planner at the start of training: sigma_max by Technique 1 (the largest
+    distance between training images), levels by Technique 2, eps by Technique 4."""
+
+    sigma_max: float | Auto = 50.0
     sigma_min: float = 0.01
-    levels: int = 232
+    levels: int | Auto = 232
     steps_per_level: int = 5
-    eps: float = 6.2e-6
+    eps: float | Auto = 6.2e-6
     denoise: bool = True  # the final Tweedie denoising step
 
     def __post_init__(self) -> None:
         _positive(self, "sigma_max", "sigma_min", "levels", "steps_per_level", "eps")
-        if self.sigma_max <= self.sigma_min:
+        if self.sigma_max != "auto" and self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max ({self.sigma_max}) must exceed sigma_min ({self.sigma_min})")
-        if self.levels < 2:
+        if self.levels != "auto" and self.levels < 2:
             raise ValueError(f"levels must be at least 2, got {self.levels}")
+
+    @property
+    def planned(self) -> bool:
+        return "auto" not in (self.sigma_max, self.levels, self.eps)
 
 
 @dataclass

@@ -145,3 +145,17 @@ def max_pairwise_distance(images: torch.Tensor, chunk: int = 1024) -> float:
         d2 = sq[start : start + chunk, None].double() + sq[None].double() - 2 * (block @ x.T).double()
         best = torch.maximum(best, d2.max().float())
     return float(best.clamp_min(0).sqrt())
+
+
+def plan_for_images(noise, images: torch.Tensor):
+    """A NoiseConfig with its "auto" fields filled in from the training images."""
+    import dataclasses
+
+    if noise.planned:
+        return noise
+    dim = images[0].numel()
+    sigma_max = max_pairwise_distance(images) if noise.sigma_max == "auto" else noise.sigma_max
+    levels = None if noise.levels == "auto" else noise.levels
+    plan = plan_schedule(dim, sigma_max, noise.steps_per_level, noise.sigma_min, levels)
+    eps = plan.eps if noise.eps == "auto" else noise.eps
+    return dataclasses.replace(noise, sigma_max=sigma_max, levels=plan.levels, eps=eps)

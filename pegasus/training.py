@@ -3,6 +3,7 @@ sample grids, atomic checkpoints, exact resume, and a clean stop on Ctrl-C or SI
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pegasus.errors import UserError
 from pegasus.generate import sample_images
 from pegasus.images import save_grid
 from pegasus.loss import dsm_loss
+from pegasus.planner import plan_for_images
 
 
 @dataclass
@@ -104,6 +106,8 @@ def train(
 
     data = load_images(config.data)
     images = data.images.to(device)
+    if not config.noise.planned:  # Techniques 1, 2, 4 on this very data; the run records the result
+        config = dataclasses.replace(config, noise=plan_for_images(config.noise, images))
     schedule = schedule_from_config(config.noise)
     sigmas = schedule.sigmas(device)
     model, plugin = build_score_model(config, channels=images.shape[1])
@@ -114,6 +118,9 @@ def train(
     sampler = EpochSampler(len(images), tc.batch_size, tc.seed)
 
     step = 0
+    if not resume and latest_checkpoint(ckpt_dir) is not None:
+        raise UserError(f"{run_dir} already holds a trained run; continue it with --resume or "
+                        f"choose another --run")
     if resume:
         found = latest_checkpoint(ckpt_dir)
         if found is None:

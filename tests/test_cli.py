@@ -35,8 +35,8 @@ def test_unknown_class(tmp_path):
 
 
 def test_resolution_the_backbone_does_not_support(tmp_path):
-    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--res", "20", "--set",
-                                 "model.ngf=4", "--set", "data.size=2"])
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--dataset", "sprites", "--res", "20",
+                                 "--set", "model.ngf=4", "--set", "data.size=2"])
     _one_clear_line(result, "does not support 20 px")
 
 

@@ -37,4 +37,4 @@ def test_load_images_filters_by_class_name():
 
 def test_unknown_class_lists_the_valid_ones():
     with pytest.raises(DatasetError, match="valid classes: horse, bird"):
-        load_images(DataConfig(classes=["cat"], res=16, size=4))
+        load_images(DataConfig(dataset="sprites", classes=["cat"], res=16, size=4))

@@ -3,7 +3,7 @@
 from pegasus.config import load_config
 
 TINY = [
-    "data.res=16", "data.size=12",
+    "data.dataset=sprites", "data.res=16", "data.size=12",
     'model.backbone="unet"', "model.width=8", "model.emb_dim=16", "model.heads=2",
     "model.head_dim=8",
     "noise.sigma_max=10.0", "noise.levels=4", "noise.steps_per_level=2", "noise.eps=1e-4",

@@ -1,8 +1,17 @@
-"""Datasets: one front door, `load_images`, returning uint8 image tensors filtered by class."""
+"""Datasets: one front door, `load_images`, returning uint8 image tensors filtered by class name.
+
+`sprites` is generated; `cifar10`, `stl10` and `folder:PATH` are read from disk, filtered,
+resized once and cached as a uint8 tensor file keyed by dataset, classes, resolution and the
+source files, so later runs start at once. With dataset `auto`, 32 px means CIFAR-10 and larger
+means STL-10, as in the winged-horses work.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -10,6 +19,7 @@ from pegasus.config import DataConfig
 from pegasus.errors import UserError
 
 MIN_RES = 8
+DATASETS = ("sprites", "cifar10", "stl10", "folder:PATH", "auto")
 
 
 class DatasetError(UserError):
@@ -21,19 +31,34 @@ class ImageSet:
     images: torch.Tensor  # uint8, (N, C, H, W)
     labels: torch.Tensor  # int64, (N,), indices into `classes`
     classes: list[str]  # the classes asked for, in the order asked
+    dataset: str = "sprites"
+    cache: Path | None = None  # the cached tensor file, for datasets read from disk
 
     def counts(self) -> dict[str, int]:
         return {name: int((self.labels == i).sum()) for i, name in enumerate(self.classes)}
 
 
-def check_classes(asked: list[str], available: list[str] | tuple[str, ...], dataset: str) -> None:
+def default_data_dir() -> Path:
+    """$PEGASUS_DATA_DIR, else $XDG_CACHE_HOME/pegasus, else ~/.cache/pegasus."""
+    if os.environ.get("PEGASUS_DATA_DIR"):
+        return Path(os.environ["PEGASUS_DATA_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pegasus"
+
+
+def resolve_dataset(config: DataConfig) -> str:
+    if config.dataset == "auto":
+        return "cifar10" if config.res <= 32 else "stl10"
+    return config.dataset
+
+
+def check_classes(asked: list[str], available, dataset: str) -> None:
     if not asked:
         raise DatasetError("no classes asked for; pass --classes, e.g. --classes horse,bird")
     for name in asked:
         if name not in available:
             raise DatasetError(
-                f"unknown class {name!r} for {dataset}; valid classes: {', '.join(available)}"
-            )
+                f"unknown class {name!r} for {dataset}; valid classes: {', '.join(available)}")
     if len(set(asked)) != len(asked):
         raise DatasetError(f"a class is named twice in {','.join(asked)}")
 
@@ -41,11 +66,86 @@ def check_classes(asked: list[str], available: list[str] | tuple[str, ...], data
 def load_images(config: DataConfig) -> ImageSet:
     if config.res < MIN_RES:
         raise DatasetError(f"resolution {config.res} px is too small; use --res {MIN_RES} or more")
-    if config.dataset == "sprites":
+    dataset = resolve_dataset(config)
+    if dataset == "sprites":
         from pegasus.data.sprites import CLASSES, draw_sprites
 
         check_classes(config.classes, CLASSES, "sprites")
         images = [draw_sprites(c, config.size, config.res, seed=config.seed) for c in config.classes]
         labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
-        return ImageSet(torch.cat(images), torch.cat(labels), list(config.classes))
-    raise DatasetError(f"unknown dataset {config.dataset!r}; available: sprites")
+        return ImageSet(torch.cat(images), torch.cat(labels), list(config.classes), dataset)
+    if dataset in ("cifar10", "stl10") or dataset.startswith("folder:"):
+        return _load_from_disk(dataset, config)
+    raise DatasetError(f"unknown dataset {config.dataset!r}; available: {', '.join(DATASETS)}")
+
+
+def _sources(dataset: str, config: DataConfig, root: Path) -> tuple[list[Path], list[str]]:
+    """The files the dataset is read from (for the cache key) and its class names."""
+    from pegasus.data import official
+    from pegasus.data.folder import EXTENSIONS, folder_classes
+
+    if dataset == "cifar10":
+        names = official.CIFAR10.train + (official.CIFAR10.test if config.train_plus_test else ())
+        return [root / official.CIFAR10.folder / n for n in names], list(official.CIFAR10_CLASSES)
+    if dataset == "stl10":
+        names = official.STL10.train + official.STL10.test
+        return [root / official.STL10.folder / n for n in names], list(official.STL10_CLASSES)
+    folder = Path(dataset.removeprefix("folder:")).expanduser()
+    classes = folder_classes(folder)
+    check_classes(config.classes, classes, dataset)
+    files = sorted(p for c in config.classes for p in (folder / c).rglob("*")
+                   if p.suffix.lower() in EXTENSIONS)
+    return files, classes
+
+
+def _cache_key(dataset: str, config: DataConfig, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat() if f.exists() else None
+        h.update(f"{f}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}\n".encode())
+    name = dataset.split(":")[0]
+    split = "-traintest" if dataset == "cifar10" and config.train_plus_test else ""
+    return f"{name}{split}-{'_'.join(config.classes)}-{config.res}px-{h.hexdigest()[:12]}.pt"
+
+
+def _load_from_disk(dataset: str, config: DataConfig) -> ImageSet:
+    from pegasus.checkpoint import atomic_write
+    from pegasus.data import official
+    from pegasus.data.folder import read_folder
+    from pegasus.data.transforms import resize_square
+
+    root = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    files, classes = _sources(dataset, config, root)
+    check_classes(config.classes, classes, dataset)
+    wanted = [classes.index(c) for c in config.classes]
+    if dataset in ("cifar10", "stl10"):
+        # Fetch (or report) missing files before the key is computed from them.
+        archive = official.CIFAR10 if dataset == "cifar10" else official.STL10
+        official.ensure_files(archive, root, tuple(f.name for f in files), config.download)
+    cache = root / "cache" / _cache_key(dataset, config, files)
+    if cache.is_file():
+        try:
+            stored = torch.load(cache, weights_only=True)
+            return ImageSet(stored["images"], stored["labels"], list(config.classes), dataset, cache)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)
+
+    if dataset == "cifar10":
+        images, labels, _ = official.read_cifar10(root, include_test=config.train_plus_test,
+                                                  download=config.download)
+    elif dataset == "stl10":
+        images, labels, _ = official.read_stl10(root, download=config.download)
+    else:
+        images, labels = read_folder(Path(dataset.removeprefix("folder:")).expanduser(),
+                                     config.classes, config.res)
+        wanted = list(range(len(config.classes)))
+    keep = torch.cat([torch.nonzero(labels == w).flatten() for w in wanted])
+    new_labels = torch.cat([torch.full(((labels == w).sum().item(),), i)
+                            for i, w in enumerate(wanted)])
+    images = resize_square(images[keep], config.res)
+    for name, count in zip(config.classes, torch.bincount(new_labels, minlength=len(wanted)).tolist(),
+                           strict=True):
+        if count == 0:
+            raise DatasetError(f"class {name!r} has no images in {dataset}")
+    atomic_write(cache, lambda f: torch.save({"images": images, "labels": new_labels}, f))
+    return ImageSet(images, new_labels, list(config.classes), dataset, cache)

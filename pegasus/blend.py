@@ -1,0 +1,136 @@
+"""Blending a trained run: strips of eq. 4 noise interpolation, optional class guidance, the
+labelled PNGs, and the judge's report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pegasus.classifier import Classifier
+from pegasus.errors import UserError
+from pegasus.generate import TrainedRun
+from pegasus.images import save_grid
+from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score
+from pegasus.sampling import Callback, uniform_prior
+
+Q_STREAM_OFFSET = 1_000_003  # stream q is seeded with seed + this; stream p with seed itself
+
+
+@dataclass(frozen=True)
+class BlendRequest:
+    n: int = 15
+    k: int = 9
+    strips: int = 8
+    seed: int = 0
+    source: str | None = None  # the class at k = 0 (guided only)
+    target: str | None = None  # the class at k = N + 1 (guided only)
+    guidance: float = 0.0
+
+    def validate(self, classes: list[str]) -> None:
+        if self.n < 1:
+            raise UserError(f"--n must be at least 1, got {self.n}")
+        if not 0 <= self.k <= self.n + 1:
+            raise UserError(f"--k must be between 0 and N+1 = {self.n + 1}, got {self.k}")
+        if self.strips < 1:
+            raise UserError(f"--strips must be at least 1, got {self.strips}")
+        if self.guidance < 0:
+            raise UserError(f"--guidance must be 0 or more, got {self.guidance}")
+        for name in (self.source, self.target):
+            if name is not None and name not in classes:
+                raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
+
+
+def endpoints(request: BlendRequest, classes: list[str]) -> tuple[int, int]:
+    if len(classes) < 2:
+        raise UserError("guidance needs a run trained on at least two classes")
+    source = request.source or classes[0]
+    target = request.target or next(c for c in classes if c != source)
+    if source == target:
+        raise UserError(f"--from and --to are both {source!r}; pick two different classes")
+    return classes.index(source), classes.index(target)
+
+
+def blend_run(
+    run: TrainedRun,
+    request: BlendRequest,
+    guide: Classifier | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Strips (M, N + 2, C, H, W) in [0, 1]. Column 0 is exactly what `pegasus sample` draws
+    with the same seed (x0 and noise from stream p)."""
+    classes = run.config.data.classes
+    request.validate(classes)
+    device, res = run.sigmas.device, run.config.data.res
+    gp = torch.Generator(device=device).manual_seed(request.seed)
+    gq = torch.Generator(device=device).manual_seed(request.seed + Q_STREAM_OFFSET)
+    x0 = uniform_prior((request.strips, 3, res, res), generator=gp, device=device)
+    score = run.model
+    if request.guidance > 0:
+        if guide is None:
+            raise UserError("guidance asks for a guide classifier; train one with pegasus train-guide")
+        source, target = endpoints(request, classes)
+        weights = endpoint_class_weights(request.n, source, target, len(classes))
+        weights = weights.repeat(request.strips, 1).to(device)
+        score = guided_score(run.model, guide.log_prob, weights, request.guidance)
+    strips = blend_strips(
+        score, x0, run.sigmas, n=request.n, steps_per_level=run.schedule.steps_per_level,
+        eps=run.schedule.eps, generator_p=gp, generator_q=gq, denoise=run.config.noise.denoise,
+        callback=callback,
+    )
+    return strips.clamp(0, 1)
+
+
+def save_blend(strips: torch.Tensor, k: int, out: Path) -> tuple[Path, Path]:
+    """The k-th image of every strip as `out`, and all strips as `<out>-strips.png` with a header
+    row naming each column and a frame around column k."""
+    out = Path(out)
+    kth = save_grid(strips[:, k], out)
+    strips_path = out.with_name(f"{out.stem}-strips.png")
+    _save_labelled_strips(strips, k, strips_path)
+    return kth, strips_path
+
+
+def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    from pegasus.checkpoint import atomic_write
+
+    m, cols, _, res, _ = strips.shape
+    scale = max(1, 48 // res)  # small images are enlarged so that the labels fit above them
+    cell, pad, header = res * scale, 2, 16
+    canvas = Image.new("RGB", (cols * (cell + pad) + pad, header + m * (cell + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    pixels = (strips.float().cpu() * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+    for c in range(cols):
+        x = pad + c * (cell + pad)
+        draw.text((x + 2, 2), f"k={c}", fill="red" if c == k else "black")
+        for r in range(m):
+            y = header + pad + r * (cell + pad)
+            tile = Image.fromarray(pixels[r, c]).resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (x, y))
+        if c == k:
+            draw.rectangle([x - 1, header, x + cell, canvas.height - 1], outline="red")
+    atomic_write(path, lambda f: canvas.save(f, format="PNG"))
+
+
+@dataclass
+class JudgeReport:
+    guidance: float
+    strips: int
+    ends_correct: float  # share of strips whose left end is the source and right end the target
+    source_probability: list[float] = field(default_factory=list)  # mean p(source) per column
+
+
+@torch.no_grad()
+def judge_strips(strips: torch.Tensor, judge: Classifier, source: str, target: str,
+                 guidance: float) -> JudgeReport:
+    classes = judge.spec.classes
+    m, cols = strips.shape[:2]
+    probs = judge.log_prob(strips.flatten(0, 1).to(next(judge.parameters()).device)).exp()
+    probs = probs.view(m, cols, -1).cpu()
+    labels = probs.argmax(-1)
+    src, tgt = classes.index(source), classes.index(target)
+    ends = ((labels[:, 0] == src) & (labels[:, -1] == tgt)).double().mean().item()
+    return JudgeReport(guidance, m, ends, probs[..., src].mean(0).tolist())

@@ -1,0 +1,187 @@
+"""Small image classifiers: the noise-conditional guide p(class | x, sigma) used for blend
+guidance, and the independent clean-image judge that scores blends.
+
+One parameterised network serves both: the guide scales its input by 1/sqrt(1 + sigma^2) (so
+inputs stay O(1) at every noise level) and adds a Fourier embedding of log sigma to its
+features; the judge sees clean images only and has no sigma input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pegasus.backbones.unet import GaussianFourierEmbedding
+from pegasus.checkpoint import CheckpointError, atomic_write, load_checkpoint
+from pegasus.errors import UserError
+
+GUIDE_FILE = "guide.pt"
+JUDGE_FILE = "judge.pt"
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    classes: list[str]
+    res: int
+    channels: int = 3
+    width: int = 32
+    noise_conditional: bool = True
+
+
+class Classifier(nn.Module):
+    def __init__(self, spec: ClassifierSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        w = spec.width
+        self.begin = nn.Conv2d(spec.channels, w, 3, padding=1)
+        self.embed = (
+            nn.Sequential(GaussianFourierEmbedding(64), nn.Linear(64, w), nn.SiLU(), nn.Linear(w, w))
+            if spec.noise_conditional else None
+        )
+        layers, cin = [], w
+        for cout in (w, 2 * w, 2 * w):
+            layers += [nn.GroupNorm(8, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, stride=2, padding=1)]
+            cin = cout
+        self.body = nn.Sequential(*layers, nn.GroupNorm(8, cin), nn.SiLU())
+        self.head = nn.Linear(cin, len(spec.classes))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits, (B, classes)."""
+        x = 2 * x - 1
+        if self.embed is not None:
+            x = x / torch.sqrt(1 + sigma.view(-1, 1, 1, 1) ** 2)
+        h = self.begin(x)
+        if self.embed is not None:
+            h = h + self.embed(sigma.log())[:, :, None, None]
+        return self.head(self.body(h).mean(dim=(2, 3)))
+
+    def log_prob(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        return F.log_softmax(self(x, sigma).float(), dim=1)
+
+
+def train_classifier(
+    spec: ClassifierSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    sigmas: torch.Tensor | None,
+    iters: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> Classifier:
+    """Cross-entropy on uint8 `images` with random flips; with `sigmas`, each image is first
+    perturbed at a uniformly drawn level, as in score training."""
+    device = images.device
+    torch.manual_seed(seed)
+    model = Classifier(spec).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator(device=device).manual_seed(seed)
+    for step in range(1, iters + 1):
+        idx = torch.randint(len(images), (batch_size,), device=device, generator=g)
+        x = images[idx].float() / 255
+        flip = torch.rand(batch_size, device=device, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        sigma = None
+        if sigmas is not None:
+            sigma = sigmas[torch.randint(len(sigmas), (batch_size,), device=device, generator=g)]
+            x = x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, device=device, generator=g)
+        loss = F.cross_entropy(model(x, sigma), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step, iters, loss.item() if step % 50 == 0 or step == iters else None)
+    return model.eval().requires_grad_(False)
+
+
+def save_classifier(model: Classifier, path: Path, **extra) -> Path:
+    payload = {"format": "pegasus-checkpoint", "version": 1, "spec": asdict(model.spec),
+               "state": model.state_dict(), **extra}
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
+    return Path(path)
+
+
+def load_classifier(path: Path, device: torch.device | str = "cpu", *, what: str) -> Classifier:
+    path = Path(path)
+    if not path.is_file():
+        command = "train-guide" if what == "guide" else "train-judge"
+        raise UserError(f"this run has no {what} ({path} is missing); train one with "
+                        f"pegasus {command} --run {path.parent}")
+    state = load_checkpoint(path)
+    if "spec" not in state:
+        raise CheckpointError(f"{path} is not a pegasus classifier")
+    model = Classifier(ClassifierSpec(**state["spec"]))
+    model.load_state_dict(state["state"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+@dataclass
+class TrainedClassifier:
+    model: Classifier
+    path: Path
+    accuracy: dict[str, float]  # held-out accuracy: "clean", or per noise level for the guide
+
+
+def train_for_run(
+    run_dir: Path,
+    kind: str,
+    *,
+    iters: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> TrainedClassifier:
+    """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
+    images only; on `sprites` a fresh sample drawn with another seed, so it never sees the
+    images the score model and the guide were trained on). 10% of the images are held out."""
+    import dataclasses
+
+    from pegasus.build import resolve_device
+    from pegasus.data import load_images
+    from pegasus.generate import find_checkpoint
+
+    if kind not in ("guide", "judge"):
+        raise ValueError(f"kind must be guide or judge, got {kind!r}")
+    if iters < 1:
+        raise UserError(f"--iters must be at least 1, got {iters}")
+    state = load_checkpoint(find_checkpoint(run_dir))
+    from pegasus.config import Config
+
+    config = Config.from_dict(state["config"])
+    dev = resolve_device(device)
+    data_config = config.data
+    if kind == "judge" and data_config.dataset == "sprites":
+        data_config = dataclasses.replace(data_config, seed=data_config.seed + 1)
+    data = load_images(data_config)
+    order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(seed))
+    held = order[: len(order) // 10]
+    used = order[len(order) // 10 :]
+    images, labels = data.images.to(dev), data.labels.to(dev)
+    sigmas = state["sigmas"].to(dev) if kind == "guide" else None
+    spec = ClassifierSpec(list(data.classes), config.data.res, images.shape[1],
+                          noise_conditional=kind == "guide")
+    model = train_classifier(spec, images[used.to(dev)], labels[used.to(dev)], sigmas=sigmas,
+                             iters=iters, batch_size=batch_size, seed=seed, progress=progress)
+    x, y = images[held.to(dev)].float() / 255, labels[held.to(dev)]
+    accuracy = {}
+    with torch.no_grad():
+        if sigmas is None:
+            accuracy["clean"] = (model(x).argmax(1) == y).float().mean().item()
+        else:
+            g = torch.Generator(device=dev).manual_seed(seed)
+            for i in (len(sigmas) - 1, len(sigmas) // 2, 0):
+                s = sigmas[i].expand(len(x))
+                noisy = x + s.view(-1, 1, 1, 1) * torch.randn(x.shape, device=dev, generator=g)
+                accuracy[f"sigma={float(sigmas[i]):.3g}"] = (
+                    (model(noisy, s).argmax(1) == y).float().mean().item())
+    path = save_classifier(model, Path(run_dir) / (GUIDE_FILE if kind == "guide" else JUDGE_FILE),
+                           accuracy=accuracy)
+    return TrainedClassifier(model, path, accuracy)

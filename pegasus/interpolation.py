@@ -1,0 +1,114 @@
+"""Blending two Langevin chains by noise interpolation (eq. 4 of the winged-horses text).
+
+A strip of N + 2 images shares one starting point x0. At every Langevin step two standard
+normal draws p and q are made per strip and shared by all its columns; column k injects
+    cos(theta_k) p + sin(theta_k) q,   theta_k = k pi / (2 (N + 1)),   k = 0 .. N + 1,
+for the whole trajectory. cos^2 + sin^2 = 1, so every column is still an exact Langevin chain;
+column 0 is the plain chain driven by p, column N + 1 the one driven by q, and the columns
+between move smoothly from one to the other (NOTES.md "Noise interpolation").
+
+Classifier guidance makes the ends the classes asked for, which the source text names as its
+main limitation: the score gets W * grad_x [cos^2(theta_k) log p(a | x, sigma) +
+sin^2(theta_k) log p(b | x, sigma)], so the class weight moves from class a to class b along
+the strip together with the noise angle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from pegasus.sampling import Callback, ScoreFn, annealed_langevin
+
+LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def interpolation_angles(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """theta_k = k pi / (2 (N + 1)) for k = 0 .. N + 1 (eq. 4); float64 on the host first, so
+    the ends are as exact as float64 allows before the cast."""
+    if n < 1:
+        raise ValueError(f"N must be at least 1, got {n}")
+    k = torch.arange(n + 2, dtype=torch.float64)
+    return (k * math.pi / (2 * (n + 1))).to(device=device, dtype=torch.float32)
+
+
+class InterpolatedNoise:
+    """The noise sampler of a batch of strips laid out as (M * (N + 2), ...), strip-major.
+
+    Each call draws p from `generator_p` and q from `generator_q`, one per strip, and returns
+    cos(theta_k) p + sin(theta_k) q for column k. Drawing p as (M, 1, ...) consumes
+    `generator_p` exactly as a plain sampler of M images does, which is what makes column 0 the
+    plain chain on stream p.
+    """
+
+    def __init__(self, strips: int, n: int, shape: tuple[int, ...], *, generator_p: torch.Generator,
+                 generator_q: torch.Generator, device: torch.device, dtype: torch.dtype) -> None:
+        theta = interpolation_angles(n).double()
+        view = (1, n + 2) + (1,) * len(shape)
+        self.cos = theta.cos().to(device, dtype).view(view)
+        self.sin = theta.sin().to(device, dtype).view(view)
+        self.draw_shape = (strips, 1, *shape)
+        self.out_shape = (strips * (n + 2), *shape)
+        self.gp, self.gq, self.device, self.dtype = generator_p, generator_q, device, dtype
+
+    def __call__(self) -> torch.Tensor:
+        p = torch.randn(self.draw_shape, generator=self.gp, device=self.device, dtype=self.dtype)
+        q = torch.randn(self.draw_shape, generator=self.gq, device=self.device, dtype=self.dtype)
+        return (self.cos * p + self.sin * q).reshape(self.out_shape)
+
+
+def endpoint_class_weights(n: int, source: int, target: int, classes: int) -> torch.Tensor:
+    """(N + 2, classes): weight cos^2(theta_k) on `source` and sin^2(theta_k) on `target`."""
+    theta = interpolation_angles(n).double()
+    w = torch.zeros(n + 2, classes, dtype=torch.float64)
+    w[:, source] += theta.cos() ** 2
+    w[:, target] += theta.sin() ** 2
+    return w.float()
+
+
+def guided_score(score_fn: ScoreFn, log_prob_fn: LogProbFn, class_weights: torch.Tensor,
+                 scale: float) -> ScoreFn:
+    """s(x, sigma) + scale * grad_x sum_c w_c log p(c | x, sigma), per sample (classifier
+    guidance; Song et al. 2021, sec. 5). `class_weights` is (B, classes). With scale 0 the
+    score is returned untouched."""
+    if scale == 0:
+        return score_fn
+
+    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            objective = (log_prob_fn(xg, sigma) * class_weights).sum()
+            (grad,) = torch.autograd.grad(objective, xg)
+        return score_fn(x, sigma) + scale * grad
+
+    return score
+
+
+@torch.no_grad()
+def blend_strips(
+    score_fn: ScoreFn,
+    x0: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    n: int,
+    steps_per_level: int,
+    eps: float,
+    generator_p: torch.Generator,
+    generator_q: torch.Generator,
+    denoise: bool = True,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation.
+
+    `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
+    built with `guided_score` uses class weights laid out the same way.
+    """
+    strips, shape = x0.shape[0], tuple(x0.shape[1:])
+    noise = InterpolatedNoise(strips, n, shape, generator_p=generator_p, generator_q=generator_q,
+                              device=x0.device, dtype=x0.dtype)
+    x = x0[:, None].expand(strips, n + 2, *shape).reshape(strips * (n + 2), *shape)
+    out = annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
+                            noise_sampler=noise, denoise=denoise, callback=callback)
+    return out.view(strips, n + 2, *shape)
