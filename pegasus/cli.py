@@ -63,7 +63,9 @@ def sampling_progress(progress, description: str, total: int):
     return lambda info: progress.advance(task)
 
 
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory (config, checkpoints, samples, logs).")]
+# --run-dir is the same option: torchrun's own parser takes a bare --run for its --run-path.
+RunOpt = Annotated[Path, typer.Option(
+    "--run", "--run-dir", help="Run directory (config, checkpoints, samples, logs).")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed: the same seed gives the same images.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 SetOpt = Annotated[
@@ -98,6 +100,10 @@ def train(
                  "train.batch_size": batch_size, "train.device": device}
         cfg = build_config(preset=config, flags=flags, overrides=set_ or [],
                            resume_from=run if resume else None)
+        import os
+
+        quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
+        console.quiet = err_console.quiet = quiet
         console.print(
             f"training [bold]{cfg.model.backbone}[/] on {cfg.data.dataset} "
             f"({','.join(cfg.data.classes)}) at {cfg.data.res} px for {cfg.train.iters} steps "

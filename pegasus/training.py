@@ -1,8 +1,16 @@
 """The training loop: DSM on a fixed noise schedule with Adam, EMA weights, TensorBoard logs,
-sample grids, atomic checkpoints, exact resume, and a clean stop on Ctrl-C or SIGTERM."""
+sample grids, atomic checkpoints, exact resume, and a clean stop on Ctrl-C or SIGTERM.
+
+Fast path (NCSNv2 runs are 300k steps): bf16 autocast for the network with the loss and the
+1/sigma scaling in float32, channels_last, fused Adam, a foreach EMA update, data and batch
+indices resident on the device, optional torch.compile, and no host synchronisation inside a
+step: losses are accumulated on the device and read back every `log_every` steps. Under torchrun
+each rank trains on its own shard with DDP; rank 0 alone logs, samples and checkpoints.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -11,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from pegasus import __version__, toml_writer
-from pegasus.build import build_score_model, resolve_device, schedule_from_config
+from pegasus import __version__, distributed, toml_writer
+from pegasus.build import build_score_model, schedule_from_config
 from pegasus.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pegasus.config import Config
 from pegasus.data import load_images
+from pegasus.ema import EMA
 from pegasus.errors import UserError
 from pegasus.generate import sample_images
 from pegasus.images import save_grid
@@ -38,26 +46,32 @@ ProgressFn = Callable[[int, int, float | None], None]
 
 class EpochSampler:
     """Batch indices as a function of the step alone: epochs of seeded permutations laid end to
-    end. Resuming at step s draws exactly the batches an uninterrupted run would have."""
+    end, so resuming at step s draws exactly the batches an uninterrupted run would have. With
+    several ranks, each step takes world * batch_size consecutive indices and rank r its own
+    slice of them: every rank sees its own shard. The current permutation lives on `device`."""
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 device: torch.device | str = "cpu") -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world, self.device = rank, world, torch.device(device)
         self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+            self._epoch = epoch
+            self._perm = torch.randperm(self.n, generator=g).to(self.device)
         return self._perm
 
     def indices(self, step: int) -> torch.Tensor:
-        start, parts, need = step * self.batch_size, [], self.batch_size
+        start = (step * self.world + self.rank) * self.batch_size
+        parts, need = [], self.batch_size
         while need:
             epoch, offset = divmod(start, self.n)
             take = min(need, self.n - offset)
             parts.append(self._order(epoch)[offset : offset + take])
             start, need = start + take, need - take
-        return torch.cat(parts)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class _StopOnSignal:
@@ -98,10 +112,19 @@ def train(
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the latest
     checkpoint there. `stop_after` ends the call after that many steps as an interruption would
     (saving a checkpoint); tests use it to compare a resumed run with an uninterrupted one."""
-    run_dir = Path(run_dir)
+    ctx = distributed.setup(config.train.device)
+    try:
+        return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after) -> TrainResult:
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
-    tc = config.train
-    device = resolve_device(tc.device)
+    tc, device = config.train, ctx.device
+    cuda = device.type == "cuda"
+    amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
+    channels_last = tc.channels_last is True or (tc.channels_last == "auto" and cuda)
     torch.manual_seed(tc.seed)
 
     data = load_images(config.data)
@@ -111,11 +134,11 @@ def train(
     schedule = schedule_from_config(config.noise)
     sigmas = schedule.sigmas(device)
     model, plugin = build_score_model(config, channels=images.shape[1])
-    model.to(device)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    g = torch.Generator(device=device).manual_seed(tc.seed)
-    sampler = EpochSampler(len(images), tc.batch_size, tc.seed)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    ema = EMA(model, tc.ema)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=cuda)
+    g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
+    sampler = EpochSampler(len(images), tc.batch_size, tc.seed, ctx.rank, ctx.world, device)
 
     step = 0
     if not resume and latest_checkpoint(ckpt_dir) is not None:
@@ -127,17 +150,32 @@ def train(
             raise UserError(f"nothing to resume: {ckpt_dir} holds no checkpoint; drop --resume")
         state = load_checkpoint(found, map_location=device)
         model.load_state_dict(state["model"])
-        ema.module.load_state_dict(state["ema"])
-        ema.n_averaged.copy_(state["ema_updates"])
+        ema.load_state_dict(state["ema"], int(state["ema_updates"]))
         optimizer.load_state_dict(state["optimizer"])
-        g.set_state(state["rng"]["generator"].cpu())
+        generators = state["rng"]["generators"]
+        if len(generators) == ctx.world:  # same world size: continue each rank's stream exactly
+            g.set_state(generators[ctx.rank].cpu())
         torch.set_rng_state(state["rng"]["torch"].cpu())
         step = int(state["step"])
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(toml_writer.dumps(config.to_dict()))
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
 
-    def checkpoint() -> Path:
+        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if tc.compile:
+        net = torch.compile(net)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
+                else contextlib.nullcontext())
+
+    if ctx.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(toml_writer.dumps(config.to_dict()))
+
+    def checkpoint() -> Path | None:
+        generators = distributed.gather(ctx, g.get_state())  # every rank takes part
+        if not ctx.main:
+            return None
         return save_checkpoint(ckpt_dir, {
             "config": config.to_dict(),
             "sigmas": sigmas.cpu(),
@@ -145,15 +183,16 @@ def train(
                          "distribution": plugin.distribution, "version": plugin.version},
             "pegasus_version": __version__,
             "model": model.state_dict(),
-            "ema": ema.module.state_dict(),
-            "ema_updates": ema.n_averaged.cpu(),
+            "ema": ema.state_dict(),
+            "ema_updates": ema.updates,
             "optimizer": optimizer.state_dict(),
             "step": step,
-            "rng": {"generator": g.get_state(), "torch": torch.get_rng_state()},
+            "world_size": ctx.world,
+            "rng": {"generators": [s.cpu() for s in generators], "torch": torch.get_rng_state()},
         }, keep=tc.keep)
 
     writer = None
-    if tensorboard:
+    if tensorboard and ctx.main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "logs"), purge_step=step)
@@ -172,22 +211,23 @@ def train(
             from torchvision.utils import make_grid
 
             writer.add_image("samples", make_grid(x.cpu()), step)
-        ema.module.train()
         return path
 
     with _StopOnSignal() as stop:
-        model.train()
+        net.train()
         while step < tc.iters:
-            idx = sampler.indices(step).to(device, non_blocking=True)
-            x = images[idx].float() / 255
+            x = images[sampler.indices(step)].float() / 255
             if config.data.flip:
                 flip = torch.rand(len(x), device=device, generator=g) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            out = dsm_loss(model, x, sigmas, generator=g)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                out = dsm_loss(net, x, sigmas, generator=g)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
-            ema.update_parameters(model)
+            ema.update()
             step += 1
             since_log += 1
 
@@ -195,30 +235,31 @@ def train(
             loss_sum += out.loss.detach()
             level_sum.index_add_(0, out.levels, out.per_sample.detach())
             level_count.index_add_(0, out.levels, torch.ones_like(out.per_sample))
-            if step % tc.log_every == 0 or step == tc.iters:
-                mean = loss_sum.item() / since_log
+            logging = step % tc.log_every == 0 or step == tc.iters
+            if logging:
+                mean = distributed.mean(ctx, loss_sum).item() / since_log
                 result.losses.append((step, mean))
                 if writer is not None:
                     writer.add_scalar("loss", mean, step)
                     sums, counts = level_sum.tolist(), level_count.tolist()
                     for lo, hi in groups:
-                        n = sum(counts[lo:hi])
-                        if n:
+                        if n := sum(counts[lo:hi]):
                             tag = f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
                             writer.add_scalar(tag, sum(sums[lo:hi]) / n, step)
                 loss_sum.zero_(), level_sum.zero_(), level_count.zero_()
                 since_log = 0
-                if progress is not None:
-                    progress(step, tc.iters, mean)
-            elif progress is not None:
-                progress(step, tc.iters, None)
-            if tc.sample_every and step % tc.sample_every == 0:
+            if progress is not None and ctx.main:
+                progress(step, tc.iters, mean if logging else None)
+            if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
                 grid()
+                net.train()
             if step % tc.checkpoint_every == 0 and step < tc.iters:
                 result.checkpoint = checkpoint()
-            if stop.signum is not None:
-                result.interrupted = stop.signum
-                break
+            # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
+            if not ctx.distributed or logging:
+                if distributed.any_rank(ctx, stop.signum is not None):
+                    result.interrupted = stop.signum or signal.SIGTERM
+                    break
             if stop_after is not None and step - first >= stop_after:
                 break
 
