@@ -14,7 +14,7 @@ from pegasus.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from pegasus.config import Config, ConfigError
 from pegasus.errors import UserError
 from pegasus.registry import RegistryError, registry
-from pegasus.sampling import annealed_langevin, uniform_prior
+from pegasus.sampling import annealed_langevin, annealed_langevin_graphed, uniform_prior
 from pegasus.schedule import Schedule
 from pegasus.score import ScoreModel
 
@@ -95,7 +95,9 @@ def sample_images(
     device = sigmas.device
     g = torch.Generator(device=device).manual_seed(seed)
     x0 = uniform_prior((num, channels, res, res), generator=g, device=device)
-    x = annealed_langevin(
+    # On a GPU one Langevin step is captured as a CUDA graph and replayed; on CPU it runs eagerly.
+    sampler = annealed_langevin_graphed if device.type == "cuda" else annealed_langevin
+    x = sampler(
         model, x0, sigmas, steps_per_level=schedule.steps_per_level, eps=schedule.eps,
         generator=g, denoise=denoise, callback=callback,
     )

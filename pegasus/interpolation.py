@@ -49,14 +49,17 @@ class InterpolatedNoise:
         view = (1, n + 2) + (1,) * len(shape)
         self.cos = theta.cos().to(device, dtype).view(view)
         self.sin = theta.sin().to(device, dtype).view(view)
-        self.draw_shape = (strips, 1, *shape)
-        self.out_shape = (strips * (n + 2), *shape)
-        self.gp, self.gq, self.device, self.dtype = generator_p, generator_q, device, dtype
+        self.gp, self.gq = generator_p, generator_q
+        # Buffers reused at every step: the sampler consumes the noise before the next call.
+        self.p = torch.empty((strips, 1, *shape), device=device, dtype=dtype)
+        self.q = torch.empty_like(self.p)
+        self.out = torch.empty((strips, n + 2, *shape), device=device, dtype=dtype)
 
     def __call__(self) -> torch.Tensor:
-        p = torch.randn(self.draw_shape, generator=self.gp, device=self.device, dtype=self.dtype)
-        q = torch.randn(self.draw_shape, generator=self.gq, device=self.device, dtype=self.dtype)
-        return (self.cos * p + self.sin * q).reshape(self.out_shape)
+        torch.randn(self.p.shape, generator=self.gp, out=self.p)
+        torch.randn(self.q.shape, generator=self.gq, out=self.q)
+        torch.mul(self.cos, self.p, out=self.out).addcmul_(self.sin, self.q)
+        return self.out.view(-1, *self.out.shape[2:])
 
 
 def endpoint_class_weights(n: int, source: int, target: int, classes: int) -> torch.Tensor:

@@ -22,9 +22,10 @@ Callback = Callable[[dict[str, Any]], None]
 def gaussian_noise_sampler(
     x: torch.Tensor, generator: torch.Generator | None = None
 ) -> NoiseSampler:
-    """Fresh standard normal noise shaped like x at every call, drawn from `generator`."""
-    shape, device, dtype = x.shape, x.device, x.dtype
-    return lambda: torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    """Fresh standard normal noise shaped like x at every call, drawn from `generator` into one
+    reused buffer (the sampler consumes it before the next call), so no step allocates."""
+    buffer = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return lambda: torch.randn(x.shape, generator=generator, out=buffer)
 
 
 def uniform_prior(
@@ -64,24 +65,98 @@ def annealed_langevin(
     """
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
-    # Everything the loop needs lives on the device before it starts: no per-step transfer.
-    step_sizes = langevin_step_sizes(sigmas, eps)
-    noise_scales = (2.0 * step_sizes).sqrt()
-    per_sample_sigmas = sigmas[:, None].expand(-1, x.shape[0])
+    plan = _ChainPlan(sigmas, eps, x)
     x = x.clone()
     index = 0
-    for level in range(len(sigmas)):
-        sigma = per_sample_sigmas[level]
+    for level in range(plan.levels):
+        sigma = plan.per_sample[level]
         for step in range(steps_per_level):
             score = score_fn(x, sigma)
-            x.addcmul_(score, step_sizes[level]).addcmul_(noise_sampler(), noise_scales[level])
-            if callback is not None:
-                callback({"x": x, "level": level, "step": step, "index": index, "sigma": sigmas[level]})
+            x.addcmul_(score, plan.step_sizes[level]).addcmul_(noise_sampler(), plan.noise_scales[level])
+            plan.report(callback, x, level, step, index)
             index += 1
     if denoise:
-        x.addcmul_(score_fn(x, per_sample_sigmas[-1]), sigmas[-1].square())
-        if callback is not None:
-            callback({"x": x, "level": len(sigmas) - 1, "step": steps_per_level, "index": index,
-                      "sigma": sigmas[-1]})
+        plan.tweedie(score_fn, x, callback, steps_per_level, index)
     return x
+
+
+class _ChainPlan:
+    """What a chain needs, on the device before the loop starts (no per-step transfer):
+    the sigmas, alpha_i, sqrt(2 alpha_i), and each sigma repeated per sample."""
+
+    def __init__(self, sigmas: torch.Tensor, eps: float, x: torch.Tensor) -> None:
+        self.sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+        self.levels = len(self.sigmas)
+        self.step_sizes = langevin_step_sizes(self.sigmas, eps)
+        self.noise_scales = (2.0 * self.step_sizes).sqrt()
+        self.per_sample = self.sigmas[:, None].expand(-1, x.shape[0])
+
+    def report(self, callback: Callback | None, x: torch.Tensor, level: int, step: int,
+               index: int) -> None:
+        if callback is not None:
+            callback({"x": x, "level": level, "step": step, "index": index,
+                      "sigma": self.sigmas[level]})
+
+    def tweedie(self, score_fn: ScoreFn, x: torch.Tensor, callback: Callback | None,
+                steps_per_level: int, index: int) -> None:
+        """The final denoising step, in place: x <- x + sigma_L^2 s(x, sigma_L)."""
+        x.addcmul_(score_fn(x, self.per_sample[-1]), self.sigmas[-1].square())
+        self.report(callback, x, self.levels - 1, steps_per_level, index)
+
+
+@torch.no_grad()
+def annealed_langevin_graphed(
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    steps_per_level: int,
+    eps: float,
+    generator: torch.Generator | None = None,
+    denoise: bool = True,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """The chain of `annealed_langevin`, with one Langevin step captured once in a CUDA graph
+    and replayed for all L*T steps (a network evaluation is hundreds of small kernels; replay
+    launches them as one). The step reads its sigma, step size and noise from static device
+    tensors, refilled before each replay from the precomputed schedule and from the same
+    generator stream as the eager sampler. Off CUDA it is the eager sampler.
+    """
+    if x.device.type != "cuda":
+        return annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
+                                 generator=generator, denoise=denoise, callback=callback)
+    plan = _ChainPlan(sigmas, eps, x)
+    state, noise = x.clone(), torch.zeros_like(x)
+    sigma, alpha, scale = (plan.per_sample[0].clone(), plan.step_sizes[0].clone(),
+                           plan.noise_scales[0].clone())
+
+    def step() -> None:
+        state.addcmul_(score_fn(state, sigma), alpha).addcmul_(noise, scale)
+
+    # Warm up on a side stream before capture (cuDNN picks its kernels, allocators settle), on a
+    # copy of the state that is put back afterwards.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        start = state.clone()
+        for _ in range(3):
+            step()
+        state.copy_(start)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+
+    index = 0
+    for level in range(plan.levels):
+        sigma.copy_(plan.per_sample[level])
+        alpha.copy_(plan.step_sizes[level])
+        scale.copy_(plan.noise_scales[level])
+        for t in range(steps_per_level):
+            torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype, out=noise)
+            graph.replay()
+            plan.report(callback, state, level, t, index)
+            index += 1
+    if denoise:
+        plan.tweedie(score_fn, state, callback, steps_per_level, index)
+    return state

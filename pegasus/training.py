@@ -29,7 +29,7 @@ from pegasus.ema import EMA
 from pegasus.errors import UserError
 from pegasus.generate import sample_images
 from pegasus.images import save_grid
-from pegasus.loss import dsm_loss
+from pegasus.loss import DSMLoss, dsm_loss
 from pegasus.planner import plan_for_images
 
 
@@ -93,6 +93,19 @@ class _StopOnSignal:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
+
+
+def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tensor,
+                  generator: torch.Generator, autocast) -> DSMLoss:
+    """One DSM step: loss under `autocast` (the loss itself is float32), backward, Adam, EMA.
+    Nothing in it reads a value back to the host."""
+    with autocast:
+        out = dsm_loss(net, x, sigmas, generator=generator)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    ema.update()
+    return out
 
 
 def _loss_by_sigma_groups(levels: int, groups: int = 8) -> list[tuple[int, int]]:
@@ -222,12 +235,7 @@ def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after) -> T
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                out = dsm_loss(net, x, sigmas, generator=g)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            ema.update()
+            out = training_step(net, optimizer, ema, x, sigmas, g, autocast)
             step += 1
             since_log += 1
 

@@ -19,6 +19,6 @@ pegasus sample --run "$RUN" --num 36 --seed 0 --out "$OUT/samples.png"
 [ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN"
 [ -f "$RUN/judge.pt" ] || pegasus train-judge --run "$RUN"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --out "$OUT/blend-unguided.png"
-pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 2 \
-  --report --out "$OUT/blend.png"
+pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 10 \
+  --out "$OUT/blend.png"
 echo "demo done: see $OUT/ (samples.png, blend.png, blend-strips.png, blend-unguided*.png)"

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from gmm import GaussianMixture
 
+from gmm import GaussianMixture
 from pegasus.interpolation import (
     InterpolatedNoise,
     blend_strips,

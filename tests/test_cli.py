@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
-from tiny import TINY
 from typer.testing import CliRunner
 
 from pegasus.cli import app
+from tiny import TINY
 
 runner = CliRunner()
 

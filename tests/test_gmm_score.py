@@ -4,9 +4,9 @@ of the perturbed mixture, then sample with annealed Langevin and count the modes
 
 import pytest
 import torch
-from gmm import GaussianMixture
 from torch import nn
 
+from gmm import GaussianMixture
 from pegasus.loss import dsm_loss
 from pegasus.sampling import annealed_langevin
 from pegasus.schedule import Schedule

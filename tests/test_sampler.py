@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from pegasus.sampling import annealed_langevin, uniform_prior
+from pegasus.sampling import annealed_langevin, annealed_langevin_graphed, uniform_prior
 from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 
 
@@ -85,3 +86,31 @@ def test_input_is_not_modified():
     annealed_langevin(_gaussian_score(0.0, 1.0), x0, geometric_sigmas(1.0, 0.1, 3),
                       steps_per_level=2, eps=1e-3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x0, before)
+
+
+def test_graphed_sampler_is_the_eager_sampler_off_cuda():
+    sigmas = geometric_sigmas(3.0, 0.05, 4)
+    x0 = torch.rand(4, 2)
+    kw = dict(steps_per_level=2, eps=1e-3)
+    eager = annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas,
+                              generator=torch.Generator().manual_seed(1), **kw)
+    graphed = annealed_langevin_graphed(_gaussian_score(0.5, 0.1), x0, sigmas,
+                                        generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(eager, graphed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_sampler_matches_eager_on_cuda():
+    sigmas = geometric_sigmas(3.0, 0.05, 6).cuda()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+
+    def score(x, sigma):
+        return net(x) / sigma.view(-1, 1, 1, 1)
+
+    x0 = torch.rand(8, 3, 16, 16, device="cuda")
+    kw = dict(steps_per_level=3, eps=1e-4)
+    eager = annealed_langevin(score, x0, sigmas, generator=torch.Generator("cuda").manual_seed(0), **kw)
+    graphed = annealed_langevin_graphed(score, x0, sigmas,
+                                        generator=torch.Generator("cuda").manual_seed(0), **kw)
+    torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)

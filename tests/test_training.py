@@ -2,11 +2,11 @@ import os
 import signal
 
 import torch
-from tiny import tiny_config
 
 from pegasus.checkpoint import latest_checkpoint, load_checkpoint
 from pegasus.generate import load_trained_run, sample_images
 from pegasus.training import EpochSampler, train
+from tiny import tiny_config
 
 
 def test_resumed_run_continues_the_same_loss_sequence(tmp_path):

@@ -1,0 +1,70 @@
+"""Shared helpers for the benchmark scripts: model building, timing, memory, peak FLOP rate."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+from pegasus.registry import get_backbone
+from pegasus.score import ScoreModel
+
+# Dense peak rates of the H200 SXM (vendor datasheet, as H200.md gives them), TFLOP/s.
+PEAK_TFLOPS = {("cuda", "bf16"): 989.0, ("cuda", "fp32"): 67.0}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def build(backbone: str, res: int, options: dict, device: torch.device) -> ScoreModel:
+    spec, _ = get_backbone(backbone)
+    torch.manual_seed(0)
+    return ScoreModel(spec.build(options, res=res)).to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Seconds per call, after one untimed warm-up call."""
+    fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gib(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return None
+
+
+def measured_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Where no datasheet figure applies (CPUs), the rate of a large matmul, as the ceiling."""
+    n = 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed(lambda: a @ b, device, 5)
+    return 2 * n**3 / seconds / 1e12
+
+
+def peak_tflops(device: torch.device, precision: str) -> tuple[float, str]:
+    key = (device.type, precision)
+    if key in PEAK_TFLOPS:
+        return PEAK_TFLOPS[key], "datasheet"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return measured_peak_tflops(device, dtype), "measured matmul"

@@ -1,0 +1,81 @@
+"""Time to first batch, cold (decode, filter, resize, write the uint8 cache) and warm (read the
+cache), on CIFAR-10- and STL-10-format files written here (full-size stand-ins with random
+pixels: the loaders do not care what the pixels show). Also the cost of Technique 1, the exact
+largest pairwise distance, for 10k images at 64 px.
+
+    python bench/data_first_batch.py
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import device_name, sync
+from pegasus.config import DataConfig
+from pegasus.data import load_images
+from pegasus.planner import max_pairwise_distance
+
+
+def write_cifar(root: Path) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = torch.randint(0, 256, (10000, 3072), dtype=torch.uint8, generator=g).numpy()
+        labels = torch.randint(0, 10, (10000,), generator=g).tolist()
+        (folder / name).write_bytes(pickle.dumps({"data": data, "labels": labels}, protocol=4))
+
+
+def write_stl(root: Path) -> None:
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 5000), ("test", 8000)):
+        (folder / f"{split}_X.bin").write_bytes(
+            torch.randint(0, 256, (n * 3 * 96 * 96,), dtype=torch.uint8, generator=g).numpy().tobytes())
+        (folder / f"{split}_y.bin").write_bytes(
+            (torch.randint(0, 10, (n,), generator=g) + 1).to(torch.uint8).numpy().tobytes())
+
+
+def first_batch(config: DataConfig, device: torch.device) -> float:
+    start = time.perf_counter()
+    data = load_images(config)
+    images = data.images.to(device)
+    batch = images[torch.randint(len(images), (128,), device=device)].float() / 255
+    sync(device)
+    assert batch.shape[0] == 128
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    device = torch.device(sys.argv[1] if len(sys.argv) > 1 else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"on {device_name(device)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_cifar(root)
+        write_stl(root)
+        for name, res in (("cifar10", 32), ("stl10", 64)):
+            config = DataConfig(dataset=name, classes=["horse", "bird"], res=res, data_dir=tmp,
+                                download=False)
+            cold = first_batch(config, device)
+            warm = first_batch(config, device)
+            print(f"  {name} horse,bird at {res} px: first batch cold {cold:.2f} s, warm {warm:.3f} s "
+                  f"({cold / warm:.0f}x)")
+    x = torch.rand(10000, 3, 64, 64, device=device)
+    sync(device)
+    start = time.perf_counter()
+    sigma = max_pairwise_distance(x)
+    sync(device)
+    print(f"  technique 1 on 10k images at 64 px: {time.perf_counter() - start:.2f} s "
+          f"(sigma_1 = {sigma:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Sampling throughput: the sampler against the raw network, and (on CUDA) the graph-captured
+sampler against the eager one, in one run.
+
+The figure on CPU is the sampler's overhead: the wall time of annealed Langevin over the wall
+time of the same number of bare network evaluations on the same batch (target: at most 5%).
+On a GPU it is also the speed-up of CUDA-graph replay over eager sampling.
+
+    python bench/sample_throughput.py --case refinenet-cifar10 --images 100   # 1161 evaluations
+    python bench/sample_throughput.py --case small --levels 20 --steps-per-level 5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from common import build, device_name, peak_memory_gib, reset_peak, timed
+from pegasus.sampling import annealed_langevin, annealed_langevin_graphed
+from pegasus.schedule import geometric_sigmas
+
+CASES = {
+    "refinenet-cifar10": ("refinenet", 32, {"ngf": 128}),
+    "unet-64": ("unet", 64, {"width": 64}),
+    "small": ("unet", 32, {"width": 32}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", choices=CASES, default="small")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=232)
+    parser.add_argument("--steps-per-level", type=int, default=5)
+    parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best counts")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    backbone, res, options = CASES[args.case]
+    model = build(backbone, res, options, device).eval().requires_grad_(False)
+    if args.bf16:
+        net = model
+
+        def model(x, sigma):  # noqa: F811 - the same network, under autocast
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return net(x, sigma)
+
+    sigmas = geometric_sigmas(50.0, 0.01, args.levels, device=device)
+    evaluations = args.levels * args.steps_per_level + 1
+    x0 = torch.rand(args.images, 3, res, res, device=device)
+    print(f"{args.case}: {backbone} {options} at {res} px, {args.images} images, "
+          f"{evaluations} evaluations, on {device_name(device)}")
+
+    sigma = sigmas[-1].expand(args.images)
+
+    @torch.no_grad()
+    def bare():
+        for _ in range(evaluations):
+            model(x0, sigma)
+
+    def run(sampler):
+        g = torch.Generator(device=device).manual_seed(0)
+        return lambda: sampler(model, x0, sigmas, steps_per_level=args.steps_per_level, eps=6.2e-6,
+                               generator=g)
+
+    rows = [("bare network", bare), ("eager sampler", run(annealed_langevin))]
+    if device.type == "cuda":
+        rows.append(("graphed sampler", run(annealed_langevin_graphed)))
+    # Interleaved repeats, best of each: a machine's slow moments hit every row alike.
+    seconds = {name: float("inf") for name, _ in rows}
+    memory = {}
+    for _ in range(args.repeats):
+        for name, fn in rows:
+            reset_peak(device)
+            seconds[name] = min(seconds[name], timed(fn, device, 1))
+            memory[name] = peak_memory_gib(device)
+    for name, _ in rows:
+        rate = evaluations * args.images / seconds[name]
+        mem = memory[name]
+        print(f"  {name:16s} {seconds[name]:8.2f} s  {rate:10.1f} evaluations x images / s"
+              + (f"  peak memory {mem:.2f} GiB" if mem is not None else ""))
+    overhead = seconds["eager sampler"] / seconds["bare network"] - 1
+    print(f"  sampler overhead over the bare network: {100 * overhead:+.1f}%")
+    if "graphed sampler" in seconds:
+        print(f"  speed-up (graphed / eager): {seconds['eager sampler'] / seconds['graphed sampler']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Training throughput: the fast path against a plain eager fp32 baseline of the same model, in
+one run (the ratio is the figure). Prints images/s, peak memory and FLOP utilisation.
+
+    python bench/train_throughput.py --case refinenet-cifar10     # ngf 128, batch 128, 32 px
+    python bench/train_throughput.py --case unet-64               # the U-Net at 64 px
+    python bench/train_throughput.py --case small                 # sizes a CPU can run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.flop_counter import FlopCounterMode
+
+from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, timed
+from pegasus.ema import EMA
+from pegasus.loss import dsm_loss
+from pegasus.schedule import geometric_sigmas
+from pegasus.training import training_step
+
+CASES = {
+    "refinenet-cifar10": ("refinenet", 32, 128, {"ngf": 128}),
+    "unet-64": ("unet", 64, 64, {"width": 64}),
+    "small": ("unet", 32, 16, {"width": 32}),
+    "small-refinenet": ("refinenet", 32, 16, {"ngf": 32}),
+}
+
+
+def eager_fp32(model, x, sigmas, g):
+    """The baseline: what a straightforward NCSNv2 port does, AveragedModel EMA included."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True)
+
+    def step():
+        loss = dsm_loss(model, x, sigmas, generator=g).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update_parameters(model)
+
+    return step
+
+
+def fast(model, x, sigmas, g, compile_: bool):
+    cuda = x.device.type == "cuda"
+    model = model.to(memory_format=torch.channels_last) if cuda else model
+    xx = x.contiguous(memory_format=torch.channels_last) if cuda else x
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
+    ema = EMA(model, 0.999)
+    net = torch.compile(model) if compile_ else model
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    return lambda: training_step(net, opt, ema, xx, sigmas, g, autocast)
+
+
+def flops_per_step(step) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", choices=CASES, default="small")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    backbone, res, batch, options = CASES[args.case]
+    sigmas = geometric_sigmas(50.0, 0.01, 232, device=device)
+    x = torch.rand(batch, 3, res, res, device=device)
+    print(f"{args.case}: {backbone} {options} at {res} px, batch {batch}, on {device_name(device)}")
+    results = {}
+    for name in ("eager fp32", "fast"):
+        model = build(backbone, res, options, device)
+        g = torch.Generator(device=device).manual_seed(0)
+        step = eager_fp32(model, x, sigmas, g) if name == "eager fp32" else fast(
+            model, x, sigmas, g, args.compile)
+        flops = flops_per_step(step)
+        reset_peak(device)
+        seconds = timed(step, device, args.steps)
+        precision = "bf16" if name == "fast" and device.type == "cuda" else "fp32"
+        peak, source = peak_tflops(device, precision)
+        util = flops / seconds / 1e12 / peak
+        mem = peak_memory_gib(device)
+        results[name] = batch / seconds
+        print(f"  {name:10s} {batch / seconds:9.1f} images/s  {seconds * 1e3:8.1f} ms/step  "
+              f"{flops / 1e9:8.1f} GFLOP/step  {100 * util:5.1f}% of {peak:.3g} TFLOP/s ({source})"
+              + (f"  peak memory {mem:.2f} GiB" if mem is not None else ""))
+    print(f"  speed-up (fast / eager fp32): {results['fast'] / results['eager fp32']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
