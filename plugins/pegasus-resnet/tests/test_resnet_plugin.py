@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -22,7 +23,7 @@ def test_resnet_passes_the_conformance_check():
 @pytest.mark.slow
 def test_trains_a_few_steps_through_the_cli(tmp_path):
     cmd = [sys.executable, "-m", "pegasus", "train", "--run", str(tmp_path), "--backbone", "resnet",
-           "--res", "16", "--iters", "3", "--batch-size", "4",
+           "--dataset", "sprites", "--res", "16", "--iters", "3", "--batch-size", "4",
            "--set", "model.width=16", "--set", "model.blocks=2", "--set", "data.size=8",
            "--set", "noise.levels=4", "--set", "noise.sigma_max=10.0", "--set", "train.device=\"cpu\"",
            "--set", "train.sample_every=0"]
@@ -33,3 +34,9 @@ def test_trains_a_few_steps_through_the_cli(tmp_path):
                              "--num", "2", "--out", str(tmp_path / "s.png")],
                             capture_output=True, text=True, timeout=300)
     assert sample.returncode == 0, sample.stderr
+    # Without the plugin, the checkpoint names the package to install.
+    env = {**os.environ, "PEGASUS_DISABLE_PLUGINS": "resnet"}
+    missing = subprocess.run([sys.executable, "-m", "pegasus", "sample", "--run", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and "pip install pegasus-resnet" in missing.stderr
+    assert "Traceback" not in missing.stderr
