@@ -50,6 +50,9 @@ def setup(device_name: str) -> Context:
 
 def teardown(ctx: Context) -> None:
     if ctx.owns_group and dist.is_initialized():
+        # All ranks leave together: a rank that tears gloo down while rank 0 is still writing
+        # the last checkpoint can abort in gloo's background thread.
+        dist.barrier()
         dist.destroy_process_group()
 
 
