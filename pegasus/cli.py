@@ -134,6 +134,8 @@ def sample(
     checkpoint: Annotated[
         Path | None, typer.Option(help="A checkpoint file instead of the run's latest.")
     ] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images per sampling batch (default: all on CPU; as many as fit on a GPU).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw images by annealed Langevin dynamics from a run's EMA weights."""
@@ -141,15 +143,16 @@ def sample(
         from pegasus.generate import load_trained_run, sample_images
         from pegasus.images import save_grid
 
-        if num < 1:
-            raise UserError(f"--num must be at least 1, got {num}")
+        if num < 1 or (batch_size is not None and batch_size < 1):
+            raise UserError("--num and --batch-size must be at least 1")
         trained = load_trained_run(run, checkpoint, device)
         cfg = trained.config
         with _progress() as progress:
-            callback = sampling_progress(progress, "sample", trained.schedule.evaluations)
+            chunks = -(-num // batch_size) if batch_size else 1
+            callback = sampling_progress(progress, "sample", trained.schedule.evaluations * chunks)
             images = sample_images(
                 trained.model, trained.schedule, trained.sigmas, num=num, res=cfg.data.res,
-                seed=seed, denoise=cfg.noise.denoise, callback=callback)
+                seed=seed, denoise=cfg.noise.denoise, callback=callback, batch_size=batch_size)
         save_grid(images, out)
         console.print(f"wrote {num} samples from step {trained.step} to {out}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,15 +91,39 @@ def sample_images(
     denoise: bool = True,
     channels: int = 3,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """`num` samples by annealed Langevin from uniform noise, seeded: same seed, same images."""
+    """`num` samples by annealed Langevin from uniform noise, seeded: the same seed and batch
+    size give the same images. `batch_size` None means all at once on CPU and, on a GPU, the
+    largest batch that fits (`fill_gpu_batch_size`)."""
     device = sigmas.device
+    shape = (channels, res, res)
+    if batch_size is None:
+        batch_size = fill_gpu_batch_size(model, shape, device) if device.type == "cuda" else num
     g = torch.Generator(device=device).manual_seed(seed)
-    x0 = uniform_prior((num, channels, res, res), generator=g, device=device)
     # On a GPU one Langevin step is captured as a CUDA graph and replayed; on CPU it runs eagerly.
     sampler = annealed_langevin_graphed if device.type == "cuda" else annealed_langevin
-    x = sampler(
-        model, x0, sigmas, steps_per_level=schedule.steps_per_level, eps=schedule.eps,
-        generator=g, denoise=denoise, callback=callback,
-    )
-    return x.clamp(0, 1)
+    chunks = []
+    for start in range(0, num, batch_size):
+        x0 = uniform_prior((min(batch_size, num - start), *shape), generator=g, device=device)
+        chunks.append(sampler(
+            model, x0, sigmas, steps_per_level=schedule.steps_per_level, eps=schedule.eps,
+            generator=g, denoise=denoise, callback=callback,
+        ).clamp_(0, 1))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def fill_gpu_batch_size(model, shape: tuple[int, ...], device: torch.device,
+                        fraction: float = 0.8, probe: int = 8) -> int:
+    """The largest batch whose evaluations fit in `fraction` of the free GPU memory, from the
+    peak memory of one probe evaluation (plus the chain's own x, noise and score tensors)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    model(torch.rand(probe, *shape, device=device), torch.ones(probe, device=device))
+    torch.cuda.synchronize(device)
+    per_image = (torch.cuda.max_memory_allocated(device) - before) / probe
+    per_image += 3 * 4 * math.prod(shape)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(fraction * free / per_image))

@@ -61,3 +61,14 @@ def test_epoch_sampler_visits_every_image_once_per_epoch():
     assert sorted(seen[:10].tolist()) == list(range(10))
     assert sorted(seen[10:].tolist()) == list(range(10))
     assert torch.equal(EpochSampler(10, 4, seed=0).indices(3), sampler.indices(3))
+
+
+def test_sampling_in_batches_is_seeded(tmp_path):
+    train(tiny_config("train.iters=1"), tmp_path, tensorboard=False)
+    run = load_trained_run(tmp_path, device="cpu")
+    whole = sample_images(run.model, run.schedule, run.sigmas, num=3, res=16, seed=1, batch_size=3)
+    parts = sample_images(run.model, run.schedule, run.sigmas, num=3, res=16, seed=1, batch_size=2)
+    assert parts.shape == whole.shape
+    assert torch.equal(parts, sample_images(run.model, run.schedule, run.sigmas, num=3, res=16,
+                                            seed=1, batch_size=2))
+    assert not torch.equal(parts, whole)  # batches draw their own starting points in turn
