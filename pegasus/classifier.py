@@ -8,6 +8,7 @@ features; the judge sees clean images only and has no sigma input.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,9 +143,8 @@ def train_for_run(
     """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
     images only; on `sprites` a fresh sample drawn with another seed, so it never sees the
     images the score model and the guide were trained on). 10% of the images are held out."""
-    import dataclasses
-
     from pegasus.build import resolve_device
+    from pegasus.config import Config
     from pegasus.data import load_images
     from pegasus.generate import find_checkpoint
 
@@ -153,8 +153,6 @@ def train_for_run(
     if iters < 1:
         raise UserError(f"--iters must be at least 1, got {iters}")
     state = load_checkpoint(find_checkpoint(run_dir))
-    from pegasus.config import Config
-
     config = Config.from_dict(state["config"])
     dev = resolve_device(device)
     data_config = config.data

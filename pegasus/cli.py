@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -100,8 +101,6 @@ def train(
                  "train.batch_size": batch_size, "train.device": device}
         cfg = build_config(preset=config, flags=flags, overrides=set_ or [],
                            resume_from=run if resume else None)
-        import os
-
         quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
         console.quiet = err_console.quiet = quiet
         console.print(
