@@ -32,7 +32,6 @@ class TrainedRun:
     sigmas: torch.Tensor
     step: int
     checkpoint: Path
-    state: dict[str, Any]
 
 
 def find_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> Path:
@@ -77,7 +76,7 @@ def load_trained_run(
     model.load_state_dict(state["ema"])
     model.to(dev).eval().requires_grad_(False)
     schedule = schedule_from_config(config.noise)
-    return TrainedRun(config, model, schedule, state["sigmas"].to(dev), int(state["step"]), path, state)
+    return TrainedRun(config, model, schedule, state["sigmas"].to(dev), int(state["step"]), path)
 
 
 def sample_images(
