@@ -193,3 +193,27 @@ def test_sigmas_command_without_and_with_data(tmp_path):
     assert r.exit_code == 0 and "dimension: 192" in r.output and "sigma_1:" in r.output
     r = CliRunner().invoke(app, ["sigmas", "--steps-per-level", "3"])
     assert r.exit_code == 2 and "--dim" in r.output
+
+
+def test_training_on_stl10_files_with_an_auto_schedule(tmp_path):
+    """The real-data path end to end: official-format files, class filter, resize, cache, and
+    a noise schedule planned from those very images (Techniques 1, 2, 4)."""
+    import tomllib
+
+    from pegasus.planner import max_pairwise_distance, plan_schedule
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    horse = STL10_CLASSES.index("horse")
+    write_stl(tmp_path / "data", [horse, 1, horse, horse], [horse, 0])
+    config = tiny_config(
+        'data.dataset="stl10"', f'data.data_dir="{tmp_path / "data"}"', "data.download=false",
+        'data.classes=["horse"]', 'noise.sigma_max="auto"', 'noise.levels="auto"',
+        'noise.eps="auto"', "train.iters=2")
+    train(config, tmp_path / "run", tensorboard=False)
+    saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["noise"]
+    images = load_images(config.data).images
+    assert images.shape == (4, 3, 16, 16)
+    plan = plan_schedule(3 * 16 * 16, max_pairwise_distance(images), 2)
+    assert saved["sigma_max"] == pytest.approx(plan.sigma_max, rel=1e-6)
+    assert saved["levels"] == plan.levels and saved["eps"] == pytest.approx(plan.eps)
