@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: train on the built-in sprites (horses and birds), draw samples, train the guide and
-# the judge, then blend horses into birds: plain eq. 4 and class-guided. PNGs land in $OUT.
+# The demo: train on the built-in sprites (horses and birds), draw samples, train the guide,
+# then blend horses into birds: plain eq. 4 and class-guided. PNGs land in $OUT.
+# (`pegasus train-judge` and `pegasus blend --report` score blends; see the README.)
 # Re-running resumes the run instead of starting over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,6 @@ else
 fi
 pegasus sample --run "$RUN" --num 36 --seed 0 --out "$OUT/samples.png"
 [ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN"
-[ -f "$RUN/judge.pt" ] || pegasus train-judge --run "$RUN"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --out "$OUT/blend-unguided.png"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 10 \
   --out "$OUT/blend.png"
