@@ -3,6 +3,8 @@ labelled PNGs, and the judge's report."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +121,8 @@ def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
 class JudgeReport:
     guidance: float
     strips: int
+    source: str
+    target: str
     ends_correct: float  # share of strips whose left end is the source and right end the target
     source_probability: list[float] = field(default_factory=list)  # mean p(source) per column
 
@@ -133,4 +137,28 @@ def judge_strips(strips: torch.Tensor, judge: Classifier, source: str, target: s
     labels = probs.argmax(-1)
     src, tgt = classes.index(source), classes.index(target)
     ends = ((labels[:, 0] == src) & (labels[:, -1] == tgt)).double().mean().item()
-    return JudgeReport(guidance, m, ends, probs[..., src].mean(0).tolist())
+    return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist())
+
+
+def blend_and_report(
+    run: TrainedRun,
+    request: BlendRequest,
+    guide: Classifier | None = None,
+    judge: Classifier | None = None,
+    callback_for: Callable[[BlendRequest], Callback | None] = lambda request: None,
+) -> tuple[torch.Tensor, list[JudgeReport]]:
+    """Blend as asked and, with a judge, score the strips. A guided request is compared with
+    the unguided one of the same seed, so the report shows what guidance changes. Returns the
+    asked-for strips and one report per run (guided first)."""
+    classes = run.config.data.classes
+    request.validate(classes)
+    runs = [request]
+    if judge is not None and request.guidance > 0:
+        runs.append(dataclasses.replace(request, guidance=0.0))
+    results = [blend_run(run, r, guide, callback_for(r)) for r in runs]
+    reports = []
+    if judge is not None:
+        source, target = (classes[i] for i in endpoints(request, classes))
+        reports = [judge_strips(strips, judge, source, target, r.guidance)
+                   for r, strips in zip(runs, results, strict=True)]
+    return results[0], reports

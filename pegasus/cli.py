@@ -174,35 +174,29 @@ def blend(
 ) -> None:
     """Blend two classes: strips of Langevin chains mixed by noise interpolation (eq. 4)."""
     with user_errors():
-        from pegasus.blend import BlendRequest, blend_run, endpoints, judge_strips, save_blend
+        from pegasus.blend import BlendRequest, blend_and_report, save_blend
         from pegasus.classifier import GUIDE_FILE, JUDGE_FILE, load_classifier
         from pegasus.generate import load_trained_run
 
         request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
                                guidance=guidance)
         trained = load_trained_run(run, None, device)
-        classes = trained.config.data.classes
-        request.validate(classes)
+        request.validate(trained.config.data.classes)
         dev = trained.sigmas.device
         guide = load_classifier(run / GUIDE_FILE, dev, what="guide") if guidance > 0 else None
         judge = load_classifier(run / JUDGE_FILE, dev, what="judge") if report else None
-        runs = [request]
-        if report and guidance > 0:
-            runs.append(BlendRequest(**{**request.__dict__, "guidance": 0.0}))
-        results = []
         with _progress() as progress:
-            for req in runs:
-                label = f"blend W={req.guidance:g}"
-                callback = sampling_progress(progress, label, trained.schedule.evaluations)
-                results.append(blend_run(trained, req, guide, callback))
-        kth, strips_png = save_blend(results[0], k, out)
+            strips_, reports = blend_and_report(
+                trained, request, guide, judge,
+                lambda r: sampling_progress(progress, f"blend W={r.guidance:g}",
+                                            trained.schedule.evaluations))
+        kth, strips_png = save_blend(strips_, k, out)
         console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to {strips_png}")
-        if judge is not None:
-            src, tgt = (classes[i] for i in endpoints(request, classes))
+        if reports:
+            src, tgt = reports[0].source, reports[0].target
             table = Table("guidance W", "strips", f"{src} left and {tgt} right",
                           f"mean p({src}) along the strip, k = 0..{n + 1}")
-            for req, strips_ in zip(runs, results, strict=True):
-                r = judge_strips(strips_, judge, src, tgt, req.guidance)
+            for r in reports:
                 table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
                               " ".join(f"{p:.2f}" for p in r.source_probability))
             console.print(table)
