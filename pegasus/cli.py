@@ -118,8 +118,11 @@ def train(
 
             result = run_training(cfg, run, resume=resume, progress=report)
         if result.interrupted:
-            console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
-                          f"continue with: pegasus train --run {run} --resume")
+            if result.checkpoint is None:
+                console.print("stopped before the first step; nothing was saved")
+            else:
+                console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
+                              f"continue with: pegasus train --run {run} --resume")
             raise typer.Exit(128 + result.interrupted)
         console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
 

@@ -126,13 +126,16 @@ def train(
     checkpoint there. `stop_after` ends the call after that many steps as an interruption would
     (saving a checkpoint); tests use it to compare a resumed run with an uninterrupted one."""
     ctx = distributed.setup(config.train.device)
-    try:
-        return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after)
-    finally:
-        distributed.teardown(ctx)
+    # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
+    # ends the call cleanly rather than with a KeyboardInterrupt.
+    with _StopOnSignal() as stop:
+        try:
+            return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after, stop)
+        finally:
+            distributed.teardown(ctx)
 
 
-def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after) -> TrainResult:
+def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop) -> TrainResult:
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     tc, device = config.train, ctx.device
     cuda = device.type == "cuda"
@@ -226,50 +229,55 @@ def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after) -> T
             writer.add_image("samples", make_grid(x.cpu()), step)
         return path
 
-    with _StopOnSignal() as stop:
-        net.train()
-        while step < tc.iters:
-            x = images[sampler.indices(step)].float() / 255
-            if config.data.flip:
-                flip = torch.rand(len(x), device=device, generator=g) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            out = training_step(net, optimizer, ema, x, sigmas, g, autocast)
-            step += 1
-            since_log += 1
+    if distributed.any_rank(ctx, stop.signum is not None):  # stopped during start-up
+        result.interrupted = stop.signum or signal.SIGTERM
+        result.checkpoint = latest_checkpoint(ckpt_dir)
+        if writer is not None:
+            writer.close()
+        return result
+    net.train()
+    while step < tc.iters:
+        x = images[sampler.indices(step)].float() / 255
+        if config.data.flip:
+            flip = torch.rand(len(x), device=device, generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = training_step(net, optimizer, ema, x, sigmas, g, autocast)
+        step += 1
+        since_log += 1
 
-            # Accumulate on the device; the host reads the numbers back only at log time.
-            loss_sum += out.loss.detach()
-            level_sum.index_add_(0, out.levels, out.per_sample.detach())
-            level_count.index_add_(0, out.levels, torch.ones_like(out.per_sample))
-            logging = step % tc.log_every == 0 or step == tc.iters
-            if logging:
-                mean = distributed.mean(ctx, loss_sum).item() / since_log
-                result.losses.append((step, mean))
-                if writer is not None:
-                    writer.add_scalar("loss", mean, step)
-                    sums, counts = level_sum.tolist(), level_count.tolist()
-                    for lo, hi in groups:
-                        if n := sum(counts[lo:hi]):
-                            tag = f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
-                            writer.add_scalar(tag, sum(sums[lo:hi]) / n, step)
-                loss_sum.zero_(), level_sum.zero_(), level_count.zero_()
-                since_log = 0
-            if progress is not None and ctx.main:
-                progress(step, tc.iters, mean if logging else None)
-            if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
-                grid()
-                net.train()
-            if step % tc.checkpoint_every == 0 and step < tc.iters:
-                result.checkpoint = checkpoint()
-            # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
-            if not ctx.distributed or logging:
-                if distributed.any_rank(ctx, stop.signum is not None):
-                    result.interrupted = stop.signum or signal.SIGTERM
-                    break
-            if stop_after is not None and step - first >= stop_after:
+        # Accumulate on the device; the host reads the numbers back only at log time.
+        loss_sum += out.loss.detach()
+        level_sum.index_add_(0, out.levels, out.per_sample.detach())
+        level_count.index_add_(0, out.levels, torch.ones_like(out.per_sample))
+        logging = step % tc.log_every == 0 or step == tc.iters
+        if logging:
+            mean = distributed.mean(ctx, loss_sum).item() / since_log
+            result.losses.append((step, mean))
+            if writer is not None:
+                writer.add_scalar("loss", mean, step)
+                sums, counts = level_sum.tolist(), level_count.tolist()
+                for lo, hi in groups:
+                    if n := sum(counts[lo:hi]):
+                        tag = f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
+                        writer.add_scalar(tag, sum(sums[lo:hi]) / n, step)
+            loss_sum.zero_(), level_sum.zero_(), level_count.zero_()
+            since_log = 0
+        if progress is not None and ctx.main:
+            progress(step, tc.iters, mean if logging else None)
+        if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
+            grid()
+            net.train()
+        if step % tc.checkpoint_every == 0 and step < tc.iters:
+            result.checkpoint = checkpoint()
+        # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
+        if not ctx.distributed or logging:
+            if distributed.any_rank(ctx, stop.signum is not None):
+                result.interrupted = stop.signum or signal.SIGTERM
                 break
+        if stop_after is not None and step - first >= stop_after:
+            break
 
     result.step = step
     if result.checkpoint is None or int(result.checkpoint.stem.split("-")[1]) != step:

@@ -72,3 +72,18 @@ def test_sampling_in_batches_is_seeded(tmp_path):
     assert torch.equal(parts, sample_images(run.model, run.schedule, run.sigmas, num=3, res=16,
                                             seed=1, batch_size=2))
     assert not torch.equal(parts, whole)  # batches draw their own starting points in turn
+
+
+def test_a_signal_during_start_up_stops_cleanly_without_saving(tmp_path, monkeypatch):
+    import pegasus.training as training
+
+    real = training.load_images
+
+    def load_then_interrupt(config):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the data is loading
+        return real(config)
+
+    monkeypatch.setattr(training, "load_images", load_then_interrupt)
+    result = train(tiny_config(), tmp_path, tensorboard=False)
+    assert result.interrupted == signal.SIGINT and result.step == 0
+    assert result.checkpoint is None and latest_checkpoint(tmp_path / "checkpoints") is None
