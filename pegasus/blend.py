@@ -151,7 +151,6 @@ def blend_and_report(
     the unguided one of the same seed, so the report shows what guidance changes. Returns the
     asked-for strips and one report per run (guided first)."""
     classes = run.config.data.classes
-    request.validate(classes)
     runs = [request]
     if judge is not None and request.guidance > 0:
         runs.append(dataclasses.replace(request, guidance=0.0))

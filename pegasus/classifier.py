@@ -9,7 +9,6 @@ features; the judge sees clean images only and has no sigma input.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 from pegasus.backbones.unet import GaussianFourierEmbedding
 from pegasus.checkpoint import CheckpointError, atomic_write, load_checkpoint
 from pegasus.errors import UserError
+from pegasus.training import ProgressFn
 
 GUIDE_FILE = "guide.pt"
 JUDGE_FILE = "judge.pt"
@@ -75,7 +75,7 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 2e-3,
     seed: int = 0,
-    progress: Callable[[int, int, float | None], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Classifier:
     """Cross-entropy on uint8 `images` with random flips; with `sigmas`, each image is first
     perturbed at a uniformly drawn level, as in score training."""
@@ -138,7 +138,7 @@ def train_for_run(
     batch_size: int = 64,
     seed: int = 0,
     device: str = "auto",
-    progress: Callable[[int, int, float | None], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainedClassifier:
     """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
     images only; on `sprites` a fresh sample drawn with another seed, so it never sees the

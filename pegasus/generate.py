@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from pegasus.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from pegasus.config import Config, ConfigError
 from pegasus.errors import UserError
 from pegasus.registry import RegistryError, registry
-from pegasus.sampling import annealed_langevin, annealed_langevin_graphed, uniform_prior
+from pegasus.sampling import Callback, annealed_langevin, annealed_langevin_graphed, uniform_prior
 from pegasus.schedule import Schedule
-from pegasus.score import ScoreModel
+from pegasus.score import ScoreFn, ScoreModel
 
 
 class RunError(UserError):
@@ -67,7 +66,8 @@ def load_trained_run(
         config = Config.from_dict(state["config"])
     except ConfigError as e:
         raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
-    if config.model.backbone not in registry().backbones:
+    reg = registry()
+    if config.model.backbone not in reg.backbones and config.model.backbone not in reg.conflicts:
         raise RunError(_missing_backbone_message(state))
     try:
         model, _ = build_score_model(config)
@@ -80,7 +80,7 @@ def load_trained_run(
 
 
 def sample_images(
-    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: ScoreFn,
     schedule: Schedule,
     sigmas: torch.Tensor,
     *,
@@ -89,7 +89,7 @@ def sample_images(
     seed: int,
     denoise: bool = True,
     channels: int = 3,
-    callback: Callable[[dict[str, Any]], None] | None = None,
+    callback: Callback | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """`num` samples by annealed Langevin from uniform noise, seeded: the same seed and batch

@@ -20,18 +20,18 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.sampling import Callback, ScoreFn, annealed_langevin
+from pegasus.sampling import Callback, annealed_langevin
+from pegasus.score import ScoreFn
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def interpolation_angles(n: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """theta_k = k pi / (2 (N + 1)) for k = 0 .. N + 1 (eq. 4); float64 on the host first, so
-    the ends are as exact as float64 allows before the cast."""
+def interpolation_angles(n: int) -> torch.Tensor:
+    """theta_k = k pi / (2 (N + 1)) for k = 0 .. N + 1 (eq. 4), in float64 so that the cosines
+    and sines made from them are exact to float64 before any cast."""
     if n < 1:
         raise ValueError(f"N must be at least 1, got {n}")
-    k = torch.arange(n + 2, dtype=torch.float64)
-    return (k * math.pi / (2 * (n + 1))).to(device=device, dtype=torch.float32)
+    return torch.arange(n + 2, dtype=torch.float64) * math.pi / (2 * (n + 1))
 
 
 class InterpolatedNoise:
@@ -45,7 +45,7 @@ class InterpolatedNoise:
 
     def __init__(self, strips: int, n: int, shape: tuple[int, ...], *, generator_p: torch.Generator,
                  generator_q: torch.Generator, device: torch.device, dtype: torch.dtype) -> None:
-        theta = interpolation_angles(n).double()
+        theta = interpolation_angles(n)
         view = (1, n + 2) + (1,) * len(shape)
         self.cos = theta.cos().to(device, dtype).view(view)
         self.sin = theta.sin().to(device, dtype).view(view)
@@ -64,7 +64,7 @@ class InterpolatedNoise:
 
 def endpoint_class_weights(n: int, source: int, target: int, classes: int) -> torch.Tensor:
     """(N + 2, classes): weight cos^2(theta_k) on `source` and sin^2(theta_k) on `target`."""
-    theta = interpolation_angles(n).double()
+    theta = interpolation_angles(n)
     w = torch.zeros(n + 2, classes, dtype=torch.float64)
     w[:, source] += theta.cos() ** 2
     w[:, target] += theta.sin() ** 2

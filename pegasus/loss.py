@@ -9,12 +9,11 @@ on the same scale and an untrained network that outputs zero scores D/2.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from pegasus.score import ScoreFn
 
 
 @dataclass

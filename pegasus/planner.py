@@ -137,12 +137,12 @@ def max_pairwise_distance(images: torch.Tensor, chunk: int = 1024) -> float:
     device (a GPU when they are there)."""
     x = images.flatten(1)
     x = x.float() / 255 if images.dtype == torch.uint8 else x.float()
-    sq = x.square().sum(1)
+    sq = x.square().sum(1).double()
     best = torch.zeros((), device=x.device)
     for start in range(0, len(x), chunk):
         block = x[start : start + chunk]
         # ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b, in float64 so the cancellation stays exact enough.
-        d2 = sq[start : start + chunk, None].double() + sq[None].double() - 2 * (block @ x.T).double()
+        d2 = sq[start : start + chunk, None] + sq[None] - 2 * (block @ x.T).double()
         best = torch.maximum(best, d2.max().float())
     return float(best.clamp_min(0).sqrt())
 

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from pegasus.schedule import langevin_step_sizes
+from pegasus.score import ScoreFn
 
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseSampler = Callable[[], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
 
@@ -25,7 +25,7 @@ def gaussian_noise_sampler(
     """Fresh standard normal noise shaped like x at every call, drawn from `generator` into one
     reused buffer (the sampler consumes it before the next call), so no step allocates."""
     buffer = torch.empty_like(x, memory_format=torch.contiguous_format)
-    return lambda: torch.randn(x.shape, generator=generator, out=buffer)
+    return lambda: torch.randn(buffer.shape, generator=generator, out=buffer)
 
 
 def uniform_prior(

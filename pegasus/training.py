@@ -216,6 +216,7 @@ def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop
     loss_sum = torch.zeros((), device=device)
     level_sum = torch.zeros(len(sigmas), device=device)
     level_count = torch.zeros(len(sigmas), device=device)
+    ones = torch.ones(tc.batch_size, device=device)  # each sample counts once for its level
     result = TrainResult(step=step)
     first, since_log = step, 0
 
@@ -250,7 +251,7 @@ def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop
         # Accumulate on the device; the host reads the numbers back only at log time.
         loss_sum += out.loss.detach()
         level_sum.index_add_(0, out.levels, out.per_sample.detach())
-        level_count.index_add_(0, out.levels, torch.ones_like(out.per_sample))
+        level_count.index_add_(0, out.levels, ones)
         logging = step % tc.log_every == 0 or step == tc.iters
         if logging:
             mean = distributed.mean(ctx, loss_sum).item() / since_log

@@ -49,7 +49,7 @@ def _plain(x0, seed):
 def test_angles_follow_eq_4():
     theta = interpolation_angles(15)
     assert len(theta) == 17
-    torch.testing.assert_close(theta[9], torch.tensor(9 * math.pi / 32))
+    torch.testing.assert_close(theta[9], torch.tensor(9 * math.pi / 32, dtype=torch.float64))
     assert theta[0] == 0 and abs(theta[-1].item() - math.pi / 2) < 1e-7
     with pytest.raises(ValueError):
         interpolation_angles(0)
