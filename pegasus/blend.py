@@ -80,6 +80,10 @@ def blend_run(
         score, x0, run.sigmas, n=request.n, steps_per_level=run.schedule.steps_per_level,
         eps=run.schedule.eps, generator_p=gp, generator_q=gq, denoise=run.config.noise.denoise,
         callback=callback,
+        # A guided step differentiates the classifier; torch can capture that backward pass in
+        # a CUDA graph too, but it has not been checked on a GPU here, so guided chains run
+        # eagerly and only the unguided ones are replayed.
+        graphed=request.guidance == 0,
     )
     return strips.clamp(0, 1)
 

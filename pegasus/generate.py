@@ -14,7 +14,7 @@ from pegasus.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from pegasus.config import Config, ConfigError
 from pegasus.errors import UserError
 from pegasus.registry import RegistryError, registry
-from pegasus.sampling import Callback, annealed_langevin, annealed_langevin_graphed, uniform_prior
+from pegasus.sampling import Callback, annealed_langevin_graphed, uniform_prior
 from pegasus.schedule import Schedule
 from pegasus.score import ScoreFn, ScoreModel
 
@@ -100,12 +100,11 @@ def sample_images(
     if batch_size is None:
         batch_size = fill_gpu_batch_size(model, shape, device) if device.type == "cuda" else num
     g = torch.Generator(device=device).manual_seed(seed)
-    # On a GPU one Langevin step is captured as a CUDA graph and replayed; on CPU it runs eagerly.
-    sampler = annealed_langevin_graphed if device.type == "cuda" else annealed_langevin
     chunks = []
     for start in range(0, num, batch_size):
         x0 = uniform_prior((min(batch_size, num - start), *shape), generator=g, device=device)
-        chunks.append(sampler(
+        # On a GPU one Langevin step is captured as a CUDA graph and replayed; on CPU it runs eagerly.
+        chunks.append(annealed_langevin_graphed(
             model, x0, sigmas, steps_per_level=schedule.steps_per_level, eps=schedule.eps,
             generator=g, denoise=denoise, callback=callback,
         ).clamp_(0, 1))

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.sampling import Callback, annealed_langevin
+from pegasus.sampling import Callback, annealed_langevin, annealed_langevin_graphed
 from pegasus.score import ScoreFn
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -102,16 +102,19 @@ def blend_strips(
     generator_q: torch.Generator,
     denoise: bool = True,
     callback: Callback | None = None,
+    graphed: bool = False,
 ) -> torch.Tensor:
     """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation.
 
     `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
-    built with `guided_score` uses class weights laid out the same way.
+    built with `guided_score` uses class weights laid out the same way. `graphed` runs the chain
+    with `annealed_langevin_graphed` (one step replayed as a CUDA graph on a GPU, the same chain).
     """
     strips, shape = x0.shape[0], tuple(x0.shape[1:])
     noise = InterpolatedNoise(strips, n, shape, generator_p=generator_p, generator_q=generator_q,
                               device=x0.device, dtype=x0.dtype)
     x = x0[:, None].expand(strips, n + 2, *shape).reshape(strips * (n + 2), *shape)
-    out = annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
-                            noise_sampler=noise, denoise=denoise, callback=callback)
+    sampler = annealed_langevin_graphed if graphed else annealed_langevin
+    out = sampler(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
+                  noise_sampler=noise, denoise=denoise, callback=callback)
     return out.view(strips, n + 2, *shape)

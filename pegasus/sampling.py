@@ -104,6 +104,26 @@ class _ChainPlan:
         self.report(callback, x, self.levels - 1, steps_per_level, index)
 
 
+Step = Callable[[], None]
+Capture = Callable[[Step], Step]
+
+
+def cuda_graph_capture(step: Step) -> Step:
+    """Capture `step` in a CUDA graph and return its replay. Warm-up runs on a side stream first,
+    as torch.cuda.graph asks (cuDNN picks its kernels, the caching allocator settles); those runs
+    change whatever `step` writes, so the caller restores its buffers afterwards."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 @torch.no_grad()
 def annealed_langevin_graphed(
     score_fn: ScoreFn,
@@ -113,18 +133,26 @@ def annealed_langevin_graphed(
     steps_per_level: int,
     eps: float,
     generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
     denoise: bool = True,
     callback: Callback | None = None,
+    capture: Capture | None = None,
 ) -> torch.Tensor:
-    """The chain of `annealed_langevin`, with one Langevin step captured once in a CUDA graph
-    and replayed for all L*T steps (a network evaluation is hundreds of small kernels; replay
-    launches them as one). The step reads its sigma, step size and noise from static device
-    tensors, refilled before each replay from the precomputed schedule and from the same
-    generator stream as the eager sampler. Off CUDA it is the eager sampler.
+    """The chain of `annealed_langevin`, with one Langevin step captured once and replayed for
+    all L*T steps (a network evaluation is hundreds of small kernels; a CUDA graph launches them
+    as one). The step reads its sigma, step size and noise from static device tensors, refilled
+    before each replay from the precomputed schedule and from the same noise stream as the eager
+    sampler, so both give the same chain.
+
+    `capture` turns the step into its replay: `cuda_graph_capture` by default on CUDA; off CUDA,
+    without one, this is the eager sampler.
     """
-    if x.device.type != "cuda":
-        return annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
-                                 generator=generator, denoise=denoise, callback=callback)
+    if capture is None:
+        if x.device.type != "cuda":
+            return annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
+                                     generator=generator, noise_sampler=noise_sampler,
+                                     denoise=denoise, callback=callback)
+        capture = cuda_graph_capture
     plan = _ChainPlan(sigmas, eps, x)
     state, noise = x.clone(), torch.zeros_like(x)
     sigma, alpha, scale = (plan.per_sample[0].clone(), plan.step_sizes[0].clone(),
@@ -133,19 +161,16 @@ def annealed_langevin_graphed(
     def step() -> None:
         state.addcmul_(score_fn(state, sigma), alpha).addcmul_(noise, scale)
 
-    # Warm up on a side stream before capture (cuDNN picks its kernels, allocators settle), on a
-    # copy of the state that is put back afterwards.
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        start = state.clone()
-        for _ in range(3):
-            step()
-        state.copy_(start)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+    start = state.clone()
+    replay = capture(step)
+    state.copy_(start)  # undo the warm-up steps
+    del start
+
+    def draw_noise() -> None:
+        if noise_sampler is None:
+            torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype, out=noise)
+        else:
+            noise.copy_(noise_sampler())
 
     index = 0
     for level in range(plan.levels):
@@ -153,8 +178,8 @@ def annealed_langevin_graphed(
         alpha.copy_(plan.step_sizes[level])
         scale.copy_(plan.noise_scales[level])
         for t in range(steps_per_level):
-            torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype, out=noise)
-            graph.replay()
+            draw_noise()
+            replay()
             plan.report(callback, state, level, t, index)
             index += 1
     if denoise:

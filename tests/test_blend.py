@@ -114,3 +114,21 @@ def test_guidance_lands_the_ends_in_the_components_asked_for():
     _, plain = _blend(strips=strips, n=n)
     left = MIXTURE.nearest(plain[:, 0]).float().mean().item()
     assert 0.2 < left < 0.8  # unguided ends fall in either component
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_blend_matches_eager_on_cuda():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+
+    def conv_score(x, sigma):
+        return net(x) / sigma.view(-1, 1, 1, 1)
+
+    x0 = torch.rand(2, 3, 8, 8, device="cuda")
+
+    def run(graphed):
+        return blend_strips(conv_score, x0, SCHEDULE.sigmas("cuda"), n=3, steps_per_level=2,
+                            eps=SCHEDULE.eps, generator_p=torch.Generator("cuda").manual_seed(0),
+                            generator_q=torch.Generator("cuda").manual_seed(1), graphed=graphed)
+
+    torch.testing.assert_close(run(True), run(False), rtol=1e-4, atol=1e-4)

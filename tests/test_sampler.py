@@ -99,6 +99,56 @@ def test_graphed_sampler_is_the_eager_sampler_off_cuda():
     assert torch.equal(eager, graphed)
 
 
+def _warm_up_then_replay(step):
+    """A stand-in for cuda_graph_capture on CPU: the same warm-up runs that change the step's
+    buffers, then the step itself as the 'replay'."""
+    for _ in range(3):
+        step()
+    return step
+
+
+@pytest.mark.parametrize("capture", [lambda step: step, _warm_up_then_replay], ids=["plain", "warm-up"])
+def test_replayed_step_gives_the_eager_chain(capture):
+    """The static buffers of the graphed sampler (sigma, alpha, noise refilled before each
+    replay, the state restored after warm-up) give the eager chain exactly, callbacks included."""
+    sigmas = geometric_sigmas(3.0, 0.05, 5)
+    x0 = torch.rand(6, 3, 4, 4)
+    kw = dict(steps_per_level=3, eps=1e-3)
+    seen = {"eager": [], "replayed": []}
+
+    def recorder(name):
+        return lambda info: seen[name].append((info["index"], info["x"].sum().item()))
+
+    eager = annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas,
+                              generator=torch.Generator().manual_seed(3), callback=recorder("eager"), **kw)
+    replayed = annealed_langevin_graphed(
+        _gaussian_score(0.5, 0.1), x0, sigmas, generator=torch.Generator().manual_seed(3),
+        callback=recorder("replayed"), capture=capture, **kw)
+    assert torch.equal(eager, replayed)
+    assert seen["eager"] == seen["replayed"]
+    assert len(seen["eager"]) == 5 * 3 + 1
+
+
+def test_replayed_step_takes_its_noise_from_a_noise_sampler():
+    """Noise interpolation supplies its own noise; the replayed step must use it, not a stream
+    of its own."""
+    sigmas = geometric_sigmas(2.0, 0.1, 4)
+    x0 = torch.rand(4, 2)
+
+    def noise_stream(seed):
+        g = torch.Generator().manual_seed(seed)
+        return lambda: torch.randn(4, 2, generator=g) * 0.5
+
+    kw = dict(steps_per_level=2, eps=1e-2)
+    eager = annealed_langevin(_gaussian_score(0.0, 1.0), x0, sigmas, noise_sampler=noise_stream(5), **kw)
+    replayed = annealed_langevin_graphed(_gaussian_score(0.0, 1.0), x0, sigmas,
+                                         noise_sampler=noise_stream(5), capture=_warm_up_then_replay, **kw)
+    other = annealed_langevin_graphed(_gaussian_score(0.0, 1.0), x0, sigmas,
+                                      noise_sampler=noise_stream(6), capture=_warm_up_then_replay, **kw)
+    assert torch.equal(eager, replayed)
+    assert not torch.equal(eager, other)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_sampler_matches_eager_on_cuda():
     sigmas = geometric_sigmas(3.0, 0.05, 6).cuda()
