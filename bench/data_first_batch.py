@@ -3,13 +3,13 @@ cache), on CIFAR-10- and STL-10-format files written here (full-size stand-ins w
 pixels: the loaders do not care what the pixels show). Also the cost of Technique 1, the exact
 largest pairwise distance, for 10k images at 64 px.
 
-    python bench/data_first_batch.py
+    python bench/data_first_batch.py [cpu|cuda] [--technique1-images N]
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +54,12 @@ def first_batch(config: DataConfig, device: torch.device) -> float:
 
 
 def main() -> None:
-    device = torch.device(sys.argv[1] if len(sys.argv) > 1 else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("device", nargs="?", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--technique1-images", type=int, default=10000,
+                        help="images for the Technique 1 timing")
+    args = parser.parse_args()
+    device = torch.device(args.device)
     print(f"on {device_name(device)}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -68,12 +72,12 @@ def main() -> None:
             warm = first_batch(config, device)
             print(f"  {name} horse,bird at {res} px: first batch cold {cold:.2f} s, warm {warm:.3f} s "
                   f"({cold / warm:.0f}x)")
-    x = torch.rand(10000, 3, 64, 64, device=device)
+    x = torch.rand(args.technique1_images, 3, 64, 64, device=device)
     sync(device)
     start = time.perf_counter()
     sigma = max_pairwise_distance(x)
     sync(device)
-    print(f"  technique 1 on 10k images at 64 px: {time.perf_counter() - start:.2f} s "
+    print(f"  technique 1 on {len(x)} images at 64 px: {time.perf_counter() - start:.2f} s "
           f"(sigma_1 = {sigma:.1f})")
 
 

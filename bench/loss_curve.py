@@ -18,9 +18,10 @@ from pegasus.config import load_config
 from pegasus.training import train
 
 
-def curve(preset: str, steps: int, amp: str, channels_last: bool, extra: list[str]) -> list[float]:
+def curve(preset: str, steps: int, log_every: int, amp: str, channels_last: bool,
+          extra: list[str]) -> list[float]:
     config = load_config(preset, overrides=[
-        f"train.iters={steps}", "train.log_every=20", "train.sample_every=0",
+        f"train.iters={steps}", f"train.log_every={log_every}", "train.sample_every=0",
         f"train.checkpoint_every={steps}", f'train.amp="{amp}"',
         f"train.channels_last={'true' if channels_last else 'false'}", *extra])
     with tempfile.TemporaryDirectory() as run:
@@ -36,11 +37,15 @@ def main() -> None:
     parser.add_argument("--preset", default="cifar10")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--amp", default="bf16", help="the fast path's autocast (bf16 or auto)")
+    parser.add_argument("--log-every", type=int, default=20, help="steps per logged (mean) loss")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
-    print(f"{args.preset}, {args.steps} steps, loss logged every 20 steps")
-    fast = curve(args.preset, args.steps, args.amp, True, args.set)
-    fp32 = curve(args.preset, args.steps, "off", False, args.set)
+    if args.log_every < 1 or args.steps < 6 * args.log_every:
+        parser.error("the noise estimate needs at least 3 logged points in the second half: "
+                     "--steps must be at least 6 x --log-every")
+    print(f"{args.preset}, {args.steps} steps, loss logged every {args.log_every} steps")
+    fast = curve(args.preset, args.steps, args.log_every, args.amp, True, args.set)
+    fp32 = curve(args.preset, args.steps, args.log_every, "off", False, args.set)
     # Compare the second halves, where the curves are flat enough for noise to be measured: the
     # noise of one logged point is the spread of successive differences over sqrt(2).
     half = len(fp32) // 2

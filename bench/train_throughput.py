@@ -74,13 +74,16 @@ def main() -> None:
     sigmas = geometric_sigmas(50.0, 0.01, 232, device=device)
     x = torch.rand(batch, 3, res, res, device=device)
     print(f"{args.case}: {backbone} {options} at {res} px, batch {batch}, on {device_name(device)}")
+    # Both paths do the same arithmetic; it is counted once, on the eager model, since the flop
+    # counter sees through autocast but not into a compiled graph.
+    flops = flops_per_step(eager_fp32(build(backbone, res, options, device), x, sigmas,
+                                      torch.Generator(device=device).manual_seed(0)))
     results = {}
     for name in ("eager fp32", "fast"):
         model = build(backbone, res, options, device)
         g = torch.Generator(device=device).manual_seed(0)
         step = eager_fp32(model, x, sigmas, g) if name == "eager fp32" else fast(
             model, x, sigmas, g, args.compile)
-        flops = flops_per_step(step)
         reset_peak(device)
         seconds = timed(step, device, args.steps)
         precision = "bf16" if name == "fast" and device.type == "cuda" else "fp32"

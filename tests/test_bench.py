@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end at tiny sizes and print their comparison, so that the
+figures a GPU session is asked for can be measured without first mending the scripts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+CASES = {
+    "train_throughput": (["--case", "small", "--steps", "1", "--device", "cpu"],
+                         "speed-up (fast / eager fp32)"),
+    "sample_throughput": (["--case", "small", "--images", "2", "--levels", "2", "--steps-per-level", "1",
+                           "--repeats", "1", "--device", "cpu"], "sampler overhead over the bare network"),
+    "loss_curve": (["--preset", "sprites-demo", "--steps", "12", "--log-every", "2", "--amp", "bf16",
+                    "--set", "train.batch_size=4", "--set", "data.res=16"], "ratio"),
+    "data_first_batch": (["cpu", "--technique1-images", "64"], "technique 1 on 64 images"),
+    "cli_startup": (["--repeats", "1"], "pegasus --help (example plugin on)"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", CASES)
+def test_benchmark_script_prints_its_comparison(script):
+    args, expected = CASES[script]
+    done = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout, done.stdout
+
+
+def test_loss_curve_refuses_too_few_steps_with_one_line():
+    done = subprocess.run([sys.executable, str(BENCH / "loss_curve.py"), "--steps", "20"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--steps must be at least 6 x --log-every" in done.stderr
+    assert "Traceback" not in done.stderr
