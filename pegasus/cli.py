@@ -116,7 +116,15 @@ def train(
                 else:
                     progress.update(task, completed=step, info=f"loss {loss:.2f}")
 
-            result = run_training(cfg, run, resume=resume, progress=report)
+            def announce(resolved) -> None:
+                n = resolved.noise
+                how = "planned from the data" if not cfg.noise.planned else "as configured"
+                progress.console.print(
+                    f"noise: sigma_1 {n.sigma_max:.4g}, sigma_L {n.sigma_min:.4g}, L {n.levels}, "
+                    f"T {n.steps_per_level}, eps {n.eps:.3g} ({how}; "
+                    f"{n.levels * n.steps_per_level + 1} evaluations per sample)", highlight=False)
+
+            result = run_training(cfg, run, resume=resume, progress=report, on_start=announce)
         if result.interrupted:
             if result.checkpoint is None:
                 console.print("stopped before the first step; nothing was saved")

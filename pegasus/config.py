@@ -53,13 +53,16 @@ class NoiseConfig:
     """sigma_1 > ... > sigma_L geometric, T Langevin steps per level (NOTES.md).
 
     "auto" asks the planner at the start of training: sigma_max by Technique 1 (the largest
-    distance between training images), levels by Technique 2, eps by Technique 4."""
+    distance between training images), levels by Technique 2, eps by Technique 4. That is the
+    default because no fixed schedule suits every dataset and resolution (CIFAR-10's sigma_1 = 50
+    is below the distances between 64 px images, which Technique 1 forbids); the `cifar10`
+    preset pins the published numbers instead, and the run records whatever was used."""
 
-    sigma_max: float | Auto = 50.0
+    sigma_max: float | Auto = "auto"
     sigma_min: float = 0.01
-    levels: int | Auto = 232
+    levels: int | Auto = "auto"
     steps_per_level: int = 5
-    eps: float | Auto = 6.2e-6
+    eps: float | Auto = "auto"
     denoise: bool = True  # the final Tweedie denoising step
 
     def __post_init__(self) -> None:

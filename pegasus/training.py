@@ -121,21 +121,26 @@ def train(
     progress: ProgressFn | None = None,
     tensorboard: bool = True,
     stop_after: int | None = None,
+    on_start: Callable[[Config], None] | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the latest
-    checkpoint there. `stop_after` ends the call after that many steps as an interruption would
-    (saving a checkpoint); tests use it to compare a resumed run with an uninterrupted one."""
+    checkpoint there. `on_start` receives the config as the run records it (its "auto" noise
+    fields planned from the data) once start-up is done. `stop_after` ends the call after that
+    many steps as an interruption would (saving a checkpoint); tests use it to compare a resumed
+    run with an uninterrupted one."""
     ctx = distributed.setup(config.train.device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     with _StopOnSignal() as stop:
         try:
-            return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after, stop)
+            return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after, stop,
+                          on_start)
         finally:
             distributed.teardown(ctx)
 
 
-def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop) -> TrainResult:
+def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop,
+           on_start) -> TrainResult:
     ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
     tc, device = config.train, ctx.device
     cuda = device.type == "cuda"
@@ -236,6 +241,8 @@ def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop
         if writer is not None:
             writer.close()
         return result
+    if on_start is not None and ctx.main:
+        on_start(config)
     net.train()
     while step < tc.iters:
         x = images[sampler.indices(step)].float() / 255

@@ -82,3 +82,15 @@ def test_console_entry_point_help_and_module_form():
                                                "from pegasus.cli import main; main()", "--help"]
         done = subprocess.run(exe, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "train" in done.stdout and "blend" in done.stdout
+
+
+def test_train_announces_the_schedule_it_planned(tmp_path):
+    import tomllib
+
+    auto = ["--set", 'noise.sigma_max="auto"', "--set", 'noise.levels="auto"', "--set", 'noise.eps="auto"']
+    result = _train(tmp_path, *auto, "--set", "train.iters=1")
+    assert result.exit_code == 0, result.output
+    saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["noise"]
+    assert isinstance(saved["levels"], int) and saved["levels"] >= 2
+    assert (f"noise: sigma_1 {saved['sigma_max']:.4g}, sigma_L 0.01, L {saved['levels']}, T 2, "
+            f"eps {saved['eps']:.3g} (planned from the data") in " ".join(result.output.split())

@@ -15,10 +15,13 @@ from pegasus.config import (
 )
 
 
-def test_defaults_are_the_published_cifar10_setting():
+def test_default_schedule_is_planned_from_the_data_and_the_rest_is_published():
+    """No fixed schedule fits every resolution, so sigma_1, L and eps default to "auto"
+    (Techniques 1, 2, 4 at the start of training); sigma_L, T and the optimiser are NCSNv2's."""
     c = load_config()
-    assert (c.noise.sigma_max, c.noise.sigma_min, c.noise.levels) == (50.0, 0.01, 232)
-    assert (c.noise.steps_per_level, c.noise.eps) == (5, 6.2e-6)
+    assert (c.noise.sigma_max, c.noise.levels, c.noise.eps) == ("auto", "auto", "auto")
+    assert not c.noise.planned
+    assert (c.noise.sigma_min, c.noise.steps_per_level) == (0.01, 5)
     assert (c.train.lr, c.train.ema) == (1e-4, 0.999)
     assert c.model.options == {"ngf": 128, "stages": "auto"}
 
