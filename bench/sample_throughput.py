@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from common import build, device_name, peak_memory_gib, reset_peak, timed
+from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, seconds_of_one_call
 from pegasus.sampling import annealed_langevin, annealed_langevin_graphed
 from pegasus.schedule import geometric_sigmas
 
@@ -33,7 +34,8 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=232)
     parser.add_argument("--steps-per-level", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best counts")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats; the best counts, so use 2 or more")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -67,18 +69,25 @@ def main() -> None:
     rows = [("bare network", bare), ("eager sampler", run(annealed_langevin))]
     if device.type == "cuda":
         rows.append(("graphed sampler", run(annealed_langevin_graphed)))
-    # Interleaved repeats, best of each: a machine's slow moments hit every row alike.
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x0, sigma)
+    flops = counter.get_total_flops() * evaluations
+    peak, source = peak_tflops(device, "bf16" if args.bf16 and device.type == "cuda" else "fp32")
+    # Interleaved repeats, best of each: a machine's slow moments hit every row alike, and the
+    # first round doubles as the warm-up (a whole chain is too long to run once more untimed).
     seconds = {name: float("inf") for name, _ in rows}
     memory = {}
     for _ in range(args.repeats):
         for name, fn in rows:
             reset_peak(device)
-            seconds[name] = min(seconds[name], timed(fn, device, 1))
+            seconds[name] = min(seconds[name], seconds_of_one_call(fn, device))
             memory[name] = peak_memory_gib(device)
     for name, _ in rows:
         rate = evaluations * args.images / seconds[name]
+        util = flops / seconds[name] / 1e12 / peak
         mem = memory[name]
-        print(f"  {name:16s} {seconds[name]:8.2f} s  {rate:10.1f} evaluations x images / s"
+        print(f"  {name:16s} {seconds[name]:8.2f} s  {rate:10.1f} evaluations x images / s  "
+              f"{100 * util:5.1f}% of {peak:.3g} TFLOP/s ({source})"
               + (f"  peak memory {mem:.2f} GiB" if mem is not None else ""))
     overhead = seconds["eager sampler"] / seconds["bare network"] - 1
     print(f"  sampler overhead over the bare network: {100 * overhead:+.1f}%")
