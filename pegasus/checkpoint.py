@@ -28,6 +28,15 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, corrupt or of an unknown format."""
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; done once, at import, before any
+    os.umask(mask)  # writer thread exists that could create a file in between
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:08d}.pt"
 
@@ -48,6 +57,9 @@ def atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would, so that
+        # images and checkpoints in a shared run folder stay readable by whoever may read it.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -64,3 +64,17 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
         save_checkpoint(tmp_path, {"step": 2, "bad": Unsaveable()}, keep=3)
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] and not list(tmp_path.glob("*.tmp"))
+
+
+def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
+    """Atomic writes go through mkstemp, which makes files private; the result must not be."""
+    import os
+    import stat
+
+    from pegasus.checkpoint import _UMASK, atomic_write
+
+    atomic_write(tmp_path / "grid.png", lambda f: f.write(b"x"))
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "grid.png").st_mode)
+    assert mode == stat.S_IMODE(os.stat(plain).st_mode) == 0o666 & ~_UMASK
