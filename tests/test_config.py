@@ -90,3 +90,28 @@ def test_resume_keeps_the_run_config(tmp_path):
     assert c.train.iters == 10
     with pytest.raises(ConfigError, match="cannot change the data section"):
         build_config(flags={"data.res": 64}, resume_from=tmp_path)
+
+
+@pytest.mark.parametrize("name,dataset,res,batch,images", [
+    ("winged-horses-cifar10", "cifar10", 32, 128, 2 * 5000),  # NOTES.md: 5000 per class
+    ("winged-horses-stl10-48", "stl10", 48, 64, 2 * (500 + 800)),  # train and test merged
+    ("winged-horses-stl10-64", "stl10", 64, 64, 2 * (500 + 800)),
+])
+def test_winged_horses_presets_follow_the_text(name, dataset, res, batch, images):
+    """The text's runs: the U-Net on horse and bird with flips, Adam 1e-4, T = 5, the batch size
+    it gives per dataset, and 5000 epochs; the schedule is left to the planner."""
+    import torch
+
+    from pegasus.build import build_score_model
+
+    c = load_config(name)
+    assert (c.data.dataset, c.data.res, c.data.flip) == (dataset, res, True)
+    assert c.data.classes == ["horse", "bird"]
+    assert c.model.backbone == "unet" and len(c.model.options["mults"]) == 3
+    assert (c.train.lr, c.train.batch_size, c.noise.steps_per_level) == (1e-4, batch, 5)
+    assert c.train.iters * batch == 5000 * images
+    assert not c.noise.planned
+    model, _ = build_score_model(c)
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, res, res), torch.tensor([1.0]))
+    assert out.shape == (1, 3, res, res) and torch.isfinite(out).all()
