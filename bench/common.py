@@ -37,23 +37,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Seconds per call, after one untimed warm-up call."""
-    fn()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def seconds_of_one_call(fn, device: torch.device) -> float:
     sync(device)
     start = time.perf_counter()
     fn()
     sync(device)
     return time.perf_counter() - start
+
+
+def timed(fn, device: torch.device, repeats: int) -> float:
+    """Seconds per call, after one untimed warm-up call."""
+    fn()
+
+    def calls() -> None:
+        for _ in range(repeats):
+            fn()
+
+    return seconds_of_one_call(calls, device) / repeats
 
 
 def reset_peak(device: torch.device) -> None:

@@ -117,12 +117,14 @@ def train(
                     progress.update(task, completed=step, info=f"loss {loss:.2f}")
 
             def announce(resolved) -> None:
-                n = resolved.noise
+                from pegasus.build import schedule_from_config
+
+                s = schedule_from_config(resolved.noise)
                 how = "planned from the data" if not cfg.noise.planned else "as configured"
                 progress.console.print(
-                    f"noise: sigma_1 {n.sigma_max:.4g}, sigma_L {n.sigma_min:.4g}, L {n.levels}, "
-                    f"T {n.steps_per_level}, eps {n.eps:.3g} ({how}; "
-                    f"{n.levels * n.steps_per_level + 1} evaluations per sample)", highlight=False)
+                    f"noise: sigma_1 {s.sigma_max:.4g}, sigma_L {s.sigma_min:.4g}, L {s.levels}, "
+                    f"T {s.steps_per_level}, eps {s.eps:.3g} ({how}; "
+                    f"{s.evaluations} evaluations per sample)", highlight=False)
 
             result = run_training(cfg, run, resume=resume, progress=report, on_start=announce)
         if result.interrupted:
