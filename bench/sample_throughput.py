@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, seconds_of_one_call
-from pegasus.sampling import annealed_langevin, annealed_langevin_graphed
+from pegasus.sampling import annealed_langevin, cuda_graph_capture
 from pegasus.schedule import geometric_sigmas
 
 CASES = {
@@ -61,14 +61,14 @@ def main() -> None:
         for _ in range(evaluations):
             model(x0, sigma)
 
-    def run(sampler):
+    def run(capture):
         g = torch.Generator(device=device).manual_seed(0)
-        return lambda: sampler(model, x0, sigmas, steps_per_level=args.steps_per_level, eps=6.2e-6,
-                               generator=g)
+        return lambda: annealed_langevin(model, x0, sigmas, steps_per_level=args.steps_per_level,
+                                         eps=6.2e-6, generator=g, capture=capture)
 
-    rows = [("bare network", bare), ("eager sampler", run(annealed_langevin))]
+    rows = [("bare network", bare), ("eager sampler", run(None))]
     if device.type == "cuda":
-        rows.append(("graphed sampler", run(annealed_langevin_graphed)))
+        rows.append(("graphed sampler", run(cuda_graph_capture)))
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x0, sigma)
     flops = counter.get_total_flops() * evaluations

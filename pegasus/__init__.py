@@ -4,8 +4,7 @@ This module stays light (no torch import) so that the CLI starts fast; import th
 need from their modules: pegasus.sampling, pegasus.loss, pegasus.training, pegasus.blend...
 """
 
-from pegasus.hookspecs import hookimpl
-from pegasus.registry import Backbone
+from pegasus.hookspecs import Backbone, hookimpl
 
 __version__ = "0.1.0"
 

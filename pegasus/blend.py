@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from pegasus.classifier import Classifier
-from pegasus.errors import UserError
-from pegasus.generate import TrainedRun
-from pegasus.images import save_grid
+from pegasus.errors import FieldError, UserError
+from pegasus.images import image_format, save_grid, save_image_atomic
 from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score
-from pegasus.sampling import Callback, uniform_prior
+from pegasus.runs import TrainedRun
+from pegasus.sampling import ImageStreams, default_capture
+from pegasus.signatures import Callback
 
-Q_STREAM_OFFSET = 1_000_003  # stream q is seeded with seed + this; stream p with seed itself
+Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,13 @@ class BlendRequest:
 
     def validate(self, classes: list[str]) -> None:
         if self.n < 1:
-            raise UserError(f"--n must be at least 1, got {self.n}")
+            raise FieldError("n", f"must be at least 1, got {self.n}")
         if not 0 <= self.k <= self.n + 1:
-            raise UserError(f"--k must be between 0 and N+1 = {self.n + 1}, got {self.k}")
+            raise FieldError("k", f"must be between 0 and N+1 = {self.n + 1}, got {self.k}")
         if self.strips < 1:
-            raise UserError(f"--strips must be at least 1, got {self.strips}")
+            raise FieldError("strips", f"must be at least 1, got {self.strips}")
         if self.guidance < 0:
-            raise UserError(f"--guidance must be 0 or more, got {self.guidance}")
+            raise FieldError("guidance", f"must be 0 or more, got {self.guidance}")
         for name in (self.source, self.target):
             if name is not None and name not in classes:
                 raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
@@ -50,7 +51,8 @@ def endpoints(request: BlendRequest, classes: list[str]) -> tuple[int, int]:
     source = request.source or classes[0]
     target = request.target or next(c for c in classes if c != source)
     if source == target:
-        raise UserError(f"--from and --to are both {source!r}; pick two different classes")
+        raise UserError(f"the source and target classes are both {source!r}; pick two different "
+                        f"classes")
     return classes.index(source), classes.index(target)
 
 
@@ -62,46 +64,53 @@ def blend_run(
 ) -> torch.Tensor:
     """Strips (M, N + 2, C, H, W) in [0, 1]. Column 0 is exactly what `pegasus sample` draws
     with the same seed (x0 and noise from stream p)."""
-    classes = run.config.data.classes
+    classes = run.classes
     request.validate(classes)
-    device, res = run.sigmas.device, run.config.data.res
-    gp = torch.Generator(device=device).manual_seed(request.seed)
-    gq = torch.Generator(device=device).manual_seed(request.seed + Q_STREAM_OFFSET)
-    x0 = uniform_prior((request.strips, 3, res, res), generator=gp, device=device)
+    device, shape = run.device, (3, run.config.data.res, run.config.data.res)
+    p = ImageStreams(request.seed, 0, request.strips, device)
+    q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
     score = run.model
     if request.guidance > 0:
         if guide is None:
-            raise UserError("guidance asks for a guide classifier; train one with pegasus train-guide")
+            raise UserError("guidance needs the run's guide classifier; train the guide first")
         source, target = endpoints(request, classes)
         weights = endpoint_class_weights(request.n, source, target, len(classes))
         weights = weights.repeat(request.strips, 1).to(device)
         score = guided_score(run.model, guide.log_prob, weights, request.guidance)
     strips = blend_strips(
-        score, x0, run.sigmas, n=request.n, steps_per_level=run.schedule.steps_per_level,
-        eps=run.schedule.eps, generator_p=gp, generator_q=gq, denoise=run.config.noise.denoise,
-        callback=callback,
+        score, p.prior(shape), run.sigmas, n=request.n, steps_per_level=run.schedule.steps_per_level,
+        eps=run.schedule.eps, noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape),
+        denoise=run.schedule.denoise, callback=callback,
         # A guided step differentiates the classifier; torch can capture that backward pass in
         # a CUDA graph too, but it has not been checked on a GPU here, so guided chains run
         # eagerly and only the unguided ones are replayed.
-        graphed=request.guidance == 0,
+        capture=default_capture(device) if request.guidance == 0 else None,
     )
     return strips.clamp(0, 1)
 
 
 def save_blend(strips: torch.Tensor, k: int, out: Path) -> tuple[Path, Path]:
-    """The k-th image of every strip as `out`, and all strips as `<out>-strips.png` with a header
-    row naming each column and a frame around column k."""
+    """The k-th image of every strip as `out`, and all strips as `<out>-strips<suffix>` with a
+    header row naming each column and a frame around column k."""
     out = Path(out)
     kth = save_grid(strips[:, k], out)
-    strips_path = out.with_name(f"{out.stem}-strips.png")
+    strips_path = strips_file(out)
     _save_labelled_strips(strips, k, strips_path)
     return kth, strips_path
 
 
+def strips_file(out: Path) -> Path:
+    return Path(out).with_name(f"{Path(out).stem}-strips{Path(out).suffix}")
+
+
+def check_blend_output(out: Path) -> None:
+    """Both files a blend writes have a writable name and format, checked before sampling."""
+    image_format(out)
+    image_format(strips_file(out))
+
+
 def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
     from PIL import Image, ImageDraw
-
-    from pegasus.checkpoint import atomic_write
 
     m, cols, _, res, _ = strips.shape
     scale = max(1, 48 // res)  # small images are enlarged so that the labels fit above them
@@ -118,7 +127,7 @@ def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
             canvas.paste(tile, (x, y))
         if c == k:
             draw.rectangle([x - 1, header, x + cell, canvas.height - 1], outline="red")
-    atomic_write(path, lambda f: canvas.save(f, format="PNG"))
+    save_image_atomic(canvas, path)
 
 
 @dataclass

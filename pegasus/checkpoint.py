@@ -1,74 +1,38 @@
-"""Checkpoints: versioned dicts of tensors and plain values, written atomically.
+"""Checkpoints: versioned dicts of tensors and plain values, written atomically (atomic.py).
 
-Writing goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target, so a crash or Ctrl-C mid-write never leaves a half-written checkpoint under a real name.
-A `latest` file names the newest checkpoint; older ones beyond `keep` are removed. Loading uses
-torch.load(weights_only=True), which refuses to run pickled code.
+`checkpoints/` holds `checkpoint-<step>.pt` files and a `latest` file naming the newest; older
+ones beyond `keep` are removed. This module alone knows how checkpoint files are named. Loading
+uses torch.load(weights_only=True), which refuses to run pickled code; a file that holds such
+code is reported as what it is, and never with a hint to switch that protection off.
 """
 
 from __future__ import annotations
 
-import os
+import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pegasus.errors import UserError
+from pegasus.atomic import atomic_write
+from pegasus.errors import CheckpointError
 
 FORMAT = "pegasus-checkpoint"
 VERSION = 1
 LATEST = "latest"
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, truncated, corrupt or of an unknown format."""
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; done once, at import, before any
-    os.umask(mask)  # writer thread exists that could create a file in between
-    return mask
-
-
-_UMASK = _read_umask()
+_MAX_POINTER = 256  # bytes: a real `latest` holds one short file name
 
 
 def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:08d}.pt"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(file object) on a temporary file beside `path`, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes the file private (0600); give it the mode a plain open() would, so that
-        # images and checkpoints in a shared run folder stay readable by whoever may read it.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def step_of(path: Path) -> int | None:
+    """The training step in a checkpoint's file name, or None for any other name."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], *, keep: int) -> Path:
@@ -87,33 +51,58 @@ def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints in `folder`, oldest first."""
     if not Path(folder).is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in Path(folder).iterdir() if (m := _NAME.match(p.name))]
+    found = [(step_of(p), p) for p in Path(folder).iterdir() if step_of(p) is not None]
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    folder = Path(folder)
-    pointer = folder / LATEST
-    if pointer.is_file():
-        target = folder / pointer.read_text().strip()
-        if target.is_file():
-            return target
+def read_latest_pointer(folder: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint `latest` names, and a warning when it names anything but a checkpoint
+    file inside `folder` (a path, another file, garbage): such a pointer is never followed."""
+    pointer = Path(folder) / LATEST
+    if not pointer.is_file():
+        return None, None
+    try:
+        raw = pointer.read_bytes()[:_MAX_POINTER + 1]
+        name = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, f"{pointer} is unreadable; using the newest checkpoint instead"
+    if len(raw) > _MAX_POINTER or step_of(Path(name)) is None or Path(name).name != name:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        return None, (f"{pointer} names {shown!r}, which is not a checkpoint of this run; "
+                      f"using the newest checkpoint instead")
+    target = Path(folder) / name
+    return (target, None) if target.is_file() else (None, None)
+
+
+def latest_checkpoint(folder: Path, warn=None) -> Path | None:
+    """The checkpoint `latest` names if it is a real one in `folder`, else the newest there.
+    `warn(message)` hears about a pointer that was ignored."""
+    target, warning = read_latest_pointer(folder)
+    if warning and warn is not None:
+        warn(warning)
+    if target is not None:
+        return target
     found = list_checkpoints(folder)
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint's dict; `mmap` maps the tensors instead of reading them (cheap when only the
+    config is wanted)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise CheckpointError(
+                f"{path} holds objects pegasus will not load (they could run code); it was not "
+                f"written by pegasus, or it was tampered with") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({reason}); pass an earlier one with "
-            f"--checkpoint, or delete it"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pegasus checkpoint")
     if state.get("version") != VERSION:
@@ -122,3 +111,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"version {VERSION}"
         )
     return state
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -16,13 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pegasus.backbones.unet import GaussianFourierEmbedding
-from pegasus.checkpoint import CheckpointError, atomic_write, load_checkpoint
-from pegasus.errors import UserError
-from pegasus.training import ProgressFn
+from pegasus.atomic import atomic_write
+from pegasus.backbones.layers import GaussianFourierEmbedding
+from pegasus.checkpoint import FORMAT, VERSION, load_checkpoint
+from pegasus.data import load_images
+from pegasus.devices import resolve_device
+from pegasus.errors import CheckpointError, FieldError, RunError, UserError
+from pegasus.runs import RunDir, trained_schedule
+from pegasus.signatures import ProgressFn
 
-GUIDE_FILE = "guide.pt"
-JUDGE_FILE = "judge.pt"
+KINDS = ("guide", "judge")
 
 
 @dataclass(frozen=True)
@@ -103,18 +106,18 @@ def train_classifier(
 
 
 def save_classifier(model: Classifier, path: Path, **extra) -> Path:
-    payload = {"format": "pegasus-checkpoint", "version": 1, "spec": asdict(model.spec),
+    payload = {"format": FORMAT, "version": VERSION, "spec": asdict(model.spec),
                "state": model.state_dict(), **extra}
     atomic_write(Path(path), lambda f: torch.save(payload, f))
     return Path(path)
 
 
-def load_classifier(path: Path, device: torch.device | str = "cpu", *, what: str) -> Classifier:
-    path = Path(path)
+def load_classifier(run_dir: Path, kind: str, device: torch.device | str = "cpu") -> Classifier:
+    """The run's guide or judge."""
+    path = RunDir(run_dir).classifier(kind)
     if not path.is_file():
-        command = "train-guide" if what == "guide" else "train-judge"
-        raise UserError(f"this run has no {what} ({path} is missing); train one with "
-                        f"pegasus {command} --run {path.parent}")
+        raise RunError(f"this run has no {kind} ({path} is missing); train its {kind} first "
+                       f"(pegasus train-{kind})")
     state = load_checkpoint(path)
     if "spec" not in state:
         raise CheckpointError(f"{path} is not a pegasus classifier")
@@ -143,18 +146,17 @@ def train_for_run(
     """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
     images only; on `sprites` a fresh sample drawn with another seed, so it never sees the
     images the score model and the guide were trained on). 10% of the images are held out."""
-    from pegasus.build import resolve_device
-    from pegasus.config import Config
-    from pegasus.data import load_images
-    from pegasus.generate import find_checkpoint
-
-    if kind not in ("guide", "judge"):
+    if kind not in KINDS:
         raise ValueError(f"kind must be guide or judge, got {kind!r}")
     if iters < 1:
-        raise UserError(f"--iters must be at least 1, got {iters}")
-    state = load_checkpoint(find_checkpoint(run_dir))
-    config = Config.from_dict(state["config"])
+        raise FieldError("iters", f"must be at least 1, got {iters}")
+    if batch_size < 1:
+        raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
     dev = resolve_device(device)
+    config, schedule = trained_schedule(run_dir)
+    if len(config.data.classes) < 2:
+        raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
+                        f"{kind} tells classes apart and needs a run of two or more")
     data_config = config.data
     if kind == "judge" and data_config.dataset == "sprites":
         data_config = dataclasses.replace(data_config, seed=data_config.seed + 1)
@@ -163,7 +165,7 @@ def train_for_run(
     held = order[: len(order) // 10]
     used = order[len(order) // 10 :]
     images, labels = data.images.to(dev), data.labels.to(dev)
-    sigmas = state["sigmas"].to(dev) if kind == "guide" else None
+    sigmas = schedule.sigmas(dev) if kind == "guide" else None
     spec = ClassifierSpec(list(data.classes), config.data.res, images.shape[1],
                           noise_conditional=kind == "guide")
     model = train_classifier(spec, images[used.to(dev)], labels[used.to(dev)], sigmas=sigmas,
@@ -180,6 +182,5 @@ def train_for_run(
                 noisy = x + s.view(-1, 1, 1, 1) * torch.randn(x.shape, device=dev, generator=g)
                 accuracy[f"sigma={float(sigmas[i]):.3g}"] = (
                     (model(noisy, s).argmax(1) == y).float().mean().item())
-    path = save_classifier(model, Path(run_dir) / (GUIDE_FILE if kind == "guide" else JUDGE_FILE),
-                           accuracy=accuracy)
+    path = save_classifier(model, RunDir(run_dir).classifier(kind), accuracy=accuracy)
     return TrainedClassifier(model, path, accuracy)

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pegasus.errors import UserError
+from pegasus.coerce import from_mapping, parse_value
+from pegasus.devices import check_device_name
+from pegasus.errors import ConfigError, RegistryError
+from pegasus.registry import get_backbone
+from pegasus.schedule import check_schedule_numbers
 
 PRESET_DIRS = (
     Path(__file__).resolve().parent / "configs",  # presets shipped inside an installed wheel
     Path(__file__).resolve().parent.parent / "configs",  # presets of a source checkout
 )
-
-
-class ConfigError(UserError):
-    """A config that cannot be used, with the field and the fix in its message."""
 
 
 Auto = Literal["auto"]
@@ -66,11 +64,8 @@ class NoiseConfig:
     denoise: bool = True  # the final Tweedie denoising step
 
     def __post_init__(self) -> None:
-        _positive(self, "sigma_max", "sigma_min", "levels", "steps_per_level", "eps")
-        if self.sigma_max != "auto" and self.sigma_max <= self.sigma_min:
-            raise ValueError(f"sigma_max ({self.sigma_max}) must exceed sigma_min ({self.sigma_min})")
-        if self.levels != "auto" and self.levels < 2:
-            raise ValueError(f"levels must be at least 2, got {self.levels}")
+        check_schedule_numbers(self.sigma_max, self.sigma_min, self.levels, self.steps_per_level,
+                               self.eps)
 
     @property
     def planned(self) -> bool:
@@ -108,6 +103,7 @@ class TrainConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be 0 (never) or positive, got {self.sample_every}")
+        check_device_name(self.device)
 
 
 @dataclass
@@ -139,101 +135,17 @@ def _positive(obj: Any, *names: str) -> None:
             raise ValueError(f"{name} must be positive, got {value}")
 
 
-def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        valid = ", ".join(sorted(names)) or "none"
-        raise ConfigError(f"{_join(where, unknown[0])}: unknown key; valid keys here: {valid}")
-    values = {name: _coerce(hints[name], data[name], _join(where, name)) for name in data}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or 'config'}: {e}") from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_mapping(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in args:
-            try:
-                return _coerce(option, value, where)
-            except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[1])
-        raise ConfigError(f"{where}: " + " or ".join(dict.fromkeys(errors)))
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{where}: expected nothing, got {value!r}")
-    if origin is list:
-        if isinstance(value, str):  # "horse,bird" from a flag
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported type {tp!r}")
-
-
-def parse_value(text: str) -> Any:
-    """A `--set` value: TOML syntax when it parses (64, 1e-4, true, ["a", "b"]), else a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.field=value` overrides to a plain config dict (in the TOML layout)."""
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
         if not sep or len(parts) != 2 or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected SECTION.FIELD=VALUE, e.g. model.ngf=64")
+            raise ConfigError(f"override {item!r}: expected SECTION.FIELD=VALUE, e.g. model.ngf=64")
         section, name = parts
         table = data.setdefault(section, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"--set {item!r}: {section} is not a section")
+            raise ConfigError(f"override {item!r}: {section} is not a section")
         table[name] = parse_value(text.strip())
     return data
 
@@ -284,22 +196,18 @@ def build_config(
     preset: str | None = None,
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
-    resume_from: Path | None = None,
+    saved: Config | None = None,
 ) -> Config:
-    """The config of a training command: a preset (or, when resuming, the run's own config),
-    then the common flags ({"data.res": 32, ...}; None means not given), then `--set`.
+    """The config of a training command: a preset (or, when resuming, the run's `saved` config),
+    then the common flags ({"data.res": 32, ...}; None means not given), then overrides
+    ("section.field=value").
 
     When resuming, only the train section may change: data, noise and model must match the run.
     """
-    saved: Config | None = None
-    if resume_from is not None:
+    if saved is not None:
         if preset is not None:
-            raise ConfigError("--config and --resume together: a resumed run keeps its own config")
-        path = Path(resume_from) / "config.toml"
-        if not path.is_file():
-            raise ConfigError(f"cannot resume: {path} does not exist; train without --resume first")
-        data = read_toml(path)
-        saved = Config.from_dict(_deep_copy(data))
+            raise ConfigError("a resumed run keeps its own config; give no preset when resuming")
+        data = saved.to_dict()
     elif preset is not None:
         data = read_toml(find_preset(preset))
     else:
@@ -315,19 +223,16 @@ def build_config(
         table[name] = value
     config = resolve_model_options(Config.from_dict(apply_overrides(data, overrides or [])))
     if saved is not None:
-        saved = resolve_model_options(saved)
         for section in ("data", "noise", "model"):
             if getattr(config, section) != getattr(saved, section):
                 raise ConfigError(
-                    f"cannot change the {section} section when resuming; start a new --run instead"
+                    f"cannot change the {section} section when resuming; start a new run instead"
                 )
     return config
 
 
 def resolve_model_options(config: Config) -> Config:
     """Validate model options against the backbone's config and fill in its defaults."""
-    from pegasus.registry import RegistryError, get_backbone
-
     try:
         spec, _ = get_backbone(config.model.backbone)
         options = _plain(dataclasses.asdict(spec.make_config(config.model.options)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from pegasus.build import resolve_device
+from pegasus.devices import resolve_device
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,45 @@
-"""The one base class for errors caused by the user's input, not by a bug.
+"""The errors caused by the user's input, not by a bug. This module imports nothing of pegasus,
+so every other module can raise these without an import cycle.
 
-The CLI prints these as a single line and exits with code 2; anything else is a bug and keeps
-its traceback.
+The CLI prints them as a single line and exits with code 2; anything else is a bug and keeps
+its traceback. Messages speak of the library (fields, values, files), never of CLI flags: a
+`FieldError` names the field it is about, and the CLI shows the flag that sets that field.
 """
+
+from __future__ import annotations
 
 
 class UserError(ValueError):
     """Bad input: the message says what is wrong and how to fix it."""
+
+
+class FieldError(UserError):
+    """A bad value of one named field: str() is "<field> <problem>"."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+
+class ConfigError(UserError):
+    """A config that cannot be used, with the field and the fix in its message."""
+
+
+class RegistryError(UserError):
+    """A backbone that does not exist, conflicts, or cannot be built as asked."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or weights file that is missing, damaged, foreign or of an unknown format."""
+
+
+class RunError(UserError):
+    """A run folder that cannot be used as asked."""
+
+
+class DatasetError(UserError):
+    """A dataset that cannot be loaded as asked; the message says what to change."""
+
+
+class WriteError(UserError):
+    """An output that cannot be written (a missing permission, a full disk, a bad name)."""

@@ -1,21 +1,72 @@
-"""The hooks a pegasus plugin may implement.
+"""The plugin API: the hooks a pegasus plugin may implement and the types it hands back.
 
 A plugin is a module (found through the `pegasus` entry-point group) with functions marked
-`@pegasus.hookimpl`. The built-in backbones register through these very hooks.
+`@pegasus.hookimpl`. The built-in backbones register through these very hooks. This module
+imports nothing of the registry (as pytest's and datasette's hookspecs), so a plugin, the
+registry and the config code can all import it without a cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from pegasus.registry import Backbone
+from pegasus.coerce import from_mapping
+from pegasus.errors import ConfigError, RegistryError
 
 hookspec = pluggy.HookspecMarker("pegasus")
 hookimpl = pluggy.HookimplMarker("pegasus")
+
+DEFAULT_RESOLUTIONS = (32, 48, 64, 96)
+
+
+@dataclass(frozen=True)
+class EmptyConfig:
+    """The config of a backbone that has no options."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What a plugin declares for one backbone.
+
+    factory(config, res=..., channels=...) returns an nn.Module whose forward(x, sigma) returns
+    a tensor shaped like x; the engine divides it by sigma. `config` is a dataclass type whose
+    fields all have defaults; it is what `model.FIELD` overrides and what checkpoints record.
+    """
+
+    name: str
+    description: str
+    factory: Callable[..., Any]
+    config: type = EmptyConfig
+    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
+
+    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
+        try:
+            return from_mapping(self.config, dict(options or {}), where="model")
+        except ConfigError as e:
+            raise RegistryError(f"backbone {self.name!r}: {e}") from None
+
+    def check_resolution(self, res: int) -> None:
+        if res not in self.resolutions:
+            supported = ", ".join(map(str, self.resolutions))
+            raise RegistryError(
+                f"backbone {self.name!r} does not support {res} px; supported: {supported}"
+            )
+
+    def build(self, options: Mapping[str, Any] | None = None, *, res: int, channels: int = 3):
+        self.check_resolution(res)
+        config = self.make_config(options)
+        try:
+            return self.factory(config, res=res, channels=channels)
+        except ValueError as e:  # a factory's own refusal of a combination of options
+            raise RegistryError(f"backbone {self.name!r}: {e}") from None
+
+    def defaults(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config())
 
 
 @hookspec

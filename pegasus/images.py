@@ -1,4 +1,4 @@
-"""Saving image grids as PNG."""
+"""Writing images: grids of samples as PNG, JPEG or WebP, chosen by the file's suffix."""
 
 from __future__ import annotations
 
@@ -7,15 +7,39 @@ from pathlib import Path
 
 import torch
 
-from pegasus.checkpoint import atomic_write
+from pegasus.atomic import atomic_write, check_writable
+from pegasus.errors import WriteError
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_format(path: Path) -> str:
+    """The PIL format for `path`, checked before any slow work: an unknown suffix, a folder or
+    a place that cannot be written is refused in one line rather than after a whole chain."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"{path} is a folder; give an image file name such as {path / 'out.png'}")
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise WriteError(f"cannot write {path}: the suffix {path.suffix or '(none)'!r} is not an "
+                         f"image format pegasus writes; use one of {', '.join(FORMATS)}")
+    check_writable(path)
+    return fmt
+
+
+def save_image_atomic(image, path: Path) -> Path:
+    """A PIL image, written atomically in the format its suffix names."""
+    fmt = image_format(path)
+    atomic_write(Path(path), lambda f: image.save(f, format=fmt, **({"quality": 95} if fmt != "PNG" else {})))
+    return Path(path)
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, padding: int = 2) -> Path:
-    """Images in [0, 1] (clamped), (N, C, H, W), as one PNG grid, written atomically."""
-    from torchvision.utils import save_image
+    """Images in [0, 1] (clamped), (N, C, H, W), as one grid, written atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
 
-    path = Path(path)
     nrow = nrow or max(1, math.isqrt(len(images) - 1) + 1)
-    grid = images.detach().float().clamp(0, 1).cpu()
-    atomic_write(path, lambda f: save_image(grid, f, format="PNG", nrow=nrow, padding=padding))
-    return path
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding)
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return save_image_atomic(Image.fromarray(pixels), path)

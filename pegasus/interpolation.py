@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.sampling import Callback, annealed_langevin, annealed_langevin_graphed
-from pegasus.score import ScoreFn
+from pegasus.sampling import Capture, annealed_langevin
+from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -37,28 +37,24 @@ def interpolation_angles(n: int) -> torch.Tensor:
 class InterpolatedNoise:
     """The noise sampler of a batch of strips laid out as (M * (N + 2), ...), strip-major.
 
-    Each call draws p from `generator_p` and q from `generator_q`, one per strip, and returns
-    cos(theta_k) p + sin(theta_k) q for column k. Drawing p as (M, 1, ...) consumes
-    `generator_p` exactly as a plain sampler of M images does, which is what makes column 0 the
-    plain chain on stream p.
+    Each call takes p from `noise_p` and q from `noise_q`, (M, ...) each, one draw per strip,
+    and returns cos(theta_k) p + sin(theta_k) q for column k. Stream p is exactly the noise a
+    plain sampler of those M chains draws, which is what makes column 0 the plain chain.
     """
 
-    def __init__(self, strips: int, n: int, shape: tuple[int, ...], *, generator_p: torch.Generator,
-                 generator_q: torch.Generator, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, strips: int, n: int, shape: tuple[int, ...], *, noise_p: NoiseSampler,
+                 noise_q: NoiseSampler, device: torch.device, dtype: torch.dtype) -> None:
         theta = interpolation_angles(n)
         view = (1, n + 2) + (1,) * len(shape)
         self.cos = theta.cos().to(device, dtype).view(view)
         self.sin = theta.sin().to(device, dtype).view(view)
-        self.gp, self.gq = generator_p, generator_q
-        # Buffers reused at every step: the sampler consumes the noise before the next call.
-        self.p = torch.empty((strips, 1, *shape), device=device, dtype=dtype)
-        self.q = torch.empty_like(self.p)
+        self.noise_p, self.noise_q = noise_p, noise_q
+        # Reused at every step: the sampler consumes the noise before the next call.
         self.out = torch.empty((strips, n + 2, *shape), device=device, dtype=dtype)
 
     def __call__(self) -> torch.Tensor:
-        torch.randn(self.p.shape, generator=self.gp, out=self.p)
-        torch.randn(self.q.shape, generator=self.gq, out=self.q)
-        torch.mul(self.cos, self.p, out=self.out).addcmul_(self.sin, self.q)
+        p, q = self.noise_p().unsqueeze(1), self.noise_q().unsqueeze(1)
+        torch.mul(self.cos, p, out=self.out).addcmul_(self.sin, q)
         return self.out.view(-1, *self.out.shape[2:])
 
 
@@ -98,23 +94,23 @@ def blend_strips(
     n: int,
     steps_per_level: int,
     eps: float,
-    generator_p: torch.Generator,
-    generator_q: torch.Generator,
+    noise_p: NoiseSampler,
+    noise_q: NoiseSampler,
     denoise: bool = True,
     callback: Callback | None = None,
-    graphed: bool = False,
+    capture: Capture | None = None,
 ) -> torch.Tensor:
-    """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation.
+    """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation;
+    `noise_p` and `noise_q` each give (M, ...) standard normal noise per call.
 
     `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
-    built with `guided_score` uses class weights laid out the same way. `graphed` runs the chain
-    with `annealed_langevin_graphed` (one step replayed as a CUDA graph on a GPU, the same chain).
+    built with `guided_score` uses class weights laid out the same way. `capture` is passed to
+    `annealed_langevin` (a CUDA graph of one step on a GPU gives the same chain).
     """
     strips, shape = x0.shape[0], tuple(x0.shape[1:])
-    noise = InterpolatedNoise(strips, n, shape, generator_p=generator_p, generator_q=generator_q,
+    noise = InterpolatedNoise(strips, n, shape, noise_p=noise_p, noise_q=noise_q,
                               device=x0.device, dtype=x0.dtype)
     x = x0[:, None].expand(strips, n + 2, *shape).reshape(strips * (n + 2), *shape)
-    sampler = annealed_langevin_graphed if graphed else annealed_langevin
-    out = sampler(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
-                  noise_sampler=noise, denoise=denoise, callback=callback)
+    out = annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
+                            noise_sampler=noise, denoise=denoise, callback=callback, capture=capture)
     return out.view(strips, n + 2, *shape)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pegasus.score import ScoreFn
+from pegasus.signatures import ScoreFn
 
 
 @dataclass

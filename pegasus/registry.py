@@ -11,67 +11,20 @@ The built-in backbones register through the same hook, as the plugin named `buil
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
-from typing import Any
 
 import pluggy
 
 from pegasus import hookspecs
-from pegasus.errors import UserError
+from pegasus.errors import RegistryError
+from pegasus.hookspecs import Backbone
 
 ENTRY_POINT_GROUP = "pegasus"
 BUILTIN = "builtin"
-DEFAULT_RESOLUTIONS = (32, 48, 64, 96)
-
-
-class RegistryError(UserError):
-    """A backbone that does not exist, conflicts, or cannot be built as asked."""
-
-
-@dataclass(frozen=True)
-class EmptyConfig:
-    """The config of a backbone that has no options."""
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """What a plugin declares for one backbone.
-
-    factory(config, res=..., channels=...) returns an nn.Module whose forward(x, sigma) returns
-    a tensor shaped like x; the engine divides it by sigma. `config` is a dataclass type whose
-    fields all have defaults; it is what `--set model.FIELD=...` overrides and what checkpoints
-    record.
-    """
-
-    name: str
-    description: str
-    factory: Callable[..., Any]
-    config: type = EmptyConfig
-    resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
-
-    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
-        from pegasus.config import ConfigError, from_mapping
-
-        try:
-            return from_mapping(self.config, dict(options or {}), where="model")
-        except ConfigError as e:
-            raise RegistryError(f"backbone {self.name!r}: {e}") from None
-
-    def build(self, options: Mapping[str, Any] | None = None, *, res: int, channels: int = 3):
-        if res not in self.resolutions:
-            supported = ", ".join(map(str, self.resolutions))
-            raise RegistryError(
-                f"backbone {self.name!r} does not support {res} px; supported: {supported}"
-            )
-        return self.factory(self.make_config(options), res=res, channels=channels)
-
-    def defaults(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config())
 
 
 @dataclass
@@ -96,9 +49,14 @@ class Registry:
     plugins: list[Plugin]
     backbones: dict[str, tuple[Backbone, Plugin]]
     conflicts: dict[str, list[Plugin]]
+    unknown: dict[str, list[str]] = field(default_factory=dict)  # variable -> names not installed
 
     def problems(self) -> list[str]:
         lines = [p.problem() for p in self.plugins if p.status == "error"]
+        installed = ", ".join(p.name for p in self.plugins if p.name != BUILTIN) or "none"
+        for variable, names in self.unknown.items():
+            lines += [f"{variable} names {name!r}, but no plugin of that name is installed; "
+                      f"installed plugins: {installed}" for name in names]
         for name, claimants in self.conflicts.items():
             who = " and ".join(f"{p.name!r} ({p.distribution})" for p in claimants)
             lines.append(
@@ -185,7 +143,11 @@ def load_registry(
 
     backbones = {name: c[0] for name, c in claims.items() if len(c) == 1}
     conflicts = {name: [p for _, p in c] for name, c in claims.items() if len(c) > 1}
-    return Registry(list(plugins.values()), backbones, conflicts)
+    unknown = {variable: sorted(names - set(plugins))
+               for variable, names in (("PEGASUS_PLUGINS", only or set()),
+                                       ("PEGASUS_DISABLE_PLUGINS", disabled))
+               if names - set(plugins)}
+    return Registry(list(plugins.values()), backbones, conflicts, unknown)
 
 
 @cache

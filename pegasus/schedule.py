@@ -1,4 +1,5 @@
-"""Noise schedules: the geometric sigma sequence and Langevin step sizes (NCSNv2, NOTES.md).
+"""The noise schedule: the geometric sigma sequence a run trains on plus the settings its
+annealed Langevin sampler uses (NCSNv2, NOTES.md). One object, validated in one place.
 
 Levels are ordered sigma_1 > sigma_2 > ... > sigma_L: index 0 is the largest noise.
 """
@@ -7,8 +8,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from pegasus.config import NoiseConfig
+
+
+def check_schedule_numbers(sigma_max: Any, sigma_min: Any, levels: Any, steps_per_level: Any,
+                           eps: Any) -> None:
+    """The rules every schedule obeys; "auto" (still to be planned) passes. Raises ValueError."""
+    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min), ("levels", levels),
+                        ("steps_per_level", steps_per_level), ("eps", eps)):
+        if value != "auto" and not (isinstance(value, int | float) and math.isfinite(value)
+                                    and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if sigma_max != "auto" and not sigma_max > sigma_min:
+        raise ValueError(f"sigma_max ({sigma_max}) must exceed sigma_min ({sigma_min})")
+    if levels != "auto" and levels < 2:
+        raise ValueError(f"levels must be at least 2, got {levels}")
 
 
 @dataclass(frozen=True)
@@ -20,19 +39,19 @@ class Schedule:
     levels: int  # L
     steps_per_level: int  # T, Langevin steps at each level
     eps: float  # base step size; alpha_i = eps * sigma_i^2 / sigma_L^2 (Technique 4)
+    denoise: bool = True  # the final Tweedie step after the last level (NCSNv2 sec. 3.4)
 
     def __post_init__(self) -> None:
-        if not (self.sigma_max > self.sigma_min > 0):
-            raise ValueError(
-                f"need sigma_max > sigma_min > 0, got sigma_max={self.sigma_max}, "
-                f"sigma_min={self.sigma_min}"
-            )
-        if self.levels < 2:
-            raise ValueError(f"need at least 2 noise levels, got {self.levels}")
-        if self.steps_per_level < 1:
-            raise ValueError(f"need at least 1 Langevin step per level, got {self.steps_per_level}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
+        check_schedule_numbers(self.sigma_max, self.sigma_min, self.levels, self.steps_per_level,
+                               self.eps)
+
+    @classmethod
+    def from_noise(cls, noise: NoiseConfig) -> Schedule:
+        """The schedule of a config's noise section, once "auto" fields have been planned."""
+        if not noise.planned:
+            raise ValueError("the noise schedule still says 'auto'; plan it first (pegasus.planner)")
+        return cls(noise.sigma_max, noise.sigma_min, noise.levels, noise.steps_per_level, noise.eps,
+                   noise.denoise)
 
     @property
     def gamma(self) -> float:
@@ -41,11 +60,15 @@ class Schedule:
 
     @property
     def evaluations(self) -> int:
-        """Network evaluations per sample: L*T Langevin steps plus one denoising step."""
-        return self.levels * self.steps_per_level + 1
+        """Network evaluations per sample: L*T Langevin steps plus the denoising step."""
+        return self.levels * self.steps_per_level + int(self.denoise)
 
     def sigmas(self, device: torch.device | str | None = None) -> torch.Tensor:
         return geometric_sigmas(self.sigma_max, self.sigma_min, self.levels, device=device)
+
+    def describe(self) -> str:
+        return (f"sigma_1 {self.sigma_max:.4g}, sigma_L {self.sigma_min:.4g}, L {self.levels}, "
+                f"T {self.steps_per_level}, eps {self.eps:.3g}")
 
 
 def geometric_sigmas(

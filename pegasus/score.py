@@ -6,13 +6,8 @@ applies the 1/sigma scaling exactly once, so no backbone repeats it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
-
-# The signature every score function has: (x, sigma of shape (B,)) -> score shaped like x.
-ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class ScoreModel(nn.Module):

@@ -12,7 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from pegasus.registry import Backbone, RegistryError
+from pegasus.errors import RegistryError
+from pegasus.hookspecs import Backbone
 
 
 class ConformanceError(AssertionError):

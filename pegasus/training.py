@@ -1,17 +1,22 @@
 """The training loop: DSM on a fixed noise schedule with Adam, EMA weights, TensorBoard logs,
-sample grids, atomic checkpoints, exact resume, and a clean stop on Ctrl-C or SIGTERM.
+sample grids, atomic checkpoints, exact resume, a clean stop on Ctrl-C or SIGTERM, and a stop
+with the good checkpoints intact when the loss or the weights stop being finite.
 
 Fast path (NCSNv2 runs are 300k steps): bf16 autocast for the network with the loss and the
 1/sigma scaling in float32, channels_last, fused Adam, a foreach EMA update, data and batch
 indices resident on the device, optional torch.compile, and no host synchronisation inside a
 step: losses are accumulated on the device and read back every `log_every` steps. Under torchrun
 each rank trains on its own shard with DDP; rank 0 alone logs, samples and checkpoints.
+
+Every check that can fail on the user's input (run folder, resume, classes, backbone,
+resolution, device) runs in `_check` before any data is loaded or anything is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -20,17 +25,25 @@ from pathlib import Path
 
 import torch
 
-from pegasus import __version__, distributed, toml_writer
-from pegasus.build import build_score_model, schedule_from_config
-from pegasus.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pegasus import __version__, distributed
+from pegasus.atomic import remove_stale_temporaries
+from pegasus.checkpoint import save_checkpoint, step_of
 from pegasus.config import Config
-from pegasus.data import load_images
+from pegasus.data import check_data_config, load_images
 from pegasus.ema import EMA
-from pegasus.errors import UserError
-from pegasus.generate import sample_images
+from pegasus.errors import CheckpointError, RunError, UserError
 from pegasus.images import save_grid
+from pegasus.locking import RunLock
 from pegasus.loss import DSMLoss, dsm_loss
 from pegasus.planner import plan_for_images
+from pegasus.runs import RunDir, build_score_model, load_resume_state
+from pegasus.sampling import sample_images
+from pegasus.schedule import Schedule
+from pegasus.signatures import ProgressFn
+
+
+class DivergedError(UserError):
+    """The loss or the weights stopped being finite; the good checkpoints are kept."""
 
 
 @dataclass
@@ -39,9 +52,6 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log
     interrupted: int | None = None  # the signal number that stopped training early
     checkpoint: Path | None = None
-
-
-ProgressFn = Callable[[int, int, float | None], None]
 
 
 class EpochSampler:
@@ -108,9 +118,99 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tenso
     return out
 
 
-def _loss_by_sigma_groups(levels: int, groups: int = 8) -> list[tuple[int, int]]:
-    bounds = torch.linspace(0, levels, min(groups, levels) + 1).round().long().tolist()
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+class LossLog:
+    """Losses summed on the device between log steps (no host read per step), then read back
+    once: the mean, and the mean per range of noise levels for TensorBoard."""
+
+    def __init__(self, sigmas: torch.Tensor, groups: int = 8) -> None:
+        levels, device = len(sigmas), sigmas.device
+        bounds = torch.linspace(0, levels, min(groups, levels) + 1).round().long().tolist()
+        self.groups = list(zip(bounds[:-1], bounds[1:], strict=True))
+        self.names = [f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
+                      for lo, hi in self.groups]
+        self.total = torch.zeros((), device=device)
+        self.sums = torch.zeros(levels, device=device)
+        self.counts = torch.zeros(levels, device=device)
+        self.steps = 0
+
+    def add(self, out: DSMLoss) -> None:
+        self.total += out.loss.detach()
+        self.sums.index_add_(0, out.levels, out.per_sample.detach())
+        # Each sample counts once for its level; expand avoids a ones tensor per step.
+        self.counts.index_add_(0, out.levels, self.total.new_ones(()).expand(len(out.levels)))
+        self.steps += 1
+
+    def read(self, ctx) -> tuple[float, dict[str, float]]:
+        """The mean loss over the ranks and, per level range, this rank's mean; then reset."""
+        mean = distributed.mean(ctx, self.total).item() / self.steps
+        sums, counts = self.sums.tolist(), self.counts.tolist()
+        by_range = {name: sum(sums[lo:hi]) / n for name, (lo, hi) in zip(self.names, self.groups,
+                                                                            strict=True)
+                    if (n := sum(counts[lo:hi]))}
+        self.total.zero_(), self.sums.zero_(), self.counts.zero_()
+        self.steps = 0
+        return mean, by_range
+
+
+def _finite(tensors) -> bool:
+    """Whether every tensor is finite: one host read for all of them."""
+    flags = [t.isfinite().all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+@dataclass
+class _Start:
+    """What the checks found: the run folder and, when resuming, the state to continue."""
+
+    run: RunDir
+    resume_state: dict | None
+    resume_path: Path | None
+
+
+def _check(config: Config, run_dir: Path, resume: bool, warn) -> _Start:
+    """Every check on the user's input, before data, planning or any output."""
+    run = RunDir(run_dir)
+    run.check_usable()
+    check_data_config(config.data)
+    build_score_model(config)  # an unknown backbone, an unsupported resolution, bad options
+    if not resume:
+        if run.latest_checkpoint() is not None:
+            raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
+                           f"run folder")
+        return _Start(run, None, None)
+    state, path = load_resume_state(run, warn)
+    return _Start(run, state, path)
+
+
+def _restore(state, model, ema: EMA, optimizer, g: torch.Generator, ctx, config: Config,
+             path: Path) -> int:
+    """Load a checkpoint's weights, EMA, optimizer and random streams; return its step."""
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"], int(state["ema_updates"]))
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        theirs = state.get("config", {}).get("model", {})
+        raise CheckpointError(
+            f"{path} does not fit this run's model ({config.model.backbone} "
+            f"{config.model.options}); the checkpoint holds {theirs.get('backbone', '?')} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    generators = state["rng"]["generators"]
+    if len(generators) == ctx.world:  # same world size: continue each rank's stream exactly
+        g.set_state(generators[ctx.rank].cpu())
+    torch.set_rng_state(state["rng"]["torch"].cpu())
+    return int(state["step"])
+
+
+def _wrap(model, ctx, compile_: bool):
+    """The network the loop calls: DDP across ranks, then torch.compile when asked."""
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                      else None)
+    return torch.compile(net) if compile_ else net
 
 
 def train(
@@ -122,174 +222,179 @@ def train(
     tensorboard: bool = True,
     stop_after: int | None = None,
     on_start: Callable[[Config], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train `config` in `run_dir` (created if needed). With `resume`, continue from the latest
-    checkpoint there. `on_start` receives the config as the run records it (its "auto" noise
-    fields planned from the data) once start-up is done. `stop_after` ends the call after that
-    many steps as an interruption would (saving a checkpoint); tests use it to compare a resumed
-    run with an uninterrupted one."""
+    """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
+    good checkpoint there. `on_start` receives the config as the run records it (its "auto"
+    noise fields planned from the data) once start-up is done; `warn` hears about damaged
+    checkpoints skipped and files cleaned up. `stop_after` ends the call after that many steps
+    as an interruption would (saving a checkpoint); tests use it to compare a resumed run with
+    an uninterrupted one."""
+    warn = warn or (lambda message: None)
     ctx = distributed.setup(config.train.device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     with _StopOnSignal() as stop:
         try:
-            return _train(ctx, config, Path(run_dir), resume, progress, tensorboard, stop_after, stop,
-                          on_start)
+            start = _check(config, Path(run_dir), resume, warn)
+            if not ctx.main:
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start)
+            start.run.create()
+            with RunLock(start.run.lock, f"run {start.run.path}"):
+                for path in remove_stale_temporaries(start.run.checkpoints):
+                    warn(f"removed {path.name}, left by an interrupted write")
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start)
         finally:
             distributed.teardown(ctx)
 
 
-def _train(ctx, config, run_dir, resume, progress, tensorboard, stop_after, stop,
+def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after, stop,
            on_start) -> TrainResult:
-    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
-    tc, device = config.train, ctx.device
-    cuda = device.type == "cuda"
-    amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
-    channels_last = tc.channels_last is True or (tc.channels_last == "auto" and cuda)
-    torch.manual_seed(tc.seed)
+    trainer = _Trainer(ctx, config, start)
+    if ctx.main and tensorboard:
+        trainer.open_tensorboard()
+    try:
+        if distributed.any_rank(ctx, stop.signum is not None):  # stopped during start-up
+            trainer.result.interrupted = stop.signum or signal.SIGTERM
+            return trainer.result
+        if on_start is not None and ctx.main:
+            on_start(trainer.config)
+        trainer.loop(progress, stop, stop_after)
+    finally:
+        if trainer.writer is not None:
+            trainer.writer.close()
+    result = trainer.result
+    result.step = trainer.step
+    if result.checkpoint is None or step_of(result.checkpoint) != trainer.step:
+        result.checkpoint = trainer.checkpoint()
+    return result
 
-    data = load_images(config.data)
-    images = data.images.to(device)
-    if not config.noise.planned:  # Techniques 1, 2, 4 on this very data; the run records the result
-        config = dataclasses.replace(config, noise=plan_for_images(config.noise, images))
-    schedule = schedule_from_config(config.noise)
-    sigmas = schedule.sigmas(device)
-    model, plugin = build_score_model(config, channels=images.shape[1])
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    ema = EMA(model, tc.ema)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=cuda)
-    g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
-    sampler = EpochSampler(len(images), tc.batch_size, tc.seed, ctx.rank, ctx.world, device)
 
-    step = 0
-    if not resume and latest_checkpoint(ckpt_dir) is not None:
-        raise UserError(f"{run_dir} already holds a trained run; continue it with --resume or "
-                        f"choose another --run")
-    if resume:
-        found = latest_checkpoint(ckpt_dir)
-        if found is None:
-            raise UserError(f"nothing to resume: {ckpt_dir} holds no checkpoint; drop --resume")
-        state = load_checkpoint(found, map_location=device)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"], int(state["ema_updates"]))
-        optimizer.load_state_dict(state["optimizer"])
-        generators = state["rng"]["generators"]
-        if len(generators) == ctx.world:  # same world size: continue each rank's stream exactly
-            g.set_state(generators[ctx.rank].cpu())
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        step = int(state["step"])
+def _diverged(step: int, what: str, last_good: Path | None, lr: float) -> str:
+    kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+    return (f"training diverged at step {step}: {what} are no longer finite (nan or inf); {kept}; "
+            f"lower train.lr (now {lr:g}) and train again")
 
-    net = model
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if tc.compile:
-        net = torch.compile(net)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
-                else contextlib.nullcontext())
+class _Trainer:
+    """One run's training state: data on the device, the schedule (planned from the data when
+    asked), the model, EMA, optimizer and random streams, restored when resuming."""
 
-    if ctx.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(toml_writer.dumps(config.to_dict()))
+    def __init__(self, ctx, config: Config, start: _Start) -> None:
+        self.ctx, self.run = ctx, start.run
+        tc, device = config.train, ctx.device
+        cuda = device.type == "cuda"
+        self.amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
+        self.channels_last = tc.channels_last is True or (tc.channels_last == "auto" and cuda)
+        torch.manual_seed(tc.seed)
 
-    def checkpoint() -> Path | None:
-        generators = distributed.gather(ctx, g.get_state())  # every rank takes part
-        if not ctx.main:
-            return None
-        return save_checkpoint(ckpt_dir, {
-            "config": config.to_dict(),
-            "sigmas": sigmas.cpu(),
-            "backbone": {"name": config.model.backbone, "plugin": plugin.name,
-                         "distribution": plugin.distribution, "version": plugin.version},
-            "pegasus_version": __version__,
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "ema_updates": ema.updates,
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "world_size": ctx.world,
-            "rng": {"generators": [s.cpu() for s in generators], "torch": torch.get_rng_state()},
-        }, keep=tc.keep)
+        self.images = load_images(config.data).images.to(device)
+        if not config.noise.planned:  # Techniques 1, 2, 4 on this very data; the run records them
+            config = dataclasses.replace(config, noise=plan_for_images(config.noise, self.images))
+        self.config = config
+        self.schedule = Schedule.from_noise(config.noise)
+        self.sigmas = self.schedule.sigmas(device)
+        self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
+        self.model.to(device, memory_format=torch.channels_last if self.channels_last
+                      else torch.preserve_format)
+        self.ema = EMA(self.model, tc.ema)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=cuda)
+        self.g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
+        self.sampler = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
+                                    device)
+        self.step = 0
+        if start.resume_state is not None:
+            self.step = _restore(start.resume_state, self.model, self.ema, self.optimizer, self.g,
+                                 ctx, config, start.resume_path)
+            start.resume_state = None  # the loop does not need the old tensors
+        self.net = _wrap(self.model, ctx, tc.compile)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
+                         else contextlib.nullcontext())
+        self.writer = None
+        self.result = TrainResult(step=self.step, checkpoint=start.resume_path)
+        if ctx.main:
+            self.run.write_config(config)
 
-    writer = None
-    if tensorboard and ctx.main:
+    def open_tensorboard(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "logs"), purge_step=step)
-    groups = _loss_by_sigma_groups(len(sigmas))
-    loss_sum = torch.zeros((), device=device)
-    level_sum = torch.zeros(len(sigmas), device=device)
-    level_count = torch.zeros(len(sigmas), device=device)
-    ones = torch.ones(tc.batch_size, device=device)  # each sample counts once for its level
-    result = TrainResult(step=step)
-    first, since_log = step, 0
+        self.writer = SummaryWriter(str(self.run.logs), purge_step=self.step)
 
-    def grid() -> Path:
-        x = sample_images(ema.module.eval(), schedule, sigmas, num=tc.grid, res=config.data.res,
-                          seed=tc.seed, denoise=config.noise.denoise, channels=images.shape[1])
-        path = save_grid(x, sample_dir / f"step-{step:08d}.png")
-        if writer is not None:
+    def checkpoint(self) -> Path | None:
+        """Save (rank 0), after checking the weights are finite: a diverged model never
+        replaces or rotates out a good checkpoint."""
+        generators = distributed.gather(self.ctx, self.g.get_state())  # every rank takes part
+        if not _finite(self.ema.state_dict().values()) or not _finite(self.model.parameters()):
+            raise DivergedError(_diverged(self.step, "the weights", self.result.checkpoint,
+                                          self.config.train.lr))
+        if not self.ctx.main:
+            return None
+        config = self.config
+        return save_checkpoint(self.run.checkpoints, {
+            "config": config.to_dict(),
+            "sigmas": self.sigmas.cpu(),
+            "backbone": {"name": config.model.backbone, "plugin": self.plugin.name,
+                         "distribution": self.plugin.distribution, "version": self.plugin.version},
+            "pegasus_version": __version__,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "world_size": self.ctx.world,
+            "rng": {"generators": [s.cpu() for s in generators], "torch": torch.get_rng_state()},
+        }, keep=config.train.keep)
+
+    def grid(self) -> None:
+        """A grid of EMA samples (the same seed every time, so grids show progress, not luck)."""
+        x = sample_images(self.ema.module.eval(), self.schedule, num=self.config.train.grid,
+                          res=self.config.data.res, seed=self.config.train.seed,
+                          device=self.ctx.device, channels=self.images.shape[1])
+        save_grid(x, self.run.sample_grid(self.step))
+        if self.writer is not None:
             from torchvision.utils import make_grid
 
-            writer.add_image("samples", make_grid(x.cpu()), step)
-        return path
+            self.writer.add_image("samples", make_grid(x.cpu()), self.step)
 
-    if distributed.any_rank(ctx, stop.signum is not None):  # stopped during start-up
-        result.interrupted = stop.signum or signal.SIGTERM
-        result.checkpoint = latest_checkpoint(ckpt_dir)
-        if writer is not None:
-            writer.close()
-        return result
-    if on_start is not None and ctx.main:
-        on_start(config)
-    net.train()
-    while step < tc.iters:
-        x = images[sampler.indices(step)].float() / 255
-        if config.data.flip:
-            flip = torch.rand(len(x), device=device, generator=g) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = training_step(net, optimizer, ema, x, sigmas, g, autocast)
-        step += 1
-        since_log += 1
+    def loop(self, progress, stop, stop_after) -> None:
+        ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
+        log = LossLog(self.sigmas)
+        first = self.step
+        self.net.train()
+        while self.step < tc.iters:
+            x = self.images[self.sampler.indices(self.step)].float() / 255
+            if self.config.data.flip:
+                flip = torch.rand(len(x), device=device, generator=self.g) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            log.add(training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
+                                  self.autocast))
+            self.step += 1
+            step = self.step
 
-        # Accumulate on the device; the host reads the numbers back only at log time.
-        loss_sum += out.loss.detach()
-        level_sum.index_add_(0, out.levels, out.per_sample.detach())
-        level_count.index_add_(0, out.levels, ones)
-        logging = step % tc.log_every == 0 or step == tc.iters
-        if logging:
-            mean = distributed.mean(ctx, loss_sum).item() / since_log
-            result.losses.append((step, mean))
-            if writer is not None:
-                writer.add_scalar("loss", mean, step)
-                sums, counts = level_sum.tolist(), level_count.tolist()
-                for lo, hi in groups:
-                    if n := sum(counts[lo:hi]):
-                        tag = f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
-                        writer.add_scalar(tag, sum(sums[lo:hi]) / n, step)
-            loss_sum.zero_(), level_sum.zero_(), level_count.zero_()
-            since_log = 0
-        if progress is not None and ctx.main:
-            progress(step, tc.iters, mean if logging else None)
-        if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
-            grid()
-            net.train()
-        if step % tc.checkpoint_every == 0 and step < tc.iters:
-            result.checkpoint = checkpoint()
-        # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
-        if not ctx.distributed or logging:
-            if distributed.any_rank(ctx, stop.signum is not None):
-                result.interrupted = stop.signum or signal.SIGTERM
+            logging = step % tc.log_every == 0 or step == tc.iters
+            mean = None
+            if logging:  # the one host read: every log_every steps
+                mean, by_range = log.read(ctx)
+                if not math.isfinite(mean):
+                    raise DivergedError(_diverged(step, "the losses", result.checkpoint, tc.lr))
+                result.losses.append((step, mean))
+                if self.writer is not None:
+                    self.writer.add_scalar("loss", mean, step)
+                    for name, value in by_range.items():
+                        self.writer.add_scalar(name, value, step)
+            if progress is not None and ctx.main:
+                progress(step, tc.iters, mean)
+            if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
+                self.grid()
+                self.net.train()
+            if step % tc.checkpoint_every == 0 and step < tc.iters:
+                result.checkpoint = self.checkpoint()
+            # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
+            if not ctx.distributed or logging:
+                if distributed.any_rank(ctx, stop.signum is not None):
+                    result.interrupted = stop.signum or signal.SIGTERM
+                    break
+            if stop_after is not None and step - first >= stop_after:
                 break
-        if stop_after is not None and step - first >= stop_after:
-            break
-
-    result.step = step
-    if result.checkpoint is None or int(result.checkpoint.stem.split("-")[1]) != step:
-        result.checkpoint = checkpoint()
-    if writer is not None:
-        writer.close()
-    return result

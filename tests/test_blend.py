@@ -14,7 +14,7 @@ from pegasus.interpolation import (
     guided_score,
     interpolation_angles,
 )
-from pegasus.sampling import annealed_langevin
+from pegasus.sampling import annealed_langevin, cuda_graph_capture, gaussian_noise_sampler
 from pegasus.schedule import Schedule
 
 MIXTURE = GaussianMixture(weights=[0.5, 0.5], means=[[-3.0, 0.0], [3.0, 0.0]], stds=[0.5, 0.5])
@@ -37,7 +37,8 @@ def _blend(strips=3, n=4, seed=0, fn=score):
     gq = torch.Generator().manual_seed(seed + 1)
     x0 = torch.randn(strips, 2, generator=torch.Generator().manual_seed(99)) * 8
     out = blend_strips(fn, x0, SCHEDULE.sigmas(), n=n, steps_per_level=SCHEDULE.steps_per_level,
-                       eps=SCHEDULE.eps, generator_p=gp, generator_q=gq)
+                       eps=SCHEDULE.eps, noise_p=gaussian_noise_sampler(x0, gp),
+                       noise_q=gaussian_noise_sampler(x0, gq))
     return x0, out
 
 
@@ -57,8 +58,9 @@ def test_angles_follow_eq_4():
 
 def test_column_weights_follow_eq_4_and_streams_are_shared():
     gp, gq = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    noise = InterpolatedNoise(2, 3, (4,), generator_p=gp, generator_q=gq, device=torch.device("cpu"),
-                              dtype=torch.float32)
+    noise = InterpolatedNoise(2, 3, (4,), noise_p=gaussian_noise_sampler(torch.empty(2, 4), gp),
+                              noise_q=gaussian_noise_sampler(torch.empty(2, 4), gq),
+                              device=torch.device("cpu"), dtype=torch.float32)
     z = noise().view(2, 5, 4)
     p = torch.randn(2, 1, 4, generator=torch.Generator().manual_seed(1))
     q = torch.randn(2, 1, 4, generator=torch.Generator().manual_seed(2))
@@ -66,7 +68,8 @@ def test_column_weights_follow_eq_4_and_streams_are_shared():
         t = k * math.pi / 8
         torch.testing.assert_close(z[:, k], (math.cos(t) * p + math.sin(t) * q)[:, 0])
     # Each column is exactly standard normal in law: cos^2 + sin^2 = 1.
-    many = InterpolatedNoise(20000, 3, (1,), generator_p=gp, generator_q=gq,
+    many = InterpolatedNoise(20000, 3, (1,), noise_p=gaussian_noise_sampler(torch.empty(20000, 1), gp),
+                             noise_q=gaussian_noise_sampler(torch.empty(20000, 1), gq),
                              device=torch.device("cpu"), dtype=torch.float32)().view(20000, 5)
     assert torch.all((many.std(0) - 1).abs() < 0.03)
 
@@ -126,9 +129,11 @@ def test_graphed_blend_matches_eager_on_cuda():
 
     x0 = torch.rand(2, 3, 8, 8, device="cuda")
 
-    def run(graphed):
+    def run(capture):
         return blend_strips(conv_score, x0, SCHEDULE.sigmas("cuda"), n=3, steps_per_level=2,
-                            eps=SCHEDULE.eps, generator_p=torch.Generator("cuda").manual_seed(0),
-                            generator_q=torch.Generator("cuda").manual_seed(1), graphed=graphed)
+                            eps=SCHEDULE.eps,
+                            noise_p=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(0)),
+                            noise_q=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(1)),
+                            capture=capture)
 
-    torch.testing.assert_close(run(True), run(False), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run(cuda_graph_capture), run(None), rtol=1e-4, atol=1e-4)

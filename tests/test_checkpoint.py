@@ -71,7 +71,7 @@ def test_written_files_get_the_mode_a_plain_open_would(tmp_path):
     import os
     import stat
 
-    from pegasus.checkpoint import _UMASK, atomic_write
+    from pegasus.atomic import _UMASK, atomic_write
 
     atomic_write(tmp_path / "grid.png", lambda f: f.write(b"x"))
     plain = tmp_path / "plain"

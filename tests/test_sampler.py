@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pegasus.sampling import annealed_langevin, annealed_langevin_graphed, uniform_prior
+from pegasus.sampling import annealed_langevin, cuda_graph_capture, default_capture, uniform_prior
 from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 
 
@@ -88,15 +88,9 @@ def test_input_is_not_modified():
     assert torch.equal(x0, before)
 
 
-def test_graphed_sampler_is_the_eager_sampler_off_cuda():
-    sigmas = geometric_sigmas(3.0, 0.05, 4)
-    x0 = torch.rand(4, 2)
-    kw = dict(steps_per_level=2, eps=1e-3)
-    eager = annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas,
-                              generator=torch.Generator().manual_seed(1), **kw)
-    graphed = annealed_langevin_graphed(_gaussian_score(0.5, 0.1), x0, sigmas,
-                                        generator=torch.Generator().manual_seed(1), **kw)
-    assert torch.equal(eager, graphed)
+def test_graphs_are_captured_on_cuda_only():
+    assert default_capture("cpu") is None
+    assert default_capture("cuda") is cuda_graph_capture
 
 
 def _warm_up_then_replay(step):
@@ -121,7 +115,7 @@ def test_replayed_step_gives_the_eager_chain(capture):
 
     eager = annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas,
                               generator=torch.Generator().manual_seed(3), callback=recorder("eager"), **kw)
-    replayed = annealed_langevin_graphed(
+    replayed = annealed_langevin(
         _gaussian_score(0.5, 0.1), x0, sigmas, generator=torch.Generator().manual_seed(3),
         callback=recorder("replayed"), capture=capture, **kw)
     assert torch.equal(eager, replayed)
@@ -141,10 +135,10 @@ def test_replayed_step_takes_its_noise_from_a_noise_sampler():
 
     kw = dict(steps_per_level=2, eps=1e-2)
     eager = annealed_langevin(_gaussian_score(0.0, 1.0), x0, sigmas, noise_sampler=noise_stream(5), **kw)
-    replayed = annealed_langevin_graphed(_gaussian_score(0.0, 1.0), x0, sigmas,
-                                         noise_sampler=noise_stream(5), capture=_warm_up_then_replay, **kw)
-    other = annealed_langevin_graphed(_gaussian_score(0.0, 1.0), x0, sigmas,
-                                      noise_sampler=noise_stream(6), capture=_warm_up_then_replay, **kw)
+    replayed = annealed_langevin(_gaussian_score(0.0, 1.0), x0, sigmas,
+                                 noise_sampler=noise_stream(5), capture=_warm_up_then_replay, **kw)
+    other = annealed_langevin(_gaussian_score(0.0, 1.0), x0, sigmas,
+                              noise_sampler=noise_stream(6), capture=_warm_up_then_replay, **kw)
     assert torch.equal(eager, replayed)
     assert not torch.equal(eager, other)
 
@@ -161,6 +155,6 @@ def test_graphed_sampler_matches_eager_on_cuda():
     x0 = torch.rand(8, 3, 16, 16, device="cuda")
     kw = dict(steps_per_level=3, eps=1e-4)
     eager = annealed_langevin(score, x0, sigmas, generator=torch.Generator("cuda").manual_seed(0), **kw)
-    graphed = annealed_langevin_graphed(score, x0, sigmas,
-                                        generator=torch.Generator("cuda").manual_seed(0), **kw)
+    graphed = annealed_langevin(score, x0, sigmas, generator=torch.Generator("cuda").manual_seed(0),
+                                capture=cuda_graph_capture, **kw)
     torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)

@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pegasus.hookspecs import hookimpl
-from pegasus.registry import Backbone
+from pegasus.hookspecs import Backbone, hookimpl
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
-"""Layers shared by the built-in backbones: InstanceNorm++ and the norm/activation choices."""
+"""Layers shared by the built-in networks: InstanceNorm++, the Fourier embedding of log sigma,
+and the norm/activation choices."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -51,3 +53,16 @@ def make_act(name: ActName) -> nn.Module:
     if name == "silu":
         return nn.SiLU()
     raise ValueError(f"unknown activation {name!r}; choose elu or silu")
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """[sin(2 pi W t), cos(2 pi W t)] with fixed W ~ N(0, scale^2) (Tancik et al. 2020;
+    Song et al. 2021). Fed log sigma, which spreads the geometric levels evenly."""
+
+    def __init__(self, dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.randn(dim // 2) * scale)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * t[:, None].float() * self.weight[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)

@@ -10,27 +10,12 @@ starts as a plain conv U-Net and learns how much attention to use.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from pegasus.backbones.layers import ActName, NormName, make_act, make_norm
-
-
-class GaussianFourierEmbedding(nn.Module):
-    """[sin(2 pi W t), cos(2 pi W t)] with fixed W ~ N(0, scale^2) (Tancik et al. 2020;
-    Song et al. 2021). Fed log sigma, which spreads the geometric levels evenly."""
-
-    def __init__(self, dim: int, scale: float = 16.0) -> None:
-        super().__init__()
-        self.register_buffer("weight", torch.randn(dim // 2) * scale)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = 2 * math.pi * t[:, None].float() * self.weight[None, :]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
+from pegasus.backbones.layers import ActName, GaussianFourierEmbedding, NormName, make_act, make_norm
 
 
 class ResBlock(nn.Module):

@@ -16,14 +16,10 @@ from pathlib import Path
 import torch
 
 from pegasus.config import DataConfig
-from pegasus.errors import UserError
+from pegasus.errors import DatasetError
 
 MIN_RES = 8
 DATASETS = ("sprites", "cifar10", "stl10", "folder:PATH", "auto")
-
-
-class DatasetError(UserError):
-    """A dataset that cannot be loaded as asked; the message says what to change."""
 
 
 @dataclass
@@ -54,7 +50,7 @@ def resolve_dataset(config: DataConfig) -> str:
 
 def check_classes(asked: list[str], available, dataset: str) -> None:
     if not asked:
-        raise DatasetError("no classes asked for; pass --classes, e.g. --classes horse,bird")
+        raise DatasetError("no classes asked for; name some in data.classes, e.g. horse,bird")
     for name in asked:
         if name not in available:
             raise DatasetError(
@@ -63,20 +59,42 @@ def check_classes(asked: list[str], available, dataset: str) -> None:
         raise DatasetError(f"a class is named twice in {','.join(asked)}")
 
 
-def load_images(config: DataConfig) -> ImageSet:
-    if config.res < MIN_RES:
-        raise DatasetError(f"resolution {config.res} px is too small; use --res {MIN_RES} or more")
+def available_classes(config: DataConfig) -> list[str]:
+    """The class names of the dataset a config names, without reading any images."""
+    from pegasus.data import official
+    from pegasus.data.folder import folder_classes
+    from pegasus.data.sprites import CLASSES
+
     dataset = resolve_dataset(config)
     if dataset == "sprites":
-        from pegasus.data.sprites import CLASSES, draw_sprites
+        return list(CLASSES)
+    if dataset == "cifar10":
+        return list(official.CIFAR10_CLASSES)
+    if dataset == "stl10":
+        return list(official.STL10_CLASSES)
+    if dataset.startswith("folder:"):
+        return folder_classes(Path(dataset.removeprefix("folder:")).expanduser())
+    raise DatasetError(f"unknown dataset {config.dataset!r}; available: {', '.join(DATASETS)}")
 
-        check_classes(config.classes, CLASSES, "sprites")
+
+def check_data_config(config: DataConfig) -> None:
+    """Every check on a data config that needs no image: resolution, dataset, class names.
+    Training runs it before any slow work."""
+    if config.res < MIN_RES:
+        raise DatasetError(f"resolution {config.res} px is too small; use {MIN_RES} px or more")
+    check_classes(config.classes, available_classes(config), resolve_dataset(config))
+
+
+def load_images(config: DataConfig) -> ImageSet:
+    check_data_config(config)
+    dataset = resolve_dataset(config)
+    if dataset == "sprites":
+        from pegasus.data.sprites import draw_sprites
+
         images = [draw_sprites(c, config.size, config.res, seed=config.seed) for c in config.classes]
         labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
         return ImageSet(torch.cat(images), torch.cat(labels), list(config.classes), dataset)
-    if dataset in ("cifar10", "stl10") or dataset.startswith("folder:"):
-        return _load_from_disk(dataset, config)
-    raise DatasetError(f"unknown dataset {config.dataset!r}; available: {', '.join(DATASETS)}")
+    return _load_from_disk(dataset, config)
 
 
 def _sources(dataset: str, config: DataConfig, root: Path) -> tuple[list[Path], list[str]]:
@@ -92,7 +110,6 @@ def _sources(dataset: str, config: DataConfig, root: Path) -> tuple[list[Path], 
         return [root / official.STL10.folder / n for n in names], list(official.STL10_CLASSES)
     folder = Path(dataset.removeprefix("folder:")).expanduser()
     classes = folder_classes(folder)
-    check_classes(config.classes, classes, dataset)
     files = sorted(p for c in config.classes for p in (folder / c).rglob("*")
                    if p.suffix.lower() in EXTENSIONS)
     return files, classes
@@ -109,14 +126,13 @@ def _cache_key(dataset: str, config: DataConfig, files: list[Path]) -> str:
 
 
 def _load_from_disk(dataset: str, config: DataConfig) -> ImageSet:
-    from pegasus.checkpoint import atomic_write
+    from pegasus.atomic import atomic_write
     from pegasus.data import official
     from pegasus.data.folder import read_folder
     from pegasus.data.transforms import resize_square
 
     root = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
     files, classes = _sources(dataset, config, root)
-    check_classes(config.classes, classes, dataset)
     wanted = [classes.index(c) for c in config.classes]
     if dataset in ("cifar10", "stl10"):
         # Fetch (or report) missing files before the key is computed from them.

@@ -1,0 +1,136 @@
+"""The Typer app, its consoles, and what every verb shares: one-line errors, progress bars,
+the common options. Heavy modules (torch, the networks) are imported inside the commands so
+that `pegasus --help` stays fast."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from pegasus import __version__
+from pegasus.errors import FieldError, UserError
+
+try:  # recent typer releases vendor click; older ones depend on click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def error_line(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, an unknown option) as one line on stderr and exit
+    code 2, like the library's own errors, instead of click's framed usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            error_line(e.format_message().replace("[", r"\[") + hint)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"pegasus {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="pegasus",
+    cls=OneLineErrors,
+    help="Train noise-conditional score networks (NCSNv2) and blend two classes into new things.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Train noise-conditional score networks (NCSNv2) and blend two classes into new things."""
+
+
+def examples(*lines: str) -> str:
+    """An `Examples:` block for a verb's --help, one command per line."""
+    return "[bold]Examples:[/]\n\n" + "\n\n".join(f"  [cyan]{line}[/]" for line in lines)
+
+
+@contextlib.contextmanager
+def user_errors(flags: dict[str, str] | None = None):
+    """Turn input errors into one line on stderr and exit code 2. A FieldError names a field;
+    when this verb sets that field with a flag, the line names the flag."""
+    try:
+        yield
+    except FieldError as e:
+        error_line(f"{(flags or {}).get(e.field, e.field)} {e.problem}")
+        raise typer.Exit(2) from None
+    except UserError as e:
+        error_line(str(e).replace("[", r"\["))
+        raise typer.Exit(2) from None
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def progress_bar():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    )
+
+
+def sampling_progress(progress, description: str, total: int):
+    """A sampler callback that advances a progress bar; it never reads the device."""
+    task = progress.add_task(description, total=total, info="")
+    return lambda info: progress.advance(task)
+
+
+# --run-dir is the same option: torchrun's own parser takes a bare --run for its --run-path.
+RunOpt = Annotated[Path, typer.Option(
+    "--run", "--run-dir", file_okay=False,
+    help="Run folder (config.toml, checkpoints/, samples/, logs/).")]
+OptionalRunOpt = Annotated[Path | None, typer.Option(
+    "--run", "--run-dir", file_okay=False,
+    help="Run folder to draw from (its latest checkpoint).")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="Exported weights (.safetensors) instead of a run folder.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed: the same seed gives the same images.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. model.ngf=64."),
+]

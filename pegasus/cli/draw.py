@@ -1,0 +1,142 @@
+"""`pegasus sample`, `blend` and `export`: drawing from a trained run or shared weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pegasus.cli.app import (
+    DeviceOpt,
+    OptionalRunOpt,
+    RunOpt,
+    SeedOpt,
+    WeightsOpt,
+    app,
+    console,
+    examples,
+    progress_bar,
+    sampling_progress,
+    user_errors,
+    warn,
+)
+
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
+OutImage = Annotated[Path, typer.Option(
+    dir_okay=False, help="Image file to write: .png, .jpg or .webp.")]
+
+
+@app.command(epilog=examples(
+    "pegasus sample --run runs/demo --num 64 --seed 0 --out samples.png",
+    "pegasus sample --run runs/demo --num 4 --seed 0    # the first 4 of the 64 above",
+    "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
+))
+def sample(
+    run: OptionalRunOpt = None,
+    weights: WeightsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    num: Annotated[int, typer.Option(min=1, help="Number of images.")] = 64,
+    seed: SeedOpt = 0,
+    out: OutImage = Path("samples.png"),
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); "
+                    "it changes speed and memory, never the images.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw images by annealed Langevin dynamics from a run's EMA weights (or exported weights)."""
+    with user_errors():
+        from pegasus.images import image_format, save_grid
+        from pegasus.runs import load_trained_run
+
+        image_format(out)  # before any slow work
+        trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
+        with progress_bar() as progress:
+            chunks = -(-num // batch_size) if batch_size else 1
+            callback = sampling_progress(progress, "sample", trained.schedule.evaluations * chunks)
+            images = trained.sample(num, seed, batch_size=batch_size, callback=callback)
+        save_grid(images, out)
+        console.print(f"wrote {num} samples from step {trained.step} to {out}", highlight=False)
+
+
+@app.command(epilog=examples(
+    "pegasus blend --run runs/demo --k 9 --n 15 --strips 8 --out blend.png",
+    "pegasus blend --run runs/demo --from horse --to bird --guidance 10 --report",
+    "pegasus blend --weights model.safetensors --k 9 --n 15",
+))
+def blend(
+    run: OptionalRunOpt = None,
+    weights: WeightsOpt = None,
+    k: Annotated[int, typer.Option("--k", help="Which column to write: 0 .. N+1 (eq. 4).")] = 9,
+    n: Annotated[int, typer.Option("--n", help="N: interpolated images between the two "
+                                   "chains.")] = 15,
+    strips: Annotated[int, typer.Option(min=1, help="Number of strips (each shares one starting "
+                                        "point).")] = 8,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Image of the k-th images; the strips "
+                                      "go beside it as <out>-strips.")] = Path("blend.png"),
+    source: Annotated[str | None, typer.Option("--from", help="Class at k = 0 (with --guidance).")] = None,
+    target: Annotated[str | None, typer.Option("--to", help="Class at k = N+1 (with --guidance).")] = None,
+    guidance: Annotated[float, typer.Option(min=0, help="Classifier guidance weight W; 0 is plain "
+                                            "eq. 4.")] = 0.0,
+    report: Annotated[bool, typer.Option(help="Score the strips with the run's judge; with "
+                                         "--guidance, also unguided strips of the same seed.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Blend two classes: strips of Langevin chains mixed by noise interpolation (eq. 4)."""
+    with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance"}):
+        from pegasus.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
+        from pegasus.classifier import load_classifier
+        from pegasus.errors import UserError
+        from pegasus.runs import load_trained_run
+
+        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
+                               guidance=guidance)
+        check_blend_output(out)
+        if (guidance > 0 or report) and run is None:
+            raise UserError("guidance and reports need a run folder (its guide and judge); "
+                            "exported weights carry neither")
+        trained = load_trained_run(run, None, device, weights=weights, warn=warn)
+        request.validate(trained.classes)
+        guide = load_classifier(run, "guide", trained.device) if guidance > 0 else None
+        judge = load_classifier(run, "judge", trained.device) if report else None
+        with progress_bar() as progress:
+            strips_, reports = blend_and_report(
+                trained, request, guide, judge,
+                lambda r: sampling_progress(progress, f"blend W={r.guidance:g}",
+                                            trained.schedule.evaluations))
+        kth, strips_png = save_blend(strips_, k, out)
+        console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
+                      f"{strips_png}", highlight=False)
+        if reports:
+            src, tgt = reports[0].source, reports[0].target
+            table = Table("guidance W", "strips", f"{src} left and {tgt} right",
+                          f"mean p({src}) along the strip, k = 0..{n + 1}")
+            for r in reports:
+                table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
+                              " ".join(f"{p:.2f}" for p in r.source_probability))
+            console.print(table)
+
+
+@app.command(epilog=examples(
+    "pegasus export --run runs/demo --out model.safetensors",
+    "pegasus sample --weights model.safetensors --num 16",
+))
+def export(
+    run: RunOpt,
+    out: Annotated[Path | None, typer.Option(
+        dir_okay=False, help="The .safetensors file to write (default: the run's "
+                             "exports/weights-<step>.safetensors).")] = None,
+    checkpoint: CheckpointOpt = None,
+) -> None:
+    """Export a run's EMA weights as safetensors, to share: `sample --weights` draws from it.
+
+    The config, sigmas and backbone go in the file's metadata (JSON); no run folder and no
+    pickle is needed to use it."""
+    with user_errors():
+        from pegasus.weights import export_run
+
+        path = export_run(run, out, checkpoint)
+        console.print(f"wrote {path}", highlight=False)

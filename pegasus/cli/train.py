@@ -1,0 +1,137 @@
+"""`pegasus train`, `train-guide` and `train-judge`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pegasus.cli.app import (
+    DeviceOpt,
+    RunOpt,
+    SeedOpt,
+    SetOpt,
+    app,
+    console,
+    examples,
+    progress_bar,
+    user_errors,
+    warn,
+)
+
+# The config field each flag of `train` sets, so errors about a field name the flag.
+TRAIN_FLAGS = {"data.dataset": "--dataset", "data.classes": "--classes", "data.res": "--res",
+               "data.data_dir": "--data-dir", "model.backbone": "--backbone",
+               "train.iters": "--iters", "train.batch_size": "--batch-size",
+               "train.device": "--device"}
+
+
+@app.command(epilog=examples(
+    "pegasus train --config sprites-demo --run runs/demo",
+    "pegasus train --classes horse,bird --res 64 --run runs/stl64",
+    "pegasus train --config cifar10 --run runs/cifar",
+    "pegasus train --dataset sprites --res 32 --set model.ngf=64 --run runs/small",
+    "pegasus train --run runs/demo --resume",
+))
+def train(
+    run: RunOpt = Path("runs/default"),
+    config: Annotated[str | None, typer.Option(
+        help="Preset name (see configs/: cifar10, sprites-demo, winged-horses-*, ...) or a TOML "
+             "file.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="sprites, cifar10, stl10 or folder:PATH.")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names, e.g. horse,bird.")] = None,
+    res: Annotated[int | None, typer.Option(min=1, help="Image resolution in pixels.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where datasets are downloaded and cached.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone name (see `pegasus backbones`).")] = None,
+    iters: Annotated[int | None, typer.Option(min=1, help="Total training steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per step.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's newest good checkpoint.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Train a score network; Ctrl-C saves a checkpoint and stops (continue with --resume)."""
+    with user_errors(TRAIN_FLAGS):
+        from pegasus.runs import run_config
+        from pegasus.training import train as run_training
+
+        flags = {"data.dataset": dataset, "data.classes": classes, "data.res": res,
+                 "data.data_dir": data_dir, "model.backbone": backbone, "train.iters": iters,
+                 "train.batch_size": batch_size, "train.device": device}
+        cfg = run_config(run, preset=config, flags=flags, overrides=set_ or [], resume=resume,
+                         warn=warn)
+        quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
+        console.quiet = quiet
+        with progress_bar() as progress:
+            task = progress.add_task("train", total=cfg.train.iters, info="")
+
+            def report(step: int, total: int, loss: float | None) -> None:
+                progress.update(task, completed=step, **({} if loss is None else
+                                                         {"info": f"loss {loss:.2f}"}))
+
+            def announce(resolved) -> None:
+                from pegasus.schedule import Schedule
+
+                s = Schedule.from_noise(resolved.noise)
+                how = "planned from the data" if not cfg.noise.planned else "as configured"
+                progress.console.print(
+                    f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
+                    f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
+                    f"{resolved.train.iters} steps -> {run}", highlight=False)
+                progress.console.print(
+                    f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
+                    highlight=False)
+
+            result = run_training(cfg, run, resume=resume, progress=report, on_start=announce,
+                                  warn=warn)
+        if result.interrupted:
+            if result.checkpoint is None:
+                console.print("stopped before the first step; nothing was saved")
+            else:
+                console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
+                              f"continue with: pegasus train --run {run} --resume")
+            raise typer.Exit(128 + result.interrupted)
+        console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
+
+
+def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,
+                      device: str) -> None:
+    with user_errors({"iters": "--iters", "batch_size": "--batch-size"}):
+        from pegasus.classifier import train_for_run
+
+        with progress_bar() as progress:
+            task = progress.add_task(f"train {kind}", total=iters, info="")
+
+            def report(step: int, total: int, loss: float | None) -> None:
+                progress.update(task, completed=step, **({"info": f"loss {loss:.3f}"} if loss else {}))
+
+            result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
+                                   device=device, progress=report)
+        accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())
+        console.print(f"wrote {result.path}; held-out accuracy {accuracy}")
+
+
+@app.command("train-guide", epilog=examples("pegasus train-guide --run runs/demo",
+                                            "pegasus train-guide --run runs/demo --iters 3000"))
+def train_guide(
+    run: RunOpt,
+    iters: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1500,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 64,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the noise-conditional classifier p(class | x, sigma) that guides `blend --guidance`."""
+    _train_classifier(run, "guide", iters, batch_size, seed, device)
+
+
+@app.command("train-judge", epilog=examples("pegasus train-judge --run runs/demo"))
+def train_judge(
+    run: RunOpt,
+    iters: Annotated[int, typer.Option(min=1, help="Training steps.")] = 500,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 64,
+    seed: SeedOpt = 1,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the independent clean-image classifier that scores blends (`blend --report`)."""
+    _train_classifier(run, "judge", iters, batch_size, seed, device)

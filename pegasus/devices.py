@@ -1,0 +1,37 @@
+"""Device names: parsed and checked once, before any slow work."""
+
+from __future__ import annotations
+
+import re
+
+from pegasus.errors import UserError
+
+_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a name that is none of auto, cpu, cuda, cuda:N (ValueError, for config fields)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"device {name!r} is not one of {DEVICE_NAMES}")
+
+
+def resolve_device(name: str = "auto"):
+    """The torch.device a name means here: auto is CUDA when there is one, else the CPU."""
+    import torch
+
+    try:
+        check_device_name(name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} asked for, but no CUDA device is available; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r} does not exist: this machine has "
+                            f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+                            f"cuda:{torch.cuda.device_count() - 1}")
+    return device

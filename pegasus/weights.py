@@ -1,0 +1,104 @@
+"""Shareable weights: a run's EMA weights as a safetensors file, with what is needed to sample
+from them (config, sigmas, backbone) as JSON in the file's metadata.
+
+safetensors is the format the Hugging Face ecosystem loads without executing code: a JSON
+header and raw tensor bytes, no pickle. `pegasus sample --weights FILE` draws from such a file
+with no run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pegasus import __version__
+from pegasus.atomic import atomic_write
+from pegasus.config import Config
+from pegasus.errors import CheckpointError, ConfigError
+
+FORMAT = "pegasus-weights"
+VERSION = "1"
+
+
+@dataclass
+class ExportedWeights:
+    config: Config
+    tensors: dict[str, torch.Tensor]
+    sigmas: torch.Tensor
+    backbone: dict[str, Any]
+    step: int
+
+
+def export_weights(run, out: Path) -> Path:
+    """Write the EMA weights of a `TrainedRun` to `out` (safetensors), atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+    spec_plugin = _backbone_info(run.config.model.backbone)
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "pegasus_version": __version__,
+        "config": json.dumps(run.config.to_dict()),
+        # float32 -> Python float -> JSON -> float32 is exact, so the sigmas come back bit for bit.
+        "sigmas": json.dumps(run.sigmas.cpu().tolist()),
+        "backbone": json.dumps(spec_plugin),
+        "step": str(run.step),
+    }
+    payload = save(tensors, metadata=metadata)
+    atomic_write(Path(out), lambda f: f.write(payload))
+    return Path(out)
+
+
+def _backbone_info(name: str) -> dict[str, str]:
+    from pegasus.registry import get_backbone
+
+    _, plugin = get_backbone(name)
+    return {"name": name, "plugin": plugin.name, "distribution": plugin.distribution,
+            "version": plugin.version}
+
+
+def read_weights(path: Path) -> ExportedWeights:
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist or is not a file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not pegasus weights (no "
+                              f"'format: {FORMAT}' in its metadata)")
+    if metadata.get("version") != VERSION:
+        raise CheckpointError(f"{path} has weights format version {metadata.get('version')}; this "
+                              f"pegasus reads version {VERSION}")
+    try:
+        config = Config.from_dict(json.loads(metadata["config"]))
+        sigmas = torch.tensor(json.loads(metadata["sigmas"]), dtype=torch.float32)
+        backbone = json.loads(metadata.get("backbone", "{}"))
+        step = int(metadata.get("step", "0"))
+    except (KeyError, ValueError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} has damaged pegasus metadata ({e})") from None
+    return ExportedWeights(config, tensors, sigmas, backbone, step)
+
+
+def export_run(run_dir: Path, out: Path | None = None, checkpoint: Path | None = None) -> Path:
+    """Export a run's latest (or given) checkpoint; `out` defaults to the run's exports/."""
+    from pegasus.atomic import check_writable
+    from pegasus.runs import RunDir, load_trained_run
+
+    if out is not None:
+        check_writable(Path(out))
+        if Path(out).suffix != ".safetensors":
+            raise CheckpointError(f"{out}: exported weights are safetensors; name the file "
+                                  f"*.safetensors")
+    run = load_trained_run(run_dir, checkpoint, device="cpu")
+    return export_weights(run, out if out is not None else RunDir(run_dir).export_file(run.step))
