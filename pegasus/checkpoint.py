@@ -96,7 +96,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        if "unsupported global" in str(e).lower():  # a class or function to call: code
             raise CheckpointError(
                 f"{path} holds objects pegasus will not load (they could run code); it was not "
                 f"written by pegasus, or it was tampered with") from None

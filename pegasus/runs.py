@@ -22,11 +22,11 @@ from typing import Any
 import tomli_w
 import torch
 
-from pegasus.atomic import atomic_write
+from pegasus.atomic import atomic_write, check_writable
 from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pegasus.config import Config, build_config, read_toml, resolve_model_options
 from pegasus.devices import resolve_device
-from pegasus.errors import CheckpointError, ConfigError, RegistryError, RunError
+from pegasus.errors import CheckpointError, ConfigError, RegistryError, RunError, WriteError
 from pegasus.registry import Plugin, get_backbone, registry
 from pegasus.schedule import Schedule
 from pegasus.score import ScoreModel
@@ -322,3 +322,17 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any], where: str = "") -> 
         elif a.get(key) != b.get(key):
             return f"{name} is {a.get(key)!r} there, {b.get(key)!r} in the checkpoint"
     return "no field differs"
+
+
+def export_run(run_dir: Path, out: Path | None = None, checkpoint: Path | None = None) -> Path:
+    """Export a run's latest (or given) checkpoint as shareable weights (weights.py); `out`
+    defaults to the run's exports/ folder."""
+    from pegasus.weights import export_weights
+
+    if out is not None:
+        if Path(out).suffix != ".safetensors":
+            raise WriteError(f"cannot write {out}: exported weights are safetensors; name the file "
+                             f"*.safetensors")
+        check_writable(Path(out))
+    run = load_trained_run(run_dir, checkpoint, device="cpu")
+    return export_weights(run, out if out is not None else RunDir(run_dir).export_file(run.step))

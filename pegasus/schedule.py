@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from pegasus.config import NoiseConfig
 
 
 def check_schedule_numbers(sigma_max: Any, sigma_min: Any, levels: Any, steps_per_level: Any,
@@ -46,8 +43,9 @@ class Schedule:
                                self.eps)
 
     @classmethod
-    def from_noise(cls, noise: NoiseConfig) -> Schedule:
-        """The schedule of a config's noise section, once "auto" fields have been planned."""
+    def from_noise(cls, noise: Any) -> Schedule:
+        """The schedule of a config's noise section (a `NoiseConfig`), once its "auto" fields
+        have been planned."""
         if not noise.planned:
             raise ValueError("the noise schedule still says 'auto'; plan it first (pegasus.planner)")
         return cls(noise.sigma_max, noise.sigma_min, noise.levels, noise.steps_per_level, noise.eps,

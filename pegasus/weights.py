@@ -89,16 +89,3 @@ def read_weights(path: Path) -> ExportedWeights:
         raise CheckpointError(f"{path} has damaged pegasus metadata ({e})") from None
     return ExportedWeights(config, tensors, sigmas, backbone, step)
 
-
-def export_run(run_dir: Path, out: Path | None = None, checkpoint: Path | None = None) -> Path:
-    """Export a run's latest (or given) checkpoint; `out` defaults to the run's exports/."""
-    from pegasus.atomic import check_writable
-    from pegasus.runs import RunDir, load_trained_run
-
-    if out is not None:
-        check_writable(Path(out))
-        if Path(out).suffix != ".safetensors":
-            raise CheckpointError(f"{out}: exported weights are safetensors; name the file "
-                                  f"*.safetensors")
-    run = load_trained_run(run_dir, checkpoint, device="cpu")
-    return export_weights(run, out if out is not None else RunDir(run_dir).export_file(run.step))

@@ -17,6 +17,10 @@ class RefineNetConfig:
     # "auto": the published 4-stage network below 96 px, the deeper 5-stage one from 96 px.
     stages: Literal["auto", "ncsnv2", "deeper"] = "auto"
 
+    def __post_init__(self) -> None:
+        if self.ngf < 1:
+            raise ValueError(f"ngf must be at least 1, got {self.ngf}")
+
 
 def _refinenet(config: RefineNetConfig, *, res: int, channels: int):
     from pegasus.backbones.refinenet import RefineNet, stages_for
@@ -45,6 +49,17 @@ class UNetConfig:
     head_dim: int = 32
     norm: Literal["instancenorm++", "groupnorm"] = "instancenorm++"
     act: Literal["elu", "silu"] = "elu"
+
+    def __post_init__(self) -> None:
+        for name in ("width", "emb_dim", "heads", "head_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (sine and cosine halves), got {self.emb_dim}")
+        if not self.mults or min(self.mults) < 1:
+            raise ValueError(f"mults must be one or more positive multipliers, got {list(self.mults)}")
+        if not self.fourier_scale > 0:
+            raise ValueError(f"fourier_scale must be positive, got {self.fourier_scale}")
 
 
 def _unet(config: UNetConfig, *, res: int, channels: int):

@@ -136,7 +136,7 @@ def export(
     The config, sigmas and backbone go in the file's metadata (JSON); no run folder and no
     pickle is needed to use it."""
     with user_errors():
-        from pegasus.weights import export_run
+        from pegasus.runs import export_run
 
         path = export_run(run, out, checkpoint)
         console.print(f"wrote {path}", highlight=False)

@@ -1,0 +1,186 @@
+"""Bad input through the CLI: one line on stderr starting with `error:`, exit code 2, no
+traceback, refused before any slow work, and nothing already written is lost."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pegasus import __version__
+from pegasus.cli import app
+from pegasus.registry import load_registry
+from pegasus.training import train
+from tiny import TINY, tiny_config
+
+runner = CliRunner()
+
+
+def one_line(result, needle: str) -> None:
+    text = result.output
+    assert result.exit_code == 2, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], text
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    train(tiny_config("train.iters=2"), path, tensorboard=False)
+    return path
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_sigmas_write_into_a_missing_folder_creates_it_and_an_unwritable_one_is_one_line(tmp_path):
+    target = tmp_path / "missing" / "dir" / "plan.toml"
+    args = ["sigmas", "--dim", "3072", "--sigma-max", "50", "--levels", "232"]
+    result = runner.invoke(app, [*args, "--write", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "[noise]" in target.read_text()
+    one_line(runner.invoke(app, [*args, "--write", "/proc/no/plan.toml"]), "cannot write")
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:abc", "gpu0"])
+def test_a_bad_device_is_one_line_before_any_work(tmp_path, run, device):
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--device", device,
+                                 "--out", str(tmp_path / "x.png")]), f"device {device!r}")
+    sets = [a for s in TINY if not s.startswith("train.device") for a in ("--set", s)]
+    result = runner.invoke(app, ["train", "--run", str(tmp_path / "new"), *sets, "--device", device])
+    one_line(result, f"device {device!r}")
+    assert not (tmp_path / "new").exists()
+
+
+def test_sample_from_a_file_that_is_not_a_score_checkpoint(tmp_path, run):
+    runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "2", "--device", "cpu"])
+    one_line(runner.invoke(app, ["sample", "--checkpoint", str(run / "guide.pt"), "--out",
+                                 str(tmp_path / "x.png")]), "is a guide or judge classifier")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    one_line(runner.invoke(app, ["sample", "--checkpoint", str(junk), "--out",
+                                 str(tmp_path / "x.png")]), "truncated or corrupt")
+
+
+def test_output_that_is_a_folder_or_an_unknown_format_is_refused_before_sampling(tmp_path, run):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--out", str(folder)]), "--out")
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--out", str(tmp_path / "x.txt")]),
+             "not an image format")
+    one_line(runner.invoke(app, ["blend", "--run", str(run), "--out", str(tmp_path / "b.gif")]),
+             "not an image format")
+
+
+def test_jpeg_output_is_a_jpeg(tmp_path, run):
+    out = tmp_path / "x.jpg"
+    result = runner.invoke(app, ["sample", "--run", str(run), "--num", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # the JPEG start-of-image marker
+    png = tmp_path / "x.png"
+    runner.invoke(app, ["sample", "--run", str(run), "--num", "2", "--out", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_num_4_is_the_first_4_of_num_64_whatever_the_batch(tmp_path, run):
+    paths = {}
+    for name, extra in {"4": ["--num", "4"], "64": ["--num", "64"],
+                        "64-b3": ["--num", "64", "--batch-size", "3"]}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        result = runner.invoke(app, ["sample", "--run", str(run), "--seed", "3", "--out",
+                                     str(paths[name]), *extra])
+        assert result.exit_code == 0, result.output
+    # Grids: 4 images are 2x2 tiles of 16 px with 2 px padding, 64 are 8x8; the first 4 of 64
+    # are the first 4 tiles of its top row.
+    four, many, batched = (_pixels(paths[n]) for n in ("4", "64", "64-b3"))
+    tiles = [four[2:18, 2:18], four[2:18, 20:36], four[20:36, 2:18], four[20:36, 20:36]]
+    for i, tile in enumerate(tiles):
+        # Equal up to one grey level: convolutions pick kernels by batch size (last float bits).
+        assert np.abs(tile - many[2:18, 2 + 18 * i:18 + 18 * i]).max() <= 1
+    assert np.abs(many - batched).max() <= 1
+    assert np.abs(tiles[0] - tiles[1]).max() > 10  # the tiles are different images
+
+
+def test_unknown_plugin_names_are_warned_about():
+    problems = load_registry(entry_points=[], env={"PEGASUS_PLUGINS": "nosuch"}).problems()
+    assert any("PEGASUS_PLUGINS names 'nosuch'" in p and "no plugin of that name" in p
+               for p in problems)
+    problems = load_registry(entry_points=[], env={"PEGASUS_DISABLE_PLUGINS": "other"}).problems()
+    assert any("'other'" in p for p in problems)
+
+
+def test_a_guide_needs_two_classes(tmp_path):
+    one = tmp_path / "one"
+    train(tiny_config('data.classes=["horse"]', "train.iters=1"), one, tensorboard=False)
+    one_line(runner.invoke(app, ["train-guide", "--run", str(one), "--iters", "2"]), "one class")
+    assert not (one / "guide.pt").exists()
+
+
+def test_a_run_folder_with_any_unicode_name_resumes(tmp_path):
+    path = tmp_path / "pégase 🐎"
+    sets = [a for s in TINY for a in ("--set", s)]
+    data = tmp_path / "données 🐦"
+    result = runner.invoke(app, ["train", "--run", str(path), *sets, "--iters", "2",
+                                 "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "🐦" in (path / "config.toml").read_text(encoding="utf-8")
+    result = runner.invoke(app, ["train", "--run", str(path), "--resume", "--set", "train.iters=8"])
+    assert result.exit_code == 0, result.output
+    assert "done: step 8" in " ".join(result.output.split())
+
+
+def test_checks_run_before_any_output(tmp_path):
+    sets = [a for s in TINY for a in ("--set", s)]
+    for bad, needle in ((["--classes", "horse,cat"], "unknown class 'cat'"),
+                        (["--set", "model.width=0"], "model"),
+                        (["--set", "data.res=20"], "does not support 20 px")):
+        result = runner.invoke(app, ["train", "--run", str(tmp_path / "r"), *sets, *bad])
+        one_line(result, needle)
+        assert "training" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_version_examples_and_completion():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+    for verb in ("train", "sample", "blend", "export", "train-guide", "train-judge", "data",
+                 "sigmas", "plugins", "backbones"):
+        text = runner.invoke(app, [verb, "--help"]).output
+        assert "Examples:" in text and f"pegasus {verb}" in text, verb
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+def test_usage_errors_are_one_line_too(tmp_path, run):
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--num", "0"]), "--num")
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--no-such-flag"]), "--no-such-flag")
+
+
+def test_export_and_sample_from_the_weights_alone_is_bit_identical(tmp_path, run):
+    weights = tmp_path / "model.safetensors"
+    result = runner.invoke(app, ["export", "--run", str(run), "--out", str(weights)])
+    assert result.exit_code == 0, result.output
+    from pegasus.runs import load_trained_run
+
+    a = load_trained_run(run, device="cpu")
+    b = load_trained_run(weights=weights, device="cpu")
+    assert b.config == a.config and torch.equal(b.sigmas, a.sigmas) and b.step == a.step
+    assert torch.equal(a.sample(3, seed=2), b.sample(3, seed=2))
+    out_a, out_b = tmp_path / "a.png", tmp_path / "b.png"
+    runner.invoke(app, ["sample", "--run", str(run), "--num", "2", "--out", str(out_a)])
+    result = runner.invoke(app, ["sample", "--weights", str(weights), "--num", "2", "--out", str(out_b)])
+    assert result.exit_code == 0, result.output
+    assert out_a.read_bytes() == out_b.read_bytes()
+    # The default place is the run's exports/ folder; the file holds no pickle at all.
+    result = runner.invoke(app, ["export", "--run", str(run)])
+    assert result.exit_code == 0 and list((run / "exports").glob("weights-*.safetensors"))
+    assert b"pickle" not in weights.read_bytes()[:4096] and weights.read_bytes()[8:9] == b"{"
+
+
+def test_bad_weights_files_are_one_line(tmp_path, run):
+    fake = tmp_path / "fake.safetensors"
+    fake.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    one_line(runner.invoke(app, ["sample", "--weights", str(fake), "--out", str(tmp_path / "x.png")]),
+             "fake.safetensors")
+    one_line(runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "m.pt")]),
+             "safetensors")
