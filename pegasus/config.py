@@ -83,6 +83,7 @@ class TrainConfig:
     iters: int = 300_000
     batch_size: int = 128
     lr: float = 1e-4
+    adam_eps: float = 1e-8  # Adam's epsilon; the published FFHQ run uses 1e-3
     ema: float = 0.999
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -98,7 +99,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (worth it for long runs on a GPU)
 
     def __post_init__(self) -> None:
-        _positive(self, "iters", "batch_size", "lr", "log_every", "checkpoint_every", "keep", "grid")
+        _positive(self, "iters", "batch_size", "lr", "adam_eps", "log_every", "checkpoint_every",
+                  "keep", "grid")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.sample_every < 0:

@@ -26,7 +26,14 @@ from pegasus.atomic import atomic_write, check_writable
 from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pegasus.config import Config, build_config, read_toml, resolve_model_options
 from pegasus.devices import resolve_device
-from pegasus.errors import CheckpointError, ConfigError, RegistryError, RunError, WriteError
+from pegasus.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    RegistryError,
+    RunError,
+    WriteError,
+)
 from pegasus.registry import Plugin, get_backbone, registry
 from pegasus.schedule import Schedule
 from pegasus.score import ScoreModel
@@ -299,7 +306,9 @@ def run_config(
     a config.toml edited since (a section lost, a field changed) is refused rather than trusted,
     unless it already holds those overrides."""
     if not resume:
-        return build_config(preset, flags, overrides)
+        config = build_config(preset, flags, overrides)
+        _check_preset_folder(preset, config)
+        return config
     run = RunDir(run_dir)
     state, path = load_resume_state(run, warn, mmap=True)
     trained = resolve_model_options(config_of(state, path))
@@ -311,6 +320,20 @@ def run_config(
             f"{run.config} no longer matches the config {path.name} was trained with ({field}); "
             f"restore it, or change fields on purpose with overrides (section.field=value)")
     return config
+
+
+def _check_preset_folder(preset: str | None, config: Config) -> None:
+    """The presets of datasets pegasus cannot download read folder:PATH; a missing folder is
+    one line naming the preset and the layout it expects."""
+    dataset = config.data.dataset
+    if preset is None or not dataset.startswith("folder:"):
+        return
+    folder = Path(dataset.removeprefix("folder:")).expanduser()
+    if not folder.is_dir():
+        layout = ", ".join(f"{folder / c}/" for c in config.data.classes)
+        raise DatasetError(f"preset {preset!r} reads {dataset}, which does not exist; pegasus "
+                           f"cannot download this dataset: put its images in {layout} or point "
+                           f"data.dataset at another folder:PATH")
 
 
 def _first_difference(a: dict[str, Any], b: dict[str, Any], where: str = "") -> str:

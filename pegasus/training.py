@@ -35,6 +35,7 @@ from pegasus.errors import CheckpointError, RunError, UserError
 from pegasus.images import save_grid
 from pegasus.locking import RunLock
 from pegasus.loss import DSMLoss, dsm_loss
+from pegasus.memory import check_training_batch
 from pegasus.planner import plan_for_images
 from pegasus.runs import RunDir, build_score_model, load_resume_state
 from pegasus.sampling import sample_images
@@ -221,15 +222,15 @@ def train(
     progress: ProgressFn | None = None,
     tensorboard: bool = True,
     stop_after: int | None = None,
-    on_start: Callable[[Config], None] | None = None,
+    on_start: Callable[[Config, int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
-    noise fields planned from the data) once start-up is done; `warn` hears about damaged
-    checkpoints skipped and files cleaned up. `stop_after` ends the call after that many steps
-    as an interruption would (saving a checkpoint); tests use it to compare a resumed run with
-    an uninterrupted one."""
+    noise fields planned from the data) and the model's parameter count once start-up is done;
+    `warn` hears about damaged checkpoints skipped and files cleaned up. `stop_after` ends the
+    call after that many steps as an interruption would (saving a checkpoint); tests use it to
+    compare a resumed run with an uninterrupted one."""
     warn = warn or (lambda message: None)
     ctx = distributed.setup(config.train.device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
@@ -258,7 +259,7 @@ def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after
             trainer.result.interrupted = stop.signum or signal.SIGTERM
             return trainer.result
         if on_start is not None and ctx.main:
-            on_start(trainer.config)
+            on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()))
         trainer.loop(progress, stop, stop_after)
     finally:
         if trainer.writer is not None:
@@ -298,7 +299,12 @@ class _Trainer:
         self.model.to(device, memory_format=torch.channels_last if self.channels_last
                       else torch.preserve_format)
         self.ema = EMA(self.model, tc.ema)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, fused=cuda)
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
+                         else contextlib.nullcontext())
+        check_training_batch(self.model, tc.batch_size, tuple(self.images.shape[1:]), self.sigmas,
+                             self.autocast)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
+                                          fused=cuda)
         self.g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
         self.sampler = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
                                     device)
@@ -308,8 +314,6 @@ class _Trainer:
                                  ctx, config, start.resume_path)
             start.resume_state = None  # the loop does not need the old tensors
         self.net = _wrap(self.model, ctx, tc.compile)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
-                         else contextlib.nullcontext())
         self.writer = None
         self.result = TrainResult(step=self.step, checkpoint=start.resume_path)
         if ctx.main:

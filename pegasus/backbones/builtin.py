@@ -14,8 +14,9 @@ from pegasus.hookspecs import Backbone, hookimpl
 @dataclass(frozen=True)
 class RefineNetConfig:
     ngf: int = 128
-    # "auto": the published 4-stage network below 96 px, the deeper 5-stage one from 96 px.
-    stages: Literal["auto", "ncsnv2", "deeper"] = "auto"
+    # "auto": by resolution as the paper does (ncsnv2 below 96 px, deeper at 96-128 px,
+    # deepest at 256 px); any of them can be asked for at any supported size.
+    stages: Literal["auto", "ncsnv2", "deeper", "deepest"] = "auto"
 
     def __post_init__(self) -> None:
         if self.ngf < 1:
@@ -35,7 +36,7 @@ def register_backbones(register):
         description="NCSNv2 RefineNet: InstanceNorm++, ELU, dilated residual stages, RefineBlocks",
         factory=_refinenet,
         config=RefineNetConfig,
-        resolutions=(32, 48, 64, 96, 128),
+        resolutions=(32, 48, 64, 96, 128, 256),
     ))
 
 

@@ -28,16 +28,24 @@ class Stage:
 
 # NCSNv2 for 32-64 px: ngf, 2ngf (down), 2ngf (dilation 2), 2ngf (dilation 4).
 NCSNV2_STAGES = (Stage(1, False), Stage(2, True), Stage(2, True, 2), Stage(2, True, 4))
-# NCSNv2Deeper for 96 px and more: one more downsampling and a 4ngf bottleneck.
+# NCSNv2Deeper (96 and 128 px; LSUN church at 64 px too): one more downsampling and a 4ngf
+# bottleneck.
 DEEPER_STAGES = (Stage(1, False), Stage(2, True), Stage(2, True), Stage(4, True, 2), Stage(4, True, 4))
+# NCSNv2Deepest (256 px, FFHQ): one more 2ngf downsampling stage still.
+DEEPEST_STAGES = (Stage(1, False), Stage(2, True), Stage(2, True), Stage(2, True), Stage(4, True, 2),
+                  Stage(4, True, 4))
+STAGES = {"ncsnv2": NCSNV2_STAGES, "deeper": DEEPER_STAGES, "deepest": DEEPEST_STAGES}
 
-StagesName = Literal["auto", "ncsnv2", "deeper"]
+StagesName = Literal["auto", "ncsnv2", "deeper", "deepest"]
+
+
+def auto_stages(res: int) -> str:
+    """The paper's choice by resolution: NCSNv2 below 96 px, Deeper to 128, Deepest above."""
+    return "ncsnv2" if res < 96 else "deeper" if res <= 128 else "deepest"
 
 
 def stages_for(name: StagesName, res: int) -> tuple[Stage, ...]:
-    if name == "auto":
-        name = "ncsnv2" if res < 96 else "deeper"
-    return NCSNV2_STAGES if name == "ncsnv2" else DEEPER_STAGES
+    return STAGES[auto_stages(res) if name == "auto" else name]
 
 
 def conv3x3(cin: int, cout: int, bias: bool = True, dilation: int = 1) -> nn.Conv2d:
@@ -52,8 +60,10 @@ class ConvMeanPool(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual block. A dilated block keeps the resolution even when asked to
-    downsample, as in the reference implementation."""
+    """Pre-activation residual block. A block marked as downsampling keeps the input width in
+    its first convolution and widens in the second; when it is also dilated it keeps the
+    resolution, as in the reference implementation (its `resample='down'` with dilation). A
+    plain block widens in its first convolution."""
 
     def __init__(self, cin: int, cout: int, act: nn.Module, downsample: bool, dilation: int) -> None:
         super().__init__()
@@ -64,11 +74,16 @@ class ResidualBlock(nn.Module):
             self.norm2 = InstanceNormPlus(cin)
             self.conv2 = ConvMeanPool(cin, cout, 3)
             self.shortcut = ConvMeanPool(cin, cout, 1)
+        elif downsample:
+            self.conv1 = conv3x3(cin, cin, dilation=dilation)
+            self.norm2 = InstanceNormPlus(cin)
+            self.conv2 = conv3x3(cin, cout, dilation=dilation)
+            self.shortcut = conv3x3(cin, cout, dilation=dilation)
         else:
             self.conv1 = conv3x3(cin, cout, dilation=dilation)
             self.norm2 = InstanceNormPlus(cout)
             self.conv2 = conv3x3(cout, cout, dilation=dilation)
-            if cin == cout and not downsample:
+            if cin == cout:
                 self.shortcut = nn.Identity()
             elif dilation > 1:
                 self.shortcut = conv3x3(cin, cout, dilation=dilation)

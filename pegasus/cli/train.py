@@ -26,6 +26,10 @@ TRAIN_FLAGS = {"data.dataset": "--dataset", "data.classes": "--classes", "data.r
                "data.data_dir": "--data-dir", "model.backbone": "--backbone",
                "train.iters": "--iters", "train.batch_size": "--batch-size",
                "train.device": "--device"}
+PRESETS_HELP = ("Preset name or a TOML file. Presets: cifar10, celeba, church, tower, bedroom, ffhq "
+                "(the published NCSNv2 settings; CelebA, LSUN and FFHQ read folder:PATH, as pegasus "
+                "cannot download them), winged-horses-cifar10, winged-horses-stl10-48/64/96, "
+                "ncsnv2-stl10-64/96, sprites-demo.")
 
 
 @app.command(epilog=examples(
@@ -37,9 +41,7 @@ TRAIN_FLAGS = {"data.dataset": "--dataset", "data.classes": "--classes", "data.r
 ))
 def train(
     run: RunOpt = Path("runs/default"),
-    config: Annotated[str | None, typer.Option(
-        help="Preset name (see configs/: cifar10, sprites-demo, winged-horses-*, ...) or a TOML "
-             "file.")] = None,
+    config: Annotated[str | None, typer.Option(help=PRESETS_HELP)] = None,
     dataset: Annotated[str | None, typer.Option(help="sprites, cifar10, stl10 or folder:PATH.")] = None,
     classes: Annotated[str | None, typer.Option(help="Comma-separated class names, e.g. horse,bird.")] = None,
     res: Annotated[int | None, typer.Option(min=1, help="Image resolution in pixels.")] = None,
@@ -70,7 +72,7 @@ def train(
                 progress.update(task, completed=step, **({} if loss is None else
                                                          {"info": f"loss {loss:.2f}"}))
 
-            def announce(resolved) -> None:
+            def announce(resolved, parameters: int) -> None:
                 from pegasus.schedule import Schedule
 
                 s = Schedule.from_noise(resolved.noise)
@@ -79,6 +81,9 @@ def train(
                     f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
                     f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
                     f"{resolved.train.iters} steps -> {run}", highlight=False)
+                progress.console.print(
+                    f"model: {resolved.model.backbone} {resolved.model.options}, "
+                    f"{parameters:,} parameters", highlight=False)
                 progress.console.print(
                     f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
                     highlight=False)
