@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pegasus.atomic import atomic_write
-from pegasus.errors import CheckpointError
+from pegasus.errors import CheckpointError, WriteError
 
 FORMAT = "pegasus-checkpoint"
 VERSION = 1
@@ -40,7 +40,12 @@ def save_checkpoint(folder: Path, state: dict[str, Any], *, keep: int) -> Path:
     folder = Path(folder)
     payload = {"format": FORMAT, "version": VERSION, **state}
     path = folder / checkpoint_name(int(state["step"]))
-    atomic_write(path, lambda f: torch.save(payload, f))
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except WriteError as e:
+        kept = ", ".join(p.name for p in list_checkpoints(folder)) or "none yet"
+        raise CheckpointError(f"{e}; the checkpoints already there are intact ({kept}); a run "
+                              f"needs room for keep + 1 = {max(keep, 1) + 1} checkpoints") from None
     atomic_write(folder / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
     for old in list_checkpoints(folder)[:-max(keep, 1)]:
         old.unlink(missing_ok=True)

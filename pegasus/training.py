@@ -196,6 +196,10 @@ def _restore(state, model, ema: EMA, optimizer, g: torch.Generator, ctx, config:
             f"{path} does not fit this run's model ({config.model.backbone} "
             f"{config.model.options}); the checkpoint holds {theirs.get('backbone', '?')} "
             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    # The optimizer's saved state carries its hyper-parameters; the run's config (with any
+    # override given on resume) is what holds now.
+    for group in optimizer.param_groups:
+        group["lr"], group["eps"] = config.train.lr, config.train.adam_eps
     generators = state["rng"]["generators"]
     if len(generators) == ctx.world:  # same world size: continue each rank's stream exactly
         g.set_state(generators[ctx.rank].cpu())

@@ -1,0 +1,209 @@
+"""Never lose a run: the NaN guard, one writer per run, a `latest` confined to checkpoints/,
+fallback past a damaged checkpoint, honest checkpoint errors, and SIGKILLs at random moments."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_errors import one_line
+from typer.testing import CliRunner
+
+from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from pegasus.cli import app
+from pegasus.errors import CheckpointError, RunError
+from pegasus.locking import RunLock
+from pegasus.training import DivergedError, train
+from tiny import TINY, tiny_config
+
+runner = CliRunner()
+SETS = [a for s in TINY for a in ("--set", s)]
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint_bit_identical(tmp_path):
+    train(tiny_config("train.iters=4", "train.checkpoint_every=2"), tmp_path, tensorboard=False)
+    good = latest_checkpoint(tmp_path / "checkpoints")
+    before = good.read_bytes()
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--set",
+                                 "train.lr=1e30", "--set", "train.iters=40",
+                                 "--set", "train.log_every=2", "--set", "train.checkpoint_every=2"])
+    one_line(result, "training diverged at step")
+    assert "lower train.lr" in result.output and good.name in " ".join(result.output.split())
+    assert good.read_bytes() == before and latest_checkpoint(tmp_path / "checkpoints") == good
+    state = load_checkpoint(good)
+    assert all(torch.isfinite(t).all() for t in state["ema"].values())
+
+
+def test_the_weight_check_refuses_a_non_finite_checkpoint(tmp_path):
+    with pytest.raises(DivergedError, match="weights"):
+        train(tiny_config("train.lr=1e30", "train.log_every=100", "train.iters=5",
+                          "train.checkpoint_every=2"), tmp_path, tensorboard=False)
+    assert list_checkpoints(tmp_path / "checkpoints") == []
+
+
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
+    (tmp_path / "run").mkdir()
+    with RunLock(tmp_path / "run" / ".lock", "run x"):
+        with pytest.raises(RunError, match=f"in use by process {os.getpid()}"):
+            train(tiny_config(), tmp_path / "run", tensorboard=False)
+    # Released on exit: the same run trains now.
+    assert train(tiny_config("train.iters=1"), tmp_path / "run", tensorboard=False).step == 1
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    code = ("import sys, time; from pegasus.locking import RunLock\n"
+            f"with RunLock({str(tmp_path / '.lock')!r}, 'r'):\n print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(RunError, match=f"process {proc.pid}"):
+        RunLock(tmp_path / ".lock", "r").__enter__()
+    proc.kill()
+    proc.wait()
+    with RunLock(tmp_path / ".lock", "r"):
+        pass
+
+
+@pytest.mark.parametrize("content", [b"/etc/passwd\n", b"../config.toml\n", b"\xff\xfe\x00bad",
+                                     b"checkpoint-00000001.pt" * 20, b"x" * 300])
+def test_latest_names_a_checkpoint_inside_the_folder_or_is_ignored(tmp_path, content):
+    for step in (1, 2):
+        save_checkpoint(tmp_path, {"step": step}, keep=3)
+    (tmp_path / "latest").write_bytes(content)
+    warnings = []
+    assert latest_checkpoint(tmp_path, warnings.append) == tmp_path / "checkpoint-00000002.pt"
+    assert len(warnings) == 1 and "using the newest checkpoint" in warnings[0]
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path):
+    train(tiny_config("train.iters=4", "train.checkpoint_every=2", "train.keep=3"), tmp_path,
+          tensorboard=False)
+    newest = latest_checkpoint(tmp_path / "checkpoints")
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (tmp_path / "checkpoints" / ".checkpoint-00000009.pt.abc.tmp").write_bytes(b"half")
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--set", "train.iters=5"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "falling back to the previous checkpoint" in text and "done: step 5" in text
+    assert "removed .checkpoint-00000009.pt.abc.tmp" in text
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_a_checkpoint_that_holds_code_is_named_as_such(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "pegasus-checkpoint", "version": 1, "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="could run code") as e:
+        load_checkpoint(path)
+    assert "weights_only" not in str(e.value) and "truncated" not in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trained")
+    train(tiny_config("train.iters=2"), path, tensorboard=False)
+    return path
+
+
+def test_a_checkpoint_of_another_width_is_one_line_naming_both(tmp_path, trained):
+    other = tmp_path / "other"
+    train(tiny_config("train.iters=2", "model.width=16"), other, tensorboard=False)
+    ckpt = latest_checkpoint(other / "checkpoints")
+    state = load_checkpoint(ckpt)
+    state["config"] = load_checkpoint(latest_checkpoint(trained / "checkpoints"))["config"]
+    torch.save(state, ckpt)
+    one_line(runner.invoke(app, ["sample", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.png")]),
+             "do not fit backbone 'unet'")
+    # On resume: this run's config against another run's checkpoint.
+    target = tmp_path / "target"
+    train(tiny_config("train.iters=2"), target, tensorboard=False)
+    mine = latest_checkpoint(target / "checkpoints")
+    foreign = load_checkpoint(latest_checkpoint(other / "checkpoints"))
+    foreign["config"] = load_checkpoint(mine)["config"]
+    torch.save(foreign, mine)
+    one_line(runner.invoke(app, ["train", "--run", str(target), "--resume", "--set", "train.iters=3"]),
+             "does not fit this run's model")
+
+
+def test_a_checkpoint_without_ema_is_one_line(tmp_path, trained):
+    state = load_checkpoint(latest_checkpoint(trained / "checkpoints"))
+    del state["ema"]
+    path = tmp_path / "no-ema.pt"
+    torch.save(state, path)
+    one_line(runner.invoke(app, ["sample", "--checkpoint", str(path), "--out", str(tmp_path / "x.png")]),
+             "lacks ema")
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.write_text("x") and p, "is a file"),
+    (lambda p: Path("/proc/pegasus-run"), "cannot create run folder"),
+    (lambda p: p / ("x" * 300), "longer than the file system allows"),
+])
+def test_run_paths_that_cannot_be_used(tmp_path, make, needle):
+    path = make(tmp_path / "f")
+    one_line(runner.invoke(app, ["train", "--run", str(path if isinstance(path, Path) else tmp_path / "f"),
+                                 *SETS]), needle)
+
+
+def test_output_in_a_folder_that_cannot_be_written(tmp_path, trained):
+    one_line(runner.invoke(app, ["sample", "--run", str(trained), "--out", "/proc/x.png"]),
+             "cannot write /proc/x.png")
+
+
+def test_a_full_disk_keeps_the_checkpoints_there_and_says_how_much_room(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"step": 1, "w": torch.ones(3)}, keep=2)
+
+    def no_space(obj, f, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(CheckpointError, match=r"No space left.*intact \(checkpoint-00000001.pt\).*"
+                                              r"keep \+ 1 = 3 checkpoints"):
+        save_checkpoint(tmp_path, {"step": 2}, keep=2)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "checkpoint-00000001.pt")["step"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_refuses_a_config_toml_that_no_longer_matches(tmp_path):
+    train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
+    text = (tmp_path / "config.toml").read_text()
+    start = text.index("[train]")
+    (tmp_path / "config.toml").write_text(text[:start])  # the whole train section lost
+    one_line(runner.invoke(app, ["train", "--run", str(tmp_path), "--resume"]), "no longer matches")
+    # Overriding on purpose is allowed, and resumes with the checkpoint's config plus the change.
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--set", "train.iters=3"])
+    assert result.exit_code == 2  # the toml still differs in other train fields: refused too
+    (tmp_path / "config.toml").write_text(text)
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--set", "train.iters=3"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_corrupts_a_kept_checkpoint(tmp_path):
+    """A few training processes killed at random moments (checkpoint every step, so some kills
+    land mid-write): every kept checkpoint loads, and resuming finishes the run."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "pegasus", "train", "--run", str(run), *SETS,
+            "--set", "train.iters=400", "--set", "train.checkpoint_every=1", "--set", "train.keep=2"]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        extra = ["--resume"] if latest_checkpoint(run / "checkpoints") else []
+        proc = subprocess.Popen(args + extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not list_checkpoints(run / "checkpoints") and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(float(torch.rand((), generator=gen)) * 1.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for path in list_checkpoints(run / "checkpoints"):
+            assert load_checkpoint(path)["step"] >= 1
+    result = runner.invoke(app, ["train", "--run", str(run), "--resume", "--set", "train.iters=401"])
+    assert result.exit_code == 0, result.output
+    assert not list((run / "checkpoints").glob("*.tmp"))
