@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, seconds_of_one_call
-from pegasus.sampling import annealed_langevin, cuda_graph_capture
+from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture
 from pegasus.schedule import geometric_sigmas
 
 CASES = {

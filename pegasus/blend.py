@@ -13,9 +13,12 @@ import torch
 from pegasus.classifier import Classifier
 from pegasus.errors import FieldError, UserError
 from pegasus.images import image_format, save_grid, save_image_atomic
-from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score
+from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score, slerp_strips
+from pegasus.noise import ImageStreams
 from pegasus.runs import TrainedRun
-from pegasus.sampling import ImageStreams, default_capture
+from pegasus.samplers import SAMPLERS
+from pegasus.samplers.langevin import default_capture
+from pegasus.samplers.plan import plan_sampler
 from pegasus.signatures import Callback
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
@@ -30,8 +33,15 @@ class BlendRequest:
     source: str | None = None  # the class at k = 0 (guided only)
     target: str | None = None  # the class at k = N + 1 (guided only)
     guidance: float = 0.0
+    sampler: str = "als"
+    steps: int | None = None  # evaluation budget; None: the sampler's default
+    mode: str = "eq4"  # eq4: interpolate injected noise; slerp: interpolate the starting noise
 
     def validate(self, classes: list[str]) -> None:
+        if self.mode not in ("eq4", "slerp"):
+            raise FieldError("mode", f"must be eq4 or slerp, got {self.mode!r}")
+        if self.sampler not in SAMPLERS:
+            raise FieldError("sampler", f"{self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.n < 1:
             raise FieldError("n", f"must be at least 1, got {self.n}")
         if not 0 <= self.k <= self.n + 1:
@@ -66,9 +76,19 @@ def blend_run(
     with the same seed (x0 and noise from stream p)."""
     classes = run.classes
     request.validate(classes)
+    plan = plan_sampler(request.sampler, run.schedule, request.steps)
+    if request.mode == "eq4" and not plan.stochastic:
+        raise FieldError("sampler", f"{request.sampler} without churn is deterministic and eq. 4 "
+                                    f"needs injected noise: blend with mode slerp, or add churn")
+    if request.mode == "slerp" and plan.stochastic:
+        raise FieldError("mode", f"slerp blends a deterministic sampler's starting noise; "
+                                 f"{request.sampler} injects noise here, so use eq4")
     device, shape = run.device, (3, run.config.data.res, run.config.data.res)
     p = ImageStreams(request.seed, 0, request.strips, device)
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
+    # The same draws, in the same order, as `sample_images`: column 0 is `pegasus sample`'s image.
+    uniform_p, normal_p = p.prior(shape), p.normal(shape)
+    _, normal_q = q.prior(shape), q.normal(shape)  # q's noise then follows as in a plain chain
     score = run.model
     if request.guidance > 0:
         if guide is None:
@@ -77,10 +97,11 @@ def blend_run(
         weights = endpoint_class_weights(request.n, source, target, len(classes))
         weights = weights.repeat(request.strips, 1).to(device)
         score = guided_score(run.model, guide.log_prob, weights, request.guidance)
+    if request.mode == "slerp":
+        return slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback).clamp(0, 1)
     strips = blend_strips(
-        score, p.prior(shape), run.sigmas, n=request.n, steps_per_level=run.schedule.steps_per_level,
-        eps=run.schedule.eps, noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape),
-        denoise=run.schedule.denoise, callback=callback,
+        score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
+        noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
         # A guided step differentiates the classifier; torch can capture that backward pass in
         # a CUDA graph too, but it has not been checked on a GPU here, so guided chains run
         # eagerly and only the unguided ones are replayed.

@@ -7,6 +7,9 @@ for the whole trajectory. cos^2 + sin^2 = 1, so every column is still an exact L
 column 0 is the plain chain driven by p, column N + 1 the one driven by q, and the columns
 between move smoothly from one to the other (NOTES.md "Noise interpolation").
 
+A deterministic sampler (the probability-flow ODE) injects no noise to interpolate;
+`slerp_strips` blends its starting noise spherically instead, with the same angles.
+
 Classifier guidance makes the ends the classes asked for, which the source text names as its
 main limitation: the score gets W * grad_x [cos^2(theta_k) log p(a | x, sigma) +
 sin^2(theta_k) log p(b | x, sigma)], so the class weight moves from class a to class b along
@@ -20,7 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.sampling import Capture, annealed_langevin
+from pegasus.samplers.langevin import Capture
+from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -89,28 +93,55 @@ def guided_score(score_fn: ScoreFn, log_prob_fn: LogProbFn, class_weights: torch
 def blend_strips(
     score_fn: ScoreFn,
     x0: torch.Tensor,
-    sigmas: torch.Tensor,
+    plan: SamplerPlan,
     *,
     n: int,
-    steps_per_level: int,
-    eps: float,
     noise_p: NoiseSampler,
     noise_q: NoiseSampler,
-    denoise: bool = True,
     callback: Callback | None = None,
     capture: Capture | None = None,
 ) -> torch.Tensor:
-    """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation;
-    `noise_p` and `noise_q` each give (M, ...) standard normal noise per call.
+    """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation,
+    with any sampler that injects noise (`plan.stochastic`); `noise_p` and `noise_q` each give
+    (M, ...) standard normal noise per call.
 
     `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
     built with `guided_score` uses class weights laid out the same way. `capture` is passed to
-    `annealed_langevin` (a CUDA graph of one step on a GPU gives the same chain).
+    annealed Langevin (a CUDA graph of one step on a GPU gives the same chain).
     """
+    if not plan.stochastic:
+        raise ValueError(f"eq. 4 interpolates injected noise, and sampler {plan.name!r} injects "
+                         f"none here; blend its starting noise instead (slerp)")
     strips, shape = x0.shape[0], tuple(x0.shape[1:])
     noise = InterpolatedNoise(strips, n, shape, noise_p=noise_p, noise_q=noise_q,
                               device=x0.device, dtype=x0.dtype)
     x = x0[:, None].expand(strips, n + 2, *shape).reshape(strips * (n + 2), *shape)
-    out = annealed_langevin(score_fn, x, sigmas, steps_per_level=steps_per_level, eps=eps,
-                            noise_sampler=noise, denoise=denoise, callback=callback, capture=capture)
+    out = plan.run(score_fn, x, noise_sampler=noise, callback=callback, capture=capture)
+    return out.view(strips, n + 2, *shape)
+
+
+@torch.no_grad()
+def slerp_strips(
+    score_fn: ScoreFn,
+    z_p: torch.Tensor,
+    z_q: torch.Tensor,
+    plan: SamplerPlan,
+    *,
+    n: int,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Strips (M, N + 2, ...) by a deterministic sampler (the probability-flow ODE) from starting
+    noise interpolated spherically: column k starts at sigma_1 (cos theta_k z_p + sin theta_k z_q),
+    theta_k as in eq. 4, so every start is still standard normal times sigma_1 and columns 0
+    and N + 1 are the plain chains from z_p and z_q."""
+    if plan.stochastic or plan.start != "normal":
+        raise ValueError(f"slerp blends the starting noise of a deterministic sampler (heun "
+                         f"without churn); {plan.name!r} here is not one")
+    strips, shape = z_p.shape[0], tuple(z_p.shape[1:])
+    view = (1, n + 2) + (1,) * len(shape)
+    theta = interpolation_angles(n)
+    cos = theta.cos().to(z_p.device, z_p.dtype).view(view)
+    sin = theta.sin().to(z_p.device, z_p.dtype).view(view)
+    z = (cos * z_p[:, None] + sin * z_q[:, None]).reshape(strips * (n + 2), *shape)
+    out = plan.run(score_fn, plan.start_point(z, z), callback=callback)
     return out.view(strips, n + 2, *shape)

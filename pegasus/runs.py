@@ -161,14 +161,21 @@ class TrainedRun:
     def classes(self) -> list[str]:
         return self.config.data.classes
 
-    def sample(self, num: int, seed: int, *, batch_size: int | None = None,
-               callback=None) -> torch.Tensor:
-        """`num` images from the EMA weights (image i the same for any num and batch size)."""
+    def plan(self, sampler: str = "als", steps: int | None = None, **options):
+        """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers)."""
+        from pegasus.samplers.plan import plan_sampler
+
+        return plan_sampler(sampler, self.schedule, steps, **options)
+
+    def sample(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
+               plan=None) -> torch.Tensor:
+        """`num` images from the EMA weights (image i the same for any num and batch size), by
+        `plan` (default: annealed Langevin on the run's schedule)."""
         from pegasus.sampling import sample_images
 
         return sample_images(self.model, self.schedule, num=num, res=self.config.data.res,
                              seed=seed, device=self.device, batch_size=batch_size,
-                             callback=callback)
+                             callback=callback, plan=plan)
 
 
 def _missing_backbone_message(backbone: dict[str, Any]) -> str:

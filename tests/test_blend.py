@@ -14,7 +14,9 @@ from pegasus.interpolation import (
     guided_score,
     interpolation_angles,
 )
-from pegasus.sampling import annealed_langevin, cuda_graph_capture, gaussian_noise_sampler
+from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture
+from pegasus.samplers.plan import plan_sampler
 from pegasus.schedule import Schedule
 
 MIXTURE = GaussianMixture(weights=[0.5, 0.5], means=[[-3.0, 0.0], [3.0, 0.0]], stds=[0.5, 0.5])
@@ -36,8 +38,7 @@ def _blend(strips=3, n=4, seed=0, fn=score):
     gp = torch.Generator().manual_seed(seed)
     gq = torch.Generator().manual_seed(seed + 1)
     x0 = torch.randn(strips, 2, generator=torch.Generator().manual_seed(99)) * 8
-    out = blend_strips(fn, x0, SCHEDULE.sigmas(), n=n, steps_per_level=SCHEDULE.steps_per_level,
-                       eps=SCHEDULE.eps, noise_p=gaussian_noise_sampler(x0, gp),
+    out = blend_strips(fn, x0, plan_sampler("als", SCHEDULE), n=n, noise_p=gaussian_noise_sampler(x0, gp),
                        noise_q=gaussian_noise_sampler(x0, gq))
     return x0, out
 
@@ -130,8 +131,7 @@ def test_graphed_blend_matches_eager_on_cuda():
     x0 = torch.rand(2, 3, 8, 8, device="cuda")
 
     def run(capture):
-        return blend_strips(conv_score, x0, SCHEDULE.sigmas("cuda"), n=3, steps_per_level=2,
-                            eps=SCHEDULE.eps,
+        return blend_strips(conv_score, x0, plan_sampler("als", SCHEDULE), n=3,
                             noise_p=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(0)),
                             noise_q=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(1)),
                             capture=capture)

@@ -8,7 +8,7 @@ from torch import nn
 
 from gmm import GaussianMixture
 from pegasus.loss import dsm_loss
-from pegasus.sampling import annealed_langevin
+from pegasus.samplers.langevin import annealed_langevin
 from pegasus.schedule import Schedule
 from pegasus.score import ScoreModel
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pegasus.sampling import annealed_langevin, cuda_graph_capture, default_capture, uniform_prior
+from pegasus.noise import uniform_prior
+from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture, default_capture
 from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 
 

@@ -22,7 +22,12 @@ from pegasus.cli.app import (
     user_errors,
     warn,
 )
+from pegasus.samplers import SAMPLER_HELP, SAMPLERS
 
+SamplerOpt = Annotated[str, typer.Option(help=f"Sampler, one of {', '.join(SAMPLERS)}. {SAMPLER_HELP}.")]
+StepsOpt = Annotated[int | None, typer.Option(
+    min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
+                "that fits; als keeps T steps per level and re-plans eps).")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
 OutImage = Annotated[Path, typer.Option(
@@ -33,6 +38,7 @@ OutImage = Annotated[Path, typer.Option(
     "pegasus sample --run runs/demo --num 64 --seed 0 --out samples.png",
     "pegasus sample --run runs/demo --num 4 --seed 0    # the first 4 of the 64 above",
     "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
+    "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
 ))
 def sample(
     run: OptionalRunOpt = None,
@@ -45,26 +51,32 @@ def sample(
         min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); "
                     "it changes speed and memory, never the images.")] = None,
     device: DeviceOpt = "auto",
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
 ) -> None:
-    """Draw images by annealed Langevin dynamics from a run's EMA weights (or exported weights)."""
-    with user_errors():
+    """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
+    or a fast sampler."""
+    with user_errors({"steps": "--steps", "sampler": "--sampler"}):
         from pegasus.images import image_format, save_grid
         from pegasus.runs import load_trained_run
 
         image_format(out)  # before any slow work
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
+        plan = trained.plan(sampler, steps)
         with progress_bar() as progress:
             chunks = -(-num // batch_size) if batch_size else 1
-            callback = sampling_progress(progress, "sample", trained.schedule.evaluations * chunks)
-            images = trained.sample(num, seed, batch_size=batch_size, callback=callback)
+            callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
+            images = trained.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan)
         save_grid(images, out)
-        console.print(f"wrote {num} samples from step {trained.step} to {out}", highlight=False)
+        console.print(f"wrote {num} samples from step {trained.step} to {out} ({sampler}, "
+                      f"{plan.evaluations} evaluations per image)", highlight=False)
 
 
 @app.command(epilog=examples(
     "pegasus blend --run runs/demo --k 9 --n 15 --strips 8 --out blend.png",
     "pegasus blend --run runs/demo --from horse --to bird --guidance 10 --report",
     "pegasus blend --weights model.safetensors --k 9 --n 15",
+    "pegasus blend --run runs/demo --sampler heun --mode slerp --k 9 --n 15",
 ))
 def blend(
     run: OptionalRunOpt = None,
@@ -84,16 +96,22 @@ def blend(
     report: Annotated[bool, typer.Option(help="Score the strips with the run's judge; with "
                                          "--guidance, also unguided strips of the same seed.")] = False,
     device: DeviceOpt = "auto",
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
+    mode: Annotated[str, typer.Option(
+        help="eq4: interpolate the noise injected at every step (als, pc, cas, heun with churn); "
+             "slerp: interpolate the starting noise spherically (heun, the deterministic ODE).")] = "eq4",
 ) -> None:
-    """Blend two classes: strips of Langevin chains mixed by noise interpolation (eq. 4)."""
-    with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance"}):
+    """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
+    with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
+                      "steps": "--steps", "sampler": "--sampler", "mode": "--mode"}):
         from pegasus.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
         from pegasus.classifier import load_classifier
         from pegasus.errors import UserError
         from pegasus.runs import load_trained_run
 
         request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
-                               guidance=guidance)
+                               guidance=guidance, sampler=sampler, steps=steps, mode=mode)
         check_blend_output(out)
         if (guidance > 0 or report) and run is None:
             raise UserError("guidance and reports need a run folder (its guide and judge); "
@@ -106,7 +124,7 @@ def blend(
             strips_, reports = blend_and_report(
                 trained, request, guide, judge,
                 lambda r: sampling_progress(progress, f"blend W={r.guidance:g}",
-                                            trained.schedule.evaluations))
+                                            trained.plan(sampler, steps).evaluations))
         kth, strips_png = save_blend(strips_, k, out)
         console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
                       f"{strips_png}", highlight=False)

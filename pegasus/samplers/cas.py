@@ -1,0 +1,66 @@
+"""Consistent annealed sampling (Jolicoeur-Martineau et al. 2021, "Adversarial score matching
+and improved sampling for image generation", Algorithm 2).
+
+Annealed Langevin's noise does not shrink in step with sigma: after its steps at sigma_i the
+sample's noise is not sigma_{i+1}. CAS takes one step per level with alpha_i = eta sigma_i^2
+and adds beta sigma_{i+1} z, with beta chosen so that the noise is exactly sigma_{i+1} when the
+score is exact:  (1 - eta)^2 sigma_i^2 + beta^2 sigma_{i+1}^2 = sigma_{i+1}^2, i.e.
+    beta = sqrt(1 - ((1 - eta) / gamma)^2),   gamma = sigma_{i+1} / sigma_i,
+with sigma_{L+1} = 0 (the last level adds no noise). Consistency needs 1 - eta <= gamma. The
+default eta = 1 - gamma^2 makes each step the variance-exploding ancestral step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pegasus.noise import gaussian_noise_sampler
+from pegasus.signatures import Callback, NoiseSampler, ScoreFn
+
+
+def consistent_eta(sigmas: torch.Tensor) -> float:
+    """The default eta = 1 - gamma^2, gamma the smallest ratio sigma_{i+1} / sigma_i."""
+    ratios = (sigmas[1:] / sigmas[:-1]).double()
+    return 1 - float(ratios.min()) ** 2
+
+
+@torch.no_grad()
+def consistent_annealed(
+    score_fn: ScoreFn,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    eta: float | None = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
+    denoise: bool = True,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """One step per level (L evaluations) and, with `denoise`, a final Tweedie step."""
+    levels = sigmas.tolist()
+    eta = consistent_eta(sigmas) if eta is None else eta
+    smallest = min(b / a for a, b in zip(levels, levels[1:], strict=False))
+    if not 0 < eta <= 1 or 1 - eta > smallest + 1e-12:
+        raise ValueError(f"eta must be in (1 - gamma, 1] = ({1 - smallest:.4g}, 1] for these "
+                         f"sigmas, got {eta}")
+    if noise_sampler is None:
+        noise_sampler = gaussian_noise_sampler(x, generator)
+    batch, x = x.shape[0], x.clone()
+    for i, sigma in enumerate(levels + ([levels[-1]] if denoise else [])):
+        tweedie = i == len(levels)
+        per_sample = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
+        s = score_fn(x, per_sample)
+        if callback is not None:
+            callback({"x": x, "level": min(i, len(levels) - 1), "step": 0, "index": i,
+                      "sigma": per_sample[0]})
+        if tweedie:
+            x.add_(s, alpha=sigma**2)
+            break
+        x.add_(s, alpha=eta * sigma**2)
+        if i + 1 < len(levels):
+            gamma = levels[i + 1] / sigma
+            beta = math.sqrt(max(0.0, 1 - ((1 - eta) / gamma) ** 2))
+            x.add_(noise_sampler(), alpha=beta * levels[i + 1])
+    return x

@@ -1,0 +1,127 @@
+"""The fast samplers (heun, pc, cas) beside annealed Langevin, on analytic scores: a Gaussian
+mixture whose perturbed score is exact, and a Gaussian whose sample moments are known."""
+
+import math
+
+import pytest
+import torch
+
+from gmm import GaussianMixture
+from pegasus.errors import FieldError
+from pegasus.interpolation import blend_strips, slerp_strips
+from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.heun import heun_sampler, karras_sigmas
+from pegasus.samplers.plan import plan_sampler
+from pegasus.schedule import Schedule
+
+# Centred (weighted mean 0), so that the ODE's start sigma_1 z matches p_sigma_1 closely:
+# a deterministic sampler cannot correct a start that is off by the data's mean.
+MIXTURE = GaussianMixture(weights=[0.2, 0.3, 0.5], means=[[-4.4, -2.5], [3.6, -2.5], [-0.4, 2.5]],
+                          stds=[0.6, 0.6, 0.6])
+SCHEDULE = Schedule(sigma_max=50.0, sigma_min=0.01, levels=100, steps_per_level=5, eps=2e-5)
+
+
+def score(x, sigma):
+    return MIXTURE.score(x, sigma)
+
+
+def _sample(name, steps, n=6000, seed=2, **options):
+    plan = plan_sampler(name, SCHEDULE, steps, **options)
+    g = torch.Generator().manual_seed(seed)
+    x0 = plan.start_point(torch.rand(n, 2, generator=g), torch.randn(n, 2, generator=g))
+    return plan, plan.run(score, x0, generator=g)
+
+
+@pytest.mark.parametrize("name,steps,most", [("heun", 50, 50), ("pc", 200, 200), ("cas", 60, 60),
+                                             ("als", None, 501)])
+def test_each_sampler_recovers_the_mixture_weights(name, steps, most):
+    """Within 2 points on 6000 samples (one share's standard error is at most 0.65 points)."""
+    plan, x = _sample(name, steps)
+    assert plan.evaluations <= most
+    shares = torch.bincount(MIXTURE.nearest(x), minlength=3).double() / len(x)
+    assert torch.all((shares - MIXTURE.weights).abs() < 0.02), (name, shares.tolist())
+    spread = (x.double() - MIXTURE.means[MIXTURE.nearest(x)]).norm(dim=1).median()
+    assert spread < 1.3 * 0.6 * 1.1774  # the median radius of a 2-D Gaussian is 1.1774 std
+
+
+def test_heun_lands_on_the_analytic_mean_and_variance_of_a_gaussian():
+    """Data N(m, s^2): the perturbed score is -(x - m) / (s^2 + sigma^2), and the ODE carries
+    each point exactly to m + (x0 - m) sqrt(s^2 + sigma_L^2) / sqrt(s^2 + sigma_1^2): N(m, s^2 +
+    sigma_1^2) onto N(m, s^2 + sigma_L^2). Heun on 40 Karras sigmas lands there."""
+    m, s, top, bottom = 0.3, 0.2, 20.0, 0.01
+
+    def gaussian(x, sigma):
+        return -(x - m) / (s**2 + sigma.view(-1, *([1] * (x.dim() - 1))) ** 2)
+
+    g = torch.Generator().manual_seed(0)
+    x0 = m + math.sqrt(top**2 + s**2) * torch.randn(20000, 4, generator=g, dtype=torch.float64)
+    x = heun_sampler(gaussian, x0, karras_sigmas(top, bottom, 40).double(), denoise=False)
+    exact = m + (x0 - m) * math.sqrt(s**2 + bottom**2) / math.sqrt(s**2 + top**2)
+    assert abs(x.mean().item() - m) < 0.005
+    assert abs(x.var().item() / exact.var().item() - 1) < 0.02
+    assert abs(x.var().item() / (s**2 + bottom**2) - 1) < 0.03  # the analytic variance
+
+
+@pytest.mark.parametrize("name,options", [("als", {}), ("heun", {}), ("heun", {"churn": 10.0}),
+                                          ("pc", {}), ("cas", {})])
+def test_seeded_samplers_are_bit_reproducible(name, options):
+    steps = 61 if name == "als" else 30
+    a = _sample(name, steps, n=64, seed=5, **options)[1]
+    assert torch.equal(a, _sample(name, steps, n=64, seed=5, **options)[1])
+    if name != "heun" or options:  # the plain ODE is deterministic given its start
+        assert not torch.equal(a, _sample(name, steps, n=64, seed=6, **options)[1])
+
+
+def test_budgets_and_grids():
+    assert plan_sampler("heun", SCHEDULE, 35).evaluations == 35  # 18 Karras sigmas
+    assert len(plan_sampler("heun", SCHEDULE, 35).sigmas) == 18
+    assert plan_sampler("pc", SCHEDULE, 200).evaluations == 200
+    assert plan_sampler("cas", SCHEDULE, 200).evaluations == 200
+    assert plan_sampler("als", SCHEDULE).evaluations == SCHEDULE.evaluations == 501
+    coarse = plan_sampler("als", SCHEDULE, 101)  # 20 levels of T = 5, eps re-planned
+    assert coarse.evaluations == 101 and len(coarse.sigmas) == 20
+    assert coarse.options["eps"] > SCHEDULE.eps  # fewer levels, larger gamma, larger step
+    k = karras_sigmas(50.0, 0.01, 18)
+    assert k[0].item() == pytest.approx(50.0) and k[-1].item() == pytest.approx(0.01)
+    assert torch.all(k[1:] < k[:-1])
+    assert plan_sampler("heun", SCHEDULE).stochastic is False
+    assert plan_sampler("heun", SCHEDULE, churn=5.0).stochastic is True
+
+
+@pytest.mark.parametrize("name,steps,needle", [("ddim", None, "is not one of"),
+                                               ("heun", 0, "at least 1"),
+                                               ("heun", 2, "too few")])
+def test_bad_sampler_requests(name, steps, needle):
+    with pytest.raises(FieldError, match=needle):
+        plan_sampler(name, SCHEDULE, steps)
+
+
+def test_cas_refuses_an_inconsistent_eta():
+    plan = plan_sampler("cas", SCHEDULE, 20, eta=0.01)
+    with pytest.raises(ValueError, match="eta must be in"):
+        plan.run(score, torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("name,options", [("pc", {}), ("cas", {}), ("heun", {"churn": 20.0})])
+def test_eq4_blends_with_every_stochastic_sampler(name, options):
+    """Column 0 is the plain chain on stream p, for any sampler that injects noise."""
+    plan = plan_sampler(name, SCHEDULE, 30, **options)
+    x0 = plan.start_point(None, torch.randn(3, 2, generator=torch.Generator().manual_seed(9)))
+    gp, gq = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    strips = blend_strips(score, x0, plan, n=3, noise_p=gaussian_noise_sampler(x0, gp),
+                          noise_q=gaussian_noise_sampler(x0, gq))
+    plain = plan.run(score, x0, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(strips[:, 0], plain, rtol=0, atol=1e-5)
+    assert not torch.allclose(strips[:, 1], strips[:, 0])
+
+
+def test_slerp_blends_the_ode_from_interpolated_starts():
+    plan = plan_sampler("heun", SCHEDULE, 21)
+    g = torch.Generator().manual_seed(3)
+    zp, zq = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+    strips = slerp_strips(score, zp, zq, plan, n=3)
+    torch.testing.assert_close(strips[:, 0], plan.run(score, plan.start_point(None, zp)))
+    torch.testing.assert_close(strips[:, -1], plan.run(score, plan.start_point(None, zq)),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="injects none"):
+        blend_strips(score, zp, plan, n=3, noise_p=lambda: zp, noise_q=lambda: zq)
