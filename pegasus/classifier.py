@@ -54,15 +54,19 @@ class Classifier(nn.Module):
         self.body = nn.Sequential(*layers, nn.GroupNorm(8, cin), nn.SiLU())
         self.head = nn.Linear(cin, len(spec.classes))
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits, (B, classes)."""
+    def features(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled features the head classifies, (B, 2 * width); any image size."""
         x = 2 * x - 1
         if self.embed is not None:
             x = x / torch.sqrt(1 + sigma.view(-1, 1, 1, 1) ** 2)
         h = self.begin(x)
         if self.embed is not None:
             h = h + self.embed(sigma.log())[:, :, None, None]
-        return self.head(self.body(h).mean(dim=(2, 3)))
+        return self.body(h).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits, (B, classes)."""
+        return self.head(self.features(x, sigma))
 
     def log_prob(self, x: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         return F.log_softmax(self(x, sigma).float(), dim=1)

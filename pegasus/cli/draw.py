@@ -158,3 +158,40 @@ def export(
 
         path = export_run(run, out, checkpoint)
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("eval", epilog=examples(
+    "pegasus eval --run runs/demo --num 500 --features judge",
+    "pegasus eval --run runs/demo --sampler heun --steps 35 --num 500",
+    "pegasus eval --run runs/cifar --features inception --inception-weights pt_inception.pth",
+))
+def eval_(
+    run: RunOpt,
+    num: Annotated[int, typer.Option(min=2, help="Samples to draw and score.")] = 1000,
+    seed: SeedOpt = 0,
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
+    features: Annotated[str, typer.Option(
+        help="judge: the run's judge classifier (offline, train-judge first; comparable within "
+             "this project only); inception: standard Inception-v3 features (torch-fidelity).")] = "judge",
+    inception_weights: Annotated[Path | None, typer.Option(
+        dir_okay=False, help="Offline copy of the Inception weights (with --features inception).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per sampling batch.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score a run's samples: KID and FID against its training images (torchmetrics)."""
+    with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
+                      "num": "--num"}):
+        from pegasus.evaluate import evaluate_run, feature_extractor
+        from pegasus.runs import load_trained_run
+
+        trained = load_trained_run(run, None, device, warn=warn)
+        plan = trained.plan(sampler, steps)
+        feature_extractor(features, run, trained.device, inception_weights)  # before sampling
+        with progress_bar() as progress:
+            chunks = -(-num // batch_size) if batch_size else 1
+            callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
+            quality = evaluate_run(trained, run, plan, num=num, seed=seed, features=features,
+                                   inception_weights=inception_weights, batch_size=batch_size,
+                                   callback=callback)
+        console.print(quality.describe(), highlight=False)

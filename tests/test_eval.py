@@ -1,0 +1,84 @@
+"""KID and FID through torchmetrics, on judge features; the sampler options of the CLI."""
+
+import pytest
+import torch
+from test_errors import one_line
+from typer.testing import CliRunner
+
+from pegasus.classifier import Classifier, ClassifierSpec
+from pegasus.cli import app
+from pegasus.config import DataConfig
+from pegasus.data import load_images
+from pegasus.evaluate import JudgeFeatures, measure
+from pegasus.training import train
+from tiny import tiny_config
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    train(tiny_config("train.iters=2"), path, tensorboard=False)
+    return path
+
+
+def _sprites(seed: int, n: int = 300) -> torch.Tensor:
+    data = load_images(DataConfig(dataset="sprites", res=16, size=n // 2, seed=seed))
+    return data.images.float() / 255
+
+
+def test_kid_of_a_set_against_itself_is_near_zero_and_a_shift_is_far():
+    torch.manual_seed(0)
+    spec = ClassifierSpec(["horse", "bird"], 16, noise_conditional=False)
+    features = JudgeFeatures(Classifier(spec).eval())
+    a, b = _sprites(1), _sprites(2)
+    same_kid, same_std, same_fid = measure(a, b, features)
+    shifted_kid, shifted_std, shifted_fid = measure(a, (b + 0.3).clamp(0, 1), features)
+    assert abs(same_kid) < 3 * same_std + 1e-4
+    assert shifted_kid > 10 * max(same_kid, same_std) and shifted_fid > 5 * same_fid
+    assert measure(a, b, features) == (same_kid, same_std, same_fid)  # seeded subsets
+
+
+def test_eval_cli_with_judge_features(run, tmp_path):
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--num", "8"]), "this run has no judge")
+    assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "3"]).exit_code == 0
+    result = runner.invoke(app, ["eval", "--run", str(run), "--num", "8", "--sampler", "heun",
+                                 "--steps", "5"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "KID" in text and "FID" in text and "judge features" in text and "heun at 5 evaluations" in text
+
+
+def test_eval_bad_input(run, tmp_path):
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--features", "inception",
+                                 "--inception-weights", str(tmp_path / "missing.pth")]),
+             "missing.pth does not exist")
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--features", "clip"]), "--features")
+
+
+@pytest.mark.parametrize("args,needle", [(["--sampler", "ddim"], "--sampler 'ddim' is not one of"),
+                                         (["--steps", "0"], "--steps"),
+                                         (["--sampler", "heun", "--steps", "2"], "too few")])
+def test_sample_sampler_options_bad_input(run, tmp_path, args, needle):
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--out", str(tmp_path / "x.png"),
+                                 *args]), needle)
+
+
+def test_sample_and_blend_with_each_sampler(run, tmp_path):
+    for sampler, steps in (("heun", "9"), ("pc", "8"), ("cas", "6"), ("als", "9")):
+        result = runner.invoke(app, ["sample", "--run", str(run), "--num", "3", "--sampler", sampler,
+                                     "--steps", steps, "--out", str(tmp_path / f"{sampler}.png")])
+        assert result.exit_code == 0, result.output
+        assert f"({sampler}, " in result.output
+    blend = ["blend", "--run", str(run), "--n", "2", "--k", "1", "--strips", "2"]
+    result = runner.invoke(app, [*blend, "--sampler", "pc", "--steps", "8", "--out",
+                                 str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    one_line(runner.invoke(app, [*blend, "--sampler", "heun", "--out", str(tmp_path / "c.png")]),
+             "deterministic")
+    result = runner.invoke(app, [*blend, "--sampler", "heun", "--steps", "9", "--mode", "slerp",
+                                 "--out", str(tmp_path / "d.png")])
+    assert result.exit_code == 0, result.output
+    one_line(runner.invoke(app, [*blend, "--mode", "slerp", "--out", str(tmp_path / "e.png")]),
+             "--mode")
