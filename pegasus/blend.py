@@ -13,6 +13,7 @@ import torch
 from pegasus.classifier import Classifier
 from pegasus.errors import FieldError, UserError
 from pegasus.images import image_format, save_grid, save_image_atomic
+from pegasus.inpaint import INPAINT_SAMPLERS, masked_score, paste
 from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score, slerp_strips
 from pegasus.noise import ImageStreams
 from pegasus.runs import TrainedRun
@@ -36,6 +37,9 @@ class BlendRequest:
     sampler: str = "als"
     steps: int | None = None  # evaluation budget; None: the sampler's default
     mode: str = "eq4"  # eq4: interpolate injected noise; slerp: interpolate the starting noise
+    # A masked blend keeps `image` (C, H, W) where `mask` (1, H, W) is 0 and blends where it is 1.
+    image: torch.Tensor | None = field(default=None, compare=False)
+    mask: torch.Tensor | None = field(default=None, compare=False)
 
     def validate(self, classes: list[str]) -> None:
         if self.mode not in ("eq4", "slerp"):
@@ -97,8 +101,15 @@ def blend_run(
         weights = endpoint_class_weights(request.n, source, target, len(classes))
         weights = weights.repeat(request.strips, 1).to(device)
         score = guided_score(run.model, guide.log_prob, weights, request.guidance)
+    if request.mask is not None:
+        # Outside the mask every column keeps the image; guidance acts inside it only.
+        if plan.name not in INPAINT_SAMPLERS:
+            raise FieldError("sampler", f"a masked blend needs Langevin steps to fit the blended "
+                                        f"region to the kept one: use {' or '.join(INPAINT_SAMPLERS)}")
+        score = masked_score(score, request.image, request.mask)
     if request.mode == "slerp":
-        return slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback).clamp(0, 1)
+        strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback)
+        return _kept(strips.clamp(0, 1), request)
     strips = blend_strips(
         score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
         noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
@@ -107,7 +118,11 @@ def blend_run(
         # eagerly and only the unguided ones are replayed.
         capture=default_capture(device) if request.guidance == 0 else None,
     )
-    return strips.clamp(0, 1)
+    return _kept(strips.clamp(0, 1), request)
+
+
+def _kept(strips: torch.Tensor, request: BlendRequest) -> torch.Tensor:
+    return strips if request.mask is None else paste(strips, request.image, request.mask)
 
 
 def save_blend(strips: torch.Tensor, k: int, out: Path) -> tuple[Path, Path]:

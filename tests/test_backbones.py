@@ -90,3 +90,25 @@ def test_unet_embeds_log_sigma():
     model = UNet(3, 8, (1, 2, 2), emb_dim=16, head_dim=8)
     x = torch.rand(1, 3, 32, 32)
     assert not torch.allclose(model(x, torch.tensor([0.01])), model(x, torch.tensor([10.0])))
+
+
+def test_instancenorm_plus_plus_is_the_published_formula():
+    """NOTES.md, in float64 and naively: gamma ((x - mu)/sqrt(s^2 + e) + alpha (mu - mean(mu)) /
+    sqrt(var(mu) + e)) + beta, with the channel variance of the means unbiased, as the reference
+    computes it."""
+    from pegasus.backbones.layers import InstanceNormPlus, instance_norm_plus
+
+    norm = InstanceNormPlus(5).double()
+    with torch.no_grad():
+        norm.beta.copy_(torch.randn(5))
+    x = torch.randn(3, 5, 7, 6, dtype=torch.float64) * 3 + 1
+    mu = x.mean(dim=(2, 3), keepdim=True)
+    s2 = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    m = mu.mean(dim=1, keepdim=True)
+    v = mu.var(dim=1, unbiased=True, keepdim=True)
+    g, a, b = (p.view(1, -1, 1, 1) for p in (norm.gamma, norm.alpha, norm.beta))
+    expected = g * ((x - mu) / (s2 + 1e-5).sqrt() + a * (mu - m) / (v + 1e-5).sqrt()) + b
+    torch.testing.assert_close(norm(x), expected, rtol=1e-12, atol=1e-12)
+    for single_pass in (True, False):  # the GPU form and the CPU form
+        out = instance_norm_plus(x, norm.gamma, norm.alpha, norm.beta, norm.eps, single_pass=single_pass)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

@@ -18,6 +18,7 @@ CASES = {
                     "--set", "train.batch_size=4", "--set", "data.res=16"], "ratio"),
     "data_first_batch": (["cpu", "--technique1-images", "64"], "technique 1 on 64 images"),
     "cli_startup": (["--repeats", "1"], "pegasus --help (example plugin on)"),
+    "instancenorm": (["--repeats", "1", "--batch", "2"], "whole forward"),
 }
 
 
@@ -37,3 +38,22 @@ def test_loss_curve_refuses_too_few_steps_with_one_line():
     assert done.returncode == 2
     assert "--steps must be at least 6 x --log-every" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sample_quality_prints_its_table_and_plot(tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    train(tiny_config("train.iters=2"), tmp_path / "run", tensorboard=False)
+    assert CliRunner().invoke(app, ["train-judge", "--run", str(tmp_path / "run"),
+                                    "--iters", "2"]).exit_code == 0
+    done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run", str(tmp_path / "run"),
+                           "--num", "8", "--real", "12", "--budgets", "heun=5;pc=4;cas=3;als=5",
+                           "--plot", str(tmp_path / "q.png"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "smallest budget within noise" in done.stdout and (tmp_path / "q.png").is_file()

@@ -7,7 +7,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 NormName = Literal["instancenorm++", "groupnorm"]
@@ -31,12 +30,36 @@ class InstanceNormPlus(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        means = x.mean(dim=(2, 3))
-        centred = (means - means.mean(dim=1, keepdim=True)) / torch.sqrt(
-            means.var(dim=1, keepdim=True) + self.eps
-        )
-        h = F.instance_norm(x, eps=self.eps) + centred[..., None, None] * self.alpha[:, None, None]
-        return self.gamma[:, None, None] * h + self.beta[:, None, None]
+        return instance_norm_plus(x, self.gamma, self.alpha, self.beta, self.eps,
+                                  single_pass=x.is_cuda)
+
+
+def instance_norm_plus(x: torch.Tensor, gamma: torch.Tensor, alpha: torch.Tensor,
+                       beta: torch.Tensor, eps: float, *, single_pass: bool) -> torch.Tensor:
+    """InstanceNorm++ as statistics on (B, C) plus one fused multiply-add over the image,
+        out = (x - mu) gamma / sqrt(s^2 + e) + (beta + gamma alpha centred),
+    instead of instance_norm followed by four full-size elementwise passes.
+
+    `single_pass` (for GPUs): one var_mean kernel for both statistics, then the addcmul, two
+    passes over x. Otherwise (CPU, where var_mean is a slow Welford loop): the mean, the centred
+    copy and its norm, 1.5-3x faster than the straightforward form (bench/instancenorm.py) and as
+    exact (no E[x^2] - E[x]^2 cancellation)."""
+    if single_pass:
+        var, means = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
+        centred_x = x
+    else:
+        means = x.mean(dim=(2, 3), keepdim=True)
+        centred_x = x - means
+        var = torch.linalg.vector_norm(centred_x, dim=(2, 3), keepdim=True).square_() / (
+            x.shape[2] * x.shape[3])
+    mu = means[..., 0, 0]
+    m_var, m_mean = torch.var_mean(mu, dim=1, keepdim=True)  # unbiased across channels
+    centred = (mu - m_mean) * torch.rsqrt(m_var + eps)
+    scale = gamma[:, None, None] * torch.rsqrt(var + eps)
+    shift = (beta + gamma * alpha * centred)[..., None, None]
+    if single_pass:
+        shift = shift - means * scale
+    return torch.addcmul(shift, centred_x, scale)
 
 
 def make_norm(name: NormName, channels: int) -> nn.Module:

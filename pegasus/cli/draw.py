@@ -28,6 +28,12 @@ SamplerOpt = Annotated[str, typer.Option(help=f"Sampler, one of {', '.join(SAMPL
 StepsOpt = Annotated[int | None, typer.Option(
     min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
                 "that fits; als keeps T steps per level and re-plans eps).")]
+ImageOpt = Annotated[str | None, typer.Option(
+    help="An image file (centre-cropped and resized to the run's resolution) or sample:SEED, a "
+         "sample of the run itself.")]
+MaskOpt = Annotated[str | None, typer.Option(
+    help="Where to regenerate: a black-and-white PNG (white = regenerate), or right-half, "
+         "left-half, top, bottom, centre, box:x0,y0,x1,y1 (pixels of the run's resolution).")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
 OutImage = Annotated[Path, typer.Option(
@@ -101,22 +107,33 @@ def blend(
     mode: Annotated[str, typer.Option(
         help="eq4: interpolate the noise injected at every step (als, pc, cas, heun with churn); "
              "slerp: interpolate the starting noise spherically (heun, the deterministic ODE).")] = "eq4",
+    image: ImageOpt = None,
+    mask: MaskOpt = None,
 ) -> None:
     """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
     with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
-                      "steps": "--steps", "sampler": "--sampler", "mode": "--mode"}):
+                      "steps": "--steps", "sampler": "--sampler", "mode": "--mode",
+                      "image": "--image", "mask": "--mask"}):
         from pegasus.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
         from pegasus.classifier import load_classifier
         from pegasus.errors import UserError
         from pegasus.runs import load_trained_run
 
-        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
-                               guidance=guidance, sampler=sampler, steps=steps, mode=mode)
         check_blend_output(out)
         if (guidance > 0 or report) and run is None:
             raise UserError("guidance and reports need a run folder (its guide and judge); "
                             "exported weights carry neither")
+        if (image is None) != (mask is None):
+            raise UserError("a masked blend needs both --image and --mask")
         trained = load_trained_run(run, None, device, weights=weights, warn=warn)
+        kept = {}
+        if mask is not None:
+            from pegasus.inpaint import resolve_image, resolve_mask
+
+            kept = {"mask": resolve_mask(mask, trained.config.data.res, image).to(trained.device),
+                    "image": resolve_image(trained, image)}
+        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
+                               guidance=guidance, sampler=sampler, steps=steps, mode=mode, **kept)
         request.validate(trained.classes)
         guide = load_classifier(run, "guide", trained.device) if guidance > 0 else None
         judge = load_classifier(run, "judge", trained.device) if report else None
@@ -136,6 +153,50 @@ def blend(
                 table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
                               " ".join(f"{p:.2f}" for p in r.source_probability))
             console.print(table)
+
+
+@app.command(epilog=examples(
+    "pegasus inpaint --run runs/demo --image horse.png --mask right-half --num 8",
+    "pegasus inpaint --run runs/demo --image sample:3 --mask box:2,2,10,8 --out wings.png",
+    "pegasus inpaint --run runs/demo --image photo.jpg --mask wings-mask.png --sampler heun",
+))
+def inpaint(
+    run: OptionalRunOpt = None,
+    weights: WeightsOpt = None,
+    image: ImageOpt = None,
+    mask: MaskOpt = "right-half",
+    num: Annotated[int, typer.Option(min=1, help="Completions to draw.")] = 8,
+    seed: SeedOpt = 0,
+    out: OutImage = Path("inpaint.png"),
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Keep part of an image and regenerate the rest (white in the mask): a row of the input,
+    the mask and the completions."""
+    with user_errors({"image": "--image", "mask": "--mask", "steps": "--steps",
+                      "sampler": "--sampler", "num": "--num"}):
+        import torch
+
+        from pegasus.errors import UserError
+        from pegasus.images import image_format, save_grid
+        from pegasus.inpaint import inpaint_run
+        from pegasus.runs import load_trained_run
+
+        if image is None:
+            raise UserError("give the image to complete: --image FILE or --image sample:SEED")
+        image_format(out)
+        trained = load_trained_run(run, None, device, weights=weights, warn=warn)
+        plan = trained.plan(sampler, steps)
+        with progress_bar() as progress:
+            callback = sampling_progress(progress, f"inpaint ({sampler})", plan.evaluations)
+            given, region, completions = inpaint_run(trained, image, mask, plan, num=num, seed=seed,
+                                                     callback=callback)
+        shown = given * (1 - region) + 0.5 * region  # the kept pixels, grey where regenerated
+        row = torch.cat([given[None], region.expand_as(given)[None], shown[None], completions])
+        save_grid(row, out, nrow=len(row))
+        console.print(f"wrote {out}: the image, the mask, what is kept, and {num} completions "
+                      f"({sampler}, {plan.evaluations} evaluations)", highlight=False)
 
 
 @app.command(epilog=examples(
