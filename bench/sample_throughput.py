@@ -16,7 +16,15 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, seconds_of_one_call
+from common import (
+    build,
+    device_name,
+    peak_memory_gib,
+    peak_tflops,
+    precision_of,
+    reset_peak,
+    seconds_of_one_call,
+)
 from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture
 from pegasus.schedule import geometric_sigmas
 
@@ -72,7 +80,7 @@ def main() -> None:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x0, sigma)
     flops = counter.get_total_flops() * evaluations
-    peak, source = peak_tflops(device, "bf16" if args.bf16 and device.type == "cuda" else "fp32")
+    peak, source = peak_tflops(device, precision_of(device, args.bf16))
     # Interleaved repeats, best of each: a machine's slow moments hit every row alike, and the
     # first round doubles as the warm-up (a whole chain is too long to run once more untimed).
     seconds = {name: float("inf") for name, _ in rows}

@@ -15,9 +15,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import build, device_name, peak_memory_gib, peak_tflops, reset_peak, timed
+from common import build, device_name, peak_memory_gib, peak_tflops, precision_of, reset_peak, timed
 from pegasus.ema import EMA
 from pegasus.loss import dsm_loss
+from pegasus.registry import get_backbone
 from pegasus.schedule import geometric_sigmas
 from pegasus.training import training_step
 
@@ -44,10 +45,12 @@ def eager_fp32(model, x, sigmas, g):
     return step
 
 
-def fast(model, x, sigmas, g, compile_: bool):
+def fast(model, x, sigmas, g, compile_: bool, channels_last: bool):
+    """The training fast path; channels_last as the backbone declares (Backbone.channels_last)."""
     cuda = x.device.type == "cuda"
-    model = model.to(memory_format=torch.channels_last) if cuda else model
-    xx = x.contiguous(memory_format=torch.channels_last) if cuda else x
+    nhwc = cuda and channels_last
+    model = model.to(memory_format=torch.channels_last) if nhwc else model
+    xx = x.contiguous(memory_format=torch.channels_last) if nhwc else x
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
     ema = EMA(model, 0.999)
     net = torch.compile(model) if compile_ else model
@@ -83,10 +86,10 @@ def main() -> None:
         model = build(backbone, res, options, device)
         g = torch.Generator(device=device).manual_seed(0)
         step = eager_fp32(model, x, sigmas, g) if name == "eager fp32" else fast(
-            model, x, sigmas, g, args.compile)
+            model, x, sigmas, g, args.compile, get_backbone(backbone)[0].channels_last)
         reset_peak(device)
         seconds = timed(step, device, args.steps)
-        precision = "bf16" if name == "fast" and device.type == "cuda" else "fp32"
+        precision = precision_of(device, bf16=name == "fast")
         peak, source = peak_tflops(device, precision)
         util = flops / seconds / 1e12 / peak
         mem = peak_memory_gib(device)

@@ -92,8 +92,9 @@ class TrainConfig:
     checkpoint_every: int = 5000
     keep: int = 3  # checkpoints kept besides the newest
     grid: int = 64  # images in each sample grid
-    # The fast path. "auto" turns bf16 autocast and channels_last on for CUDA and off on CPU,
-    # where bf16 convolutions are slower. The loss and the 1/sigma scaling stay in float32.
+    # The fast path. "auto" turns bf16 autocast on for CUDA and off on CPU (where bf16
+    # convolutions are slower), and channels_last on for CUDA when the backbone declares that it
+    # pays (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
     compile: bool = False  # torch.compile the network (worth it for long runs on a GPU)

@@ -43,6 +43,10 @@ class Backbone:
     factory: Callable[..., Any]
     config: type = EmptyConfig
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
+    # Whether the GPU fast path stores activations channels_last (NHWC). Convolution-heavy
+    # networks gain; networks dominated by elementwise work on strided views (norms, attention
+    # reshapes) can lose: the U-Net ran 0.80x in it on an H100 (shared/gpu/FIGURES.md).
+    channels_last: bool = True
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
         try:

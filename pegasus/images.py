@@ -43,3 +43,48 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, padding
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding)
     pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     return save_image_atomic(Image.fromarray(pixels), path)
+
+
+def save_folder(batches, folder: Path, progress=None) -> Path:
+    """Each image of each batch as <folder>/<index, 6 digits>.png, as batches arrive; `progress`
+    hears the number of images written so far."""
+    from PIL import Image
+
+    folder = Path(folder)
+    done = 0
+    for batch in batches:
+        pixels = batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        for image in pixels.numpy():
+            save_image_atomic(Image.fromarray(image), folder / f"{done:06d}.png")
+            done += 1
+        if progress is not None:
+            progress(done)
+    return folder
+
+
+def save_npz(batches, path: Path, progress=None) -> Path:
+    """All images as one uint8 array (N, H, W, C) under the key `arr_0` of an .npz file, the
+    layout FID tools read."""
+    import io
+
+    import numpy as np
+
+    parts, done = [], 0
+    for batch in batches:
+        parts.append(batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+        done += len(batch)
+        if progress is not None:
+            progress(done)
+    buffer = io.BytesIO()
+    np.savez(buffer, torch.cat(parts).numpy())
+    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+    return Path(path)
+
+
+def check_folder(folder: Path) -> None:
+    """A folder of samples: new, or an existing empty folder (nothing already there is lost)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise WriteError(f"{folder} already exists and is not an empty folder; give a new folder "
+                         f"for the samples")
+    check_writable(folder / "000000.png")

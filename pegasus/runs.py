@@ -152,6 +152,7 @@ class TrainedRun:
     step: int
     source: Path  # the checkpoint or weights file it came from
     device: torch.device
+    run_dir: Path | None = None  # the run folder, when it came from one
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -167,15 +168,36 @@ class TrainedRun:
 
         return plan_sampler(sampler, self.schedule, steps, **options)
 
+    def fast_score(self, evaluations: int, compile_: str = "auto", amp: str = "auto",
+                   backend: str = "inductor"):
+        """(the fast path chosen, the score function to sample with) for `evaluations` network
+        evaluations in this process (compiling.py states the rule); compiled artifacts are
+        cached in the run folder."""
+        from pegasus.compiling import FastPath, cache_file, fast_score
+
+        spec, _ = get_backbone(self.config.model.backbone)
+        path = FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
+        key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}|{path}"
+        cache = (cache_file(self.run_dir, self.model, self.device, key)
+                 if path.compile and self.run_dir is not None else None)
+        return path, fast_score(self.model, self.device, path, cache=cache, backend=backend)
+
     def sample(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
-               plan=None) -> torch.Tensor:
+               plan=None, score=None) -> torch.Tensor:
         """`num` images from the EMA weights (image i the same for any num and batch size), by
         `plan` (default: annealed Langevin on the run's schedule)."""
-        from pegasus.sampling import sample_images
+        return torch.cat(list(self.sample_batches(num, seed, batch_size=batch_size,
+                                                  callback=callback, plan=plan, score=score)))
 
-        return sample_images(self.model, self.schedule, num=num, res=self.config.data.res,
-                             seed=seed, device=self.device, batch_size=batch_size,
-                             callback=callback, plan=plan)
+    def sample_batches(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
+                       plan=None, score=None):
+        """The same images as `sample`, yielded batch by batch (bounded memory); `score` is a
+        fast path's score function (`fast_score`), the model itself by default."""
+        from pegasus.sampling import sample_batches
+
+        return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,
+                              seed=seed, device=self.device, batch_size=batch_size,
+                              callback=callback, plan=plan)
 
 
 def _missing_backbone_message(backbone: dict[str, Any]) -> str:
@@ -268,7 +290,8 @@ def load_trained_run(
     schedule = schedule_of(config, sigmas, source)
     model = model_from_state(config, tensors, backbone, source)
     model.to(dev).eval().requires_grad_(False)
-    return TrainedRun(config, model, schedule, step, source, dev)
+    return TrainedRun(config, model, schedule, step, source, dev,
+                      Path(run_dir) if run_dir is not None else None)
 
 
 def trained_schedule(run_dir: Path, warn=None) -> tuple[Config, Schedule]:

@@ -5,6 +5,7 @@ to fill a GPU."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -15,7 +16,7 @@ from pegasus.schedule import Schedule
 from pegasus.signatures import Callback, ScoreFn
 
 
-def sample_images(
+def sample_batches(
     score_fn: ScoreFn,
     schedule: Schedule,
     *,
@@ -27,24 +28,29 @@ def sample_images(
     callback: Callback | None = None,
     batch_size: int | None = None,
     plan: SamplerPlan | None = None,
-) -> torch.Tensor:
-    """`num` samples in [0, 1] by `plan` (default: annealed Langevin on the run's schedule).
-    Image i comes from its own seeded stream (`ImageStreams`), so it is the same whatever `num`
-    and `batch_size`. `batch_size` None means all at once on CPU and, on a GPU, the largest
-    batch that fits (`fill_gpu_batch_size`). On a GPU annealed Langevin replays a CUDA graph."""
+) -> Iterator[torch.Tensor]:
+    """`num` samples in [0, 1] by `plan` (default: annealed Langevin on the run's schedule),
+    yielded batch by batch, so that tens of thousands of images (for FID) never sit in memory
+    at once. Image i comes from its own seeded stream (`ImageStreams`), so it is the same
+    whatever `num` and `batch_size`. `batch_size` None means all at once on CPU and, on a GPU,
+    the largest batch that fits (`fill_gpu_batch_size`). On a GPU annealed Langevin replays a
+    CUDA graph."""
     device = torch.device(device)
     plan = plan or plan_sampler("als", schedule)
     shape = (channels, res, res)
     if batch_size is None:
         batch_size = fill_gpu_batch_size(score_fn, shape, device) if device.type == "cuda" else num
-    chunks = []
     for first in range(0, num, batch_size):
         streams = ImageStreams(seed, first, min(batch_size, num - first), device)
         # The start is drawn first from each image's stream, then the sampler's noise.
         start = plan.start_point(streams.prior(shape), streams.normal(shape))
-        chunks.append(plan.run(score_fn, start, noise_sampler=streams.noise_sampler(shape),
-                               callback=callback, capture=default_capture(device)).clamp_(0, 1))
-    return torch.cat(chunks)
+        yield plan.run(score_fn, start, noise_sampler=streams.noise_sampler(shape),
+                       callback=callback, capture=default_capture(device)).clamp_(0, 1)
+
+
+def sample_images(score_fn: ScoreFn, schedule: Schedule, **kwargs) -> torch.Tensor:
+    """All the batches of `sample_batches` as one tensor (N, C, H, W)."""
+    return torch.cat(list(sample_batches(score_fn, schedule, **kwargs)))
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ from pegasus.locking import RunLock
 from pegasus.loss import DSMLoss, dsm_loss
 from pegasus.memory import check_training_batch
 from pegasus.planner import plan_for_images
+from pegasus.registry import get_backbone
 from pegasus.runs import RunDir, build_score_model, load_resume_state
 from pegasus.sampling import sample_images
 from pegasus.schedule import Schedule
@@ -290,7 +291,8 @@ class _Trainer:
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
         self.amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
-        self.channels_last = tc.channels_last is True or (tc.channels_last == "auto" and cuda)
+        self.channels_last = tc.channels_last is True or (
+            tc.channels_last == "auto" and cuda and get_backbone(config.model.backbone)[0].channels_last)
         torch.manual_seed(tc.seed)
 
         self.images = load_images(config.data).images.to(device)

@@ -16,9 +16,13 @@ if [ -f "$RUN/checkpoints/latest" ]; then
 else
   pegasus train --config sprites-demo --run "$RUN"
 fi
-pegasus sample --run "$RUN" --num 36 --seed 0 --out "$OUT/samples.png"
+# Consistent annealed sampling in 32 evaluations: on this run its KID is within noise of annealed
+# Langevin's 280 (bench/README.md), nine times faster.
+FAST=(--sampler cas --steps 32)
+pegasus sample --run "$RUN" --num 36 --seed 0 "${FAST[@]}" --out "$OUT/samples.png"
 [ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN"
-pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --out "$OUT/blend-unguided.png"
+pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 "${FAST[@]}" --out "$OUT/blend-unguided.png"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 10 \
-  --out "$OUT/blend.png"
-echo "demo done: see $OUT/ (samples.png, blend.png, blend-strips.png, blend-unguided*.png)"
+  "${FAST[@]}" --out "$OUT/blend.png"
+pegasus inpaint --run "$RUN" --image sample:3 --mask right-half --num 8 --out "$OUT/inpaint.png"
+echo "demo done: see $OUT/ (samples.png, blend.png, blend-strips.png, blend-unguided*.png, inpaint.png)"

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from test_errors import one_line
 from typer.testing import CliRunner
 
 from pegasus.classifier import Classifier, ClassifierSpec
@@ -11,6 +10,7 @@ from pegasus.config import DataConfig
 from pegasus.data import load_images
 from pegasus.evaluate import JudgeFeatures, measure
 from pegasus.training import train
+from test_errors import one_line
 from tiny import tiny_config
 
 runner = CliRunner()

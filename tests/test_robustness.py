@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_errors import one_line
 from typer.testing import CliRunner
 
 from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
@@ -18,6 +17,7 @@ from pegasus.cli import app
 from pegasus.errors import CheckpointError, RunError
 from pegasus.locking import RunLock
 from pegasus.training import DivergedError, train
+from test_errors import one_line
 from tiny import TINY, tiny_config
 
 runner = CliRunner()

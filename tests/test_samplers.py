@@ -76,7 +76,10 @@ def test_budgets_and_grids():
     assert plan_sampler("heun", SCHEDULE, 35).evaluations == 35  # 18 Karras sigmas
     assert len(plan_sampler("heun", SCHEDULE, 35).sigmas) == 18
     assert plan_sampler("pc", SCHEDULE, 200).evaluations == 200
-    assert plan_sampler("cas", SCHEDULE, 200).evaluations == 200
+    assert plan_sampler("cas", SCHEDULE, 60).evaluations == 60
+    # Grids keep to the trained levels: 100 levels allow at most 101 cas evaluations.
+    assert plan_sampler("cas", SCHEDULE, 200).evaluations == 101
+    assert set(plan_sampler("heun", SCHEDULE, 35).sigmas.tolist()) <= set(SCHEDULE.sigmas().tolist())
     assert plan_sampler("als", SCHEDULE).evaluations == SCHEDULE.evaluations == 501
     coarse = plan_sampler("als", SCHEDULE, 101)  # 20 levels of T = 5, eps re-planned
     assert coarse.evaluations == 101 and len(coarse.sigmas) == 20

@@ -81,4 +81,5 @@ def register_unet(register):
         factory=_unet,
         config=UNetConfig,
         resolutions=(16, 24, 32, 48, 64, 96),
+        channels_last=False,  # measured slower in NHWC (0.80x per evaluation, bf16, H100)
     ))

@@ -50,7 +50,7 @@ def instance_norm_plus(x: torch.Tensor, gamma: torch.Tensor, alpha: torch.Tensor
     else:
         means = x.mean(dim=(2, 3), keepdim=True)
         centred_x = x - means
-        var = torch.linalg.vector_norm(centred_x, dim=(2, 3), keepdim=True).square_() / (
+        var = torch.linalg.vector_norm(centred_x, dim=(2, 3), keepdim=True).square() / (
             x.shape[2] * x.shape[3])
     mu = means[..., 0, 0]
     m_var, m_mean = torch.var_mean(mu, dim=1, keepdim=True)  # unbiased across channels

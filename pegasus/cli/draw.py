@@ -45,6 +45,8 @@ OutImage = Annotated[Path, typer.Option(
     "pegasus sample --run runs/demo --num 4 --seed 0    # the first 4 of the 64 above",
     "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
     "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
+    "pegasus sample --run runs/cifar --num 10000 --folder fid-samples/    # one PNG per image",
+    "pegasus sample --run runs/cifar --num 10000 --out samples.npz        # uint8 NHWC, for FID",
 ))
 def sample(
     run: OptionalRunOpt = None,
@@ -59,20 +61,53 @@ def sample(
     device: DeviceOpt = "auto",
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
+    compile_: Annotated[str, typer.Option(
+        "--compile", help="torch.compile the network: auto (on a GPU for long work, cached in the "
+                          "run folder), on or off.")] = "auto",
+    amp: Annotated[str, typer.Option(
+        help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU), "
+             "on or off.")] = "auto",
+    folder: Annotated[Path | None, typer.Option(
+        file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
+                              "images, bounded memory), instead of one grid.")] = None,
 ) -> None:
     """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
-    or a fast sampler."""
+    or a fast sampler. A grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler"}):
-        from pegasus.images import image_format, save_grid
+        from pegasus.errors import UserError
+        from pegasus.images import check_folder, image_format, save_folder, save_grid, save_npz
         from pegasus.runs import load_trained_run
 
-        image_format(out)  # before any slow work
+        # Before any slow work: the output can be written.
+        if folder is not None:
+            check_folder(folder)
+        elif out.suffix != ".npz":
+            image_format(out)
+        for name, value in (("--compile", compile_), ("--amp", amp)):
+            if value not in ("auto", "on", "off"):
+                raise UserError(f"{name} must be auto, on or off, got {value!r}")
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
         plan = trained.plan(sampler, steps)
+        chunks = -(-num // batch_size) if batch_size else 1
+        path, score = trained.fast_score(plan.evaluations * chunks, compile_, amp)
+        if path.compile:
+            console.print("compiling the network on first use (cached in the run folder: later "
+                          "runs start in seconds)", highlight=False)
+        if folder is not None or out.suffix == ".npz":
+            with progress_bar() as progress:
+                task = progress.add_task(f"sample ({sampler})", total=num, info="images")
+                batches = trained.sample_batches(num, seed, batch_size=batch_size, plan=plan,
+                                                 score=score)
+                report = lambda done: progress.update(task, completed=done)  # noqa: E731
+                where = (save_folder(batches, folder, report) if folder is not None
+                         else save_npz(batches, out, report))
+            console.print(f"wrote {num} samples from step {trained.step} to {where} ({sampler}, "
+                          f"{plan.evaluations} evaluations per image)", highlight=False)
+            return
         with progress_bar() as progress:
-            chunks = -(-num // batch_size) if batch_size else 1
             callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
-            images = trained.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan)
+            images = trained.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan,
+                                    score=score)
         save_grid(images, out)
         console.print(f"wrote {num} samples from step {trained.step} to {out} ({sampler}, "
                       f"{plan.evaluations} evaluations per image)", highlight=False)

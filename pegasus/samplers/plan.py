@@ -48,40 +48,58 @@ class SamplerPlan:
 
 def plan_sampler(name: str, schedule: Schedule, steps: int | None = None,
                  **options: Any) -> SamplerPlan:
-    """Fit sampler `name` to `schedule` within `steps` evaluations (None: its default)."""
+    """Fit sampler `name` to `schedule` within `steps` evaluations (None: its default).
+
+    Every grid is snapped to the run's own trained levels: a noise-conditional network is
+    trained at those sigmas only, and the U-Net's Fourier features of log sigma (scale 16) turn
+    over several radians between neighbouring levels, so it does not interpolate between them
+    (annealed Langevin on 40 evenly re-spaced levels of the demo run scored KID 339e-3 against
+    16e-3 on its own 93). Snapping merges grid points that fall on one level, so a plan may use
+    fewer evaluations than its budget."""
     if name not in SAMPLERS:
         raise FieldError("sampler", f"{name!r} is not one of {', '.join(SAMPLERS)}")
     if steps is not None and steps < 1:
         raise FieldError("steps", f"must be at least 1, got {steps}")
-    top, bottom, denoise = schedule.sigma_max, schedule.sigma_min, schedule.denoise
+    trained, denoise = schedule.sigmas(), schedule.denoise
+    top, bottom = schedule.sigma_max, schedule.sigma_min
     options = {"denoise": denoise, **options}
     if name == "als":
         t = schedule.steps_per_level
         if steps is None:
-            return SamplerPlan(name, schedule.sigmas(), schedule.evaluations, "uniform", True,
+            return SamplerPlan(name, trained, schedule.evaluations, "uniform", True,
                                {"steps_per_level": t, "eps": schedule.eps, **options})
-        levels = (steps - int(denoise)) // t
+        levels = min((steps - int(denoise)) // t, schedule.levels)
         _enough(name, levels, 2 * t + int(denoise), steps)
-        coarse = Schedule(top, bottom, levels, t, 1.0, denoise)
-        eps = choose_eps(coarse.gamma, bottom, t)
-        return SamplerPlan(name, coarse.sigmas(), levels * t + int(denoise), "uniform", True,
+        grid = _on_trained(geometric_sigmas(top, bottom, levels), trained)
+        # Technique 4 for the coarser ratio between the levels kept.
+        eps = choose_eps((top / bottom) ** (1 / (len(grid) - 1)), bottom, t)
+        return SamplerPlan(name, grid, len(grid) * t + int(denoise), "uniform", True,
                            {"steps_per_level": t, "eps": eps, **options})
     steps = DEFAULT_STEPS[name] if steps is None else steps
     if name == "heun":
         n = (steps + 1) // 2 if denoise else steps // 2 + 1
         _enough(name, n, 3, steps)
-        return SamplerPlan(name, karras_sigmas(top, bottom, n), 2 * (n - 1) + int(denoise),
-                           "normal", options.get("churn", 0.0) > 0, options)
+        grid = _on_trained(karras_sigmas(top, bottom, n), trained)
+        return SamplerPlan(name, grid, 2 * (len(grid) - 1) + int(denoise), "normal",
+                           options.get("churn", 0.0) > 0, options)
     if name == "pc":
         per_level = options.get("corrector_steps", 1) + 1
         n = (steps + 1 - int(denoise)) // per_level if not denoise else steps // per_level
         _enough(name, n, 2 * per_level, steps)
-        return SamplerPlan(name, geometric_sigmas(top, bottom, n), n * per_level - (not denoise),
-                           "normal", True, options)
+        grid = _on_trained(geometric_sigmas(top, bottom, n), trained)
+        return SamplerPlan(name, grid, len(grid) * per_level - (not denoise), "normal", True, options)
     n = steps - int(denoise)
     _enough(name, n, 2 + int(denoise), steps)
-    return SamplerPlan(name, geometric_sigmas(top, bottom, n), n + int(denoise), "normal", True,
-                       options)
+    grid = _on_trained(geometric_sigmas(top, bottom, n), trained)
+    return SamplerPlan(name, grid, len(grid) + int(denoise), "normal", True, options)
+
+
+def _on_trained(grid: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
+    """Each grid sigma replaced by the nearest trained level (in log sigma), duplicates merged,
+    order kept (largest first)."""
+    distance = (grid.double().log()[:, None] - trained.double().log()[None, :]).abs()
+    index = torch.unique(distance.argmin(dim=1))  # sorted ascending: largest sigma first
+    return trained[index]
 
 
 def _enough(name: str, levels: int, least: int, steps: int) -> None:
