@@ -370,6 +370,8 @@ class _Trainer:
         ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
         log = LossLog(self.sigmas)
         first = self.step
+        if progress is not None and ctx.main:
+            progress(self.step, tc.iters, None)  # a resumed run starts where it left off
         self.net.train()
         while self.step < tc.iters:
             x = self.images[self.sampler.indices(self.step)].float() / 255
