@@ -107,40 +107,37 @@ def builtin_mask(name: str, res: int) -> torch.Tensor:
     return mask
 
 
-def read_image(path: Path, res: int) -> torch.Tensor:
-    """An image file as (3, res, res) in [0, 1]: centre-cropped square and resized, as training
-    data is."""
+def _read_pixels(path: Path, mode: str, what: str) -> torch.Tensor:
+    """An image file's pixels as uint8 (channels, H, W) in PIL `mode` ("RGB" or "L")."""
     from PIL import Image, UnidentifiedImageError
-
-    from pegasus.data.transforms import resize_square
 
     try:
         with Image.open(path) as im:
-            pixels = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
-            size = im.size
+            pixels = torch.frombuffer(bytearray(im.convert(mode).tobytes()), dtype=torch.uint8)
+            width, height = im.size
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-    image = pixels.view(size[1], size[0], 3).permute(2, 0, 1)
-    return resize_square(image[None], res)[0].float() / 255
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+    return pixels.view(height, width, len(mode)).permute(2, 0, 1)
+
+
+def read_image(path: Path, res: int) -> torch.Tensor:
+    """An image file as (3, res, res) in [0, 1]: centre-cropped square and resized, as training
+    data is."""
+    from pegasus.data.transforms import resize_square
+
+    return resize_square(_read_pixels(path, "RGB", "image")[None], res)[0].float() / 255
 
 
 def read_mask(path: Path, res: int, image_size: tuple[int, int] | None = None) -> torch.Tensor:
     """A black-and-white mask file as (1, res, res) in {0, 1}. It must be square, or the size of
     the image it goes with (then cropped as that image is); grey pixels are refused."""
-    from PIL import Image, UnidentifiedImageError
-
     from pegasus.data.transforms import resize_square
 
-    try:
-        with Image.open(path) as im:
-            grey = torch.frombuffer(bytearray(im.convert("L").tobytes()), dtype=torch.uint8)
-            size = im.size
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError(f"cannot read mask {path}: {e}") from None
+    grey = _read_pixels(path, "L", "mask")
+    size = (grey.shape[2], grey.shape[1])
     if size[0] != size[1] and size != image_size:
         raise UserError(f"mask {path} is {size[0]} x {size[1]}: give a square mask or one the size "
                         f"of the image" + (f" ({image_size[0]} x {image_size[1]})" if image_size else ""))
-    grey = grey.view(1, size[1], size[0])
     if float(((grey > 32) & (grey < 223)).float().mean()) > 0.01:
         raise UserError(f"mask {path} is not black and white (more than 1% of its pixels are "
                         f"grey); paint white where pixels are regenerated and black elsewhere")

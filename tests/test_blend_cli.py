@@ -5,17 +5,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pegasus.cli import app
-from pegasus.training import train
-from tiny import tiny_config
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    train(tiny_config("train.iters=2"), path, tensorboard=False)
-    return path
 
 
 def _blend(run, *args):

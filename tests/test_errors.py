@@ -24,13 +24,6 @@ def one_line(result, needle: str) -> None:
     assert len(errors) == 1 and needle in errors[0], text
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    train(tiny_config("train.iters=2"), path, tensorboard=False)
-    return path
-
-
 def _pixels(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 

@@ -9,18 +9,9 @@ from pegasus.cli import app
 from pegasus.config import DataConfig
 from pegasus.data import load_images
 from pegasus.evaluate import JudgeFeatures, measure
-from pegasus.training import train
 from test_errors import one_line
-from tiny import tiny_config
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    train(tiny_config("train.iters=2"), path, tensorboard=False)
-    return path
 
 
 def _sprites(seed: int, n: int = 300) -> torch.Tensor:

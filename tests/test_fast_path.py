@@ -2,7 +2,6 @@
 folder) and streaming many samples to a folder or an .npz, on CPU."""
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -10,18 +9,9 @@ from typer.testing import CliRunner
 from pegasus.cli import app
 from pegasus.compiling import AUTO_MIN_EVALUATIONS, FastPath
 from pegasus.runs import load_trained_run
-from pegasus.training import train
 from test_errors import one_line
-from tiny import tiny_config
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    train(tiny_config("train.iters=2"), path, tensorboard=False)
-    return path
 
 
 def test_auto_compiles_only_long_work_on_a_gpu():

@@ -12,9 +12,7 @@ from pegasus.inpaint import builtin_mask, inpaint, read_mask
 from pegasus.planner import choose_eps
 from pegasus.samplers.plan import plan_sampler
 from pegasus.schedule import Schedule
-from pegasus.training import train
 from test_errors import one_line
-from tiny import tiny_config
 
 runner = CliRunner()
 
@@ -115,13 +113,6 @@ def test_mask_files(tmp_path):
     wide.save(tmp_path / "wide.png")
     assert torch.equal(read_mask(tmp_path / "wide.png", 16, image_size=(40, 20)),
                        builtin_mask("right-half", 16))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    train(tiny_config("train.iters=2"), path, tensorboard=False)
-    return path
 
 
 def test_inpaint_cli(run, tmp_path):
