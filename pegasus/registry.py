@@ -37,6 +37,12 @@ class Plugin:
     hooks: list[str] = field(default_factory=list)
     backbones: list[str] = field(default_factory=list)
 
+    def record(self, backbone: str) -> dict[str, str]:
+        """What a checkpoint or weights file stores about where `backbone` comes from, so that
+        loading it without the plugin can say which package to install."""
+        return {"name": backbone, "plugin": self.name, "distribution": self.distribution,
+                "version": self.version}
+
     def problem(self) -> str:
         return (
             f"plugin {self.name!r} ({self.distribution} {self.version}) failed: {self.error}; "

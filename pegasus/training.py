@@ -133,13 +133,13 @@ class LossLog:
         self.total = torch.zeros((), device=device)
         self.sums = torch.zeros(levels, device=device)
         self.counts = torch.zeros(levels, device=device)
+        self.one = torch.ones((), device=device)  # each sample counts once for its level
         self.steps = 0
 
     def add(self, out: DSMLoss) -> None:
         self.total += out.loss.detach()
         self.sums.index_add_(0, out.levels, out.per_sample.detach())
-        # Each sample counts once for its level; expand avoids a ones tensor per step.
-        self.counts.index_add_(0, out.levels, self.total.new_ones(()).expand(len(out.levels)))
+        self.counts.index_add_(0, out.levels, self.one.expand(len(out.levels)))
         self.steps += 1
 
     def read(self, ctx) -> tuple[float, dict[str, float]]:
@@ -343,8 +343,7 @@ class _Trainer:
         return save_checkpoint(self.run.checkpoints, {
             "config": config.to_dict(),
             "sigmas": self.sigmas.cpu(),
-            "backbone": {"name": config.model.backbone, "plugin": self.plugin.name,
-                         "distribution": self.plugin.distribution, "version": self.plugin.version},
+            "backbone": self.plugin.record(config.model.backbone),
             "pegasus_version": __version__,
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),

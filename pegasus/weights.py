@@ -19,6 +19,7 @@ from pegasus import __version__
 from pegasus.atomic import atomic_write
 from pegasus.config import Config
 from pegasus.errors import CheckpointError, ConfigError
+from pegasus.registry import get_backbone
 
 FORMAT = "pegasus-weights"
 VERSION = "1"
@@ -38,7 +39,7 @@ def export_weights(run, out: Path) -> Path:
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    spec_plugin = _backbone_info(run.config.model.backbone)
+    _, plugin = get_backbone(run.config.model.backbone)
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -46,20 +47,12 @@ def export_weights(run, out: Path) -> Path:
         "config": json.dumps(run.config.to_dict()),
         # float32 -> Python float -> JSON -> float32 is exact, so the sigmas come back bit for bit.
         "sigmas": json.dumps(run.sigmas.cpu().tolist()),
-        "backbone": json.dumps(spec_plugin),
+        "backbone": json.dumps(plugin.record(run.config.model.backbone)),
         "step": str(run.step),
     }
     payload = save(tensors, metadata=metadata)
     atomic_write(Path(out), lambda f: f.write(payload))
     return Path(out)
-
-
-def _backbone_info(name: str) -> dict[str, str]:
-    from pegasus.registry import get_backbone
-
-    _, plugin = get_backbone(name)
-    return {"name": name, "plugin": plugin.name, "distribution": plugin.distribution,
-            "version": plugin.version}
 
 
 def read_weights(path: Path) -> ExportedWeights:

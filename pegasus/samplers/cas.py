@@ -17,6 +17,7 @@ import math
 import torch
 
 from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.calls import ScoreCalls
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -47,14 +48,11 @@ def consistent_annealed(
                          f"sigmas, got {eta}")
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    batch, x = x.shape[0], x.clone()
+    x = x.clone()
+    score = ScoreCalls(score_fn, x, levels, callback)
     for i, sigma in enumerate(levels + ([levels[-1]] if denoise else [])):
         tweedie = i == len(levels)
-        per_sample = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
-        s = score_fn(x, per_sample)
-        if callback is not None:
-            callback({"x": x, "level": min(i, len(levels) - 1), "step": 0, "index": i,
-                      "sigma": per_sample[0]})
+        s = score(x, sigma, min(i, len(levels) - 1), int(tweedie))
         if tweedie:
             x.add_(s, alpha=sigma**2)
             break

@@ -17,6 +17,7 @@ import math
 import torch
 
 from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.calls import ScoreCalls
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -56,24 +57,19 @@ def heun_sampler(
     if churn > 0 and noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
     levels = sigmas.tolist()  # the grid is known up front: no host read inside the loop
-    n, batch = len(levels), x.shape[0]
+    n = len(levels)
+    hats = []  # each step's raised sigma (the level itself without churn)
+    for sigma in levels[:-1]:
+        gamma = min(churn / n, math.sqrt(2) - 1) if churn > 0 and s_min <= sigma <= s_max else 0.0
+        hats.append(min(sigma * (1 + gamma), levels[0]))
+    score = ScoreCalls(score_fn, x, levels + hats, callback)
     x = x.clone()
-    index = 0
 
     def derivative(state: torch.Tensor, sigma: float, level: int, step: int) -> torch.Tensor:
-        nonlocal index
-        per_sample = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
-        d = score_fn(state, per_sample).mul_(-sigma)
-        if callback is not None:
-            callback({"x": state, "level": level, "step": step, "index": index,
-                      "sigma": per_sample[0]})
-        index += 1
-        return d
+        return score(state, sigma, level, step).mul_(-sigma)
 
     for i in range(n - 1):
-        sigma, nxt = levels[i], levels[i + 1]
-        gamma = min(churn / n, math.sqrt(2) - 1) if churn > 0 and s_min <= sigma <= s_max else 0.0
-        hat = min(sigma * (1 + gamma), levels[0])
+        sigma, nxt, hat = levels[i], levels[i + 1], hats[i]
         if hat > sigma:
             x.add_(noise_sampler(), alpha=s_noise * math.sqrt(hat**2 - sigma**2))
         d = derivative(x, hat, i, 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.calls import ScoreCalls
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -41,17 +42,11 @@ def predictor_corrector(
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
     levels = sigmas.tolist()
-    batch, x = x.shape[0], x.clone()
-    index = 0
+    x = x.clone()
+    calls = ScoreCalls(score_fn, x, levels, callback)
 
     def score(sigma: float, level: int, step: int) -> torch.Tensor:
-        nonlocal index
-        per_sample = torch.full((batch,), sigma, device=x.device, dtype=x.dtype)
-        s = score_fn(x, per_sample)
-        if callback is not None:
-            callback({"x": x, "level": level, "step": step, "index": index, "sigma": per_sample[0]})
-        index += 1
-        return s
+        return calls(x, sigma, level, step)
 
     for i, sigma in enumerate(levels):
         eps = 2 * (snr * sigma) ** 2
