@@ -55,13 +55,20 @@ def seconds_of_one_call(fn, device: torch.device) -> float:
 
 def timed(fn, device: torch.device, repeats: int) -> float:
     """Seconds per call, after one untimed warm-up call."""
-    fn()
+    return first_and_steady(fn, device, repeats)[1]
+
+
+def first_and_steady(fn, device: torch.device, repeats: int) -> tuple[float, float]:
+    """(seconds of the first call, seconds per call after it): the first call holds the one-off
+    costs (torch.compile, cuDNN's algorithm search, the allocator), reported apart from the
+    steady state."""
+    first = seconds_of_one_call(fn, device)
 
     def calls() -> None:
         for _ in range(repeats):
             fn()
 
-    return seconds_of_one_call(calls, device) / repeats
+    return first, seconds_of_one_call(calls, device) / repeats
 
 
 def reset_peak(device: torch.device) -> None:

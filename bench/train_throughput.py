@@ -15,7 +15,15 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import build, device_name, peak_memory_gib, peak_tflops, precision_of, reset_peak, timed
+from common import (
+    build,
+    device_name,
+    first_and_steady,
+    peak_memory_gib,
+    peak_tflops,
+    precision_of,
+    reset_peak,
+)
 from pegasus.ema import EMA
 from pegasus.loss import dsm_loss
 from pegasus.registry import get_backbone
@@ -88,7 +96,7 @@ def main() -> None:
         step = eager_fp32(model, x, sigmas, g) if name == "eager fp32" else fast(
             model, x, sigmas, g, args.compile, get_backbone(backbone)[0].channels_last)
         reset_peak(device)
-        seconds = timed(step, device, args.steps)
+        first, seconds = first_and_steady(step, device, args.steps)
         precision = precision_of(device, bf16=name == "fast")
         peak, source = peak_tflops(device, precision)
         util = flops / seconds / 1e12 / peak
@@ -96,7 +104,8 @@ def main() -> None:
         results[name] = batch / seconds
         print(f"  {name:10s} {batch / seconds:9.1f} images/s  {seconds * 1e3:8.1f} ms/step  "
               f"{flops / 1e9:8.1f} GFLOP/step  {100 * util:5.1f}% of {peak:.3g} TFLOP/s ({source})"
-              + (f"  peak memory {mem:.2f} GiB" if mem is not None else ""))
+              + (f"  peak memory {mem:.2f} GiB" if mem is not None else "")
+              + f"  first step {first:.2f} s")
     print(f"  speed-up (fast / eager fp32): {results['fast'] / results['eager fp32']:.2f}x")
 
 

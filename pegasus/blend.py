@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from pegasus.classifier import Classifier
+from pegasus.compiling import FastPath, fast_log_prob
 from pegasus.errors import FieldError, UserError
 from pegasus.images import image_format, save_grid, save_image_atomic
 from pegasus.inpaint import INPAINT_SAMPLERS, masked_score, paste
@@ -75,9 +76,11 @@ def blend_run(
     request: BlendRequest,
     guide: Classifier | None = None,
     callback: Callback | None = None,
+    fast: FastPath | None = None,
 ) -> torch.Tensor:
     """Strips (M, N + 2, C, H, W) in [0, 1]. Column 0 is exactly what `pegasus sample` draws
-    with the same seed (x0 and noise from stream p)."""
+    with the same seed (x0 and noise from stream p). `fast` runs the networks on a fast path
+    (TrainedRun.fast_path); None runs them eagerly in float32."""
     classes = run.classes
     request.validate(classes)
     plan = plan_sampler(request.sampler, run.schedule, request.steps)
@@ -93,14 +96,14 @@ def blend_run(
     # The same draws, in the same order, as `sample_images`: column 0 is `pegasus sample`'s image.
     uniform_p, normal_p = p.prior(shape), p.normal(shape)
     _, normal_q = q.prior(shape), q.normal(shape)  # q's noise then follows as in a plain chain
-    score = run.model
+    score = run.score_fn(fast)
     if request.guidance > 0:
         if guide is None:
             raise UserError("guidance needs the run's guide classifier; train the guide first")
         source, target = endpoints(request, classes)
         weights = endpoint_class_weights(request.n, source, target, len(classes))
         weights = weights.repeat(request.strips, 1).to(device)
-        score = guided_score(run.model, guide.log_prob, weights, request.guidance)
+        score = guided_score(score, fast_log_prob(guide, fast), weights, request.guidance)
     if request.mask is not None:
         # Outside the mask every column keeps the image; guidance acts inside it only.
         if plan.name not in INPAINT_SAMPLERS:
@@ -113,9 +116,9 @@ def blend_run(
     strips = blend_strips(
         score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
         noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
-        # A guided step differentiates the classifier; torch can capture that backward pass in
-        # a CUDA graph too, but it has not been checked on a GPU here, so guided chains run
-        # eagerly and only the unguided ones are replayed.
+        # A guided step differentiates the classifier. torch can capture that backward pass in
+        # a CUDA graph too, but no GPU has checked it against the eager chain yet, so guided
+        # chains launch their (compiled) kernels step by step and only unguided ones replay.
         capture=default_capture(device) if request.guidance == 0 else None,
     )
     return _kept(strips.clamp(0, 1), request)
@@ -195,6 +198,7 @@ def blend_and_report(
     guide: Classifier | None = None,
     judge: Classifier | None = None,
     callback_for: Callable[[BlendRequest], Callback | None] = lambda request: None,
+    fast: FastPath | None = None,
 ) -> tuple[torch.Tensor, list[JudgeReport]]:
     """Blend as asked and, with a judge, score the strips. A guided request is compared with
     the unguided one of the same seed, so the report shows what guidance changes. Returns the
@@ -203,7 +207,7 @@ def blend_and_report(
     runs = [request]
     if judge is not None and request.guidance > 0:
         runs.append(dataclasses.replace(request, guidance=0.0))
-    results = [blend_run(run, r, guide, callback_for(r)) for r in runs]
+    results = [blend_run(run, r, guide, callback_for(r), fast) for r in runs]
     reports = []
     if judge is not None:
         source, target = (classes[i] for i in endpoints(request, classes))

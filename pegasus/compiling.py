@@ -1,15 +1,23 @@
-"""The GPU fast path of sampling: the score network under bf16 autocast, channels_last where the
-backbone declares it pays, and torch.compile, with the compiled artifacts cached beside the run
-so the second `pegasus sample` of a run does not pay the compile again.
+"""The GPU fast path: the score network under bf16 autocast, channels_last where the backbone
+declares it pays, and torch.compile, with the compiled artifacts cached beside the run so the
+second `pegasus sample` (or a resumed training) of a run does not pay the compile again.
 
 What stays float32: the Langevin update, the state and the 1/sigma scaling (ScoreModel divides
-the network's output in float32), so bf16 touches the network's arithmetic only.
+the network's output in float32), so bf16 touches the network's arithmetic only. A guided step's
+classifier is compiled with the network but kept float32: it is a small network, so bf16 would
+save little, and its input gradient is the guidance term itself.
 
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
 evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
 compile took 31 s and saved 15 ms per evaluation at batch 100 (shared/gpu/FIGURES.md), so it
 repays itself after about 2,000 evaluations; a cached compile costs a few seconds.
+
+When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
+TRAIN_AUTO_MIN_STEPS steps remain to run. On an H100 the RefineNet CIFAR-10 preset's first
+training compile took 146 s and then saved 12.3 ms a step (58.3 -> 46.0 ms, FIGURES.md), so an
+uncached compile repays itself after about 12,000 steps; the rule keeps that margin even though
+a compile cached in the run folder (a resumed run) costs less.
 """
 
 from __future__ import annotations
@@ -21,10 +29,19 @@ from pathlib import Path
 
 import torch
 
+from pegasus.errors import FieldError
 from pegasus.signatures import ScoreFn
 
 AUTO_MIN_EVALUATIONS = 2000
-CACHE_DIR = "compile-cache"
+TRAIN_AUTO_MIN_STEPS = 20_000
+SWITCHES = ("auto", "on", "off")
+
+
+def check_switches(**switches: str) -> None:
+    """Each of the fast path's switches (compile, amp) is auto, on or off."""
+    for name, value in switches.items():
+        if value not in SWITCHES:
+            raise FieldError(name, f"must be auto, on or off, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -32,12 +49,14 @@ class FastPath:
     amp: bool  # bf16 autocast for the network
     channels_last: bool
     compile: bool
+    backend: str = "inductor"  # torch.compile's backend (tests on CPU use aot_eager)
 
     @classmethod
     def choose(cls, device: torch.device, channels_last: bool, evaluations: int,
                compile_: str = "auto", amp: str = "auto") -> FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
         rule); `compile_` and `amp` are "auto", "on" or "off"."""
+        check_switches(compile=compile_, amp=amp)
         cuda = device.type == "cuda"
         on = {"auto": None, "on": True, "off": False}
         want_compile = on[compile_] if on[compile_] is not None else (
@@ -46,25 +65,39 @@ class FastPath:
         return cls(amp=bool(want_amp), channels_last=cuda and channels_last,
                    compile=bool(want_compile))
 
+    def describe(self) -> str:
+        parts = [name for name, on in (("bf16 autocast", self.amp),
+                                       ("channels_last", self.channels_last),
+                                       ("torch.compile", self.compile)) if on]
+        return ", ".join(parts) if parts else "eager float32"
 
-def cache_file(run_dir: Path, model: torch.nn.Module, device: torch.device, key: str) -> Path:
-    """Where a compile of this network on this device and torch is cached in the run folder."""
+
+def training_compiles(setting: bool | str, device: torch.device, steps: int) -> bool:
+    """Whether training compiles: `train.compile` as set when true or false; "auto" by the
+    module's rule for `steps` steps still to run."""
+    if setting == "auto":
+        return device.type == "cuda" and steps >= TRAIN_AUTO_MIN_STEPS
+    return bool(setting)
+
+
+def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: str) -> Path:
+    """Where in `folder` (a run's compile cache) a compile of this network, described by `key`,
+    on this device and torch is kept."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     digest = hashlib.sha256(f"{torch.__version__}|{name}|{key}|{type(model).__name__}".encode())
-    return Path(run_dir) / CACHE_DIR / f"{digest.hexdigest()[:16]}.bin"
+    return Path(folder) / f"{digest.hexdigest()[:16]}.bin"
 
 
 def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
-               cache: Path | None = None, backend: str = "inductor") -> ScoreFn:
+               cache: Path | None = None) -> ScoreFn:
     """The score function sampling should call on `device` under `path`. With `cache`, compiled
     artifacts are loaded from it first and saved to it after the first evaluation."""
     if path.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = model
     if path.compile:
-        if cache is not None and cache.is_file():
-            torch.compiler.load_cache_artifacts(cache.read_bytes())
-        network = torch.compile(model, backend=backend, dynamic=False)
+        load_artifacts(cache)
+        network = torch.compile(model, backend=path.backend, dynamic=False)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if path.amp
                 else contextlib.nullcontext())
     saved = cache is None or not path.compile or cache.is_file()
@@ -77,13 +110,31 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
             out = network(x, sigma)  # float32: the score model divides by sigma in float32
         if not saved:
             saved = True
-            _save_artifacts(cache)
+            save_artifacts(cache)
         return out
 
     return score
 
 
-def _save_artifacts(cache: Path) -> None:
+def load_artifacts(cache: Path | None) -> None:
+    """Put an earlier process's compile of the same network in place before torch.compile
+    traces, so its kernels are loaded instead of generated."""
+    if cache is not None and cache.is_file():
+        torch.compiler.load_cache_artifacts(cache.read_bytes())
+
+
+def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
+    """The guide's log p(c | x, sigma) for guided steps: compiled when `path` compiles (dynamo
+    and AOTAutograd compile its forward and the backward that guidance differentiates), float32
+    always (the module's note says why). Its compiled artifacts join the score network's in the
+    same cache file, as `torch.compiler.save_cache_artifacts` saves all of the process's."""
+    if path is None or not path.compile:
+        return classifier.log_prob
+    return torch.compile(classifier.log_prob, backend=path.backend, dynamic=False)
+
+
+def save_artifacts(cache: Path) -> None:
+    """Everything this process compiled so far, as one file for `load_artifacts`."""
     from pegasus.atomic import atomic_write
 
     artifacts = torch.compiler.save_cache_artifacts()

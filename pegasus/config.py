@@ -97,7 +97,9 @@ class TrainConfig:
     # pays (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
-    compile: bool = False  # torch.compile the network (worth it for long runs on a GPU)
+    # torch.compile the network. "auto" compiles on CUDA when at least 20,000 steps remain to run
+    # (the rule and its measurement: pegasus/compiling.py); the compile is cached in the run folder.
+    compile: bool | Auto = "auto"
 
     def __post_init__(self) -> None:
         _positive(self, "iters", "batch_size", "lr", "adam_eps", "log_every", "checkpoint_every",

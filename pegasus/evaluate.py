@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pegasus.classifier import Classifier, load_classifier
+from pegasus.compiling import FastPath
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError
 from pegasus.runs import TrainedRun
@@ -123,14 +124,16 @@ def measure(real: torch.Tensor, fake: torch.Tensor, feature, *, inception_weight
 def evaluate_run(run: TrainedRun, run_dir: Path | None, plan: SamplerPlan, *, num: int,
                  seed: int = 0, features: str = "judge", inception_weights: Path | None = None,
                  max_real: int = 5000, batch_size: int | None = None,
-                 callback: Callback | None = None) -> Quality:
-    """`num` samples of `run` by `plan`, scored against up to `max_real` training images."""
+                 callback: Callback | None = None, fast: FastPath | None = None) -> Quality:
+    """`num` samples of `run` by `plan` (its network on the fast path `fast`; None: eager
+    float32), scored against up to `max_real` training images."""
     if num < 2:
         raise FieldError("num", f"must be at least 2 for KID and FID, got {num}")
     feature = feature_extractor(features, run_dir, run.device, inception_weights)
     data = load_images(run.config.data).images
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_real]
     real = data[pick].to(run.device).float() / 255
-    fake = run.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan)
+    fake = run.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan,
+                      score=run.score_fn(fast))
     kid, kid_std, fid = measure(real, fake, feature, inception_weights=inception_weights, seed=seed)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations)

@@ -182,10 +182,12 @@ def resolve_mask(spec: str, res: int, image_spec: str | None = None) -> torch.Te
 
 
 def inpaint_run(run, image: str, mask: str, plan: SamplerPlan, *, num: int, seed: int,
-                callback: Callback | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The given image, the mask and `num` completions of a TrainedRun's model."""
+                callback: Callback | None = None,
+                fast=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The given image, the mask and `num` completions of a TrainedRun's model, its network on
+    the fast path `fast` (TrainedRun.fast_path; None: eager float32)."""
     if num < 1:
         raise FieldError("num", f"must be at least 1, got {num}")
     m = resolve_mask(mask, run.config.data.res, image).to(run.device)
     y = resolve_image(run, image)
-    return y, m, inpaint(run.model, y, m, plan, num=num, seed=seed, callback=callback)
+    return y, m, inpaint(run.score_fn(fast), y, m, plan, num=num, seed=seed, callback=callback)

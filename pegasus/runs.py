@@ -8,6 +8,8 @@ A run folder holds:
     guide.pt        the noise-conditional classifier for guided blends (classifier.py)
     judge.pt        the independent clean-image classifier for reports
     exports/        shared weights (safetensors, weights.py)
+    compile-cache/  torch.compile artifacts of sampling and training, per network, device and
+                    torch version (compiling.py), so a second start does not compile again
     .lock           held by the one process training the run (locking.py)
 Every other module asks this one where these things are.
 """
@@ -15,7 +17,7 @@ Every other module asks this one where these things are.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ LOGS = "logs"
 GUIDE_FILE = "guide.pt"
 JUDGE_FILE = "judge.pt"
 EXPORTS = "exports"
+COMPILE_CACHE = "compile-cache"
 LOCK_FILE = ".lock"
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
 # Keys a score-model checkpoint must hold to be sampled from.
@@ -79,6 +82,10 @@ class RunDir:
     @property
     def exports(self) -> Path:
         return self.path / EXPORTS
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.path / COMPILE_CACHE
 
     @property
     def lock(self) -> Path:
@@ -153,6 +160,7 @@ class TrainedRun:
     source: Path  # the checkpoint or weights file it came from
     device: torch.device
     run_dir: Path | None = None  # the run folder, when it came from one
+    _scores: dict = field(default_factory=dict, repr=False, compare=False)  # score_fn's, per path
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -168,19 +176,28 @@ class TrainedRun:
 
         return plan_sampler(sampler, self.schedule, steps, **options)
 
-    def fast_score(self, evaluations: int, compile_: str = "auto", amp: str = "auto",
-                   backend: str = "inductor"):
-        """(the fast path chosen, the score function to sample with) for `evaluations` network
-        evaluations in this process (compiling.py states the rule); compiled artifacts are
-        cached in the run folder."""
-        from pegasus.compiling import FastPath, cache_file, fast_score
+    def fast_path(self, evaluations: int, compile_: str = "auto", amp: str = "auto"):
+        """The fast path (compiling.FastPath) for `evaluations` network evaluations in this
+        process; `compile_` and `amp` are auto, on or off (compiling.py states the auto rule)."""
+        from pegasus.compiling import FastPath
 
         spec, _ = get_backbone(self.config.model.backbone)
-        path = FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
-        key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}|{path}"
-        cache = (cache_file(self.run_dir, self.model, self.device, key)
-                 if path.compile and self.run_dir is not None else None)
-        return path, fast_score(self.model, self.device, path, cache=cache, backend=backend)
+        return FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
+
+    def score_fn(self, path=None):
+        """The score function to sample with: the model itself (eager float32) without a fast
+        path, else the network under `path`, made once per path (a compiled network is reused
+        by every chain of the process). Compiled artifacts are cached in the run folder."""
+        if path is None:
+            return self.model
+        if path not in self._scores:
+            from pegasus.compiling import cache_file, fast_score
+
+            key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}|{path}"
+            cache = (cache_file(RunDir(self.run_dir).compile_cache, self.model, self.device, key)
+                     if path.compile and self.run_dir is not None else None)
+            self._scores[path] = fast_score(self.model, self.device, path, cache=cache)
+        return self._scores[path]
 
     def sample(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
                plan=None, score=None) -> torch.Tensor:
@@ -192,7 +209,7 @@ class TrainedRun:
     def sample_batches(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
                        plan=None, score=None):
         """The same images as `sample`, yielded batch by batch (bounded memory); `score` is a
-        fast path's score function (`fast_score`), the model itself by default."""
+        fast path's score function (`score_fn`), the model itself by default."""
         from pegasus.sampling import sample_batches
 
         return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,

@@ -28,6 +28,7 @@ import torch
 from pegasus import __version__, distributed
 from pegasus.atomic import remove_stale_temporaries
 from pegasus.checkpoint import save_checkpoint, step_of
+from pegasus.compiling import FastPath, cache_file, load_artifacts, save_artifacts, training_compiles
 from pegasus.config import Config
 from pegasus.data import check_data_config, load_images
 from pegasus.ema import EMA
@@ -208,15 +209,19 @@ def _restore(state, model, ema: EMA, optimizer, g: torch.Generator, ctx, config:
     return int(state["step"])
 
 
-def _wrap(model, ctx, compile_: bool):
-    """The network the loop calls: DDP across ranks, then torch.compile when asked."""
+def _wrap(model, ctx, fast: FastPath, cache: Path | None):
+    """The network the loop calls: DDP across ranks, then torch.compile when the fast path
+    compiles (from the cached artifacts when there are some)."""
     net = model
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                       else None)
-    return torch.compile(net) if compile_ else net
+    if not fast.compile:
+        return net
+    load_artifacts(cache)
+    return torch.compile(net, backend=fast.backend)
 
 
 def train(
@@ -227,12 +232,13 @@ def train(
     progress: ProgressFn | None = None,
     tensorboard: bool = True,
     stop_after: int | None = None,
-    on_start: Callable[[Config, int], None] | None = None,
+    on_start: Callable[[Config, int, FastPath], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
-    noise fields planned from the data) and the model's parameter count once start-up is done;
+    noise fields planned from the data), the model's parameter count and the fast path it trains
+    on (compiling.FastPath) once start-up is done;
     `warn` hears about damaged checkpoints skipped and files cleaned up. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one."""
@@ -264,7 +270,8 @@ def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after
             trainer.result.interrupted = stop.signum or signal.SIGTERM
             return trainer.result
         if on_start is not None and ctx.main:
-            on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()))
+            on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()),
+                     trainer.fast)
         trainer.loop(progress, stop, stop_after)
     finally:
         if trainer.writer is not None:
@@ -290,9 +297,10 @@ class _Trainer:
         self.ctx, self.run = ctx, start.run
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
-        self.amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
-        self.channels_last = tc.channels_last is True or (
+        amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
+        channels_last = tc.channels_last is True or (
             tc.channels_last == "auto" and cuda and get_backbone(config.model.backbone)[0].channels_last)
+        self.fast = FastPath(amp=amp, channels_last=channels_last, compile=False)  # compile: below
         torch.manual_seed(tc.seed)
 
         self.images = load_images(config.data).images.to(device)
@@ -302,10 +310,10 @@ class _Trainer:
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
         self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
-        self.model.to(device, memory_format=torch.channels_last if self.channels_last
+        self.model.to(device, memory_format=torch.channels_last if channels_last
                       else torch.preserve_format)
         self.ema = EMA(self.model, tc.ema)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
                          else contextlib.nullcontext())
         check_training_batch(self.model, tc.batch_size, tuple(self.images.shape[1:]), self.sigmas,
                              self.autocast)
@@ -319,7 +327,14 @@ class _Trainer:
             self.step = _restore(start.resume_state, self.model, self.ema, self.optimizer, self.g,
                                  ctx, config, start.resume_path)
             start.resume_state = None  # the loop does not need the old tensors
-        self.net = _wrap(self.model, ctx, tc.compile)
+        self.fast = dataclasses.replace(
+            self.fast, compile=training_compiles(tc.compile, device, tc.iters - self.step))
+        self.compile_cache = None
+        if self.fast.compile:
+            key = (f"train|{config.model.backbone}|{config.model.options}|{config.data.res}|"
+                   f"{tc.batch_size}|{ctx.world}|{self.fast}")
+            self.compile_cache = cache_file(self.run.compile_cache, self.model, device, key)
+        self.net = _wrap(self.model, ctx, self.fast, self.compile_cache)
         self.writer = None
         self.result = TrainResult(step=self.step, checkpoint=start.resume_path)
         if ctx.main:
@@ -377,12 +392,15 @@ class _Trainer:
             if self.config.data.flip:
                 flip = torch.rand(len(x), device=device, generator=self.g) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            if self.channels_last:
+            if self.fast.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             log.add(training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
                                   self.autocast))
             self.step += 1
             step = self.step
+            if step == first + 1 and self.compile_cache is not None and ctx.main:
+                if not self.compile_cache.is_file():  # forward and backward are compiled by now
+                    save_artifacts(self.compile_cache)
 
             logging = step % tc.log_every == 0 or step == tc.iters
             mean = None

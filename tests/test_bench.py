@@ -13,7 +13,9 @@ CASES = {
     "train_throughput": (["--case", "small", "--steps", "1", "--device", "cpu"],
                          "speed-up (fast / eager fp32)"),
     "sample_throughput": (["--case", "small", "--images", "2", "--levels", "2", "--steps-per-level", "1",
-                           "--repeats", "1", "--device", "cpu"], "sampler overhead over the bare network"),
+                           "--batches", "2,3", "--evaluations", "1", "--backend", "aot_eager",
+                           "--repeats", "1", "--device", "cpu"],
+                          "speed-up (fast sampler / eager fp32 sampler)"),
     "loss_curve": (["--preset", "sprites-demo", "--steps", "12", "--log-every", "2", "--amp", "bf16",
                     "--set", "train.batch_size=4", "--set", "data.res=16"], "ratio"),
     "data_first_batch": (["cpu", "--technique1-images", "64"], "technique 1 on 64 images"),
@@ -40,20 +42,35 @@ def test_loss_curve_refuses_too_few_steps_with_one_line():
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
-def test_sample_quality_prints_its_table_and_plot(tmp_path):
+@pytest.fixture(scope="module")
+def judged_run(run):
     from typer.testing import CliRunner
 
     from pegasus.cli import app
-    from pegasus.training import train
-    from tiny import tiny_config
 
-    train(tiny_config("train.iters=2"), tmp_path / "run", tensorboard=False)
-    assert CliRunner().invoke(app, ["train-judge", "--run", str(tmp_path / "run"),
-                                    "--iters", "2"]).exit_code == 0
-    done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run", str(tmp_path / "run"),
+    assert CliRunner().invoke(app, ["train-judge", "--run", str(run), "--iters", "2"]).exit_code == 0
+    return run
+
+
+@pytest.mark.slow
+def test_sample_quality_prints_its_table_and_plot(judged_run, tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run", str(judged_run),
                            "--num", "8", "--real", "12", "--budgets", "heun=5;pc=4;cas=3;als=5",
                            "--plot", str(tmp_path / "q.png"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "smallest budget within noise" in done.stdout and (tmp_path / "q.png").is_file()
+
+
+@pytest.mark.slow
+def test_bf16_quality_compares_the_same_seed_in_both_precisions(judged_run):
+    done = subprocess.run([sys.executable, str(BENCH / "bf16_quality.py"), "--run", str(judged_run),
+                           "--num", "8", "--real", "12", "--sampler", "als", "--steps", "10",
+                           "--fp32-below", "0.5", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert {"data", "fp32", "bf16", "bf16,"} <= rows, done.stdout
+    # fp32 against itself: no difference, no shift.
+    fp32 = next(line for line in done.stdout.splitlines() if line.startswith("  fp32 "))
+    assert fp32.split()[1] == "0.0000", fp32

@@ -1,13 +1,20 @@
 """The sampling fast path (bf16 autocast, channels_last, torch.compile with a cache in the run
 folder) and streaming many samples to a folder or an .npz, on CPU."""
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
+import torch._dynamo
 from PIL import Image
 from typer.testing import CliRunner
 
+from pegasus.blend import BlendRequest, blend_run
+from pegasus.classifier import load_classifier
 from pegasus.cli import app
-from pegasus.compiling import AUTO_MIN_EVALUATIONS, FastPath
+from pegasus.compiling import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath, training_compiles
+from pegasus.inpaint import inpaint_run
 from pegasus.runs import load_trained_run
 from test_errors import one_line
 
@@ -22,17 +29,91 @@ def test_auto_compiles_only_long_work_on_a_gpu():
     assert FastPath.choose(cpu, True, 1, compile_="on", amp="on") == FastPath(True, False, True)
 
 
+def test_training_compiles_long_runs_on_a_gpu_unless_told():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS)
+    assert not training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS - 1)
+    assert not training_compiles("auto", cpu, 10**6)
+    assert training_compiles(True, cpu, 1) and not training_compiles(False, cuda, 10**6)
+
+
 def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run):
     """The aot_eager backend traces with dynamo and AOTAutograd, as inductor does, without its
     C++ build (minutes on a 2-core machine)."""
     trained = load_trained_run(run, device="cpu")
     plan = trained.plan("heun", 9)
     eager = trained.sample(4, 0, plan=plan)
-    path, score = trained.fast_score(plan.evaluations, compile_="on", amp="off", backend="aot_eager")
+    path = compiled_path(trained, plan.evaluations)
     assert path.compile and not path.amp
+    score = trained.score_fn(path)
+    assert trained.score_fn(path) is score  # compiled once per process
     torch.testing.assert_close(trained.sample(4, 0, plan=plan, score=score), eager, rtol=1e-4, atol=1e-4)
-    _, bf16 = trained.fast_score(plan.evaluations, compile_="off", amp="on")
+    bf16 = trained.score_fn(trained.fast_path(plan.evaluations, compile_="off", amp="on"))
     assert (trained.sample(4, 0, plan=plan, score=bf16) - eager).abs().mean() < 0.05
+
+
+def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(run, monkeypatch):
+    """aot_eager makes no artifacts to cache (inductor's C++ build is too slow for this suite), so
+    torch's artifact calls are stood in for: what pegasus saves, where and when, and that the
+    next start loads it before compiling."""
+    saved, loaded = [], []
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts",
+                        lambda: saved.append(1) or (b"kernels", None))
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
+    trained = load_trained_run(run, device="cpu")
+    path = compiled_path(trained, 5)
+    score = trained.score_fn(path)
+    files = lambda: list((run / "compile-cache").glob("*.bin"))  # noqa: E731
+    assert not files() and not loaded  # nothing before the first evaluation compiles
+    plan = trained.plan("heun", 5)
+    trained.sample(2, 0, plan=plan, score=score)
+    assert saved == [1] and [f.read_bytes() for f in files()] == [b"kernels"]
+    again = load_trained_run(run, device="cpu")  # as a second `pegasus sample` would
+    again.sample(2, 0, plan=plan, score=again.score_fn(path))
+    assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
+    # Another fast path (here bf16) is another network to compile: its own file.
+    other = dataclasses.replace(path, amp=True)
+    again.sample(2, 0, plan=plan, score=again.score_fn(other))
+    assert len(files()) == 2
+
+
+@pytest.mark.parametrize("sampler", ["als", "heun", "pc", "cas"])
+def test_every_sampler_compiles_the_network_once(run, sampler):
+    """A recompile is a second compile (tens of seconds on a GPU): every call of a chain must
+    meet the same guards (shapes, strides, dtypes)."""
+    torch._dynamo.reset()
+    trained = load_trained_run(run, device="cpu")
+    plan = trained.plan(sampler, 8)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        x = trained.sample(2, 0, plan=plan, score=trained.score_fn(compiled_path(trained, 8)))
+    assert torch.isfinite(x).all()
+
+
+def compiled_path(trained, evaluations: int) -> FastPath:
+    return dataclasses.replace(trained.fast_path(evaluations, compile_="on", amp="off"),
+                               backend="aot_eager")
+
+
+def test_guided_blends_and_inpainting_run_compiled_like_eager(run):
+    """A guided step differentiates the guide: compiled, that backward goes through AOTAutograd,
+    and the chain must be the eager one up to float rounding."""
+    result = runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    trained = load_trained_run(run, device="cpu")
+    guide = load_classifier(run, "guide")
+    request = BlendRequest(n=2, k=1, strips=2, guidance=5.0, sampler="als", steps=10)
+    fast = compiled_path(trained, 10)
+    eager = blend_run(trained, request, guide)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):  # each network compiled once
+        compiled = blend_run(trained, request, guide, fast=fast)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    unguided = blend_run(trained, dataclasses.replace(request, guidance=0.0), guide)
+    assert (unguided - eager).abs().max() > 1e-3  # the guidance term took part
+    plan = trained.plan("als", 10)
+    _, _, eager = inpaint_run(trained, "sample:1", "right-half", plan, num=2, seed=0)
+    _, _, compiled = inpaint_run(trained, "sample:1", "right-half", plan, num=2, seed=0, fast=fast)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 
 
 def test_many_samples_stream_to_a_folder_or_an_npz(run, tmp_path):
@@ -53,3 +134,6 @@ def test_many_samples_stream_to_a_folder_or_an_npz(run, tmp_path):
     one_line(runner.invoke(app, ["sample", "--run", str(run), "--folder", str(folder)]),
              "not an empty folder")
     one_line(runner.invoke(app, ["sample", "--run", str(run), "--compile", "maybe"]), "--compile")
+    for args in (["blend"], ["inpaint", "--image", "sample:0"], ["eval"]):
+        one_line(runner.invoke(app, [*args, "--run", str(run), "--amp", "fp8"]),
+                 "--amp must be auto, on or off")

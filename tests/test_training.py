@@ -1,9 +1,9 @@
-import functools
 import os
 import signal
 
 import pytest
 import torch
+import torch._dynamo
 
 from pegasus.checkpoint import latest_checkpoint, load_checkpoint
 from pegasus.runs import load_trained_run
@@ -109,12 +109,27 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     skips only the code generation (Inductor's C++ build costs about 90 s cold on the 2-core CI
     machine), so the tracing, the compiled backward and the checkpoint wiring are all exercised."""
     eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    compiled = train(tiny_config("train.compile=true"), tmp_path / "compiled", tensorboard=False)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile_(*a, **{**k, "backend": "aot_eager"}))
+    saved, loaded = [], []  # aot_eager makes no artifacts: torch's artifact calls stood in for
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1) or (b"k", None))
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
+    started = []
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True):  # one compile for the whole run
+        compiled = train(tiny_config("train.compile=true"), tmp_path / "compiled", tensorboard=False,
+                         on_start=lambda config, parameters, fast: started.append(fast))
+    assert started[0].compile and saved == [1] and not loaded
+    # A resumed run loads the compile cached after the first step instead of compiling afresh.
+    cached = list((tmp_path / "compiled" / "compile-cache").glob("*.bin"))
+    assert [f.read_bytes() for f in cached] == [b"k"]
+    train(tiny_config("train.compile=true", "train.iters=8"), tmp_path / "compiled", resume=True,
+          tensorboard=False)
+    assert loaded == [b"k"] and saved == [1]
     assert [s for s, _ in compiled.losses] == [s for s, _ in eager.losses]
     for (_, a), (_, b) in zip(compiled.losses, eager.losses, strict=True):
         assert a == pytest.approx(b, rel=1e-4)
-    # The checkpoint holds the plain module's weights (no "_orig_mod." prefix), so it loads
+    # The checkpoints hold the plain module's weights (no "_orig_mod." prefix), so they load
     # into an uncompiled model for sampling.
     state = load_checkpoint(latest_checkpoint(tmp_path / "compiled" / "checkpoints"))
     assert not any("_orig_mod" in key for key in state["model"])

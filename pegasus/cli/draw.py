@@ -38,6 +38,22 @@ CheckpointOpt = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
 OutImage = Annotated[Path, typer.Option(
     dir_okay=False, help="Image file to write: .png, .jpg or .webp.")]
+CompileOpt = Annotated[str, typer.Option(
+    "--compile", help="torch.compile the network: auto (on a GPU for long work, cached in the "
+                      "run folder), on or off.")]
+AmpOpt = Annotated[str, typer.Option(
+    help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU), "
+         "on or off.")]
+FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
+
+
+def choose_fast_path(trained, evaluations: int, compile_: str, amp: str):
+    """The run's fast path for `evaluations` network evaluations, saying when it compiles."""
+    path = trained.fast_path(evaluations, compile_, amp)
+    if path.compile:
+        console.print("compiling the network on first use (cached in the run folder: later "
+                      "runs start in seconds)", highlight=False)
+    return path
 
 
 @app.command(epilog=examples(
@@ -61,38 +77,29 @@ def sample(
     device: DeviceOpt = "auto",
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
-    compile_: Annotated[str, typer.Option(
-        "--compile", help="torch.compile the network: auto (on a GPU for long work, cached in the "
-                          "run folder), on or off.")] = "auto",
-    amp: Annotated[str, typer.Option(
-        help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU), "
-             "on or off.")] = "auto",
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
     folder: Annotated[Path | None, typer.Option(
         file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
                               "images, bounded memory), instead of one grid.")] = None,
 ) -> None:
     """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
     or a fast sampler. A grid image, a folder of PNGs, or an .npz."""
-    with user_errors({"steps": "--steps", "sampler": "--sampler"}):
-        from pegasus.errors import UserError
+    with user_errors({"steps": "--steps", "sampler": "--sampler", **FAST_FLAGS}):
+        from pegasus.compiling import check_switches
         from pegasus.images import check_folder, image_format, save_folder, save_grid, save_npz
         from pegasus.runs import load_trained_run
 
-        # Before any slow work: the output can be written.
+        # Before any slow work: the output can be written and the switches are valid.
         if folder is not None:
             check_folder(folder)
         elif out.suffix != ".npz":
             image_format(out)
-        for name, value in (("--compile", compile_), ("--amp", amp)):
-            if value not in ("auto", "on", "off"):
-                raise UserError(f"{name} must be auto, on or off, got {value!r}")
+        check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
         plan = trained.plan(sampler, steps)
         chunks = -(-num // batch_size) if batch_size else 1
-        path, score = trained.fast_score(plan.evaluations * chunks, compile_, amp)
-        if path.compile:
-            console.print("compiling the network on first use (cached in the run folder: later "
-                          "runs start in seconds)", highlight=False)
+        score = trained.score_fn(choose_fast_path(trained, plan.evaluations * chunks, compile_, amp))
         if folder is not None or out.suffix == ".npz":
             with progress_bar() as progress:
                 task = progress.add_task(f"sample ({sampler})", total=num, info="images")
@@ -144,17 +151,21 @@ def blend(
              "slerp: interpolate the starting noise spherically (heun, the deterministic ODE).")] = "eq4",
     image: ImageOpt = None,
     mask: MaskOpt = None,
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
 ) -> None:
     """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
     with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
                       "steps": "--steps", "sampler": "--sampler", "mode": "--mode",
-                      "image": "--image", "mask": "--mask"}):
+                      "image": "--image", "mask": "--mask", **FAST_FLAGS}):
         from pegasus.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
         from pegasus.classifier import load_classifier
+        from pegasus.compiling import check_switches
         from pegasus.errors import UserError
         from pegasus.runs import load_trained_run
 
         check_blend_output(out)
+        check_switches(compile=compile_, amp=amp)
         if (guidance > 0 or report) and run is None:
             raise UserError("guidance and reports need a run folder (its guide and judge); "
                             "exported weights carry neither")
@@ -172,11 +183,14 @@ def blend(
         request.validate(trained.classes)
         guide = load_classifier(run, "guide", trained.device) if guidance > 0 else None
         judge = load_classifier(run, "judge", trained.device) if report else None
+        evaluations = trained.plan(sampler, steps).evaluations
+        chains = 2 if report and guidance > 0 else 1  # a guided report also blends unguided
+        fast = choose_fast_path(trained, evaluations * chains, compile_, amp)
         with progress_bar() as progress:
             strips_, reports = blend_and_report(
                 trained, request, guide, judge,
-                lambda r: sampling_progress(progress, f"blend W={r.guidance:g}",
-                                            trained.plan(sampler, steps).evaluations))
+                lambda r: sampling_progress(progress, f"blend W={r.guidance:g}", evaluations),
+                fast)
         kth, strips_png = save_blend(strips_, k, out)
         console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
                       f"{strips_png}", highlight=False)
@@ -206,13 +220,16 @@ def inpaint(
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
     device: DeviceOpt = "auto",
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
 ) -> None:
     """Keep part of an image and regenerate the rest (white in the mask): a row of the input,
     the mask and the completions."""
     with user_errors({"image": "--image", "mask": "--mask", "steps": "--steps",
-                      "sampler": "--sampler", "num": "--num"}):
+                      "sampler": "--sampler", "num": "--num", **FAST_FLAGS}):
         import torch
 
+        from pegasus.compiling import check_switches
         from pegasus.errors import UserError
         from pegasus.images import image_format, save_grid
         from pegasus.inpaint import inpaint_run
@@ -221,12 +238,14 @@ def inpaint(
         if image is None:
             raise UserError("give the image to complete: --image FILE or --image sample:SEED")
         image_format(out)
+        check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, None, device, weights=weights, warn=warn)
         plan = trained.plan(sampler, steps)
+        fast = choose_fast_path(trained, plan.evaluations, compile_, amp)
         with progress_bar() as progress:
             callback = sampling_progress(progress, f"inpaint ({sampler})", plan.evaluations)
             given, region, completions = inpaint_run(trained, image, mask, plan, num=num, seed=seed,
-                                                     callback=callback)
+                                                     callback=callback, fast=fast)
         shown = given * (1 - region) + 0.5 * region  # the kept pixels, grey where regenerated
         row = torch.cat([given[None], region.expand_as(given)[None], shown[None], completions])
         save_grid(row, out, nrow=len(row))
@@ -274,20 +293,25 @@ def eval_(
         dir_okay=False, help="Offline copy of the Inception weights (with --features inception).")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per sampling batch.")] = None,
     device: DeviceOpt = "auto",
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
 ) -> None:
     """Score a run's samples: KID and FID against its training images (torchmetrics)."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
-                      "num": "--num"}):
+                      "num": "--num", **FAST_FLAGS}):
+        from pegasus.compiling import check_switches
         from pegasus.evaluate import evaluate_run, feature_extractor
         from pegasus.runs import load_trained_run
 
+        check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, None, device, warn=warn)
         plan = trained.plan(sampler, steps)
         feature_extractor(features, run, trained.device, inception_weights)  # before sampling
+        chunks = -(-num // batch_size) if batch_size else 1
+        fast = choose_fast_path(trained, plan.evaluations * chunks, compile_, amp)
         with progress_bar() as progress:
-            chunks = -(-num // batch_size) if batch_size else 1
             callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
             quality = evaluate_run(trained, run, plan, num=num, seed=seed, features=features,
                                    inception_weights=inception_weights, batch_size=batch_size,
-                                   callback=callback)
+                                   callback=callback, fast=fast)
         console.print(quality.describe(), highlight=False)

@@ -72,7 +72,7 @@ def train(
                 progress.update(task, completed=step, **({} if loss is None else
                                                          {"info": f"loss {loss:.2f}"}))
 
-            def announce(resolved, parameters: int) -> None:
+            def announce(resolved, parameters: int, fast) -> None:
                 from pegasus.schedule import Schedule
 
                 s = Schedule.from_noise(resolved.noise)
@@ -87,6 +87,10 @@ def train(
                 progress.console.print(
                     f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
                     highlight=False)
+                progress.console.print(
+                    f"fast path: {fast.describe()}" + (
+                        " (the first step compiles; the compile is cached in the run folder)"
+                        if fast.compile else ""), highlight=False)
 
             result = run_training(cfg, run, resume=resume, progress=report, on_start=announce,
                                   warn=warn)

@@ -28,7 +28,9 @@ class _ChainPlan:
         self.levels = len(self.sigmas)
         self.step_sizes = langevin_step_sizes(self.sigmas, eps)
         self.noise_scales = (2.0 * self.step_sizes).sqrt()
-        self.per_sample = self.sigmas[:, None].expand(-1, x.shape[0])
+        # Contiguous, not an expanded view: a compiled network guards on strides, and the final
+        # denoising step's sigma with stride 0 would compile the network a second time.
+        self.per_sample = self.sigmas[:, None].expand(-1, x.shape[0]).contiguous()
 
     def report(self, callback: Callback | None, x: torch.Tensor, level: int, step: int,
                index: int) -> None:
