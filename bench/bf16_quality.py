@@ -10,8 +10,8 @@ paired: same seed) with its standard error, called systematic when it is more th
 errors from 0; the judge's recognition share (top class with p >= 0.9) of each set; KID x 1e3 on
 judge features of each set against the training images, and of bf16 against fp32.
 
-`--fp32-below SIGMA` runs the levels with sigma < SIGMA in float32 (the remedy the fast-path
-issue names for a systematic shift) and reports that set beside the others. The switch reads
+`--fp32-below SIGMA[,SIGMA...]` runs the levels with sigma < SIGMA in float32 (the remedy the
+fast-path issue names for a systematic shift) and reports each such set beside the others. The switch reads
 each call's sigma on the host, so it is a measuring device here, not a fast path.
 """
 
@@ -38,8 +38,8 @@ def main() -> int:
     parser.add_argument("--real", type=int, default=2000, help="training images to compare with")
     parser.add_argument("--sampler", default="als")
     parser.add_argument("--steps", type=int, default=None, help="evaluation budget per image")
-    parser.add_argument("--fp32-below", type=float, default=None, metavar="SIGMA",
-                        help="also draw a set with the levels below SIGMA in float32")
+    parser.add_argument("--fp32-below", default="", metavar="SIGMA[,SIGMA...]",
+                        help="also draw a set with the levels below each SIGMA in float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -68,13 +68,10 @@ def main() -> int:
 
     sets = {"fp32": draw("fp32", run.score_fn(fp32_path)),
             "bf16": draw("bf16", run.score_fn(bf16_path))}
-    if args.fp32_below is not None:
-        fp32, bf16 = run.score_fn(fp32_path), run.score_fn(bf16_path)
-
-        def mixed(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return (fp32 if sigma[0].item() < args.fp32_below else bf16)(x, sigma)
-
-        sets[f"bf16, fp32 below {args.fp32_below:g}"] = draw("mixed", mixed)
+    for threshold in [float(t) for t in args.fp32_below.split(",") if t.strip()]:
+        name = f"bf16, fp32 below {threshold:g}"
+        sets[name] = draw(name, mixed_precision(run.score_fn(fp32_path), run.score_fn(bf16_path),
+                                                threshold))
 
     reference = sets["fp32"]
     print(f"\n  {'set':28s} {'mean |diff|':>11s} {'images > 0.05':>13s} {'R, G, B means':>22s} "
@@ -87,7 +84,7 @@ def main() -> int:
         verdict = "systematic" if name != "fp32" and abs(mean) > 3 * se else ""
         kid, std, _ = measure(real, images, feature, seed=args.seed)
         print(f"  {name:28s} {diff.mean().item():11.4f} {100 * (diff > 0.05).float().mean().item():12.1f}% "
-              f"{channel_means(images):>22s} {mean:+9.4f} ± {se:.4f} {verdict:>10s} "
+              f"{channel_means(images):>22s} {mean:+9.5f} ± {se:.5f} {verdict:>10s} "
               f"{100 * recognised(judge, images):11.1f}% {1e3 * kid:9.2f} ± {1e3 * std:5.2f}")
     for name, images in list(sets.items())[1:]:
         kid, std, _ = measure(reference, images, feature, seed=args.seed)
@@ -96,6 +93,13 @@ def main() -> int:
     print(f"  KID x 1e3, data against data (two halves, the estimate's floor): {1e3 * kid:.2f} ± "
           f"{1e3 * std:.2f}")
     return 0
+
+
+def mixed_precision(fp32, bf16, threshold: float):
+    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return (fp32 if sigma[0].item() < threshold else bf16)(x, sigma)
+
+    return score
 
 
 def channel_means(images: torch.Tensor) -> str:

@@ -213,8 +213,29 @@ class TrainedRun:
         from pegasus.sampling import sample_batches
 
         return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,
-                              seed=seed, device=self.device, batch_size=batch_size,
-                              callback=callback, plan=plan)
+                              seed=seed, device=self.device,
+                              batch_size=self.batch_size(num, batch_size), callback=callback,
+                              plan=plan)
+
+    def batch_size(self, num: int, batch_size: int | None = None) -> int:
+        """The images per batch that sampling `num` images uses: `batch_size` when given, all of
+        them on CPU, and on a GPU as many as fit, measured on the eager model (measuring a
+        compiled score would compile it for the probe's batch as well)."""
+        if batch_size is not None:
+            return batch_size
+        if self.device.type != "cuda":
+            return num
+        from pegasus.sampling import fill_gpu_batch_size
+
+        shape = (3, self.config.data.res, self.config.data.res)  # as sample_batches draws
+        return min(num, fill_gpu_batch_size(self.model, shape, self.device))
+
+    def sampling_evaluations(self, plan, num: int, batch_size: int | None = None) -> int:
+        """Network evaluations that sampling `num` images by `plan` makes in this process (what
+        the fast path's "auto" rule weighs): the plan's per batch, times the batches."""
+        from pegasus.sampling import equal_batches
+
+        return plan.evaluations * equal_batches(num, self.batch_size(num, batch_size))[0]
 
 
 def _missing_backbone_message(backbone: dict[str, Any]) -> str:

@@ -33,19 +33,31 @@ def sample_batches(
     yielded batch by batch, so that tens of thousands of images (for FID) never sit in memory
     at once. Image i comes from its own seeded stream (`ImageStreams`), so it is the same
     whatever `num` and `batch_size`. `batch_size` None means all at once on CPU and, on a GPU,
-    the largest batch that fits (`fill_gpu_batch_size`). On a GPU annealed Langevin replays a
-    CUDA graph."""
+    the largest batch that fits (`fill_gpu_batch_size`, which evaluates `score_fn` to measure:
+    pass the eager model's batch size when `score_fn` is compiled, as TrainedRun does). On a GPU
+    annealed Langevin replays a CUDA graph."""
     device = torch.device(device)
     plan = plan or plan_sampler("als", schedule)
     shape = (channels, res, res)
     if batch_size is None:
         batch_size = fill_gpu_batch_size(score_fn, shape, device) if device.type == "cuda" else num
-    for first in range(0, num, batch_size):
-        streams = ImageStreams(seed, first, min(batch_size, num - first), device)
+    batches, size = equal_batches(num, batch_size)
+    for first in range(0, batches * size, size):
+        # Every batch has `size` images, the last one padded with the images after `num` (their
+        # own streams, dropped): one shape for the whole job, so a compiled network compiles once.
+        streams = ImageStreams(seed, first, size, device)
         # The start is drawn first from each image's stream, then the sampler's noise.
         start = plan.start_point(streams.prior(shape), streams.normal(shape))
-        yield plan.run(score_fn, start, noise_sampler=streams.noise_sampler(shape),
+        out = plan.run(score_fn, start, noise_sampler=streams.noise_sampler(shape),
                        callback=callback, capture=default_capture(device)).clamp_(0, 1)
+        yield out[: num - first]
+
+
+def equal_batches(num: int, batch_size: int) -> tuple[int, int]:
+    """(batches, images per batch): `num` images in the fewest batches of at most `batch_size`,
+    all of one size, which wastes fewer than `batches` images of padding."""
+    batches = -(-num // batch_size)
+    return batches, -(-num // batches)
 
 
 def sample_images(score_fn: ScoreFn, schedule: Schedule, **kwargs) -> torch.Tensor:

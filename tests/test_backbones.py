@@ -112,3 +112,25 @@ def test_instancenorm_plus_plus_is_the_published_formula():
     for single_pass in (True, False):  # the GPU form and the CPU form
         out = instance_norm_plus(x, norm.gamma, norm.alpha, norm.beta, norm.eps, single_pass=single_pass)
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backbone", ["refinenet", "unet"])
+def test_the_output_layer_computes_in_float32_under_bf16_autocast(backbone):
+    """bf16 autocast rounds the output convolution's weights and bias, which moves every
+    sample's colours the same way (FloatConv2d's note); the output layer stays float32 and its
+    parameters keep a plain Conv2d's names, so checkpoints are unchanged."""
+    import torch.nn.functional as F
+
+    from pegasus.backbones.layers import FloatConv2d
+
+    spec, _ = get_backbone(backbone)
+    net = spec.build({"ngf": 16} if backbone == "refinenet" else {"width": 16}, res=32).eval()
+    assert isinstance(net.end, FloatConv2d) and {"end.weight", "end.bias"} <= set(net.state_dict())
+    seen = {}
+    net.end.register_forward_hook(lambda module, args, out: seen.update(x=args[0], out=out))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.rand(2, 3, 32, 32), torch.tensor([1.0, 0.1]))
+    exact = F.conv2d(seen["x"].float(), net.end.weight, net.end.bias, padding=1)
+    assert out.dtype == torch.float32 and torch.equal(out, exact)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what a plain conv gives
+        assert F.conv2d(seen["x"], net.end.weight, net.end.bias, padding=1).dtype == torch.bfloat16

@@ -66,7 +66,7 @@ def test_sample_quality_prints_its_table_and_plot(judged_run, tmp_path):
 def test_bf16_quality_compares_the_same_seed_in_both_precisions(judged_run):
     done = subprocess.run([sys.executable, str(BENCH / "bf16_quality.py"), "--run", str(judged_run),
                            "--num", "8", "--real", "12", "--sampler", "als", "--steps", "10",
-                           "--fp32-below", "0.5", "--device", "cpu"],
+                           "--fp32-below", "0.5,2", "--device", "cpu"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}

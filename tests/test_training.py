@@ -8,6 +8,7 @@ import torch._dynamo
 from pegasus.checkpoint import latest_checkpoint, load_checkpoint
 from pegasus.runs import load_trained_run
 from pegasus.sampling import sample_images
+from pegasus.schedule import Schedule
 from pegasus.training import EpochSampler, train
 from tiny import tiny_config
 
@@ -86,6 +87,26 @@ def test_an_image_depends_on_its_seed_and_index_only(tmp_path):
     # (about 3e-6 per evaluation here); after the whole chain the images agree far below one
     # 8-bit grey level.
     check(run.model, lambda a, b: torch.allclose(a, b, rtol=0, atol=1e-4))
+
+
+def test_every_batch_of_a_job_has_one_shape():
+    """A compiled network compiles once per input shape: 7 images in batches of at most 3 run
+    as 3 batches of 3, the last padded with images 7 and 8 and returned without them."""
+    from pegasus.sampling import equal_batches
+
+    assert equal_batches(7, 3) == (3, 3) and equal_batches(10, 4) == (3, 4)
+    assert equal_batches(9, 4) == (3, 3) and equal_batches(5, 5) == (1, 5)
+    seen = []
+
+    def score(x, sigma):
+        seen.append(x.shape[0])
+        return -(x - 0.5) / (0.01 + sigma.view(-1, 1, 1, 1) ** 2)
+
+    schedule = Schedule(sigma_max=1.0, sigma_min=0.1, levels=3, steps_per_level=2, eps=1e-3)
+    parts = sample_images(score, schedule, num=7, res=4, seed=1, batch_size=3)
+    assert set(seen) == {3} and parts.shape[0] == 7
+    torch.testing.assert_close(parts, sample_images(score, schedule, num=7, res=4, seed=1),
+                               rtol=0, atol=0)
 
 
 def test_a_signal_during_start_up_stops_cleanly_without_saving(tmp_path, monkeypatch):

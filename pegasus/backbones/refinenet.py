@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pegasus.backbones.layers import InstanceNormPlus
+from pegasus.backbones.layers import FloatConv2d, InstanceNormPlus
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class RefineNet(nn.Module):
             prev = out
         self.norm = InstanceNormPlus(ngf)
         self.act = act
-        self.end = conv3x3(ngf, channels)
+        self.end = FloatConv2d(ngf, channels, 3, padding=1)  # float32 under autocast
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         h = self.begin(2 * x - 1)  # images in [0, 1] are centred, as the reference does

@@ -15,7 +15,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from pegasus.backbones.layers import ActName, GaussianFourierEmbedding, NormName, make_act, make_norm
+from pegasus.backbones.layers import (
+    ActName,
+    FloatConv2d,
+    GaussianFourierEmbedding,
+    NormName,
+    make_act,
+    make_norm,
+)
 
 
 class ResBlock(nn.Module):
@@ -110,7 +117,7 @@ class UNet(nn.Module):
             self.up.append(nn.ModuleList([ResBlock(cin + w, w, e, norm, act), attention(w)]))
             cin = w
         self.norm, self.act = make_norm(norm, cin), make_act(act)
-        self.end = nn.Conv2d(cin, channels, 3, padding=1)
+        self.end = FloatConv2d(cin, channels, 3, padding=1)  # float32 under autocast
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         emb = self.embed(sigma.log())

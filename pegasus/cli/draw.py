@@ -98,8 +98,9 @@ def sample(
         check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
         plan = trained.plan(sampler, steps)
-        chunks = -(-num // batch_size) if batch_size else 1
-        score = trained.score_fn(choose_fast_path(trained, plan.evaluations * chunks, compile_, amp))
+        batch_size = trained.batch_size(num, batch_size)
+        evaluations = trained.sampling_evaluations(plan, num, batch_size)
+        score = trained.score_fn(choose_fast_path(trained, evaluations, compile_, amp))
         if folder is not None or out.suffix == ".npz":
             with progress_bar() as progress:
                 task = progress.add_task(f"sample ({sampler})", total=num, info="images")
@@ -112,7 +113,7 @@ def sample(
                           f"{plan.evaluations} evaluations per image)", highlight=False)
             return
         with progress_bar() as progress:
-            callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
+            callback = sampling_progress(progress, f"sample ({sampler})", evaluations)
             images = trained.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan,
                                     score=score)
         save_grid(images, out)
@@ -307,10 +308,11 @@ def eval_(
         trained = load_trained_run(run, None, device, warn=warn)
         plan = trained.plan(sampler, steps)
         feature_extractor(features, run, trained.device, inception_weights)  # before sampling
-        chunks = -(-num // batch_size) if batch_size else 1
-        fast = choose_fast_path(trained, plan.evaluations * chunks, compile_, amp)
+        batch_size = trained.batch_size(num, batch_size)
+        evaluations = trained.sampling_evaluations(plan, num, batch_size)
+        fast = choose_fast_path(trained, evaluations, compile_, amp)
         with progress_bar() as progress:
-            callback = sampling_progress(progress, f"sample ({sampler})", plan.evaluations * chunks)
+            callback = sampling_progress(progress, f"sample ({sampler})", evaluations)
             quality = evaluate_run(trained, run, plan, num=num, seed=seed, features=features,
                                    inception_weights=inception_weights, batch_size=batch_size,
                                    callback=callback, fast=fast)

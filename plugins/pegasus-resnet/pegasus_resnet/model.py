@@ -1,6 +1,8 @@
 import torch
 from torch import nn
 
+from pegasus.backbones.layers import FloatConv2d
+
 
 class FiLMBlock(nn.Module):
     """GroupNorm, SiLU, conv, with a per-channel scale and shift predicted from log sigma."""
@@ -25,8 +27,10 @@ class ResNet(nn.Module):
         self.embed = nn.Sequential(nn.Linear(1, 64), nn.SiLU(), nn.Linear(64, 64))
         self.begin = nn.Conv2d(channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(FiLMBlock(width, groups) for _ in range(blocks))
+        # The output layer in float32 under bf16 autocast: rounded in bf16 it shifts colours
+        # (pegasus.backbones.layers.FloatConv2d says by how much).
         self.end = nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU(),
-                                 nn.Conv2d(width, channels, 3, padding=1))
+                                 FloatConv2d(width, channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         emb = self.embed(sigma.log()[:, None])
