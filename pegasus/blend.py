@@ -117,8 +117,9 @@ def blend_run(
         score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
         noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
         # A guided step differentiates the classifier. torch can capture that backward pass in
-        # a CUDA graph too, but no GPU has checked it against the eager chain yet, so guided
-        # chains launch their (compiled) kernels step by step and only unguided ones replay.
+        # a CUDA graph too, but no GPU has checked it against the eager chain yet (the check is
+        # test_graphed_guided_blend_matches_eager_on_cuda), so guided chains launch their
+        # (compiled) kernels step by step and only unguided ones replay.
         capture=default_capture(device) if request.guidance == 0 else None,
     )
     return _kept(strips.clamp(0, 1), request)

@@ -137,3 +137,31 @@ def test_graphed_blend_matches_eager_on_cuda():
                             capture=capture)
 
     torch.testing.assert_close(run(cuda_graph_capture), run(None), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_guided_blend_matches_eager_on_cuda():
+    """Guided steps differentiate the classifier inside the step. Guided blends run eagerly
+    until this passes on a GPU; then `blend_run` may capture them as it does unguided ones."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 2)).cuda()
+
+    def conv_score(x, sigma):
+        return net(x) / sigma.view(-1, 1, 1, 1)
+
+    def log_prob(x, sigma):
+        return torch.log_softmax(head(x / (1 + sigma.view(-1, 1, 1, 1) ** 2).sqrt()), dim=1)
+
+    x0 = torch.rand(2, 3, 8, 8, device="cuda")
+    weights = endpoint_class_weights(3, 0, 1, 2).repeat(2, 1).cuda()
+    guided = guided_score(conv_score, log_prob, weights, 2.0)
+
+    def run(capture):
+        return blend_strips(guided, x0, plan_sampler("als", SCHEDULE), n=3,
+                            noise_p=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(0)),
+                            noise_q=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(1)),
+                            capture=capture)
+
+    torch.testing.assert_close(run(cuda_graph_capture), run(None), rtol=1e-4, atol=1e-4)
