@@ -120,48 +120,39 @@ def test_guidance_lands_the_ends_in_the_components_asked_for():
     assert 0.2 < left < 0.8  # unguided ends fall in either component
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_graphed_blend_matches_eager_on_cuda():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
-                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
-
-    def conv_score(x, sigma):
-        return net(x) / sigma.view(-1, 1, 1, 1)
-
+def _graphed_and_eager_blends_agree(score_fn) -> None:
+    """Strips from a CUDA-graph replay of each step equal the eager chain's."""
     x0 = torch.rand(2, 3, 8, 8, device="cuda")
 
     def run(capture):
-        return blend_strips(conv_score, x0, plan_sampler("als", SCHEDULE), n=3,
+        return blend_strips(score_fn, x0, plan_sampler("als", SCHEDULE), n=3,
                             noise_p=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(0)),
                             noise_q=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(1)),
                             capture=capture)
 
     torch.testing.assert_close(run(cuda_graph_capture), run(None), rtol=1e-4, atol=1e-4)
+
+
+def _conv_score():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+    return lambda x, sigma: net(x) / sigma.view(-1, 1, 1, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_blend_matches_eager_on_cuda():
+    _graphed_and_eager_blends_agree(_conv_score())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_guided_blend_matches_eager_on_cuda():
     """Guided steps differentiate the classifier inside the step. Guided blends run eagerly
     until this passes on a GPU; then `blend_run` may capture them as it does unguided ones."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
-                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
     head = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).cuda()
-
-    def conv_score(x, sigma):
-        return net(x) / sigma.view(-1, 1, 1, 1)
 
     def log_prob(x, sigma):
         return torch.log_softmax(head(x / (1 + sigma.view(-1, 1, 1, 1) ** 2).sqrt()), dim=1)
 
-    x0 = torch.rand(2, 3, 8, 8, device="cuda")
-    weights = endpoint_class_weights(3, 0, 1, 2).repeat(2, 1).cuda()
-    guided = guided_score(conv_score, log_prob, weights, 2.0)
-
-    def run(capture):
-        return blend_strips(guided, x0, plan_sampler("als", SCHEDULE), n=3,
-                            noise_p=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(0)),
-                            noise_q=gaussian_noise_sampler(x0, torch.Generator("cuda").manual_seed(1)),
-                            capture=capture)
-
-    torch.testing.assert_close(run(cuda_graph_capture), run(None), rtol=1e-4, atol=1e-4)
+    weights = endpoint_class_weights(3, 0, 1, 2).repeat(2, 1).cuda()  # 2 strips of N + 2 = 5
+    _graphed_and_eager_blends_agree(guided_score(_conv_score(), log_prob, weights, 2.0))
