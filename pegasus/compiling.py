@@ -11,7 +11,8 @@ When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs 
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
 evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
 compile took 31 s and saved 15 ms per evaluation at batch 100 (shared/gpu/FIGURES.md), so it
-repays itself after about 2,000 evaluations; a cached compile costs a few seconds.
+repays itself after about 2,000 evaluations. Loading a cached compile costs less (how much is
+still to be measured on a GPU: bench/gpu_checks.sh run).
 
 When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
 TRAIN_AUTO_MIN_STEPS steps remain to run. On an H100 the RefineNet CIFAR-10 preset's first
@@ -89,28 +90,31 @@ def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: 
 
 
 def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
-               cache: Path | None = None) -> ScoreFn:
-    """The score function sampling should call on `device` under `path`. With `cache`, compiled
-    artifacts are loaded from it first and saved to it after the first evaluation."""
+               cache: Path | None = None, key: str = "") -> ScoreFn:
+    """The score function sampling should call on `device` under `path`. With a `cache` folder,
+    each input shape's compile (torch.compile specialises on shapes) is loaded from its own
+    file there before its first evaluation and saved there after it; `key` names the network."""
     if path.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = model
     if path.compile:
-        load_artifacts(cache)
         network = torch.compile(model, backend=path.backend, dynamic=False)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if path.amp
                 else contextlib.nullcontext())
-    saved = cache is None or not path.compile or cache.is_file()
+    seen: set[tuple[int, ...]] = set()  # the input shapes compiled (or loaded) so far
 
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
         if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        first = path.compile and cache is not None and tuple(x.shape) not in seen
+        if first:
+            seen.add(tuple(x.shape))
+            file = cache_file(cache, model, device, f"{key}|{path}|{tuple(x.shape)}")
+            load_artifacts(file)  # torch.compile compiles lazily: at the call below
         with autocast:
             out = network(x, sigma)  # float32: the score model divides by sigma in float32
-        if not saved:
-            saved = True
-            save_artifacts(cache)
+        if first and not file.is_file():
+            save_artifacts(file)
         return out
 
     return score

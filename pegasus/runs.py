@@ -8,8 +8,9 @@ A run folder holds:
     guide.pt        the noise-conditional classifier for guided blends (classifier.py)
     judge.pt        the independent clean-image classifier for reports
     exports/        shared weights (safetensors, weights.py)
-    compile-cache/  torch.compile artifacts of sampling and training, per network, device and
-                    torch version (compiling.py), so a second start does not compile again
+    compile-cache/  torch.compile artifacts of sampling and training, per network, fast path,
+                    input shape, device and torch version (compiling.py), so that a second start
+                    loads them instead of compiling again
     .lock           held by the one process training the run (locking.py)
 Every other module asks this one where these things are.
 """
@@ -191,12 +192,11 @@ class TrainedRun:
         if path is None:
             return self.model
         if path not in self._scores:
-            from pegasus.compiling import cache_file, fast_score
+            from pegasus.compiling import fast_score
 
-            key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}|{path}"
-            cache = (cache_file(RunDir(self.run_dir).compile_cache, self.model, self.device, key)
-                     if path.compile and self.run_dir is not None else None)
-            self._scores[path] = fast_score(self.model, self.device, path, cache=cache)
+            key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}"
+            cache = RunDir(self.run_dir).compile_cache if self.run_dir is not None else None
+            self._scores[path] = fast_score(self.model, self.device, path, cache=cache, key=key)
         return self._scores[path]
 
     def sample(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,

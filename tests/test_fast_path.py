@@ -71,10 +71,12 @@ def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(ru
     again = load_trained_run(run, device="cpu")  # as a second `pegasus sample` would
     again.sample(2, 0, plan=plan, score=again.score_fn(path))
     assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
-    # Another fast path (here bf16) is another network to compile: its own file.
+    # Another fast path (here bf16) or another batch size is another compile: its own file.
     other = dataclasses.replace(path, amp=True)
     again.sample(2, 0, plan=plan, score=again.score_fn(other))
     assert len(files()) == 2
+    again.sample(3, 0, plan=plan, score=again.score_fn(path))
+    assert len(files()) == 3 and saved == [1, 1, 1]
 
 
 @pytest.mark.parametrize("sampler", ["als", "heun", "pc", "cas"])

@@ -51,8 +51,8 @@ def choose_fast_path(trained, evaluations: int, compile_: str, amp: str):
     """The run's fast path for `evaluations` network evaluations, saying when it compiles."""
     path = trained.fast_path(evaluations, compile_, amp)
     if path.compile:
-        console.print("compiling the network on first use (cached in the run folder: later "
-                      "runs start in seconds)", highlight=False)
+        console.print("compiling the network on first use, or loading the compile cached in the "
+                      "run folder", highlight=False)
     return path
 
 
