@@ -94,3 +94,8 @@ def test_train_announces_the_schedule_it_planned(tmp_path):
     assert isinstance(saved["levels"], int) and saved["levels"] >= 2
     assert (f"noise: sigma_1 {saved['sigma_max']:.4g}, sigma_L 0.01, L {saved['levels']}, T 2, "
             f"eps {saved['eps']:.3g} (planned from the data") in " ".join(result.output.split())
+    # and the fast path it trains on: on CPU, "auto" turns everything off (and is recorded as
+    # "auto", so the same run resumed on a GPU compiles).
+    assert "fast path: eager float32" in result.output
+    train = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["train"]
+    assert train["compile"] == "auto"
