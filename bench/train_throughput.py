@@ -24,6 +24,7 @@ from common import (
     precision_of,
     reset_peak,
 )
+from pegasus.compiling import conv_autotuning
 from pegasus.ema import EMA
 from pegasus.loss import dsm_loss
 from pegasus.registry import get_backbone
@@ -54,7 +55,8 @@ def eager_fp32(model, x, sigmas, g):
 
 
 def fast(model, x, sigmas, g, compile_: bool, channels_last: bool):
-    """The training fast path; channels_last as the backbone declares (Backbone.channels_last)."""
+    """The training fast path; channels_last as the backbone declares (Backbone.channels_last),
+    cuDNN's algorithm search on."""
     cuda = x.device.type == "cuda"
     nhwc = cuda and channels_last
     model = model.to(memory_format=torch.channels_last) if nhwc else model
@@ -63,7 +65,12 @@ def fast(model, x, sigmas, g, compile_: bool, channels_last: bool):
     ema = EMA(model, 0.999)
     net = torch.compile(model) if compile_ else model
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    return lambda: training_step(net, opt, ema, xx, sigmas, g, autocast)
+
+    def step():
+        with conv_autotuning(x.device):  # as the trainer's loop runs
+            training_step(net, opt, ema, xx, sigmas, g, autocast)
+
+    return step
 
 
 def flops_per_step(step) -> int:

@@ -1,6 +1,7 @@
 """The GPU fast path: the score network under bf16 autocast, channels_last where the backbone
-declares it pays, and torch.compile, with the compiled artifacts cached beside the run so the
-second `pegasus sample` (or a resumed training) of a run does not pay the compile again.
+declares it pays, cuDNN's algorithm search, and torch.compile, with the compiled artifacts
+cached beside the run so the second `pegasus sample` (or a resumed training) of a run does not
+pay the compile again.
 
 What stays float32: the Langevin update, the state and the 1/sigma scaling (ScoreModel divides
 the network's output in float32), so bf16 touches the network's arithmetic only. A guided step's
@@ -73,6 +74,23 @@ class FastPath:
         return ", ".join(parts) if parts else "eager float32"
 
 
+@contextlib.contextmanager
+def conv_autotuning(device: torch.device):
+    """cuDNN's benchmark mode on CUDA for the duration: for each new input shape it times the
+    candidate convolution algorithms once and keeps the fastest. Sampling and training repeat
+    one shape thousands of times (sampling.equal_batches), so the search repays itself at once;
+    the NCSNv2 reference code turns it on for its whole process (main.py). Elsewhere, nothing."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def training_compiles(setting: bool | str, device: torch.device, steps: int) -> bool:
     """Whether training compiles: `train.compile` as set when true or false; "auto" by the
     module's rule for `steps` steps still to run."""
@@ -111,7 +129,8 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
             seen.add(tuple(x.shape))
             file = cache_file(cache, model, device, f"{key}|{path}|{tuple(x.shape)}")
             load_artifacts(file)  # torch.compile compiles lazily: at the call below
-        with autocast:
+        # cuDNN picks its algorithms at a shape's first (warm-up) call, before any graph capture.
+        with autocast, conv_autotuning(device):
             out = network(x, sigma)  # float32: the score model divides by sigma in float32
         if first and not file.is_file():
             save_artifacts(file)

@@ -28,7 +28,14 @@ import torch
 from pegasus import __version__, distributed
 from pegasus.atomic import remove_stale_temporaries
 from pegasus.checkpoint import save_checkpoint, step_of
-from pegasus.compiling import FastPath, cache_file, load_artifacts, save_artifacts, training_compiles
+from pegasus.compiling import (
+    FastPath,
+    cache_file,
+    conv_autotuning,
+    load_artifacts,
+    save_artifacts,
+    training_compiles,
+)
 from pegasus.config import Config
 from pegasus.data import check_data_config, load_images
 from pegasus.ema import EMA
@@ -381,12 +388,18 @@ class _Trainer:
             self.writer.add_image("samples", make_grid(x.cpu()), self.step)
 
     def loop(self, progress, stop, stop_after) -> None:
-        ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
+        ctx, tc, device = self.ctx, self.config.train, self.ctx.device
         log = LossLog(self.sigmas)
         first = self.step
         if progress is not None and ctx.main:
             progress(self.step, tc.iters, None)  # a resumed run starts where it left off
         self.net.train()
+        with conv_autotuning(device):
+            self._run_steps(log, first, progress, stop, stop_after)
+
+    def _run_steps(self, log, first: int, progress, stop, stop_after) -> None:
+        """Steps until the run's end, an interruption or `stop_after` steps of this call."""
+        ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
         while self.step < tc.iters:
             x = self.images[self.sampler.indices(self.step)].float() / 255
             if self.config.data.flip:

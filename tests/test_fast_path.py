@@ -29,6 +29,21 @@ def test_auto_compiles_only_long_work_on_a_gpu():
     assert FastPath.choose(cpu, True, 1, compile_="on", amp="on") == FastPath(True, False, True)
 
 
+def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
+    from pegasus.compiling import conv_autotuning
+
+    before = torch.backends.cudnn.benchmark
+    with conv_autotuning(torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    torch.backends.cudnn.benchmark = False
+    try:
+        with conv_autotuning(torch.device("cpu")):
+            assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def test_training_compiles_long_runs_on_a_gpu_unless_told():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS)
