@@ -108,7 +108,7 @@ def main() -> None:
 
     sigmas = geometric_sigmas(50.0, 0.01, args.levels, device=device)
     x0 = torch.rand(args.images, 3, res, res, device=device)
-    sigma = sigmas[-1].expand(args.images)
+    sigma = sigmas[-1].repeat(args.images)  # contiguous, as the samplers pass it (one compile)
     print(f"  chains: {args.images} images, {evaluations} evaluations")
 
     @torch.no_grad()

@@ -13,7 +13,9 @@ class ScoreCalls:
     def __init__(self, score_fn: ScoreFn, x: torch.Tensor, sigmas: list[float],
                  callback: Callback | None) -> None:
         values = sorted(set(sigmas), reverse=True)
-        rows = torch.tensor(values, dtype=x.dtype).to(x.device)[:, None].expand(-1, x.shape[0])
+        # Contiguous rows, as annealed Langevin passes them: a compiled network guards on
+        # strides, so every sampler then runs one compile of it.
+        rows = torch.tensor(values, dtype=x.dtype).to(x.device)[:, None].repeat(1, x.shape[0])
         self.per_sample = dict(zip(values, rows, strict=True))
         self.score_fn, self.callback, self.index = score_fn, callback, 0
 
