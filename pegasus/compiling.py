@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pegasus.errors import FieldError
+from pegasus.errors import FieldError, PegasusWarning
 from pegasus.signatures import ScoreFn
 
 AUTO_MIN_EVALUATIONS = 2000
@@ -157,10 +158,16 @@ def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
 
 
 def save_artifacts(cache: Path) -> None:
-    """Everything this process compiled so far, as one file for `load_artifacts`."""
+    """Everything this process compiled so far, as one file for `load_artifacts`. A cache is
+    an optimisation: if torch cannot serialise it (or the folder cannot be written), the work
+    goes on uncached, with a warning, rather than losing a training run or a sampling job."""
     from pegasus.atomic import atomic_write
 
-    artifacts = torch.compiler.save_cache_artifacts()
-    if artifacts is not None:
-        data, _ = artifacts
-        atomic_write(cache, lambda f: f.write(data))
+    try:
+        artifacts = torch.compiler.save_cache_artifacts()
+        if artifacts is not None:
+            data, _ = artifacts
+            atomic_write(cache, lambda f: f.write(data))
+    except Exception as e:  # noqa: BLE001 - any failure of an optional cache
+        warnings.warn(f"the compile was not cached ({cache}): {type(e).__name__}: {e}",
+                      PegasusWarning, stacklevel=2)

@@ -9,6 +9,11 @@ its traceback. Messages speak of the library (fields, values, files), never of C
 from __future__ import annotations
 
 
+class PegasusWarning(UserWarning):
+    """Something the user should know that does not stop the work (a cache left unwritten);
+    the CLI prints it as one line, as its own warnings."""
+
+
 class UserError(ValueError):
     """Bad input: the message says what is wrong and how to fix it."""
 

@@ -2,8 +2,10 @@
 folder) and streaming many samples to a folder or an .npz, on CPU."""
 
 import dataclasses
+import shutil
 
 import numpy as np
+import pytest
 import torch
 import torch._dynamo
 from PIL import Image
@@ -104,6 +106,30 @@ def test_one_compile_serves_every_sampler(run):
         for sampler in ("als", "heun", "pc", "cas"):
             x = trained.sample(2, 0, plan=trained.plan(sampler, 8), score=score)
             assert torch.isfinite(x).all(), sampler
+
+
+def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypatch, capsys):
+    import warnings
+
+    from pegasus.cli.app import show_library_warnings
+    from pegasus.errors import PegasusWarning
+
+    def fail():
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", fail)
+    shutil.rmtree(run / "compile-cache", ignore_errors=True)  # other tests' files
+    trained = load_trained_run(run, device="cpu")
+    plan = trained.plan("heun", 5)
+    score = trained.score_fn(compiled_path(trained, 5))
+    with pytest.warns(PegasusWarning, match="the compile was not cached .*disk full"):
+        images = trained.sample(2, 0, plan=plan, score=score)
+    assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    # The CLI prints such a warning as its own one-line warnings; others keep Python's form.
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
+    show_library_warnings()
+    warnings.showwarning(PegasusWarning("the compile was not cached"), PegasusWarning, "f.py", 1)
+    assert "warning: the compile was not cached" in capsys.readouterr().err
 
 
 def compiled_path(trained, evaluations: int) -> FastPath:

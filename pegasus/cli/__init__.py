@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from pegasus.cli.app import app, warn
+from pegasus.cli.app import app, show_library_warnings, warn
 
 for _verbs in ("train", "draw", "info"):  # importing registers the verbs, in --help's order
     importlib.import_module(f"pegasus.cli.{_verbs}")
@@ -18,6 +18,7 @@ def main() -> None:
     """Entry point: report broken plugins (one line each), then run the command."""
     from pegasus.registry import registry
 
+    show_library_warnings()
     for line in registry().problems():
         warn(line)
     app(prog_name="pegasus")

@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from pegasus import __version__
-from pegasus.errors import FieldError, UserError
+from pegasus.errors import FieldError, PegasusWarning, UserError
 
 try:  # recent typer releases vendor click; older ones depend on click itself
     from typer._click.exceptions import ClickException
@@ -94,6 +94,22 @@ def user_errors(flags: dict[str, str] | None = None):
 
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def show_library_warnings() -> None:
+    """Print pegasus's own Python warnings (PegasusWarning) as the CLI's one-line warnings; any
+    other warning (torch's, say) keeps Python's usual form, file and line included."""
+    import warnings
+
+    usual = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PegasusWarning):
+            warn(str(message))
+        else:
+            usual(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def progress_bar():
