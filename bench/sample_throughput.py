@@ -42,6 +42,7 @@ CASES = {
     "refinenet-cifar10": ("refinenet", 32, {"ngf": 128}),
     "unet-64": ("unet", 64, {"width": 128}),  # the winged-horses-stl10-64 preset
     "small": ("unet", 32, {"width": 32}),
+    "small-refinenet": ("refinenet", 32, {"ngf": 32}),
 }
 
 
