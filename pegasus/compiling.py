@@ -8,6 +8,13 @@ the network's output in float32), so bf16 touches the network's arithmetic only.
 classifier is compiled with the network but kept float32: it is a small network, so bf16 would
 save little, and its input gradient is the guidance term itself.
 
+Which GPUs: bf16 autocast ("auto") only where the GPU has bf16 tensor cores (compute capability
+8.0, Ampere, and later; older ones lack them, and torch emulates bf16 there), and compilation only where
+inductor's GPU code generator, Triton, runs (compute capability 7.0 and later): a P100 or a T4, as
+free notebooks lend, gets the float32 path rather than a slower one or a compiler error. Should
+torch.compile fail anyway (no working compiler on the machine), the work goes on uncompiled with a
+warning: compiling is an optimisation, as the cache below is.
+
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
 evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
@@ -38,6 +45,27 @@ from pegasus.signatures import ScoreFn
 AUTO_MIN_EVALUATIONS = 2000
 TRAIN_AUTO_MIN_STEPS = 20_000
 SWITCHES = ("auto", "on", "off")
+BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores (Ampere)
+COMPILE_MIN_CAPABILITY = (7, 0)  # Triton's oldest GPUs (Volta)
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int] | None:
+    """The CUDA device's compute capability; None off CUDA."""
+    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """`amp = "auto"`'s rule, for sampling and training alike: on GPUs with bf16 tensor cores.
+    Not on CPUs: bf16 sampling paid on this project's CPU, which has AMX units, but bf16 training
+    there ran at half the float32 speed (bench/README.md), and most CPUs have no such units."""
+    capability = cuda_capability(device)
+    return capability is not None and capability >= BF16_MIN_CAPABILITY
+
+
+def compiler_runs(device: torch.device) -> bool:
+    """Whether "auto" may compile on `device` at all: CUDA GPUs that Triton supports."""
+    capability = cuda_capability(device)
+    return capability is not None and capability >= COMPILE_MIN_CAPABILITY
 
 
 def check_switches(**switches: str) -> None:
@@ -60,12 +88,11 @@ class FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
         rule); `compile_` and `amp` are "auto", "on" or "off"."""
         check_switches(compile=compile_, amp=amp)
-        cuda = device.type == "cuda"
         on = {"auto": None, "on": True, "off": False}
         want_compile = on[compile_] if on[compile_] is not None else (
-            cuda and evaluations >= AUTO_MIN_EVALUATIONS)
-        want_amp = on[amp] if on[amp] is not None else cuda
-        return cls(amp=bool(want_amp), channels_last=cuda and channels_last,
+            compiler_runs(device) and evaluations >= AUTO_MIN_EVALUATIONS)
+        want_amp = on[amp] if on[amp] is not None else bf16_pays(device)
+        return cls(amp=bool(want_amp), channels_last=device.type == "cuda" and channels_last,
                    compile=bool(want_compile))
 
     def describe(self) -> str:
@@ -96,8 +123,39 @@ def training_compiles(setting: bool | str, device: torch.device, steps: int) -> 
     """Whether training compiles: `train.compile` as set when true or false; "auto" by the
     module's rule for `steps` steps still to run."""
     if setting == "auto":
-        return device.type == "cuda" and steps >= TRAIN_AUTO_MIN_STEPS
+        return compiler_runs(device) and steps >= TRAIN_AUTO_MIN_STEPS
     return bool(setting)
+
+
+def uncompiled_on_failure(compiled, eager):
+    """`compiled` (a torch.compile'd callable), except that if torch.compile fails in a call
+    (dynamo or inductor raising, a missing compiler say) the call and every later one run
+    `eager`, with a warning. Errors of the network itself are not dynamo's and pass through."""
+    current = compiled
+
+    def call(*args, **kwargs):
+        nonlocal current
+        if current is eager:
+            return eager(*args, **kwargs)
+        try:
+            return current(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            warn_uncompiled(e)
+            current = eager
+            return eager(*args, **kwargs)
+
+    return call
+
+
+def warn_uncompiled(error: Exception) -> None:
+    """One line naming the root cause: dynamo wraps the backend's error (its first line only
+    says which backend raised)."""
+    while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None:
+        error = inner
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    warnings.warn(f"torch.compile failed on this machine, so this runs uncompiled "
+                  f"({type(error).__name__}: {first}); set compile to off to skip the attempt",
+                  PegasusWarning, stacklevel=3)
 
 
 def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: str) -> Path:
@@ -117,7 +175,8 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
         model = model.to(memory_format=torch.channels_last)
     network = model
     if path.compile:
-        network = torch.compile(model, backend=path.backend, dynamic=False)
+        network = uncompiled_on_failure(torch.compile(model, backend=path.backend, dynamic=False),
+                                        model)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if path.amp
                 else contextlib.nullcontext())
     seen: set[tuple[int, ...]] = set()  # the input shapes compiled (or loaded) so far
@@ -154,7 +213,8 @@ def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
     same cache file, as `torch.compiler.save_cache_artifacts` saves all of the process's."""
     if path is None or not path.compile:
         return classifier.log_prob
-    return torch.compile(classifier.log_prob, backend=path.backend, dynamic=False)
+    return uncompiled_on_failure(
+        torch.compile(classifier.log_prob, backend=path.backend, dynamic=False), classifier.log_prob)
 
 
 def save_artifacts(cache: Path) -> None:

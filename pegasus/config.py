@@ -92,12 +92,14 @@ class TrainConfig:
     checkpoint_every: int = 5000
     keep: int = 3  # checkpoints kept besides the newest
     grid: int = 64  # images in each sample grid
-    # The fast path. "auto" turns bf16 autocast on for CUDA and off on CPU (where bf16
-    # convolutions are slower), and channels_last on for CUDA when the backbone declares that it
-    # pays (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
+    # The fast path. "auto" turns bf16 autocast on for GPUs with bf16 tensor cores (compute
+    # capability 8.0 and later) and off elsewhere (older GPUs emulate bf16; on CPUs bf16 training
+    # is slower), and channels_last on for CUDA when the backbone declares that it pays
+    # (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
-    # torch.compile the network. "auto" compiles on CUDA when at least 20,000 steps remain to run
+    # torch.compile the network. "auto" compiles on CUDA (compute capability 7.0 and later, which
+    # Triton needs) when at least 20,000 steps remain to run
     # (the rule and its measurement: pegasus/compiling.py); the compile is cached in the run folder.
     compile: bool | Auto = "auto"
 

@@ -30,11 +30,13 @@ from pegasus.atomic import remove_stale_temporaries
 from pegasus.checkpoint import save_checkpoint, step_of
 from pegasus.compiling import (
     FastPath,
+    bf16_pays,
     cache_file,
     conv_autotuning,
     load_artifacts,
     save_artifacts,
     training_compiles,
+    warn_uncompiled,
 )
 from pegasus.config import Config
 from pegasus.data import check_data_config, load_images
@@ -304,7 +306,7 @@ class _Trainer:
         self.ctx, self.run = ctx, start.run
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
-        amp = tc.amp == "bf16" or (tc.amp == "auto" and cuda)
+        amp = tc.amp == "bf16" or (tc.amp == "auto" and bf16_pays(device))
         channels_last = tc.channels_last is True or (
             tc.channels_last == "auto" and cuda and get_backbone(config.model.backbone)[0].channels_last)
         self.fast = FastPath(amp=amp, channels_last=channels_last, compile=False)  # compile: below
@@ -397,6 +399,26 @@ class _Trainer:
         with conv_autotuning(device):
             self._run_steps(log, first, progress, stop, stop_after)
 
+    def _step(self, x: torch.Tensor) -> DSMLoss:
+        if not self.fast.compile:
+            return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
+                                 self.autocast)
+        noise = self.g.get_state()  # host-side (seed and offset): no device sync
+        try:
+            return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
+                                 self.autocast)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            # The compile failed before Adam stepped (in the forward or the backward): the step
+            # is drawn again, with the same noise, on the uncompiled network, and the run goes on
+            # uncompiled.
+            warn_uncompiled(e)
+            self.fast = dataclasses.replace(self.fast, compile=False)
+            self.compile_cache = None
+            self.net = _wrap(self.model, self.ctx, self.fast, None)
+            self.net.train()
+            self.g.set_state(noise)
+            return self._step(x)
+
     def _run_steps(self, log, first: int, progress, stop, stop_after) -> None:
         """Steps until the run's end, an interruption or `stop_after` steps of this call."""
         ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
@@ -407,8 +429,7 @@ class _Trainer:
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             if self.fast.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            log.add(training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
-                                  self.autocast))
+            log.add(self._step(x))
             self.step += 1
             step = self.step
             if step == first + 1 and self.compile_cache is not None and ctx.main:

@@ -22,12 +22,38 @@ from test_errors import one_line
 runner = CliRunner()
 
 
-def test_auto_compiles_only_long_work_on_a_gpu():
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+@pytest.fixture
+def gpu(monkeypatch):
+    """torch.device("cuda") on this CPU machine, as a GPU of a given compute capability."""
+    from pegasus import compiling
+
+    def as_capability(capability):
+        monkeypatch.setattr(compiling, "cuda_capability",
+                            lambda d: capability if d.type == "cuda" else None)
+        return torch.device("cuda")
+
+    return as_capability
+
+
+def test_auto_compiles_only_long_work_on_a_gpu(gpu):
+    cuda, cpu = gpu((9, 0)), torch.device("cpu")
     assert FastPath.choose(cuda, True, AUTO_MIN_EVALUATIONS) == FastPath(True, True, True)
     assert FastPath.choose(cuda, False, AUTO_MIN_EVALUATIONS - 1) == FastPath(True, False, False)
     assert FastPath.choose(cpu, True, 10**6) == FastPath(False, False, False)
     assert FastPath.choose(cpu, True, 1, compile_="on", amp="on") == FastPath(True, False, True)
+
+
+def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
+    """bf16 autocast needs bf16 tensor cores (compute capability 8.0), torch.compile Triton
+    (7.0): a T4 (7.5) compiles in float32, a P100 (6.0) runs eager float32; asked for, each
+    switch is still honoured."""
+    t4 = gpu((7, 5))
+    assert FastPath.choose(t4, True, 10**6) == FastPath(False, True, True)
+    assert training_compiles("auto", t4, 10**6)
+    p100 = gpu((6, 0))
+    assert FastPath.choose(p100, False, 10**6) == FastPath(False, False, False)
+    assert not training_compiles("auto", p100, 10**6)
+    assert FastPath.choose(p100, False, 1, compile_="on", amp="on") == FastPath(True, False, True)
 
 
 def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
@@ -45,8 +71,8 @@ def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
         torch.backends.cudnn.benchmark = before
 
 
-def test_training_compiles_long_runs_on_a_gpu_unless_told():
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+def test_training_compiles_long_runs_on_a_gpu_unless_told(gpu):
+    cuda, cpu = gpu((9, 0)), torch.device("cpu")
     assert training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS)
     assert not training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS - 1)
     assert not training_compiles("auto", cpu, 10**6)
@@ -130,6 +156,27 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
     show_library_warnings()
     warnings.showwarning(PegasusWarning("the compile was not cached"), PegasusWarning, "f.py", 1)
     assert "warning: the compile was not cached" in capsys.readouterr().err
+
+
+def test_a_compiler_that_fails_costs_a_warning_not_the_work(run):
+    """torch.compile can fail on a machine (no C++ compiler, a GPU Triton does not support):
+    the sampling then goes on uncompiled, with the eager images, and one warning."""
+    from torch._dynamo import register_backend
+
+    from pegasus.errors import PegasusWarning
+
+    @register_backend(name="pegasus_test_broken")
+    def broken(graph, example_inputs):
+        raise RuntimeError("Found Tesla P100 which is too old for the triton GPU compiler")
+
+    trained = load_trained_run(run, device="cpu")
+    plan = trained.plan("heun", 5)
+    eager = trained.sample(2, 0, plan=plan)
+    path = dataclasses.replace(compiled_path(trained, 5), backend="pegasus_test_broken")
+    with pytest.warns(PegasusWarning, match="torch.compile failed .*too old") as caught:
+        images = trained.sample(2, 0, plan=plan, score=trained.score_fn(path))
+    assert len(caught) == 1  # once, not once per evaluation
+    torch.testing.assert_close(images, eager, rtol=0, atol=0)
 
 
 def compiled_path(trained, evaluations: int) -> FastPath:

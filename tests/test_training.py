@@ -156,3 +156,27 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     assert not any("_orig_mod" in key for key in state["model"])
     run = load_trained_run(tmp_path / "compiled", device="cpu")
     assert torch.isfinite(sample_images(run.model, run.schedule, num=2, res=16, seed=0)).all()
+
+
+def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch):
+    """torch.compile failing on the machine (here a backend that raises, as inductor does without
+    a C++ compiler or on a GPU Triton does not support) leaves the run to train uncompiled, the
+    failed step drawn again with the same noise: the losses are the eager run's."""
+    from torch._dynamo import register_backend
+
+    from pegasus.errors import PegasusWarning
+
+    @register_backend(name="pegasus_test_broken_training")
+    def broken(graph, example_inputs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile_(
+        *a, **{**k, "backend": "pegasus_test_broken_training"}))
+    torch._dynamo.reset()
+    with pytest.warns(PegasusWarning, match="torch.compile failed .*C\\+\\+ compiler") as caught:
+        failed = train(tiny_config("train.compile=true"), tmp_path / "failed", tensorboard=False)
+    assert len(caught) == 1
+    assert failed.losses == eager.losses
+    assert not (tmp_path / "failed" / "compile-cache").exists()
