@@ -43,15 +43,29 @@ def instance_norm_plus(x: torch.Tensor, gamma: torch.Tensor, alpha: torch.Tensor
     `single_pass` (for GPUs): one var_mean kernel for both statistics, then the addcmul, two
     passes over x. Otherwise (CPU, where var_mean is a slow Welford loop): the mean, the centred
     copy and its norm, 1.5-3x faster than the straightforward form (bench/instancenorm.py) and as
-    exact (no E[x^2] - E[x]^2 cancellation)."""
-    if single_pass:
+    exact (no E[x^2] - E[x]^2 cancellation).
+
+    Under bf16 autocast x arrives in bf16, and the statistics are still accumulated and kept in
+    float32: rounded to bf16 (as var_mean and mean return them for bf16 input), each channel's
+    mean is off by up to |mean| 2^-9 and the (B, C) arithmetic after it by more, an error every
+    pixel of the channel shares (0.006 to 0.05 in the output, for channel means of 0.5 to 30
+    standard deviations: tests/test_backbones.py). On GPUs that costs one more read of x: the
+    mean and the root mean square in float32 (the cancellation in E[x^2] - E[x]^2 is harmless in
+    float32 at these ratios)."""
+    n = x.shape[2] * x.shape[3]
+    stats = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 x
+    if single_pass and x.dtype == stats:
         var, means = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
         centred_x = x
+    elif single_pass:
+        means = x.mean(dim=(2, 3), keepdim=True, dtype=stats)
+        squares = torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True, dtype=stats)
+        var = (squares.square() / n - means.square()).clamp_min(0)
+        centred_x = x
     else:
-        means = x.mean(dim=(2, 3), keepdim=True)
+        means = x.mean(dim=(2, 3), keepdim=True, dtype=stats)
         centred_x = x - means
-        var = torch.linalg.vector_norm(centred_x, dim=(2, 3), keepdim=True).square() / (
-            x.shape[2] * x.shape[3])
+        var = torch.linalg.vector_norm(centred_x, dim=(2, 3), keepdim=True).square() / n
     mu = means[..., 0, 0]
     m_var, m_mean = torch.var_mean(mu, dim=1, keepdim=True)  # unbiased across channels
     centred = (mu - m_mean) * torch.rsqrt(m_var + eps)
