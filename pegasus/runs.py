@@ -223,12 +223,10 @@ class TrainedRun:
         compiled score would compile it for the probe's batch as well)."""
         if batch_size is not None:
             return batch_size
-        if self.device.type != "cuda":
-            return num
-        from pegasus.sampling import fill_gpu_batch_size
+        from pegasus.sampling import default_batch_size
 
         shape = (3, self.config.data.res, self.config.data.res)  # as sample_batches draws
-        return min(num, fill_gpu_batch_size(self.model, shape, self.device))
+        return default_batch_size(self.model, num, shape, self.device)
 
     def sampling_evaluations(self, plan, num: int, batch_size: int | None = None) -> int:
         """Network evaluations that sampling `num` images by `plan` makes in this process (what

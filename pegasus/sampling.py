@@ -32,15 +32,15 @@ def sample_batches(
     """`num` samples in [0, 1] by `plan` (default: annealed Langevin on the run's schedule),
     yielded batch by batch, so that tens of thousands of images (for FID) never sit in memory
     at once. Image i comes from its own seeded stream (`ImageStreams`), so it is the same
-    whatever `num` and `batch_size`. `batch_size` None means all at once on CPU and, on a GPU,
-    the largest batch that fits (`fill_gpu_batch_size`, which evaluates `score_fn` to measure:
-    pass the eager model's batch size when `score_fn` is compiled, as TrainedRun does). On a GPU
-    annealed Langevin replays a CUDA graph."""
+    whatever `num` and `batch_size`. `batch_size` None means `default_batch_size` measured on
+    `score_fn` (when `score_fn` is compiled, pass the eager model's instead, as TrainedRun does:
+    measuring would compile it for the probe's batch too). On a GPU annealed Langevin replays a
+    CUDA graph."""
     device = torch.device(device)
     plan = plan or plan_sampler("als", schedule)
     shape = (channels, res, res)
     if batch_size is None:
-        batch_size = fill_gpu_batch_size(score_fn, shape, device) if device.type == "cuda" else num
+        batch_size = default_batch_size(score_fn, num, shape, device)
     batches, size = equal_batches(num, batch_size)
     for first in range(0, batches * size, size):
         # Every batch has `size` images, the last one padded with the images after `num` (their
@@ -63,6 +63,14 @@ def equal_batches(num: int, batch_size: int) -> tuple[int, int]:
 def sample_images(score_fn: ScoreFn, schedule: Schedule, **kwargs) -> torch.Tensor:
     """All the batches of `sample_batches` as one tensor (N, C, H, W)."""
     return torch.cat(list(sample_batches(score_fn, schedule, **kwargs)))
+
+
+def default_batch_size(network, num: int, shape: tuple[int, ...], device: torch.device) -> int:
+    """Images per sampling batch when none is asked for: all `num` at once on CPU; on a GPU as
+    many as fit, measured by evaluating `network` (`fill_gpu_batch_size`)."""
+    if device.type != "cuda":
+        return num
+    return min(num, fill_gpu_batch_size(network, shape, device))
 
 
 @torch.no_grad()
