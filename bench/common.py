@@ -71,6 +71,13 @@ def first_and_steady(fn, device: torch.device, repeats: int) -> tuple[float, flo
     return first, seconds_of_one_call(calls, device) / repeats
 
 
+def failure(error: Exception) -> str:
+    """One line for a mode that failed, so that a bench run on a lent GPU reports the other
+    modes' figures instead of ending at the first error."""
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"failed: {type(error).__name__}: {first}"[:200]
+
+
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import (
     build,
     device_name,
+    failure,
     first_and_steady,
     peak_memory_gib,
     peak_tflops,
@@ -72,8 +73,13 @@ def per_evaluation(model, device, batch: int, res: int, repeats: int, table: dic
     for name, path in table.items():
         # A copy each: channels_last converts the module it is given.
         score = model if path is None else fast_score(copy.deepcopy(model), device, path)
-        with torch.no_grad():
-            first, seconds = first_and_steady(functools.partial(score, x, sigma), device, repeats)
+        try:
+            with torch.no_grad():
+                first, seconds = first_and_steady(functools.partial(score, x, sigma), device,
+                                                  repeats)
+        except Exception as e:  # noqa: BLE001 - the other modes' figures still count
+            print(f"    {name:22s} {failure(e)}")
+            continue
         eager = eager or seconds
         peak, source = peak_tflops(device, precision_of(device, bf16=path is not None and path.amp))
         util = flops / seconds / 1e12 / peak
@@ -140,12 +146,21 @@ def main() -> None:
     # first round doubles as the warm-up (a whole chain is too long to run once more untimed).
     seconds = {name: float("inf") for name, _ in rows}
     memory = {}
+    failed = {}
     for _ in range(args.repeats):
         for name, fn in rows:
+            if name in failed:
+                continue
             reset_peak(device)
-            seconds[name] = min(seconds[name], seconds_of_one_call(fn, device))
+            try:
+                seconds[name] = min(seconds[name], seconds_of_one_call(fn, device))
+            except Exception as e:  # noqa: BLE001 - the other rows' figures still count
+                failed[name] = failure(e)
             memory[name] = peak_memory_gib(device)
     for name, _ in rows:
+        if name in failed:
+            print(f"    {name:40s} {failed[name]}")
+            continue
         bf16 = name.startswith("fast") and path.amp
         peak, source = peak_tflops(device, precision_of(device, bf16))
         rate = evaluations * args.images / seconds[name]
