@@ -44,9 +44,11 @@ class Backbone:
     config: type = EmptyConfig
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
     # Whether the GPU fast path stores activations channels_last (NHWC). Convolution-heavy
-    # networks gain; networks dominated by elementwise work on strided views (norms, attention
-    # reshapes) can lose: the U-Net ran 0.80x in it on an H100 (shared/gpu/FIGURES.md).
-    channels_last: bool = True
+    # networks gain (the RefineNet in bf16: 1.23x -> 1.42x eager fp32 on an H100); networks
+    # dominated by elementwise work on strided views (norms, attention reshapes) lose (the
+    # U-Net: 1.05x -> 0.80x; shared/gpu/FIGURES.md). Off unless declared, so that a backbone
+    # nobody measured is never made slower than eager float32 by it.
+    channels_last: bool = False
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
         try:

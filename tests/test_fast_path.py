@@ -56,6 +56,20 @@ def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
     assert FastPath.choose(p100, False, 1, compile_="on", amp="on") == FastPath(True, False, True)
 
 
+def test_channels_last_only_where_a_backbone_declares_it_pays(gpu):
+    """NHWC made the U-Net slower on an H100 (0.80x) and the RefineNet faster: each built-in
+    declares what was measured, and a backbone that declares nothing stays NCHW."""
+    from pegasus.hookspecs import Backbone
+    from pegasus.registry import get_backbone
+
+    cuda = gpu((9, 0))
+    declared = {name: get_backbone(name)[0].channels_last for name in ("refinenet", "unet")}
+    assert declared == {"refinenet": True, "unet": False}
+    undeclared = Backbone(name="mine", description="", factory=lambda config, res, channels: None)
+    assert not FastPath.choose(cuda, undeclared.channels_last, 10**6).channels_last
+    assert FastPath.choose(cuda, declared["refinenet"], 10**6).channels_last
+
+
 def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
     from pegasus.compiling import conv_autotuning
 
