@@ -44,7 +44,8 @@ from pegasus.signatures import ScoreFn
 
 AUTO_MIN_EVALUATIONS = 2000
 TRAIN_AUTO_MIN_STEPS = 20_000
-SWITCHES = ("auto", "on", "off")
+# A switch's values; amp also takes "bf16", the word train.amp uses for on.
+SWITCHES = {"auto": None, "on": True, "bf16": True, "off": False}
 BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores (Ampere)
 COMPILE_MIN_CAPABILITY = (7, 0)  # Triton's oldest GPUs (Volta)
 
@@ -69,10 +70,11 @@ def compiler_runs(device: torch.device) -> bool:
 
 
 def check_switches(**switches: str) -> None:
-    """Each of the fast path's switches (compile, amp) is auto, on or off."""
+    """Each of the fast path's switches is auto, on or off (amp: bf16 for on, too)."""
     for name, value in switches.items():
-        if value not in SWITCHES:
-            raise FieldError(name, f"must be auto, on or off, got {value!r}")
+        if value not in SWITCHES or (value == "bf16" and name != "amp"):
+            words = "auto, on (or bf16) or off" if name == "amp" else "auto, on or off"
+            raise FieldError(name, f"must be {words}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,13 @@ class FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
         rule); `compile_` and `amp` are "auto", "on" or "off"."""
         check_switches(compile=compile_, amp=amp)
-        on = {"auto": None, "on": True, "off": False}
-        want_compile = on[compile_] if on[compile_] is not None else (
-            compiler_runs(device) and evaluations >= AUTO_MIN_EVALUATIONS)
-        want_amp = on[amp] if on[amp] is not None else bf16_pays(device)
-        return cls(amp=bool(want_amp), channels_last=device.type == "cuda" and channels_last,
-                   compile=bool(want_compile))
+        want_compile, want_amp = SWITCHES[compile_], SWITCHES[amp]
+        if want_compile is None:
+            want_compile = compiler_runs(device) and evaluations >= AUTO_MIN_EVALUATIONS
+        if want_amp is None:
+            want_amp = bf16_pays(device)
+        return cls(amp=want_amp, channels_last=device.type == "cuda" and channels_last,
+                   compile=want_compile)
 
     def describe(self) -> str:
         parts = [name for name, on in (("bf16 autocast", self.amp),

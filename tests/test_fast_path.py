@@ -41,6 +41,8 @@ def test_auto_compiles_only_long_work_on_a_gpu(gpu):
     assert FastPath.choose(cuda, False, AUTO_MIN_EVALUATIONS - 1) == FastPath(True, False, False)
     assert FastPath.choose(cpu, True, 10**6) == FastPath(False, False, False)
     assert FastPath.choose(cpu, True, 1, compile_="on", amp="on") == FastPath(True, False, True)
+    # train.amp's word for on is accepted by sampling's switch too.
+    assert FastPath.choose(cpu, True, 1, amp="bf16") == FastPath.choose(cpu, True, 1, amp="on")
 
 
 def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
@@ -240,4 +242,6 @@ def test_many_samples_stream_to_a_folder_or_an_npz(run, tmp_path):
     one_line(runner.invoke(app, ["sample", "--run", str(run), "--compile", "maybe"]), "--compile")
     for args in (["blend"], ["inpaint", "--image", "sample:0"], ["eval"]):
         one_line(runner.invoke(app, [*args, "--run", str(run), "--amp", "fp8"]),
-                 "--amp must be auto, on or off")
+                 "--amp must be auto, on (or bf16) or off")
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--compile", "bf16"]),
+             "--compile must be auto, on or off")
