@@ -9,11 +9,11 @@ classifier is compiled with the network but kept float32: it is a small network,
 save little, and its input gradient is the guidance term itself.
 
 Which GPUs: bf16 autocast ("auto") only where the GPU has bf16 tensor cores (compute capability
-8.0, Ampere, and later; older ones lack them, and torch emulates bf16 there), and compilation only where
-inductor's GPU code generator, Triton, runs (compute capability 7.0 and later): a P100 or a T4, as
-free notebooks lend, gets the float32 path rather than a slower one or a compiler error. Should
-torch.compile fail anyway (no working compiler on the machine), the work goes on uncompiled with a
-warning: compiling is an optimisation, as the cache below is.
+8.0, Ampere, and later; older ones lack them, and torch emulates bf16 there), and compilation
+only where inductor's GPU code generator, Triton, runs (compute capability 7.0 and later): a P100
+or a T4, as free notebooks lend, gets the float32 path rather than a slower one or a compiler
+error. Should torch.compile fail anyway (no working compiler on the machine), the work goes on
+uncompiled with a warning: compiling is an optimisation, as the cache below is.
 
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
