@@ -74,3 +74,27 @@ def test_bf16_quality_compares_the_same_seed_in_both_precisions(judged_run):
     # fp32 against itself: no difference, no shift.
     fp32 = next(line for line in done.stdout.splitlines() if line.startswith("  fp32 "))
     assert fp32.split()[1] == "0.0000", fp32
+
+
+def _gpu_checks(tmp_path, part: str, **env):
+    import os
+
+    return subprocess.run(["bash", str(BENCH / "gpu_checks.sh"), part], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "SMOKE": "1", "PYTHON": sys.executable,
+                               "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), **env})
+
+
+def test_gpu_checks_run_the_named_steps_and_skip_what_the_budget_cannot_hold(tmp_path):
+    """The lent GPU's script: ONLY picks steps, a step longer than the budget left is skipped
+    and named, and the summary and the one log per call come back."""
+    done = _gpu_checks(tmp_path, "first", ONLY="cuda-tests train-unet", BUDGET="50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = done.stdout[done.stdout.index("== summary of first"):]
+    assert "skipped: cuda-tests (~60 s, " in summary  # its estimate is over the budget
+    assert "== train-unet: exit 0" in summary and "speed-up (fast / eager fp32)" in summary
+    assert "sample-refinenet" not in done.stdout  # not named in ONLY
+    assert "== train-unet: exit 0" in (tmp_path / "out" / "first.log").read_text()
+    starved = _gpu_checks(tmp_path, "second", ONLY="instancenorm", BUDGET="5")
+    assert "skipped: instancenorm (~20 s, " in starved.stdout
+    assert _gpu_checks(tmp_path, "third").returncode == 2
