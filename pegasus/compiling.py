@@ -20,7 +20,7 @@ saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUAT
 evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
 compile took 31 s and saved 15 ms per evaluation at batch 100 (shared/gpu/FIGURES.md), so it
 repays itself after about 2,000 evaluations. Loading a cached compile costs less (how much is
-still to be measured on a GPU: bench/gpu_checks.sh run).
+still to be measured on a GPU: bench/gpu_checks.sh second).
 
 When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
 TRAIN_AUTO_MIN_STEPS steps remain to run. On an H100 the RefineNet CIFAR-10 preset's first
