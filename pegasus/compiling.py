@@ -150,14 +150,14 @@ def uncompiled_on_failure(compiled, eager):
     return call
 
 
-def warn_uncompiled(error: Exception) -> None:
-    """One line naming the root cause: dynamo wraps the backend's error (its first line only
-    says which backend raised)."""
+def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
+    """One line naming the root cause (dynamo wraps the backend's error, whose first line only
+    says which backend raised) and the `switch` that skips the attempt."""
     while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None:
         error = inner
     first = next((line for line in str(error).splitlines() if line.strip()), "")
     warnings.warn(f"torch.compile failed on this machine, so this runs uncompiled "
-                  f"({type(error).__name__}: {first}); set compile to off to skip the attempt",
+                  f"({type(error).__name__}: {first}); {switch} skips the attempt",
                   PegasusWarning, stacklevel=3)
 
 

@@ -411,7 +411,7 @@ class _Trainer:
             # The compile failed before Adam stepped (in the forward or the backward): the step
             # is drawn again, with the same noise, on the uncompiled network, and the run goes on
             # uncompiled.
-            warn_uncompiled(e)
+            warn_uncompiled(e, "train.compile = false")
             self.fast = dataclasses.replace(self.fast, compile=False)
             self.compile_cache = None
             self.net = _wrap(self.model, self.ctx, self.fast, None)
