@@ -108,6 +108,11 @@ second() {
   step train-unet-compiled 150 $py bench/train_throughput.py --case $unet --steps $train_steps \
     "${train_compile[@]}" "${device[@]}"
   step loss-curve 100 $py bench/loss_curve.py "${loss[@]}"
+  # Where the time goes (FIGURES.md's profiles): kernels per evaluation, eager and fast.
+  step profile-refinenet 60 $py bench/profile_kernels.py --case $refinenet --batch $big \
+    "${backend[@]}" "${device[@]}"
+  step profile-unet 60 $py bench/profile_kernels.py --case $unet --batch $big "${backend[@]}" \
+    "${device[@]}"
 }
 
 case "$part" in
@@ -118,5 +123,5 @@ esac
 
 echo
 echo "== summary of $part ($((SECONDS)) s of a ${budget} s budget; full log: $log)"
-grep -E "^== .*(exit|skipped)|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, " "$log" || true
+grep -E "^== .*(exit|skipped)|^  [a-z0-9 +()]+:$|per evaluation$|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, " "$log" || true
 if ((${#skipped[@]})); then printf 'skipped: %s\n' "${skipped[@]}"; fi
