@@ -13,12 +13,12 @@ import argparse
 import copy
 
 import torch
-from sample_throughput import CASES, modes
 from torch.profiler import ProfilerActivity, profile
 
 from common import build, device_name, failure, sync
 from pegasus.compiling import fast_score
 from pegasus.registry import get_backbone
+from sample_throughput import CASES, modes
 
 
 def profile_mode(score, x, sigma, device, evaluations: int, top: int) -> None:
