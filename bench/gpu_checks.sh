@@ -3,8 +3,8 @@
 # of device time per session, start-up included, at most 10 minutes a call, 8 files back.
 #
 #   bash bench/gpu_checks.sh first     # the targets: sampling and training ratios, CUDA tests
-#   bash bench/gpu_checks.sh second    # compile cache, U-Net compiled training, InstanceNorm++,
-#                                      # the loss curve, the bf16 check on a trained run
+#   bash bench/gpu_checks.sh second    # compile cache, InstanceNorm++, the bf16 check on a trained
+#                                      # run, U-Net compiled training, the loss curve, profiles
 #   bash bench/gpu_checks.sh all       # both, for a longer lease
 #   ONLY="loss-curve bf16-quality" bash bench/gpu_checks.sh all   # just the steps named
 #
@@ -30,16 +30,17 @@ py=${PYTHON:-python3}
 smoke=${SMOKE:-0}
 budget=${BUDGET:-$((smoke ? 3600 : 555))}
 only=" ${ONLY:-} "
+case "$part" in first|second|all) ;; *)
+  echo "usage: [BUDGET=seconds] [ONLY=\"step ...\"] bash bench/gpu_checks.sh first|second|all" >&2
+  exit 2 ;;
+esac
 work=${WORK:-$(mktemp -d)}
 mkdir -p "$out" "$work"
 export PYTHONUNBUFFERED=1
 log=$out/$part.log
+: >"$log"
 deadline=$((SECONDS + budget))
 skipped=()
-
-case "$part" in first|second|all) : >"$log" ;; *)
-  echo "usage: [BUDGET=seconds] bash bench/gpu_checks.sh first|second|all" >&2; exit 2 ;;
-esac
 
 step() {  # step NAME ESTIMATE COMMAND...: run within the budget, log its output and wall time
   local name=$1 estimate=$2; shift 2
