@@ -59,9 +59,8 @@ def fast(model, x, sigmas, g, compile_: bool, channels_last: bool):
     """The training fast path; channels_last as the backbone declares (Backbone.channels_last),
     cuDNN's algorithm search on."""
     cuda = x.device.type == "cuda"
-    nhwc = cuda and channels_last
-    model = model.to(memory_format=torch.channels_last) if nhwc else model
-    xx = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
     ema = EMA(model, 0.999)
     net = torch.compile(model) if compile_ else model

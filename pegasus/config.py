@@ -94,7 +94,7 @@ class TrainConfig:
     grid: int = 64  # images in each sample grid
     # The fast path. "auto" turns bf16 autocast on for GPUs with bf16 tensor cores (compute
     # capability 8.0 and later) and off elsewhere (older GPUs emulate bf16; on CPUs bf16 training
-    # is slower), and channels_last on for CUDA when the backbone declares that it pays
+    # is slower), and channels_last on when the backbone declares that it pays
     # (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"

@@ -43,11 +43,12 @@ class Backbone:
     factory: Callable[..., Any]
     config: type = EmptyConfig
     resolutions: tuple[int, ...] = DEFAULT_RESOLUTIONS
-    # Whether the GPU fast path stores activations channels_last (NHWC). Convolution-heavy
-    # networks gain (the RefineNet in bf16: 1.23x -> 1.42x eager fp32 on an H100); networks
-    # dominated by elementwise work on strided views (norms, attention reshapes) lose (the
-    # U-Net: 1.05x -> 0.80x; shared/gpu/FIGURES.md). Off unless declared, so that a backbone
-    # nobody measured is never made slower than eager float32 by it.
+    # Whether the fast path stores activations channels_last (NHWC), on a GPU and on a CPU.
+    # Convolution-heavy networks gain (the RefineNet: bf16 1.23x -> 1.42x eager fp32 on an H100;
+    # fp32 on this project's CPU 1.1-1.3x a training step, 1.3-1.6x an evaluation); networks
+    # dominated by elementwise work on strided views (norms, attention reshapes) lose (the U-Net:
+    # 1.05x -> 0.80x on the H100, shared/gpu/FIGURES.md; 0.8-1.0x on the CPU). Off unless
+    # declared, so that a backbone nobody measured is never made slower than eager float32 by it.
     channels_last: bool = False
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:

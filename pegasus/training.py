@@ -308,7 +308,7 @@ class _Trainer:
         cuda = device.type == "cuda"
         amp = tc.amp == "bf16" or (tc.amp == "auto" and bf16_pays(device))
         channels_last = tc.channels_last is True or (
-            tc.channels_last == "auto" and cuda and get_backbone(config.model.backbone)[0].channels_last)
+            tc.channels_last == "auto" and get_backbone(config.model.backbone)[0].channels_last)
         self.fast = FastPath(amp=amp, channels_last=channels_last, compile=False)  # compile: below
         torch.manual_seed(tc.seed)
 
