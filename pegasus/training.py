@@ -399,25 +399,27 @@ class _Trainer:
         with conv_autotuning(device):
             self._run_steps(log, first, progress, stop, stop_after)
 
-    def _step(self, x: torch.Tensor) -> DSMLoss:
-        if not self.fast.compile:
-            return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
-                                 self.autocast)
-        noise = self.g.get_state()  # host-side (seed and offset): no device sync
+    def _step(self, x: torch.Tensor, first: bool) -> DSMLoss:
+        """One training step. The process's `first` step under torch.compile is the one that
+        compiles: its noise is kept (host-side seed and offset, no device sync) so that, if the
+        compile fails, the step is drawn again with the same noise on the uncompiled network."""
+        noise = self.g.get_state() if first and self.fast.compile else None
         try:
             return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
                                  self.autocast)
         except torch._dynamo.exc.TorchDynamoException as e:
-            # The compile failed before Adam stepped (in the forward or the backward): the step
-            # is drawn again, with the same noise, on the uncompiled network, and the run goes on
-            # uncompiled.
+            if not self.fast.compile:
+                raise
+            # The compile failed before Adam stepped (in the forward or the backward); the run
+            # goes on uncompiled. A later recompile that fails draws its step with fresh noise.
             warn_uncompiled(e, "train.compile = false")
             self.fast = dataclasses.replace(self.fast, compile=False)
             self.compile_cache = None
             self.net = _wrap(self.model, self.ctx, self.fast, None)
             self.net.train()
-            self.g.set_state(noise)
-            return self._step(x)
+            if noise is not None:
+                self.g.set_state(noise)
+            return self._step(x, first=False)
 
     def _run_steps(self, log, first: int, progress, stop, stop_after) -> None:
         """Steps until the run's end, an interruption or `stop_after` steps of this call."""
@@ -429,7 +431,7 @@ class _Trainer:
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             if self.fast.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            log.add(self._step(x))
+            log.add(self._step(x, first=self.step == first))
             self.step += 1
             step = self.step
             if step == first + 1 and self.compile_cache is not None and ctx.main:
