@@ -137,11 +137,11 @@ def uncompiled_on_failure(compiled, eager):
 
     def call(*args, **kwargs):
         nonlocal current
-        if current is eager:
-            return eager(*args, **kwargs)
         try:
             return current(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as e:
+            if current is eager:
+                raise
             warn_uncompiled(e)
             current = eager
             return eager(*args, **kwargs)
