@@ -169,15 +169,19 @@ def main() -> None:
         print(f"    {name:40s} {seconds[name]:8.2f} s  {rate:10.1f} evaluations x images / s  "
               f"{100 * util:5.1f}% of {peak:.3g} TFLOP/s ({source})"
               + (f"  peak memory {mem:.2f} GiB" if mem is not None else ""))
-    overhead = seconds["eager fp32 sampler"] / seconds["bare network"] - 1
-    print(f"  sampler overhead over the bare network: {100 * overhead:+.1f}%")
-    fast_name = rows[-1][0]
+    def ratio(slow: str, fast: str, percent: bool = False) -> str:  # "failed" where either did
+        if slow in failed or fast in failed:
+            return "failed"
+        r = seconds[slow] / seconds[fast]
+        return f"{100 * (r - 1):+.1f}%" if percent else f"{r:.2f}x"
+
+    print(f"  sampler overhead over the bare network: "
+          f"{ratio('eager fp32 sampler', 'bare network', percent=True)}")
     if cuda:
         print(f"  speed-up (graphed fp32 / eager fp32): "
-              f"{seconds['eager fp32 sampler'] / seconds['graphed fp32 sampler']:.2f}x")
+              f"{ratio('eager fp32 sampler', 'graphed fp32 sampler')}")
     print(f"  speed-up (fast sampler / eager fp32 sampler): "
-          f"{seconds['eager fp32 sampler'] / seconds[fast_name]:.2f}x")
-
+          f"{ratio('eager fp32 sampler', rows[-1][0])}")
 
 if __name__ == "__main__":
     main()
