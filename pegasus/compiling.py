@@ -88,14 +88,33 @@ class FastPath:
     def choose(cls, device: torch.device, channels_last: bool, evaluations: int,
                compile_: str = "auto", amp: str = "auto") -> FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
-        rule); `compile_` and `amp` are "auto", "on" or "off"."""
+        rule) for a backbone that declares `channels_last`; `compile_` and `amp` are "auto",
+        "on" or "off"."""
         check_switches(compile=compile_, amp=amp)
-        want_compile, want_amp = SWITCHES[compile_], SWITCHES[amp]
-        if want_compile is None:
-            want_compile = compiler_runs(device) and evaluations >= AUTO_MIN_EVALUATIONS
-        if want_amp is None:
-            want_amp = bf16_pays(device)
-        return cls(amp=want_amp, channels_last=channels_last, compile=want_compile)
+        return cls._settle(device, channels_last, amp=amp, channels_last="auto", compile_=compile_,
+                           long=evaluations >= AUTO_MIN_EVALUATIONS)
+
+    @classmethod
+    def for_training(cls, device: torch.device, channels_last: bool, train, steps: int) -> FastPath:
+        """Training's fast path on `device` for a backbone that declares `channels_last`, by the
+        config's `train.amp`, `train.channels_last` and `train.compile`, with `steps` steps
+        still to run (the module's rule)."""
+        return cls._settle(device, channels_last, amp=train.amp, channels_last=train.channels_last,
+                           compile_=train.compile, long=steps >= TRAIN_AUTO_MIN_STEPS)
+
+    @classmethod
+    def _settle(cls, device: torch.device, declared: bool, *, amp, channels_last, compile_,
+                long: bool) -> FastPath:
+        """Each switch as set (True/False or a word of SWITCHES), or by its "auto" rule: bf16 where
+        it pays, channels_last as the backbone `declared`, compiling for `long` work where the
+        compiler runs. The one place these rules are applied, for sampling and training alike."""
+        def switch(value, auto: bool) -> bool:
+            want = value if isinstance(value, bool) else SWITCHES[value]
+            return auto if want is None else want
+
+        return cls(amp=switch(amp, bf16_pays(device)),
+                   channels_last=switch(channels_last, declared),
+                   compile=switch(compile_, long and compiler_runs(device)))
 
     def describe(self) -> str:
         parts = [name for name, on in (("bf16 autocast", self.amp),
@@ -119,14 +138,6 @@ def conv_autotuning(device: torch.device):
         yield
     finally:
         torch.backends.cudnn.benchmark = before
-
-
-def training_compiles(setting: bool | str, device: torch.device, steps: int) -> bool:
-    """Whether training compiles: `train.compile` as set when true or false; "auto" by the
-    module's rule for `steps` steps still to run."""
-    if setting == "auto":
-        return compiler_runs(device) and steps >= TRAIN_AUTO_MIN_STEPS
-    return bool(setting)
 
 
 def uncompiled_on_failure(compiled, eager):

@@ -30,12 +30,10 @@ from pegasus.atomic import remove_stale_temporaries
 from pegasus.checkpoint import save_checkpoint, step_of
 from pegasus.compiling import (
     FastPath,
-    bf16_pays,
     cache_file,
     conv_autotuning,
     load_artifacts,
     save_artifacts,
-    training_compiles,
     warn_uncompiled,
 )
 from pegasus.config import Config
@@ -306,10 +304,9 @@ class _Trainer:
         self.ctx, self.run = ctx, start.run
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
-        amp = tc.amp == "bf16" or (tc.amp == "auto" and bf16_pays(device))
-        channels_last = tc.channels_last is True or (
-            tc.channels_last == "auto" and get_backbone(config.model.backbone)[0].channels_last)
-        self.fast = FastPath(amp=amp, channels_last=channels_last, compile=False)  # compile: below
+        resumed = int(start.resume_state["step"]) if start.resume_state is not None else 0
+        self.fast = FastPath.for_training(device, get_backbone(config.model.backbone)[0].channels_last,
+                                          tc, steps=tc.iters - resumed)
         torch.manual_seed(tc.seed)
 
         self.images = load_images(config.data).images.to(device)
@@ -319,10 +316,10 @@ class _Trainer:
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
         self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
-        self.model.to(device, memory_format=torch.channels_last if channels_last
+        self.model.to(device, memory_format=torch.channels_last if self.fast.channels_last
                       else torch.preserve_format)
         self.ema = EMA(self.model, tc.ema)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.fast.amp
                          else contextlib.nullcontext())
         check_training_batch(self.model, tc.batch_size, tuple(self.images.shape[1:]), self.sigmas,
                              self.autocast)
@@ -336,8 +333,6 @@ class _Trainer:
             self.step = _restore(start.resume_state, self.model, self.ema, self.optimizer, self.g,
                                  ctx, config, start.resume_path)
             start.resume_state = None  # the loop does not need the old tensors
-        self.fast = dataclasses.replace(
-            self.fast, compile=training_compiles(tc.compile, device, tc.iters - self.step))
         self.compile_cache = None
         if self.fast.compile:
             key = (f"train|{config.model.backbone}|{config.model.options}|{config.data.res}|"

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from pegasus.blend import BlendRequest, blend_run
 from pegasus.classifier import load_classifier
 from pegasus.cli import app
-from pegasus.compiling import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath, training_compiles
+from pegasus.compiling import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
+from pegasus.config import TrainConfig
 from pegasus.inpaint import inpaint_run
 from pegasus.runs import load_trained_run
 from test_errors import one_line
@@ -52,10 +53,10 @@ def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
     switch is still honoured."""
     t4 = gpu((7, 5))
     assert FastPath.choose(t4, True, 10**6) == FastPath(False, True, True)
-    assert training_compiles("auto", t4, 10**6)
+    assert FastPath.for_training(t4, True, TrainConfig(), 10**6) == FastPath(False, True, True)
     p100 = gpu((6, 0))
     assert FastPath.choose(p100, False, 10**6) == FastPath(False, False, False)
-    assert not training_compiles("auto", p100, 10**6)
+    assert FastPath.for_training(p100, True, TrainConfig(), 10**6) == FastPath(False, True, False)
     assert FastPath.choose(p100, False, 1, compile_="on", amp="on") == FastPath(True, False, True)
 
 
@@ -112,10 +113,27 @@ def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
 
 def test_training_compiles_long_runs_on_a_gpu_unless_told(gpu):
     cuda, cpu = gpu((9, 0)), torch.device("cpu")
-    assert training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS)
-    assert not training_compiles("auto", cuda, TRAIN_AUTO_MIN_STEPS - 1)
-    assert not training_compiles("auto", cpu, 10**6)
-    assert training_compiles(True, cpu, 1) and not training_compiles(False, cuda, 10**6)
+    auto = TrainConfig()
+    assert FastPath.for_training(cuda, False, auto, TRAIN_AUTO_MIN_STEPS).compile
+    assert not FastPath.for_training(cuda, False, auto, TRAIN_AUTO_MIN_STEPS - 1).compile
+    assert not FastPath.for_training(cpu, False, auto, 10**6).compile
+    assert FastPath.for_training(cpu, False, TrainConfig(compile=True), 1).compile
+    assert not FastPath.for_training(cuda, False, TrainConfig(compile=False), 10**6).compile
+
+
+def test_training_and_sampling_settle_auto_by_the_same_rules(gpu):
+    """train.amp, train.channels_last: bf16 where it pays, channels_last as the backbone
+    declares, each overridable, as sampling's switches are."""
+    cuda, cpu = gpu((9, 0)), torch.device("cpu")
+    for device in (cuda, cpu):
+        for declared in (True, False):
+            trains = FastPath.for_training(device, declared, TrainConfig(), 10**6)
+            samples = FastPath.choose(device, declared, 10**6)
+            assert (trains.amp, trains.channels_last) == (samples.amp, samples.channels_last)
+    told = FastPath.for_training(cuda, True, TrainConfig(amp="off", channels_last=False), 1)
+    assert told == FastPath(False, False, False)
+    told = FastPath.for_training(cpu, False, TrainConfig(amp="bf16", channels_last=True), 1)
+    assert told == FastPath(True, True, False)
 
 
 def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run):
