@@ -21,6 +21,7 @@ from pegasus.runs import TrainedRun
 from pegasus.samplers import SAMPLERS
 from pegasus.samplers.langevin import default_capture
 from pegasus.samplers.plan import plan_sampler
+from pegasus.schedule import Schedule
 from pegasus.signatures import Callback
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
@@ -60,6 +61,19 @@ class BlendRequest:
                 raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
 
 
+    def plan(self, schedule: Schedule):
+        """The sampler this blend runs, fitted to `schedule` within `steps` evaluations; `mode`
+        needs its kind: eq. 4 interpolates injected noise, slerp a deterministic start."""
+        plan = plan_sampler(self.sampler, schedule, self.steps)
+        if self.mode == "eq4" and not plan.stochastic:
+            raise FieldError("sampler", f"{self.sampler} without churn is deterministic and eq. 4 "
+                                        f"needs injected noise: blend with mode slerp, or add churn")
+        if self.mode == "slerp" and plan.stochastic:
+            raise FieldError("mode", f"slerp blends a deterministic sampler's starting noise; "
+                                     f"{self.sampler} injects noise here, so use eq4")
+        return plan
+
+
 def endpoints(request: BlendRequest, classes: list[str]) -> tuple[int, int]:
     if len(classes) < 2:
         raise UserError("guidance needs a run trained on at least two classes")
@@ -83,13 +97,7 @@ def blend_run(
     (TrainedRun.fast_path); None runs them eagerly in float32."""
     classes = run.classes
     request.validate(classes)
-    plan = plan_sampler(request.sampler, run.schedule, request.steps)
-    if request.mode == "eq4" and not plan.stochastic:
-        raise FieldError("sampler", f"{request.sampler} without churn is deterministic and eq. 4 "
-                                    f"needs injected noise: blend with mode slerp, or add churn")
-    if request.mode == "slerp" and plan.stochastic:
-        raise FieldError("mode", f"slerp blends a deterministic sampler's starting noise; "
-                                 f"{request.sampler} injects noise here, so use eq4")
+    plan = request.plan(run.schedule)
     device, shape = run.device, (3, run.config.data.res, run.config.data.res)
     p = ImageStreams(request.seed, 0, request.strips, device)
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,24 +141,29 @@ def conv_autotuning(device: torch.device):
         torch.backends.cudnn.benchmark = before
 
 
-def uncompiled_on_failure(compiled, eager):
+class UncompiledOnFailure:
     """`compiled` (a torch.compile'd callable), except that if torch.compile fails in a call
     (dynamo or inductor raising, a missing compiler say) the call and every later one run
     `eager`, with a warning. Errors of the network itself are not dynamo's and pass through."""
-    current = compiled
 
-    def call(*args, **kwargs):
-        nonlocal current
+    def __init__(self, compiled, eager) -> None:
+        self.current, self.eager = compiled, eager
+
+    @property
+    def failed(self) -> bool:
+        """Whether the compile failed, so that calls now run eagerly (and nothing was compiled
+        that a cache could keep)."""
+        return self.current is self.eager
+
+    def __call__(self, *args, **kwargs):
         try:
-            return current(*args, **kwargs)
+            return self.current(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as e:
-            if current is eager:
+            if self.failed:
                 raise
             warn_uncompiled(e)
-            current = eager
-            return eager(*args, **kwargs)
-
-    return call
+            self.current = self.eager
+            return self.eager(*args, **kwargs)
 
 
 def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
@@ -180,16 +186,19 @@ def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: 
 
 
 def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
-               cache: Path | None = None, key: str = "") -> ScoreFn:
+               cache: Path | None = None, key: str = "",
+               notify: Callable[[str], None] | None = None) -> ScoreFn:
     """The score function sampling should call on `device` under `path`. With a `cache` folder,
     each input shape's compile (torch.compile specialises on shapes) is loaded from its own
-    file there before its first evaluation and saved there after it; `key` names the network."""
+    file there before its first evaluation and saved there after it; `key` names the network.
+    `notify` hears, before each shape's first evaluation, whether it compiles or loads: the
+    one wait of the work that no progress bar moves through."""
     if path.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = model
     if path.compile:
-        network = uncompiled_on_failure(torch.compile(model, backend=path.backend, dynamic=False),
-                                        model)
+        network = UncompiledOnFailure(
+            torch.compile(model, backend=path.backend, dynamic=False), model)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if path.amp
                 else contextlib.nullcontext())
     seen: set[tuple[int, ...]] = set()  # the input shapes compiled (or loaded) so far
@@ -197,19 +206,33 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        first = path.compile and cache is not None and tuple(x.shape) not in seen
+        shape = tuple(x.shape)
+        first = path.compile and shape not in seen
+        file = None
         if first:
-            seen.add(tuple(x.shape))
-            file = cache_file(cache, model, device, f"{key}|{path}|{tuple(x.shape)}")
+            seen.add(shape)
+            if cache is not None:
+                file = cache_file(cache, model, device, f"{key}|{path}|{shape}")
+            if notify is not None:
+                notify(compile_notice(len(x), file))
             load_artifacts(file)  # torch.compile compiles lazily: at the call below
         # cuDNN picks its algorithms at a shape's first (warm-up) call, before any graph capture.
         with autocast, conv_autotuning(device):
             out = network(x, sigma)  # float32: the score model divides by sigma in float32
-        if first and not file.is_file():
+        if file is not None and not file.is_file() and not network.failed:
             save_artifacts(file)
         return out
 
     return score
+
+
+def compile_notice(batch: int, cache: Path | None) -> str:
+    """What a shape's first compiled evaluation is about to do, for a user waiting on it."""
+    if cache is not None and cache.is_file():
+        return f"loading the network compiled for batch {batch} from the run's compile cache"
+    kept = ("it is kept in the run folder for the next run" if cache is not None
+            else "exported weights keep no compile cache")
+    return f"compiling the network for batch {batch}, once: {kept}"
 
 
 def load_artifacts(cache: Path | None) -> None:
@@ -226,7 +249,7 @@ def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
     same cache file, as `torch.compiler.save_cache_artifacts` saves all of the process's."""
     if path is None or not path.compile:
         return classifier.log_prob
-    return uncompiled_on_failure(
+    return UncompiledOnFailure(
         torch.compile(classifier.log_prob, backend=path.backend, dynamic=False), classifier.log_prob)
 
 

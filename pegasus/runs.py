@@ -18,6 +18,7 @@ Every other module asks this one where these things are.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ class TrainedRun:
     source: Path  # the checkpoint or weights file it came from
     device: torch.device
     run_dir: Path | None = None  # the run folder, when it came from one
+    notify: Callable[[str], None] | None = None  # hears whether a fast path compiles or loads
     _scores: dict = field(default_factory=dict, repr=False, compare=False)  # score_fn's, per path
 
     @property
@@ -196,7 +198,8 @@ class TrainedRun:
 
             key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}"
             cache = RunDir(self.run_dir).compile_cache if self.run_dir is not None else None
-            self._scores[path] = fast_score(self.model, self.device, path, cache=cache, key=key)
+            self._scores[path] = fast_score(self.model, self.device, path, cache=cache, key=key,
+                                            notify=self.notify)
         return self._scores[path]
 
     def sample(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
@@ -301,9 +304,11 @@ def load_trained_run(
     device: str = "auto",
     weights: Path | None = None,
     warn=None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainedRun:
     """The EMA model of a run (its latest checkpoint, or `checkpoint`), or of an exported
-    weights file (`weights`, safetensors: no run folder needed)."""
+    weights file (`weights`, safetensors: no run folder needed). `warn` hears of skipped
+    checkpoints, `notify` of compiles (TrainedRun.notify)."""
     if weights is not None and (run_dir is not None or checkpoint is not None):
         raise RunError("give a weights file or a run (or checkpoint), not both")
     dev = resolve_device(device)
@@ -327,7 +332,7 @@ def load_trained_run(
     model = model_from_state(config, tensors, backbone, source)
     model.to(dev).eval().requires_grad_(False)
     return TrainedRun(config, model, schedule, step, source, dev,
-                      Path(run_dir) if run_dir is not None else None)
+                      Path(run_dir) if run_dir is not None else None, notify)
 
 
 def trained_schedule(run_dir: Path, warn=None) -> tuple[Config, Schedule]:

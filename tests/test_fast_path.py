@@ -159,17 +159,22 @@ def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(ru
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts",
                         lambda: saved.append(1) or (b"kernels", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
-    trained = load_trained_run(run, device="cpu")
+    notices = []
+    trained = load_trained_run(run, device="cpu", notify=notices.append)
     path = compiled_path(trained, 5)
     score = trained.score_fn(path)
     files = lambda: list((run / "compile-cache").glob("*.bin"))  # noqa: E731
-    assert not files() and not loaded  # nothing before the first evaluation compiles
+    assert not files() and not loaded and not notices  # nothing compiles before the first evaluation
     plan = trained.plan("heun", 5)
     trained.sample(2, 0, plan=plan, score=score)
     assert saved == [1] and [f.read_bytes() for f in files()] == [b"kernels"]
-    again = load_trained_run(run, device="cpu")  # as a second `pegasus sample` would
+    # The user hears of the wait once, and whether it is a compile or a load.
+    assert notices == ["compiling the network for batch 2, once: it is kept in the run folder "
+                       "for the next run"]
+    again = load_trained_run(run, device="cpu", notify=notices.append)  # a second `pegasus sample`
     again.sample(2, 0, plan=plan, score=again.score_fn(path))
     assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
+    assert notices[1:] == ["loading the network compiled for batch 2 from the run's compile cache"]
     # Another fast path (here bf16) or another batch size is another compile: its own file.
     other = dataclasses.replace(path, amp=True)
     again.sample(2, 0, plan=plan, score=again.score_fn(other))
@@ -215,7 +220,7 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
     assert "warning: the compile was not cached" in capsys.readouterr().err
 
 
-def test_a_compiler_that_fails_costs_a_warning_not_the_work(run):
+def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch):
     """torch.compile can fail on a machine (no C++ compiler, a GPU Triton does not support):
     the sampling then goes on uncompiled, with the eager images, and one warning."""
     from torch._dynamo import register_backend
@@ -226,6 +231,8 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_work(run):
     def broken(graph, example_inputs):
         raise RuntimeError("Found Tesla P100 which is too old for the triton GPU compiler")
 
+    saved = []
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1))
     trained = load_trained_run(run, device="cpu")
     plan = trained.plan("heun", 5)
     eager = trained.sample(2, 0, plan=plan)
@@ -234,6 +241,7 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_work(run):
         images = trained.sample(2, 0, plan=plan, score=trained.score_fn(path))
     assert len(caught) == 1  # once, not once per evaluation
     torch.testing.assert_close(images, eager, rtol=0, atol=0)
+    assert not saved  # nothing was compiled, so nothing is cached
 
 
 def compiled_path(trained, evaluations: int) -> FastPath:

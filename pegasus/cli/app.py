@@ -92,6 +92,13 @@ def user_errors(flags: dict[str, str] | None = None):
         raise typer.Exit(2) from None
 
 
+def note(message: str) -> None:
+    """A line of what the work is doing (a compile, say), on stderr beside the progress bars."""
+    from rich.text import Text
+
+    err_console.print(Text(message, style="dim"), soft_wrap=True)
+
+
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 

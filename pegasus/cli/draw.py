@@ -17,6 +17,7 @@ from pegasus.cli.app import (
     app,
     console,
     examples,
+    note,
     progress_bar,
     sampling_progress,
     user_errors,
@@ -45,15 +46,6 @@ AmpOpt = Annotated[str, typer.Option(
     help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
          "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]
 FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
-
-
-def choose_fast_path(trained, evaluations: int, compile_: str, amp: str):
-    """The run's fast path for `evaluations` network evaluations, saying when it compiles."""
-    path = trained.fast_path(evaluations, compile_, amp)
-    if path.compile:
-        console.print("compiling the network on first use, or loading the compile cached in the "
-                      "run folder", highlight=False)
-    return path
 
 
 @app.command(epilog=examples(
@@ -96,11 +88,11 @@ def sample(
         elif out.suffix != ".npz":
             image_format(out)
         check_switches(compile=compile_, amp=amp)
-        trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn)
+        trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn, notify=note)
         plan = trained.plan(sampler, steps)
         batch_size = trained.batch_size(num, batch_size)
         evaluations = trained.sampling_evaluations(plan, num, batch_size)
-        score = trained.score_fn(choose_fast_path(trained, evaluations, compile_, amp))
+        score = trained.score_fn(trained.fast_path(evaluations, compile_, amp))
         if folder is not None or out.suffix == ".npz":
             with progress_bar() as progress:
                 task = progress.add_task(f"sample ({sampler})", total=num, info="images")
@@ -172,7 +164,7 @@ def blend(
                             "exported weights carry neither")
         if (image is None) != (mask is None):
             raise UserError("a masked blend needs both --image and --mask")
-        trained = load_trained_run(run, None, device, weights=weights, warn=warn)
+        trained = load_trained_run(run, None, device, weights=weights, warn=warn, notify=note)
         kept = {}
         if mask is not None:
             from pegasus.inpaint import resolve_image, resolve_mask
@@ -182,11 +174,11 @@ def blend(
         request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
                                guidance=guidance, sampler=sampler, steps=steps, mode=mode, **kept)
         request.validate(trained.classes)
+        evaluations = request.plan(trained.schedule).evaluations
         guide = load_classifier(run, "guide", trained.device) if guidance > 0 else None
         judge = load_classifier(run, "judge", trained.device) if report else None
-        evaluations = trained.plan(sampler, steps).evaluations
         chains = 2 if report and guidance > 0 else 1  # a guided report also blends unguided
-        fast = choose_fast_path(trained, evaluations * chains, compile_, amp)
+        fast = trained.fast_path(evaluations * chains, compile_, amp)
         with progress_bar() as progress:
             strips_, reports = blend_and_report(
                 trained, request, guide, judge,
@@ -240,9 +232,9 @@ def inpaint(
             raise UserError("give the image to complete: --image FILE or --image sample:SEED")
         image_format(out)
         check_switches(compile=compile_, amp=amp)
-        trained = load_trained_run(run, None, device, weights=weights, warn=warn)
+        trained = load_trained_run(run, None, device, weights=weights, warn=warn, notify=note)
         plan = trained.plan(sampler, steps)
-        fast = choose_fast_path(trained, plan.evaluations, compile_, amp)
+        fast = trained.fast_path(plan.evaluations, compile_, amp)
         with progress_bar() as progress:
             callback = sampling_progress(progress, f"inpaint ({sampler})", plan.evaluations)
             given, region, completions = inpaint_run(trained, image, mask, plan, num=num, seed=seed,
@@ -305,12 +297,12 @@ def eval_(
         from pegasus.runs import load_trained_run
 
         check_switches(compile=compile_, amp=amp)
-        trained = load_trained_run(run, None, device, warn=warn)
+        trained = load_trained_run(run, None, device, warn=warn, notify=note)
         plan = trained.plan(sampler, steps)
         feature_extractor(features, run, trained.device, inception_weights)  # before sampling
         batch_size = trained.batch_size(num, batch_size)
         evaluations = trained.sampling_evaluations(plan, num, batch_size)
-        fast = choose_fast_path(trained, evaluations, compile_, amp)
+        fast = trained.fast_path(evaluations, compile_, amp)
         with progress_bar() as progress:
             callback = sampling_progress(progress, f"sample ({sampler})", evaluations)
             quality = evaluate_run(trained, run, plan, num=num, seed=seed, features=features,
