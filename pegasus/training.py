@@ -31,6 +31,7 @@ from pegasus.checkpoint import save_checkpoint, step_of
 from pegasus.compiling import (
     FastPath,
     cache_file,
+    compile_notice,
     conv_autotuning,
     load_artifacts,
     save_artifacts,
@@ -241,12 +242,14 @@ def train(
     stop_after: int | None = None,
     on_start: Callable[[Config, int, FastPath], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
     noise fields planned from the data), the model's parameter count and the fast path it trains
     on (compiling.FastPath) once start-up is done;
-    `warn` hears about damaged checkpoints skipped and files cleaned up. `stop_after` ends the
+    `warn` hears about damaged checkpoints skipped and files cleaned up, `notify` whether the
+    first step compiles or loads the compile cached in the run folder. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one."""
     warn = warn or (lambda message: None)
@@ -257,18 +260,20 @@ def train(
         try:
             start = _check(config, Path(run_dir), resume, warn)
             if not ctx.main:
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start)
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start,
+                              notify)
             start.run.create()
             with RunLock(start.run.lock, f"run {start.run.path}"):
                 for path in remove_stale_temporaries(start.run.checkpoints):
                     warn(f"removed {path.name}, left by an interrupted write")
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start)
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start,
+                              notify)
         finally:
             distributed.teardown(ctx)
 
 
 def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after, stop,
-           on_start) -> TrainResult:
+           on_start, notify) -> TrainResult:
     trainer = _Trainer(ctx, config, start)
     if ctx.main and tensorboard:
         trainer.open_tensorboard()
@@ -279,7 +284,7 @@ def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after
         if on_start is not None and ctx.main:
             on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()),
                      trainer.fast)
-        trainer.loop(progress, stop, stop_after)
+        trainer.loop(progress, stop, stop_after, notify)
     finally:
         if trainer.writer is not None:
             trainer.writer.close()
@@ -384,12 +389,14 @@ class _Trainer:
 
             self.writer.add_image("samples", make_grid(x.cpu()), self.step)
 
-    def loop(self, progress, stop, stop_after) -> None:
+    def loop(self, progress, stop, stop_after, notify=None) -> None:
         ctx, tc, device = self.ctx, self.config.train, self.ctx.device
         log = LossLog(self.sigmas)
         first = self.step
         if progress is not None and ctx.main:
             progress(self.step, tc.iters, None)  # a resumed run starts where it left off
+        if notify is not None and ctx.main and self.fast.compile:
+            notify(compile_notice(tc.batch_size, self.compile_cache))
         self.net.train()
         with conv_autotuning(device):
             self._run_steps(log, first, progress, stop, stop_after)

@@ -135,18 +135,21 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     saved, loaded = [], []  # aot_eager makes no artifacts: torch's artifact calls stood in for
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1) or (b"k", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
-    started = []
+    started, notices = [], []
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # one compile for the whole run
         compiled = train(tiny_config("train.compile=true"), tmp_path / "compiled", tensorboard=False,
-                         on_start=lambda config, parameters, fast: started.append(fast))
+                         on_start=lambda config, parameters, fast: started.append(fast),
+                         notify=notices.append)
     assert started[0].compile and saved == [1] and not loaded
+    assert len(notices) == 1 and notices[0].startswith("compiling the network for batch")
     # A resumed run loads the compile cached after the first step instead of compiling afresh.
     cached = list((tmp_path / "compiled" / "compile-cache").glob("*.bin"))
     assert [f.read_bytes() for f in cached] == [b"k"]
     train(tiny_config("train.compile=true", "train.iters=8"), tmp_path / "compiled", resume=True,
-          tensorboard=False)
+          tensorboard=False, notify=notices.append)
     assert loaded == [b"k"] and saved == [1]
+    assert notices[1].startswith("loading the network compiled for batch")
     assert [s for s, _ in compiled.losses] == [s for s, _ in eager.losses]
     for (_, a), (_, b) in zip(compiled.losses, eager.losses, strict=True):
         assert a == pytest.approx(b, rel=1e-4)

@@ -16,6 +16,7 @@ from pegasus.cli.app import (
     app,
     console,
     examples,
+    note,
     progress_bar,
     user_errors,
     warn,
@@ -87,13 +88,10 @@ def train(
                 progress.console.print(
                     f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
                     highlight=False)
-                progress.console.print(
-                    f"fast path: {fast.describe()}" + (
-                        " (the first step compiles; the compile is cached in the run folder)"
-                        if fast.compile else ""), highlight=False)
+                progress.console.print(f"fast path: {fast.describe()}", highlight=False)
 
             result = run_training(cfg, run, resume=resume, progress=report, on_start=announce,
-                                  warn=warn)
+                                  warn=warn, notify=note)
         if result.interrupted:
             if result.checkpoint is None:
                 console.print("stopped before the first step; nothing was saved")
