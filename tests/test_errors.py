@@ -132,6 +132,8 @@ def test_checks_run_before_any_output(tmp_path):
         result = runner.invoke(app, ["train", "--run", str(tmp_path / "r"), *sets, *bad])
         one_line(result, needle)
         assert "training" not in result.output and not (tmp_path / "r").exists()
+        # The error line alone: no progress bar started before the check, no empty line.
+        assert result.output.strip("\n").startswith("error:"), result.output
 
 
 def test_version_examples_and_completion():
