@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from pegasus.errors import first_line
 from pegasus.registry import get_backbone
 from pegasus.score import ScoreModel
 
@@ -74,8 +75,7 @@ def first_and_steady(fn, device: torch.device, repeats: int) -> tuple[float, flo
 def failure(error: Exception) -> str:
     """One line for a mode that failed, so that a bench run on a lent GPU reports the other
     modes' figures instead of ending at the first error."""
-    first = next((line for line in str(error).splitlines() if line.strip()), "")
-    return f"failed: {type(error).__name__}: {first}"[:200]
+    return f"failed: {type(error).__name__}: {first_line(error)}"[:200]
 
 
 def reset_peak(device: torch.device) -> None:

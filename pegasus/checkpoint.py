@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pegasus.atomic import atomic_write
-from pegasus.errors import CheckpointError, WriteError
+from pegasus.errors import CheckpointError, WriteError, first_line
 
 FORMAT = "pegasus-checkpoint"
 VERSION = 1
@@ -105,9 +105,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
             raise CheckpointError(
                 f"{path} holds objects pegasus will not load (they could run code); it was not "
                 f"written by pegasus, or it was tampered with") from None
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pegasus checkpoint")
     if state.get("version") != VERSION:
@@ -118,5 +118,3 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
     return state
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from pegasus.errors import FieldError, PegasusWarning
+from pegasus.errors import FieldError, PegasusWarning, first_line
 from pegasus.signatures import ScoreFn
 
 AUTO_MIN_EVALUATIONS = 2000
@@ -171,9 +171,8 @@ def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
     says which backend raised) and the `switch` that skips the attempt."""
     while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None:
         error = inner
-    first = next((line for line in str(error).splitlines() if line.strip()), "")
     warnings.warn(f"torch.compile failed on this machine, so this runs uncompiled "
-                  f"({type(error).__name__}: {first}); {switch} skips the attempt",
+                  f"({type(error).__name__}: {first_line(error)}); {switch} skips the attempt",
                   PegasusWarning, stacklevel=3)
 
 

@@ -48,3 +48,10 @@ class DatasetError(UserError):
 
 class WriteError(UserError):
     """An output that cannot be written (a missing permission, a full disk, a bad name)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of another library's error (its type's name when it says
+    nothing), to quote inside one of pegasus's one-line messages."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()),
+                type(error).__name__)

@@ -26,7 +26,7 @@ from torch import nn
 from pegasus.classifier import Classifier, load_classifier
 from pegasus.compiling import FastPath
 from pegasus.data import load_images
-from pegasus.errors import FieldError, UserError
+from pegasus.errors import FieldError, UserError, first_line
 from pegasus.runs import TrainedRun
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback
@@ -98,7 +98,7 @@ def _metrics(feature, inception_weights: Path | None, subset_size: int, device: 
             fid = FrechetInceptionDistance(feature=feature, normalize=True, **extra)
     except (OSError, RuntimeError, ValueError) as e:  # offline download, a bad weights file
         where = f"from {inception_weights}" if inception_weights else "(downloaded on first use)"
-        raise UserError(f"cannot load the Inception weights {where}: {str(e).splitlines()[0]}; "
+        raise UserError(f"cannot load the Inception weights {where}: {first_line(e)}; "
                         f"offline, give a local copy as inception_weights") from None
     return kid.to(device), fid.to(device)
 

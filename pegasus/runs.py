@@ -37,6 +37,7 @@ from pegasus.errors import (
     RegistryError,
     RunError,
     WriteError,
+    first_line,
 )
 from pegasus.registry import Plugin, get_backbone, registry
 from pegasus.schedule import Schedule
@@ -260,7 +261,8 @@ def model_from_state(config: Config, weights: dict[str, torch.Tensor], backbone:
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        detail = str(e).split("\n\t")[1].strip() if "\n\t" in str(e) else str(e).splitlines()[0]
+        # torch's message: a heading line, then one "\t"-indented line per mismatched tensor.
+        detail = str(e).split("\n\t")[1].strip() if "\n\t" in str(e) else first_line(e)
         raise CheckpointError(
             f"{source} holds weights that do not fit backbone {config.model.backbone!r} "
             f"{config.model.options} at {config.data.res} px ({detail})") from None

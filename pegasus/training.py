@@ -40,7 +40,7 @@ from pegasus.compiling import (
 from pegasus.config import Config
 from pegasus.data import check_data_config, load_images
 from pegasus.ema import EMA
-from pegasus.errors import CheckpointError, RunError, UserError
+from pegasus.errors import CheckpointError, RunError, UserError, first_line
 from pegasus.images import save_grid
 from pegasus.locking import RunLock
 from pegasus.loss import DSMLoss, dsm_loss
@@ -205,7 +205,7 @@ def _restore(state, model, ema: EMA, optimizer, g: torch.Generator, ctx, config:
         raise CheckpointError(
             f"{path} does not fit this run's model ({config.model.backbone} "
             f"{config.model.options}); the checkpoint holds {theirs.get('backbone', '?')} "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            f"({type(e).__name__}: {first_line(e)[:200]})") from None
     # The optimizer's saved state carries its hyper-parameters; the run's config (with any
     # override given on resume) is what holds now.
     for group in optimizer.param_groups:

@@ -179,3 +179,12 @@ def test_bad_weights_files_are_one_line(tmp_path, run):
              "fake.safetensors")
     one_line(runner.invoke(app, ["export", "--run", str(run), "--out", str(tmp_path / "m.pt")]),
              "safetensors")
+
+
+def test_another_librarys_error_is_quoted_by_its_first_line():
+    """A message-less error (an OSError() from a download, say) used to end in an IndexError
+    inside the handler meant to report it."""
+    from pegasus.errors import first_line
+
+    assert first_line(RuntimeError("\n  Error(s) in loading\n\tsize mismatch")) == "Error(s) in loading"
+    assert first_line(OSError()) == "OSError"

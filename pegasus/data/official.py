@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pegasus.errors import UserError
+from pegasus.errors import UserError, first_line
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")
@@ -62,10 +62,9 @@ def ensure_files(archive: Archive, root: Path, files: tuple[str, ...], download:
         try:
             download_and_extract_archive(archive.url, str(root), md5=archive.md5)
         except Exception as e:  # noqa: BLE001 - offline, refused, or a checksum mismatch
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataFileError(
                 f"{', '.join(missing)} missing in {folder} and the download of {archive.url} "
-                f"failed ({reason}); put the extracted files there or pass --data-dir"
+                f"failed ({first_line(e)}); put the extracted files there or pass --data-dir"
             ) from None
         missing = [f for f in files if not (folder / f).is_file()]
     if missing:
