@@ -105,7 +105,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
             raise CheckpointError(
                 f"{path} holds objects pegasus will not load (they could run code); it was not "
                 f"written by pegasus, or it was tampered with") from None
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(e)})") from None
+        # torch's first line here is advice to load with weights_only=False, which pegasus never
+        # does; the unpickler's own words (an unknown opcode, say) come after this marker.
+        _, marked, detail = str(e).partition("WeightsUnpickler error:")
+        detail = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a checkpoint "
+                              f"({detail if marked and detail else first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

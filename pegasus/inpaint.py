@@ -157,17 +157,32 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def resolve_image(run, spec: str) -> torch.Tensor:
-    """`sample:SEED` (a sample of the run itself) or an image file, as (3, res, res)."""
-    res = run.config.data.res
+def image_source(spec: str) -> int | Path:
+    """`sample:SEED` as its seed, or an image file's path: checked, nothing read or drawn."""
     if spec.startswith("sample:"):
         seed = spec.removeprefix("sample:")
         if not seed.lstrip("-").isdigit():
             raise FieldError("image", f"{spec!r}: sample: takes an integer seed, e.g. sample:3")
-        return run.sample(1, int(seed))[0]
+        return int(seed)
     if not Path(spec).is_file():
         raise FieldError("image", f"{spec!r} is neither an image file nor sample:SEED")
-    return read_image(Path(spec), res).to(run.device)
+    return Path(spec)
+
+
+def resolve_image(run, spec: str) -> torch.Tensor:
+    """`sample:SEED` (a sample of the run itself) or an image file, as (3, res, res)."""
+    source = image_source(spec)
+    if isinstance(source, int):
+        return run.sample(1, source)[0]
+    return read_image(source, run.config.data.res).to(run.device)
+
+
+def check_inpaint_inputs(run, image: str, mask: str) -> None:
+    """The image and mask of an inpainting, checked (a file read, a sample not drawn) before
+    any sampling starts."""
+    if isinstance(source := image_source(image), Path):
+        read_image(source, run.config.data.res)
+    resolve_mask(mask, run.config.data.res, image)
 
 
 def resolve_mask(spec: str, res: int, image_spec: str | None = None) -> torch.Tensor:

@@ -33,6 +33,15 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_file_that_is_no_checkpoint_says_so_without_torchs_advice(tmp_path):
+    """torch's first line advises weights_only=False, the one thing pegasus must not do."""
+    path = tmp_path / "notes.pt"
+    path.write_text("# not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="not a checkpoint") as caught:
+        load_checkpoint(path)
+    assert "weights_only" not in str(caught.value)
+
+
 def test_loading_refuses_pickled_code(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -125,10 +125,12 @@ def test_inpaint_cli(run, tmp_path):
         assert Image.open(out).size == (6 * 18 + 2, 20)  # input, mask, kept, 3 completions
     base = ["inpaint", "--run", str(run), "--out", str(out), "--steps", "6", "--sampler", "pc"]
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    one_line(runner.invoke(app, [*base, "--image", str(tmp_path / "bad.png")]), "cannot read image")
-    one_line(runner.invoke(app, [*base, "--image", "sample:3", "--mask", "box:0,0,16,16"]),
-             "whole image")
-    one_line(runner.invoke(app, [*base, "--image", "sample:x"]), "--image")
+    for args, needle in (([str(tmp_path / "bad.png")], "cannot read image"),
+                         (["sample:3", "--mask", "box:0,0,16,16"], "whole image"),
+                         (["sample:x"], "--image"), (["missing.png"], "neither an image file")):
+        result = runner.invoke(app, [*base, "--image", *args])
+        one_line(result, needle)
+        assert result.output.startswith("error:"), result.output  # before any progress bar
     one_line(runner.invoke(app, [*base]), "give the image")
     result = runner.invoke(app, ["blend", "--run", str(run), "--n", "2", "--k", "1", "--strips", "2",
                                  "--image", "sample:3", "--mask", "right-half", "--out",

@@ -225,7 +225,7 @@ def inpaint(
         from pegasus.compiling import check_switches
         from pegasus.errors import UserError
         from pegasus.images import image_format, save_grid
-        from pegasus.inpaint import inpaint_run
+        from pegasus.inpaint import check_inpaint_inputs, inpaint_run
         from pegasus.runs import load_trained_run
 
         if image is None:
@@ -233,6 +233,7 @@ def inpaint(
         image_format(out)
         check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, None, device, weights=weights, warn=warn, notify=note)
+        check_inpaint_inputs(trained, image, mask)
         plan = trained.plan(sampler, steps)
         fast = trained.fast_path(plan.evaluations, compile_, amp)
         with progress_bar() as progress:
