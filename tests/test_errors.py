@@ -54,7 +54,7 @@ def test_sample_from_a_file_that_is_not_a_score_checkpoint(tmp_path, run):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     one_line(runner.invoke(app, ["sample", "--checkpoint", str(junk), "--out",
-                                 str(tmp_path / "x.png")]), "truncated or corrupt")
+                                 str(tmp_path / "x.png")]), "not a checkpoint")
 
 
 def test_output_that_is_a_folder_or_an_unknown_format_is_refused_before_sampling(tmp_path, run):
@@ -188,3 +188,11 @@ def test_another_librarys_error_is_quoted_by_its_first_line():
 
     assert first_line(RuntimeError("\n  Error(s) in loading\n\tsize mismatch")) == "Error(s) in loading"
     assert first_line(OSError()) == "OSError"
+
+
+def test_classifier_training_checks_before_its_bar(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for verb in ("train-guide", "train-judge"):
+        result = runner.invoke(app, [verb, "--run", str(tmp_path / "empty")])
+        one_line(result, "no checkpoint yet")
+        assert result.output.startswith("error:"), result.output  # no empty bar above it

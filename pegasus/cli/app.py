@@ -136,6 +136,30 @@ def progress_bar():
     )
 
 
+class StepsBar:
+    """A progress bar over training steps that appears at the work's first report: an error
+    found during start-up (a bad resolution, a missing checkpoint) comes alone, without an
+    empty bar above it. `report` is a training ProgressFn: (step, total, loss or None)."""
+
+    def __init__(self, description: str, loss_format: str) -> None:
+        self.progress, self.description, self.loss_format = progress_bar(), description, loss_format
+        self.task = None
+
+    def report(self, step: int, total: int, loss: float | None) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=total, info="")
+        info = {} if loss is None else {"info": f"loss {loss:{self.loss_format}}"}
+        self.progress.update(self.task, completed=step, **info)
+
+    def __enter__(self) -> StepsBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:  # stopping a bar never started prints an empty line
+            self.progress.stop()
+
+
 def sampling_progress(progress, description: str, total: int):
     """A sampler callback that advances a progress bar; it never reads the device."""
     task = progress.add_task(description, total=total, info="")

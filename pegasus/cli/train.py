@@ -13,11 +13,12 @@ from pegasus.cli.app import (
     RunOpt,
     SeedOpt,
     SetOpt,
+    StepsBar,
     app,
     console,
+    err_console,
     examples,
     note,
-    progress_bar,
     user_errors,
     warn,
 )
@@ -66,37 +67,27 @@ def train(
                          warn=warn)
         quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
         console.quiet = quiet
-        # The bar starts once start-up has passed its checks: an error comes without an empty bar.
-        progress, tasks = progress_bar(), []
+        with StepsBar("train", ".2f") as bar:
 
-        def report(step: int, total: int, loss: float | None) -> None:
-            progress.update(tasks[0], completed=step, **({} if loss is None else
-                                                         {"info": f"loss {loss:.2f}"}))
+            def announce(resolved, parameters: int, fast) -> None:
+                from pegasus.schedule import Schedule
 
-        def announce(resolved, parameters: int, fast) -> None:
-            from pegasus.schedule import Schedule
+                s = Schedule.from_noise(resolved.noise)
+                how = "planned from the data" if not cfg.noise.planned else "as configured"
+                err_console.print(
+                    f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
+                    f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
+                    f"{resolved.train.iters} steps -> {run}", highlight=False)
+                err_console.print(
+                    f"model: {resolved.model.backbone} {resolved.model.options}, "
+                    f"{parameters:,} parameters", highlight=False)
+                err_console.print(
+                    f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
+                    highlight=False)
+                err_console.print(f"fast path: {fast.describe()}", highlight=False)
 
-            s = Schedule.from_noise(resolved.noise)
-            how = "planned from the data" if not cfg.noise.planned else "as configured"
-            progress.console.print(
-                f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
-                f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
-                f"{resolved.train.iters} steps -> {run}", highlight=False)
-            progress.console.print(
-                f"model: {resolved.model.backbone} {resolved.model.options}, "
-                f"{parameters:,} parameters", highlight=False)
-            progress.console.print(
-                f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
-                highlight=False)
-            progress.console.print(f"fast path: {fast.describe()}", highlight=False)
-            progress.start()
-            tasks.append(progress.add_task("train", total=resolved.train.iters, info=""))
-        try:
-            result = run_training(cfg, run, resume=resume, progress=report, on_start=announce,
+            result = run_training(cfg, run, resume=resume, progress=bar.report, on_start=announce,
                                   warn=warn, notify=note)
-        finally:
-            if progress.live.is_started:  # stopping an unstarted bar would print an empty line
-                progress.stop()
         if result.interrupted:
             if result.checkpoint is None:
                 console.print("stopped before the first step; nothing was saved")
@@ -112,14 +103,9 @@ def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: i
     with user_errors({"iters": "--iters", "batch_size": "--batch-size"}):
         from pegasus.classifier import train_for_run
 
-        with progress_bar() as progress:
-            task = progress.add_task(f"train {kind}", total=iters, info="")
-
-            def report(step: int, total: int, loss: float | None) -> None:
-                progress.update(task, completed=step, **({"info": f"loss {loss:.3f}"} if loss else {}))
-
+        with StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
-                                   device=device, progress=report)
+                                   device=device, progress=bar.report)
         accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())
         console.print(f"wrote {result.path}; held-out accuracy {accuracy}")
 
