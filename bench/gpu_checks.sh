@@ -124,5 +124,5 @@ esac
 
 echo
 echo "== summary of $part ($((SECONDS)) s of a ${budget} s budget; full log: $log)"
-grep -E "^== .*(exit|skipped)|^  [a-z0-9 +()]+:$|per evaluation$|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, |compiling the network|loading the network" "$log" || true
+grep -E "^== .*(exit|skipped)|^  [a-z0-9 +()]+:$|per evaluation$|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, |compiling the network|loading the network|fast path timed on" "$log" || true
 if ((${#skipped[@]})); then printf 'skipped: %s\n' "${skipped[@]}"; fi

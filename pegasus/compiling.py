@@ -117,6 +117,11 @@ class FastPath:
                    channels_last=switch(channels_last, declared),
                    compile=switch(compile_, long and compiler_runs(device)))
 
+    def autocast(self, device: torch.device):
+        """The context the network runs in on `device`: bf16 autocast when `amp`, else none."""
+        return (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
+                else contextlib.nullcontext())
+
     def describe(self) -> str:
         parts = [name for name, on in (("bf16 autocast", self.amp),
                                        ("channels_last", self.channels_last),
@@ -198,8 +203,7 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
     if path.compile:
         network = UncompiledOnFailure(
             torch.compile(model, backend=path.backend, dynamic=False), model)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if path.amp
-                else contextlib.nullcontext())
+    autocast = path.autocast(device)
     seen: set[tuple[int, ...]] = set()  # the input shapes compiled (or loaded) so far
 
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -30,16 +30,17 @@ def _peak_of_step(model, x: torch.Tensor, sigmas: torch.Tensor, autocast) -> int
 def check_training_batch(model, batch: int, shape: tuple[int, ...], sigmas: torch.Tensor,
                          autocast, probe: int = 2) -> None:
     """On CUDA: measure the peak memory of a forward and backward pass at two small batches
-    (their difference is the cost per image, the rest is fixed), add Adam's two moments, and
-    refuse `batch` when it cannot fit in the free memory."""
+    (their difference is the cost per image, the rest is fixed), add Adam's two moments and the
+    EMA's copy of the weights (made after this check), and refuse `batch` when it cannot fit in
+    the free memory."""
     device = sigmas.device
     if device.type != "cuda" or batch <= 2 * probe:
         return
     small = _peak_of_step(model, torch.rand(probe, *shape, device=device), sigmas, autocast)
     large = _peak_of_step(model, torch.rand(2 * probe, *shape, device=device), sigmas, autocast)
     per_image = max(large - small, 1) / probe
-    adam = 2 * sum(p.numel() * p.element_size() for p in model.parameters())
-    fixed = small - probe * per_image + adam
+    adam_and_ema = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    fixed = small - probe * per_image + adam_and_ema
     free, _ = torch.cuda.mem_get_info(device)
     fits = largest_batch(per_image, fixed - torch.cuda.memory_allocated(device), free)
     if batch > fits:

@@ -51,6 +51,7 @@ GUIDE_FILE = "guide.pt"
 JUDGE_FILE = "judge.pt"
 EXPORTS = "exports"
 COMPILE_CACHE = "compile-cache"
+PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GPU (probing.py)
 LOCK_FILE = ".lock"
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
 # Keys a score-model checkpoint must hold to be sampled from.
@@ -89,6 +90,10 @@ class RunDir:
     @property
     def compile_cache(self) -> Path:
         return self.path / COMPILE_CACHE
+
+    @property
+    def probes(self) -> Path:
+        return self.path / PROBES_FILE
 
     @property
     def lock(self) -> Path:
@@ -180,13 +185,28 @@ class TrainedRun:
 
         return plan_sampler(sampler, self.schedule, steps, **options)
 
-    def fast_path(self, evaluations: int, compile_: str = "auto", amp: str = "auto"):
+    def fast_path(self, evaluations: int, compile_: str = "auto", amp: str = "auto",
+                  batch: int | None = None):
         """The fast path (compiling.FastPath) for `evaluations` network evaluations in this
-        process; `compile_` and `amp` are auto, on or off (compiling.py states the auto rule)."""
+        process; `compile_` and `amp` are auto, on or off (compiling.py states the auto rule).
+        Uncompiled on a GPU, the switches left at auto are timed there (probing.py) at `batch`
+        images (default: the run's training batch; at most probing.SAMPLING_BATCH), once per
+        run folder."""
+        from pegasus import probing
         from pegasus.compiling import FastPath
 
         spec, _ = get_backbone(self.config.model.backbone)
-        return FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
+        path = FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
+        if not probing.probes(self.device, path):
+            return path
+        batch = min(batch or self.config.train.batch_size, probing.SAMPLING_BATCH)
+        res = self.config.data.res
+        return probing.probe(
+            probing.candidates(path, self.device, amp=amp, channels_last="auto"),
+            probing.scoring(self.model, batch, (3, res, res), self.device), self.model,
+            self.device, record=RunDir(self.run_dir).probes if self.run_dir is not None else None,
+            key=f"sample|{self.config.model.backbone}|{self.config.model.options}|{res}|{batch}",
+            notify=self.notify)
 
     def score_fn(self, path=None):
         """The score function to sample with: the model itself (eager float32) without a fast

@@ -14,7 +14,6 @@ resolution, device) runs in `_check` before any data is loaded or anything is wr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import signal
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from pegasus import __version__, distributed
+from pegasus import __version__, distributed, probing
 from pegasus.atomic import remove_stale_temporaries
 from pegasus.checkpoint import save_checkpoint, step_of
 from pegasus.compiling import (
@@ -274,7 +273,7 @@ def train(
 
 def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after, stop,
            on_start, notify) -> TrainResult:
-    trainer = _Trainer(ctx, config, start)
+    trainer = _Trainer(ctx, config, start, notify if ctx.main else None)
     if ctx.main and tensorboard:
         trainer.open_tensorboard()
     try:
@@ -305,7 +304,7 @@ class _Trainer:
     """One run's training state: data on the device, the schedule (planned from the data when
     asked), the model, EMA, optimizer and random streams, restored when resuming."""
 
-    def __init__(self, ctx, config: Config, start: _Start) -> None:
+    def __init__(self, ctx, config: Config, start: _Start, notify=None) -> None:
         self.ctx, self.run = ctx, start.run
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
@@ -321,13 +320,26 @@ class _Trainer:
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
         self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
-        self.model.to(device, memory_format=torch.channels_last if self.fast.channels_last
-                      else torch.preserve_format)
+        self.model.to(device)
+        shape = tuple(self.images.shape[1:])
+        check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
+                             self.fast.autocast(device))
+        # Uncompiled on a GPU, the switches left at auto are timed there (probing.py). Not under
+        # DDP: every rank must train on the same path, and a rank's timings are its own.
+        if probing.probes(device, self.fast) and not ctx.distributed:
+            probed = probing.probe(
+                probing.candidates(self.fast, device, amp=tc.amp, channels_last=tc.channels_last),
+                probing.training(self.model, tc.batch_size, shape, self.sigmas), self.model, device,
+                record=self.run.probes, notify=notify,
+                key=f"train|{config.model.backbone}|{config.model.options}|{shape}|{tc.batch_size}")
+            if probed.amp != self.fast.amp:  # float32 takes more memory than bf16
+                check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
+                                     probed.autocast(device))
+            self.fast = probed
+        if self.fast.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, tc.ema)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.fast.amp
-                         else contextlib.nullcontext())
-        check_training_batch(self.model, tc.batch_size, tuple(self.images.shape[1:]), self.sigmas,
-                             self.autocast)
+        self.autocast = self.fast.autocast(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
                                           fused=cuda)
         self.g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)

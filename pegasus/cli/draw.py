@@ -92,7 +92,7 @@ def sample(
         plan = trained.plan(sampler, steps)
         batch_size = trained.batch_size(num, batch_size)
         evaluations = trained.sampling_evaluations(plan, num, batch_size)
-        score = trained.score_fn(trained.fast_path(evaluations, compile_, amp))
+        score = trained.score_fn(trained.fast_path(evaluations, compile_, amp, batch_size))
         if folder is not None or out.suffix == ".npz":
             with progress_bar() as progress:
                 task = progress.add_task(f"sample ({sampler})", total=num, info="images")
@@ -303,7 +303,7 @@ def eval_(
         feature_extractor(features, run, trained.device, inception_weights)  # before sampling
         batch_size = trained.batch_size(num, batch_size)
         evaluations = trained.sampling_evaluations(plan, num, batch_size)
-        fast = trained.fast_path(evaluations, compile_, amp)
+        fast = trained.fast_path(evaluations, compile_, amp, batch_size)
         with progress_bar() as progress:
             callback = sampling_progress(progress, f"sample ({sampler})", evaluations)
             quality = evaluate_run(trained, run, plan, num=num, seed=seed, features=features,

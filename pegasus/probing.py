@@ -1,0 +1,193 @@
+"""Which of the fast path's uncompiled modes is fastest for this network on this GPU: a few
+timed evaluations before the work starts, kept in the run folder so that a run probes once.
+
+Why: the declared choices (bf16 autocast where the GPU has bf16 tensor cores, channels_last where
+the backbone says it pays) were measured on one H100 at one size. There, channels_last made the
+U-Net 0.80x of eager float32 and bf16 alone only 1.05x (shared/gpu/FIGURES.md), so another GPU,
+width or resolution can put a declared mode below float32. Timing the candidates where the work
+runs makes "the fast path is never slower than eager float32" hold by measurement.
+
+What is probed: each switch left at "auto" (amp only where bf16 pays at all), both ways; the
+plainest candidate (float32, contiguous) first. Each is warmed up (cuDNN's algorithm search runs
+then) and timed over a few calls; the fastest wins if it beats the plainest by more than MARGIN,
+else the plainest does. Compiled paths are not probed: compiling every candidate would cost
+minutes, and inductor fuses away the elementwise passes that made channels_last slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pegasus.compiling import FastPath, bf16_pays
+from pegasus.loss import dsm_loss
+
+WARMUP = 2  # calls before timing: cuDNN's algorithm search, the allocator's first blocks
+REPEATS = 5  # timed calls per candidate
+MARGIN = 0.03  # a mode must beat the plainest by 3% to be chosen: what timing noise can fake
+# Sampling is timed at no more images than this: past about 100 a GPU is saturated, and on the
+# H100 the modes ranked the same at 100 and 1,000 images (FIGURES.md), at a tenth of the probe.
+SAMPLING_BATCH = 256
+
+Workload = Callable[[FastPath], Callable[[], object]]
+
+
+def probes(device: torch.device, path: FastPath) -> bool:
+    """Whether work on `path` is probed: uncompiled on CUDA, where the modes' speeds differ by
+    GPU. On a CPU the declared rule holds (bench/README.md measured channels_last there)."""
+    return device.type == "cuda" and not path.compile
+
+
+def candidates(path: FastPath, device: torch.device, *, amp, channels_last) -> list[FastPath]:
+    """`path` with each switch whose setting (`amp`, `channels_last`) is "auto" tried both ways;
+    bf16 only where it pays at all (compiling.bf16_pays). The plainest candidate comes first."""
+    amps = [False, True] if amp == "auto" and bf16_pays(device) else [path.amp]
+    layouts = [False, True] if channels_last == "auto" else [path.channels_last]
+    return [dataclasses.replace(path, amp=a, channels_last=c) for a in amps for c in layouts]
+
+
+def fastest(times: dict[FastPath, float], margin: float = MARGIN) -> FastPath:
+    """The fastest of `times` (seconds per call, plainest first), if it beats the plainest by
+    more than `margin`; else the plainest."""
+    plainest = next(iter(times))
+    best = min(times, key=times.__getitem__)
+    return best if times[best] < (1 - margin) * times[plainest] else plainest
+
+
+def time_candidates(paths: list[FastPath], workload: Workload, device: torch.device,
+                    warmup: int = WARMUP, repeats: int = REPEATS) -> dict[FastPath, float]:
+    """Seconds per call of each candidate's workload, after `warmup` calls; infinite for one
+    that runs out of GPU memory (float32 needs the most), which is then never chosen."""
+    times = {}
+    for path in paths:
+        call = workload(path)
+        try:
+            for _ in range(warmup):
+                call()
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            _synchronize(device)
+            times[path] = (time.perf_counter() - start) / repeats
+        except torch.OutOfMemoryError:
+            times[path] = math.inf
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return times
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _layout(model: torch.nn.Module, x: torch.Tensor, path: FastPath) -> torch.Tensor:
+    """Put the model's weights and `x` in the candidate's memory format."""
+    fmt = torch.channels_last if path.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    return x.contiguous(memory_format=fmt)
+
+
+def scoring(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
+            device: torch.device) -> Workload:
+    """One evaluation of the score network on a batch, as sampling runs it."""
+    x = torch.rand(batch, *shape, device=device)
+    sigma = torch.ones(batch, device=device)
+
+    def workload(path: FastPath):
+        xp = _layout(model, x, path)
+
+        @torch.no_grad()
+        def call():
+            with path.autocast(device):
+                return model(xp, sigma)
+
+        return call
+
+    return workload
+
+
+def training(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
+             sigmas: torch.Tensor) -> Workload:
+    """The loss's forward and backward on a batch, as a training step runs them (Adam and EMA
+    do not depend on the mode). Its noise comes from a generator of its own, so the run's
+    random streams are untouched."""
+    device = sigmas.device
+    x = torch.rand(batch, *shape, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def workload(path: FastPath):
+        xp = _layout(model, x, path)
+
+        def call():
+            with path.autocast(device):
+                loss = dsm_loss(model, xp, sigmas, generator=g).loss
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        return call
+
+    return workload
+
+
+def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
+          device: torch.device, *, record: Path | None = None, key: str = "",
+          notify: Callable[[str], None] | None = None) -> FastPath:
+    """The fastest of `paths` (candidates' order) for `workload`; with one candidate, that one,
+    untimed. With a `record` file (the run's, RunDir.probes), a choice made before under the
+    same `key` on the same GPU and torch is reused instead of timing again. The model is left
+    in contiguous memory format: the caller lays it out for the chosen path."""
+    if len(paths) < 2:
+        return paths[0]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
+    known = _read(record)
+    chosen = next((p for p in paths if p.describe() == known.get(key, {}).get("chosen")), None)
+    if chosen is not None:
+        return chosen
+    times = time_candidates(paths, workload, device)
+    model.to(memory_format=torch.contiguous_format)
+    model.zero_grad(set_to_none=True)  # a training workload stopped by running out of memory
+    chosen = fastest(times)
+    if notify is not None:
+        timed = ", ".join(f"{p.describe()} " + (f"{1e3 * t:.1f} ms" if math.isfinite(t)
+                                                  else "out of memory") for p, t in times.items())
+        notify(f"fast path timed on {name}: {timed}; chosen: {chosen.describe()}")
+    if record is not None:
+        known[key] = {"chosen": chosen.describe(),  # the times, for a reader: JSON has no inf
+                      "ms": {p.describe(): round(1e3 * t, 3) if math.isfinite(t) else None
+                             for p, t in times.items()}}
+        _write(record, known)
+    return chosen
+
+
+def _read(record: Path | None) -> dict:
+    """The run's probe record; a missing or damaged one is empty (the probe runs again)."""
+    if record is None or not record.is_file():
+        return {}
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write(record: Path, known: dict) -> None:
+    """The record is an optimisation, as the compile cache is: a folder that cannot be written
+    costs a warning and a probe next time, not the work."""
+    from pegasus.atomic import atomic_write
+    from pegasus.errors import PegasusWarning, WriteError
+
+    data = json.dumps(known, indent=1).encode()
+    try:
+        atomic_write(record, lambda f: f.write(data))
+    except WriteError as e:
+        warnings.warn(f"the fast path's timings were not kept: {e}", PegasusWarning, stacklevel=3)

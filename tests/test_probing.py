@@ -1,0 +1,136 @@
+"""Probing the fast path's uncompiled modes where the work runs (pegasus/probing.py): the
+choice rule, the candidates, timing with a mode made slow on purpose, the record in the run
+folder, and the probe in sampling and training (forced on this CPU)."""
+
+import json
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from pegasus import probing
+from pegasus.compiling import FastPath
+from pegasus.config import TrainConfig
+from pegasus.runs import RunDir, load_trained_run
+from pegasus.training import train
+from tiny import tiny_config
+
+PLAIN, CL = FastPath(False, False, False), FastPath(False, True, False)
+BF16, BF16_CL = FastPath(True, False, False), FastPath(True, True, False)
+
+
+def test_the_fastest_wins_only_by_more_than_the_margin():
+    assert probing.fastest({PLAIN: 1.0, CL: 0.5, BF16: 0.8}) == CL
+    assert probing.fastest({PLAIN: 1.0, BF16: 0.98}) == PLAIN  # within timing noise
+    assert probing.fastest({PLAIN: 1.0, BF16: 1.2}) == PLAIN  # never slower than float32
+    assert probing.fastest({PLAIN: float("inf"), BF16: 2.0}) == BF16  # float32 did not fit
+    assert probing.fastest({PLAIN: float("inf"), BF16: float("inf")}) == PLAIN
+
+
+def test_only_the_switches_left_at_auto_are_tried(monkeypatch):
+    from pegasus import compiling
+
+    monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
+    cuda = torch.device("cuda")
+    declared = FastPath.for_training(cuda, True, TrainConfig(), 10)
+    assert declared == BF16_CL
+    assert probing.candidates(declared, cuda, amp="auto", channels_last="auto") == [
+        PLAIN, CL, BF16, BF16_CL]
+    assert probing.candidates(declared, cuda, amp="bf16", channels_last="auto") == [BF16, BF16_CL]
+    assert probing.candidates(declared, cuda, amp="auto", channels_last=True) == [CL, BF16_CL]
+    monkeypatch.setattr(compiling, "cuda_capability", lambda d: (7, 5))  # no bf16 tensor cores
+    assert probing.candidates(CL, cuda, amp="auto", channels_last="auto") == [PLAIN, CL]
+    # Compiled work and CPUs are not probed.
+    assert probing.probes(cuda, BF16) and not probing.probes(cuda, FastPath(True, True, True))
+    assert not probing.probes(torch.device("cpu"), BF16)
+
+
+class SlowIn(nn.Module):
+    """A score network that sleeps when its input comes in one memory format."""
+
+    def __init__(self, slow_channels_last: bool) -> None:
+        super().__init__()
+        self.slow_channels_last = slow_channels_last
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, sigma):
+        channels_last = not x.is_contiguous()  # contiguous in channels_last instead
+        if channels_last == self.slow_channels_last:
+            time.sleep(0.02)
+        return self.conv(x) / sigma[:, None, None, None]
+
+
+@pytest.mark.parametrize("slow_channels_last", [True, False])
+def test_the_probe_picks_the_faster_layout_and_records_it(tmp_path, slow_channels_last):
+    model, cpu, record = SlowIn(slow_channels_last), torch.device("cpu"), tmp_path / "fast-path.json"
+    heard = []
+    workload = probing.scoring(model, 2, (3, 4, 4), cpu)
+    chosen = probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k",
+                           notify=heard.append)
+    assert chosen == (PLAIN if slow_channels_last else CL)
+    assert model.conv.weight.is_contiguous()  # left contiguous: the caller lays it out
+    (entry,) = json.loads(record.read_text()).values()
+    assert entry["chosen"] == chosen.describe() and set(entry["ms"]) == {"eager float32",
+                                                                         "channels_last"}
+    assert heard[0].startswith("fast path timed on cpu: eager float32 ") and \
+        heard[0].endswith(f"; chosen: {chosen.describe()}")
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again")
+
+    # Once per run folder: the same key on the same device reads the record.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(probing, "time_candidates", no_timing)
+        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
+    # A damaged record costs a probe, not the work.
+    record.write_text("{not json")
+    assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
+
+
+def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
+    heard = []
+
+    def workload(path):
+        def call():
+            if not path.amp:  # float32 needs the most memory
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            time.sleep(0.001)
+        return call
+
+    model = nn.Linear(1, 1)
+    chosen = probing.probe([PLAIN, BF16], workload, model, torch.device("cpu"),
+                           notify=heard.append)
+    assert chosen == BF16 and "eager float32 out of memory" in heard[0]
+
+
+def test_sampling_probes_once_per_run_folder(run, monkeypatch):
+    """Forced on this CPU, the run's tiny U-Net has one switch to try (channels_last; bf16
+    does not pay on a CPU), so two candidates are timed, once."""
+    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    RunDir(run).probes.unlink(missing_ok=True)
+    heard = []
+    trained = load_trained_run(run, device="cpu", notify=heard.append)
+    path = trained.fast_path(10, compile_="off", amp="auto", batch=3)
+    assert path in (PLAIN, CL) and len(heard) == 1 and "chosen: " in heard[0]
+    (key,) = json.loads(RunDir(run).probes.read_text())
+    assert key.startswith("cpu|torch ") and "|sample|unet|" in key and "|3|" in key
+    again = load_trained_run(run, device="cpu", notify=heard.append)
+    assert again.fast_path(10, compile_="off", amp="auto", batch=3) == path and len(heard) == 1
+    images = again.sample(2, 0, plan=again.plan("heun", 5), score=again.score_fn(path))
+    assert torch.isfinite(images).all()
+
+
+def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monkeypatch):
+    """The probe's forward and backward passes use a generator of their own and leave no
+    gradient behind: a probed run that keeps the declared path trains exactly as an unprobed one."""
+    plain = train(tiny_config(), tmp_path / "plain", tensorboard=False)
+    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    monkeypatch.setattr(probing, "fastest", lambda times: next(iter(times)))  # the declared one
+    heard, started = [], []
+    probed = train(tiny_config(), tmp_path / "probed", tensorboard=False, notify=heard.append,
+                   on_start=lambda config, parameters, fast: started.append(fast))
+    assert started == [PLAIN] and len(heard) == 1 and heard[0].startswith("fast path timed on cpu")
+    (key,) = json.loads(RunDir(tmp_path / "probed").probes.read_text())
+    assert "|train|unet|" in key
+    assert probed.losses == plain.losses
