@@ -9,7 +9,6 @@ one run (the ratio is the figure). Prints images/s, peak memory and FLOP utilisa
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -25,7 +24,9 @@ from common import (
     precision_of,
     reset_peak,
 )
-from pegasus.compiling import conv_autotuning
+from pegasus import probing
+from pegasus.compiling import FastPath, conv_autotuning
+from pegasus.config import TrainConfig
 from pegasus.ema import EMA
 from pegasus.loss import dsm_loss
 from pegasus.registry import get_backbone
@@ -55,16 +56,28 @@ def eager_fp32(model, x, sigmas, g):
     return step
 
 
-def fast(model, x, sigmas, g, compile_: bool, channels_last: bool):
-    """The training fast path; channels_last as the backbone declares (Backbone.channels_last),
-    cuDNN's algorithm search on."""
+def fast_path(model, backbone: str, x, sigmas, compile_: bool) -> FastPath:
+    """The path `pegasus train` takes for this model: the config's auto rules
+    (FastPath.for_training), then, uncompiled on a GPU, the probe's timed choice."""
+    device = x.device
+    path = FastPath.for_training(device, get_backbone(backbone)[0].channels_last,
+                                 TrainConfig(compile=compile_), steps=1)
+    if probing.probes(device, path):
+        path = probing.probe(probing.candidates(path, device, amp="auto", channels_last="auto"),
+                             probing.training(model, len(x), tuple(x.shape[1:]), sigmas), model,
+                             device, notify=lambda line: print(f"  {line}"))
+    return path
+
+
+def fast(model, x, sigmas, g, path: FastPath):
+    """The training fast path `path`, cuDNN's algorithm search on, as the trainer runs it."""
     cuda = x.device.type == "cuda"
-    model = model.to(memory_format=torch.channels_last) if channels_last else model
-    xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    model = model.to(memory_format=torch.channels_last) if path.channels_last else model
+    xx = x.contiguous(memory_format=torch.channels_last) if path.channels_last else x
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=cuda)
     ema = EMA(model, 0.999)
-    net = torch.compile(model) if compile_ else model
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    net = torch.compile(model) if path.compile else model
+    autocast = path.autocast(x.device)
 
     def step():
         with conv_autotuning(x.device):  # as the trainer's loop runs
@@ -100,15 +113,19 @@ def main() -> None:
     for name in ("eager fp32", "fast"):
         model = build(backbone, res, options, device)
         g = torch.Generator(device=device).manual_seed(0)
-        step = eager_fp32(model, x, sigmas, g) if name == "eager fp32" else fast(
-            model, x, sigmas, g, args.compile, get_backbone(backbone)[0].channels_last)
+        if name == "eager fp32":
+            step = eager_fp32(model, x, sigmas, g)
+        else:
+            path = fast_path(model, backbone, x, sigmas, args.compile)
+            print(f"  fast path: {path.describe()}")
+            step = fast(model, x, sigmas, g, path)
         reset_peak(device)
         try:
             first, seconds = first_and_steady(step, device, args.steps)
         except Exception as e:  # noqa: BLE001 - the other path's figures still count
             print(f"  {name:10s} {failure(e)}")
             continue
-        precision = precision_of(device, bf16=name == "fast")
+        precision = precision_of(device, bf16=name == "fast" and path.amp)
         peak, source = peak_tflops(device, precision)
         util = flops / seconds / 1e12 / peak
         mem = peak_memory_gib(device)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pegasus.compiling import FastPath, bf16_pays
+from pegasus.compiling import FastPath, bf16_pays, conv_autotuning
 from pegasus.loss import dsm_loss
 
 WARMUP = 2  # calls before timing: cuDNN's algorithm search, the allocator's first blocks
@@ -153,7 +153,8 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     chosen = next((p for p in paths if p.describe() == known.get(key, {}).get("chosen")), None)
     if chosen is not None:
         return chosen
-    times = time_candidates(paths, workload, device)
+    with conv_autotuning(device):  # as the work itself runs: NHWC has its own algorithms
+        times = time_candidates(paths, workload, device)
     model.to(memory_format=torch.contiguous_format)
     model.zero_grad(set_to_none=True)  # a training workload stopped by running out of memory
     chosen = fastest(times)
