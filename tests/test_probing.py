@@ -134,3 +134,24 @@ def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monk
     (key,) = json.loads(RunDir(tmp_path / "probed").probes.read_text())
     assert "|train|unet|" in key
     assert probed.losses == plain.losses
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_and_sampling_probe_on_cuda(tmp_path):
+    """On a GPU the probe runs unforced: training times its candidates once and records them,
+    a resumed run reads the record, and sampling probes for itself."""
+    heard = []
+    config = tiny_config('train.device="cuda"', "train.batch_size=8")
+    train(config, tmp_path / "r", tensorboard=False, notify=heard.append)
+    assert [line for line in heard if line.startswith("fast path timed on ")]
+    record = json.loads(RunDir(tmp_path / "r").probes.read_text())
+    assert any("|train|" in key for key in record)
+    heard.clear()
+    train(tiny_config('train.device="cuda"', "train.batch_size=8", "train.iters=8"),
+          tmp_path / "r", resume=True, tensorboard=False, notify=heard.append)
+    assert not [line for line in heard if line.startswith("fast path timed on ")]
+    trained = load_trained_run(tmp_path / "r", device="cuda", notify=heard.append)
+    path = trained.fast_path(100, compile_="off", batch=8)
+    images = trained.sample(4, 0, plan=trained.plan("heun", 5), score=trained.score_fn(path))
+    assert torch.isfinite(images).all() and images.shape == (4, 3, 16, 16)
+    assert any("|sample|" in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
