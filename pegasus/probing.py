@@ -150,7 +150,9 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
     known = _read(record)
-    chosen = next((p for p in paths if p.describe() == known.get(key, {}).get("chosen")), None)
+    entry = known.get(key)
+    made = entry.get("chosen") if isinstance(entry, dict) else None
+    chosen = next((p for p in paths if p.describe() == made), None)
     if chosen is not None:
         return chosen
     with conv_autotuning(device):  # as the work itself runs: NHWC has its own algorithms

@@ -84,8 +84,9 @@ def test_the_probe_picks_the_faster_layout_and_records_it(tmp_path, slow_channel
         mp.setattr(probing, "time_candidates", no_timing)
         assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
     # A damaged record costs a probe, not the work.
-    record.write_text("{not json")
-    assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
+    for damaged in ("{not json", "[1, 2]", json.dumps({next(iter(json.loads(record.read_text()))): 3})):
+        record.write_text(damaged)
+        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
 
 
 def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
