@@ -95,7 +95,8 @@ class TrainConfig:
     # The fast path. "auto" turns bf16 autocast on for GPUs with bf16 tensor cores (compute
     # capability 8.0 and later) and off elsewhere (older GPUs emulate bf16; on CPUs bf16 training
     # is slower), and channels_last on when the backbone declares that it pays
-    # (Backbone.channels_last). The loss and the 1/sigma scaling stay in float32.
+    # (Backbone.channels_last). Uncompiled on a GPU, the switches left at "auto" are then timed
+    # there and kept only if faster (pegasus/probing.py). The loss and 1/sigma stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
     # torch.compile the network. "auto" compiles on CUDA (compute capability 7.0 and later, which
