@@ -13,7 +13,9 @@ Which GPUs: bf16 autocast ("auto") only where the GPU has bf16 tensor cores (com
 only where inductor's GPU code generator, Triton, runs (compute capability 7.0 and later): a P100
 or a T4, as free notebooks lend, gets the float32 path rather than a slower one or a compiler
 error. Should torch.compile fail anyway (no working compiler on the machine), the work goes on
-uncompiled with a warning: compiling is an optimisation, as the cache below is.
+uncompiled with a warning: compiling is an optimisation, as the cache below is. These rules
+give the declared path; uncompiled on a GPU, pegasus/probing.py then times the switches left at
+"auto" there and keeps a mode only if it is faster than float32.
 
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
