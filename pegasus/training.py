@@ -247,8 +247,9 @@ def train(
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
     noise fields planned from the data), the model's parameter count and the fast path it trains
     on (compiling.FastPath) once start-up is done;
-    `warn` hears about damaged checkpoints skipped and files cleaned up, `notify` whether the
-    first step compiles or loads the compile cached in the run folder. `stop_after` ends the
+    `warn` hears about damaged checkpoints skipped and files cleaned up, `notify` about the
+    waits of start-up: the fast path's timings on a GPU (probing.py) and whether the first step
+    compiles or loads the compile cached in the run folder. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one."""
     warn = warn or (lambda message: None)
