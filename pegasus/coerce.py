@@ -31,6 +31,15 @@ def from_mapping(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: {e}") from None
 
 
+class _Mismatch(ConfigError):
+    """A value of the wrong kind: "<where>: expected <what>, got <value>". A union of types
+    gathers its members' `what`s into one such line."""
+
+    def __init__(self, where: str, what: str, value: Any) -> None:
+        super().__init__(f"{where}: expected {what}, got {value!r}")
+        self.what = what
+
+
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
@@ -45,48 +54,52 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             try:
                 return _coerce(option, value, where)
             except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[1])
-        raise ConfigError(f"{where}: " + " or ".join(dict.fromkeys(errors)))
+                errors.append(e)
+        if all(isinstance(e, _Mismatch) for e in errors):  # "expected true or false or 'auto'"
+            raise _Mismatch(where, " or ".join(dict.fromkeys(e.what for e in errors)), value)
+        raise ConfigError(f"{where}: " + " or ".join(dict.fromkeys(
+            str(e).split(": ", 1)[1] for e in errors)))
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        raise _Mismatch(where, repr(args[0]) if len(args) == 1 else
+                        f"one of {', '.join(map(repr, args))}", value)
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{where}: expected nothing, got {value!r}")
+        raise _Mismatch(where, "nothing", value)
     if origin is list:
         if isinstance(value, str):  # "horse,bird" from a flag
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _Mismatch(where, "a list", value)
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _Mismatch(where, "a list", value)
         return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
+            raise _Mismatch(where, "a table", value)
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise _Mismatch(where, "true or false", value)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise _Mismatch(where, "an integer", value)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise _Mismatch(where, "a number", value)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise _Mismatch(where, "a string", value)
     raise ConfigError(f"{where}: unsupported type {tp!r}")
 
 

@@ -49,6 +49,9 @@ def test_cifar10_preset_matches_notes():
     ("noise.levels=1", "levels must be at least 2"),
     ("train.batch_size=0", "batch_size must be positive"),
     ("data.res", "expected SECTION.FIELD=VALUE"),
+    # A union names each kind it takes, once: one line, not one clause per member.
+    ("train.compile=maybe", r"^train.compile: expected true or false or 'auto', got 'maybe'$"),
+    ("noise.sigma_max=[1]", r"^noise.sigma_max: expected a number or 'auto', got \[1\]$"),
 ])
 def test_bad_fields_name_the_culprit(override, message):
     with pytest.raises(ConfigError, match=message):
