@@ -39,7 +39,7 @@ def read_folder(root: Path, classes: list[str], res: int) -> tuple[torch.Tensor,
                 with Image.open(path) as im:
                     rgb = im.convert("RGB")
             except (UnidentifiedImageError, OSError) as e:
-                raise UserError(f"cannot read image {path}: {e}") from None
+                raise UserError(f"cannot read image {path}: {e}; remove or replace it") from None
             tensor = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
             tensor = tensor.view(rgb.height, rgb.width, 3).permute(2, 0, 1)
             images.append(resize_square(tensor[None], res)[0])
