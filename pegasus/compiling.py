@@ -27,8 +27,10 @@ still to be measured on a GPU: bench/gpu_checks.sh second).
 When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
 TRAIN_AUTO_MIN_STEPS steps remain to run. On an H100 the RefineNet CIFAR-10 preset's first
 training compile took 146 s and then saved 12.3 ms a step (58.3 -> 46.0 ms, FIGURES.md), so an
-uncached compile repays itself after about 12,000 steps; the rule keeps that margin even though
-a compile cached in the run folder (a resumed run) costs less.
+uncached compile repays itself after about 12,000 steps. Once the run folder holds that compile
+(a resumed run, or one that compiled before), at least TRAIN_CACHED_MIN_STEPS steps suffice:
+loading is to take at most 15 s (issue 16's target for a second start, still to be measured on
+a GPU), which 12.3 ms a step repays in about 1,200 steps.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pegasus.signatures import ScoreFn
 
 AUTO_MIN_EVALUATIONS = 2000
 TRAIN_AUTO_MIN_STEPS = 20_000
+TRAIN_CACHED_MIN_STEPS = 2_000
 # A switch's values; amp also takes "bf16", the word train.amp uses for on.
 SWITCHES = {"auto": None, "on": True, "bf16": True, "off": False}
 BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores (Ampere)
@@ -98,12 +101,22 @@ class FastPath:
                            long=evaluations >= AUTO_MIN_EVALUATIONS)
 
     @classmethod
-    def for_training(cls, device: torch.device, channels_last: bool, train, steps: int) -> FastPath:
+    def for_training(cls, device: torch.device, channels_last: bool, train, steps: int,
+                     cached: Callable[[FastPath], bool] = lambda path: False) -> FastPath:
         """Training's fast path on `device` for a backbone that declares `channels_last`, by the
         config's `train.amp`, `train.channels_last` and `train.compile`, with `steps` steps
-        still to run (the module's rule)."""
-        return cls._settle(device, channels_last, amp=train.amp, channels_last=train.channels_last,
-                           compile_=train.compile, long=steps >= TRAIN_AUTO_MIN_STEPS)
+        still to run; `cached(path)` says whether the run folder holds that path's compile
+        (the module's rule)."""
+        def settle(long: bool) -> FastPath:
+            return cls._settle(device, channels_last, amp=train.amp,
+                               channels_last=train.channels_last, compile_=train.compile, long=long)
+
+        path = settle(steps >= TRAIN_AUTO_MIN_STEPS)
+        if not path.compile and steps >= TRAIN_CACHED_MIN_STEPS:
+            compiled = settle(True)  # what "auto" would compile, were the run long enough
+            if compiled.compile and cached(compiled):
+                return compiled
+        return path
 
     @classmethod
     def _settle(cls, device: torch.device, declared: bool, *, amp, channels_last, compile_,

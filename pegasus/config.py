@@ -100,8 +100,8 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
     # torch.compile the network. "auto" compiles on CUDA (compute capability 7.0 and later, which
-    # Triton needs) when at least 20,000 steps remain to run
-    # (the rule and its measurement: pegasus/compiling.py); the compile is cached in the run folder.
+    # Triton needs) when at least 20,000 steps remain to run, or 2,000 once the run folder caches
+    # that compile (the rule and its measurement: pegasus/compiling.py).
     compile: bool | Auto = "auto"
 
     def __post_init__(self) -> None:

@@ -309,9 +309,6 @@ class _Trainer:
         self.ctx, self.run = ctx, start.run
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
-        resumed = int(start.resume_state["step"]) if start.resume_state is not None else 0
-        self.fast = FastPath.for_training(device, get_backbone(config.model.backbone)[0].channels_last,
-                                          tc, steps=tc.iters - resumed)
         torch.manual_seed(tc.seed)
 
         self.images = load_images(config.data).images.to(device)
@@ -322,6 +319,10 @@ class _Trainer:
         self.sigmas = self.schedule.sigmas(device)
         self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
         self.model.to(device)
+        resumed = int(start.resume_state["step"]) if start.resume_state is not None else 0
+        self.fast = FastPath.for_training(
+            device, get_backbone(config.model.backbone)[0].channels_last, tc,
+            steps=tc.iters - resumed, cached=lambda path: self._compile_cache(path).is_file())
         shape = tuple(self.images.shape[1:])
         check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
                              self.fast.autocast(device))
@@ -351,16 +352,19 @@ class _Trainer:
             self.step = _restore(start.resume_state, self.model, self.ema, self.optimizer, self.g,
                                  ctx, config, start.resume_path)
             start.resume_state = None  # the loop does not need the old tensors
-        self.compile_cache = None
-        if self.fast.compile:
-            key = (f"train|{config.model.backbone}|{config.model.options}|{config.data.res}|"
-                   f"{tc.batch_size}|{ctx.world}|{self.fast}")
-            self.compile_cache = cache_file(self.run.compile_cache, self.model, device, key)
+        self.compile_cache = self._compile_cache(self.fast) if self.fast.compile else None
         self.net = _wrap(self.model, ctx, self.fast, self.compile_cache)
         self.writer = None
         self.result = TrainResult(step=self.step, checkpoint=start.resume_path)
         if ctx.main:
             self.run.write_config(config)
+
+    def _compile_cache(self, path: FastPath) -> Path:
+        """Where the run folder keeps the training compile of `path`."""
+        config = self.config
+        key = (f"train|{config.model.backbone}|{config.model.options}|{config.data.res}|"
+               f"{config.train.batch_size}|{self.ctx.world}|{path}")
+        return cache_file(self.run.compile_cache, self.model, self.ctx.device, key)
 
     def open_tensorboard(self) -> None:
         from torch.utils.tensorboard import SummaryWriter

@@ -121,6 +121,28 @@ def test_training_compiles_long_runs_on_a_gpu_unless_told(gpu):
     assert not FastPath.for_training(cuda, False, TrainConfig(compile=False), 10**6).compile
 
 
+def test_training_compiles_shorter_runs_once_the_compile_is_cached(gpu):
+    """A resumed run whose compile the run folder holds loads it instead of compiling: "auto"
+    then compiles for TRAIN_CACHED_MIN_STEPS steps left, not TRAIN_AUTO_MIN_STEPS."""
+    from pegasus.compiling import TRAIN_CACHED_MIN_STEPS
+
+    cuda, cpu, auto = gpu((9, 0)), torch.device("cpu"), TrainConfig()
+    asked = []
+
+    def cached(path):
+        asked.append(path)
+        return True
+
+    path = FastPath.for_training(cuda, True, auto, TRAIN_CACHED_MIN_STEPS, cached)
+    assert path == FastPath(True, True, True) and asked == [path]  # the very path it compiles
+    assert not FastPath.for_training(cuda, True, auto, TRAIN_CACHED_MIN_STEPS,
+                                     lambda path: False).compile
+    assert not FastPath.for_training(cuda, True, auto, TRAIN_CACHED_MIN_STEPS - 1, cached).compile
+    assert not FastPath.for_training(cpu, True, auto, 10**6, cached).compile
+    assert not FastPath.for_training(cuda, True, TrainConfig(compile=False), 10**6, cached).compile
+    assert not FastPath.for_training(gpu((6, 0)), True, auto, 10**6, cached).compile  # no Triton
+
+
 def test_training_and_sampling_settle_auto_by_the_same_rules(gpu):
     """train.amp, train.channels_last: bf16 where it pays, channels_last as the backbone
     declares, each overridable, as sampling's switches are."""
