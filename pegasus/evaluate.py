@@ -57,7 +57,7 @@ class JudgeFeatures(nn.Module):
     def __init__(self, judge: Classifier) -> None:
         super().__init__()
         self.judge = judge
-        self.num_features = judge.head.in_features
+        self.num_features = judge.head.in_features  # torchmetrics reads it instead of probing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.judge.features(x.float())

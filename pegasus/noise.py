@@ -1,6 +1,6 @@
-"""Noise for the samplers: standard normal streams from a generator, the uniform prior of
-annealed Langevin, and seeded per-image streams that make an image independent of how many
-images are drawn with it and how they are batched."""
+"""Noise for the samplers: standard normal streams from a generator, and seeded per-image
+streams (each image's uniform prior of annealed Langevin, NOTES.md, and its noise) that make
+an image independent of how many images are drawn with it and how they are batched."""
 
 from __future__ import annotations
 
@@ -19,16 +19,6 @@ def gaussian_noise_sampler(
     reused buffer (the sampler consumes it before the next call), so no step allocates."""
     buffer = torch.empty_like(x, memory_format=torch.contiguous_format)
     return lambda: torch.randn(buffer.shape, generator=generator, out=buffer)
-
-
-def uniform_prior(
-    shape: Sequence[int],
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """The starting point of annealed Langevin: uniform noise in [0, 1] (NOTES.md)."""
-    return torch.rand(tuple(shape), generator=generator, device=device)
 
 
 def image_seed(seed: int, index: int, stream: int = 0) -> int:

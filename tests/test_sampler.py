@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from pegasus.noise import uniform_prior
 from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture, default_capture
 from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 
@@ -36,7 +35,7 @@ def test_geometric_sigmas_are_exact_at_both_ends_and_decreasing():
 def _run(seed: int, **kw):
     sigmas = geometric_sigmas(3.0, 0.05, 6)
     g = torch.Generator().manual_seed(seed)
-    x0 = uniform_prior((16, 3, 4, 4), generator=g)
+    x0 = torch.rand(16, 3, 4, 4, generator=g)  # the uniform prior (NOTES.md)
     return annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas, steps_per_level=3, eps=1e-4,
                              generator=g, **kw)
 
@@ -74,7 +73,7 @@ def test_sampling_a_gaussian_recovers_its_moments():
     """Annealed Langevin with the exact score of N(0.5, 0.1^2) lands on that distribution."""
     sigmas = geometric_sigmas(2.0, 0.01, 20)
     g = torch.Generator().manual_seed(0)
-    x0 = uniform_prior((20000, 1), generator=g)
+    x0 = torch.rand(20000, 1, generator=g)
     x = annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas, steps_per_level=20, eps=2e-5,
                           generator=g, denoise=False)
     assert abs(x.mean().item() - 0.5) < 0.005
