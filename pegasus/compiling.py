@@ -75,6 +75,31 @@ def compiler_runs(device: torch.device) -> bool:
     return capability is not None and capability >= COMPILE_MIN_CAPABILITY
 
 
+def auto_rules(device: torch.device) -> dict[str, str]:
+    """What each "auto" switch does on `device`, and why, in words (`pegasus device`)."""
+    capability = cuda_capability(device)
+    gpu = None if capability is None else f"compute capability {capability[0]}.{capability[1]}"
+    if bf16_pays(device):
+        amp = f"on: {gpu} has bf16 tensor cores"
+    elif gpu is None:
+        amp = ("off: most CPUs lack bf16 units, and on this project's CPU, which has them, bf16 "
+               "training ran at half the float32 speed")
+    else:
+        amp = f"off: {gpu} has no bf16 tensor cores (they came with 8.0)"
+    if compiler_runs(device):
+        compile_ = (f"on for long work: sampling {AUTO_MIN_EVALUATIONS:,} evaluations or more, "
+                    f"training {TRAIN_AUTO_MIN_STEPS:,} steps left or more "
+                    f"({TRAIN_CACHED_MIN_STEPS:,} once the run folder caches the compile)")
+    elif gpu is None:
+        compile_ = "off: on a CPU inductor's C++ build costs more than it saves at these sizes"
+    else:
+        compile_ = f"off: Triton does not support {gpu} (it needs 7.0)"
+    layout = "as each backbone declares (pegasus backbones)"
+    if device.type == "cuda":
+        layout += "; uncompiled, bf16 and channels_last are then timed once per run"
+    return {"amp": amp, "compile": compile_, "channels_last": layout}
+
+
 def check_switches(**switches: str) -> None:
     """Each of the fast path's switches is auto, on or off (amp: bf16 for on, too)."""
     for name, value in switches.items():

@@ -35,3 +35,20 @@ def resolve_device(name: str = "auto"):
                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to "
                             f"cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def device_facts(device) -> dict[str, str]:
+    """What a bug report about speed needs to know of `device` and the torch driving it."""
+    import platform
+
+    import torch
+
+    facts = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        facts |= {"gpu": props.name, "compute capability": f"{props.major}.{props.minor}",
+                  "memory": f"{props.total_memory / 2**30:.1f} GiB",
+                  "cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version())}
+    else:
+        facts |= {"cpu": platform.machine() or "unknown", "threads": str(torch.get_num_threads())}
+    return facts

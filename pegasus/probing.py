@@ -148,9 +148,9 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     if len(paths) < 2:
         return paths[0]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
-    known = _read(record)
-    entry = known.get(key)
+    full_key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
+    known = read_record(record)
+    entry = known.get(full_key)
     made = entry.get("chosen") if isinstance(entry, dict) else None
     chosen = next((p for p in paths if p.describe() == made), None)
     if chosen is not None:
@@ -164,16 +164,17 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
         timed = ", ".join(f"{p.describe()} " + (f"{1e3 * t:.1f} ms" if math.isfinite(t)
                                                   else "out of memory") for p, t in times.items())
         notify(f"fast path timed on {name}: {timed}; chosen: {chosen.describe()}")
-    if record is not None:
-        known[key] = {"chosen": chosen.describe(),  # the times, for a reader: JSON has no inf
-                      "ms": {p.describe(): round(1e3 * t, 3) if math.isfinite(t) else None
-                             for p, t in times.items()}}
+    if record is not None:  # the fields after "chosen" are for readers (`pegasus device`)
+        known[full_key] = {"chosen": chosen.describe(), "gpu": name, "torch": torch.__version__,
+                           "work": key, "ms": {p.describe(): round(1e3 * t, 3) if math.isfinite(t)
+                                               else None for p, t in times.items()}}
         _write(record, known)
     return chosen
 
 
-def _read(record: Path | None) -> dict:
-    """The run's probe record; a missing or damaged one is empty (the probe runs again)."""
+def read_record(record: Path | None) -> dict:
+    """The run's probe record, {key: {"chosen": ..., "ms": {...}}}; a missing or damaged one
+    is empty (the probe runs again)."""
     if record is None or not record.is_file():
         return {}
     try:

@@ -140,7 +140,7 @@ def test_version_examples_and_completion():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
     for verb in ("train", "sample", "blend", "export", "train-guide", "train-judge", "data",
-                 "sigmas", "plugins", "backbones"):
+                 "sigmas", "plugins", "backbones", "device"):
         text = runner.invoke(app, [verb, "--help"]).output
         assert "Examples:" in text and f"pegasus {verb}" in text, verb
     assert "--install-completion" in runner.invoke(app, ["--help"]).output

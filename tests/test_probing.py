@@ -156,3 +156,37 @@ def test_training_and_sampling_probe_on_cuda(tmp_path):
     images = trained.sample(4, 0, plan=trained.plan("heun", 5), score=trained.score_fn(path))
     assert torch.isfinite(images).all() and images.shape == (4, 3, 16, 16)
     assert any("|sample|" in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
+
+
+def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    RunDir(run).probes.unlink(missing_ok=True)
+    load_trained_run(run, device="cpu").fast_path(10, compile_="off", batch=2)
+    result = runner.invoke(app, ["device", "--run", str(run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "device: cpu" in text and "amp auto: off" in text and "compile auto: off" in text
+    assert "fast path timings: 1" in text and "for sample|unet|" in text and "eager float32 " in text
+    report = json.loads(runner.invoke(app, ["device", "--run", str(run), "--device", "cpu",
+                                            "--json"]).output)
+    assert report["device"] == "cpu" and set(report["auto"]) == {"amp", "compile", "channels_last"}
+    (entry,) = report["run"]["timed"]
+    assert entry["gpu"] == "cpu" and entry["chosen"] in entry["ms"]
+    assert runner.invoke(app, ["device", "--run", str(run / "missing")]).exit_code == 2
+
+
+def test_the_auto_rules_say_why_per_gpu(monkeypatch):
+    from pegasus import compiling
+
+    for capability, amp, compile_ in (((9, 0), "on:", "on for long work"),
+                                      ((7, 5), "off: compute capability 7.5", "on for long work"),
+                                      ((6, 0), "off: compute capability 6.0", "off: Triton")):
+        monkeypatch.setattr(compiling, "cuda_capability", lambda d, c=capability: c)
+        rules = compiling.auto_rules(torch.device("cuda"))
+        assert rules["amp"].startswith(amp) and rules["compile"].startswith(compile_), rules
+        assert "timed once per run" in rules["channels_last"]

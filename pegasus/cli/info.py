@@ -1,5 +1,5 @@
-"""`pegasus data`, `sigmas`, `plugins` and `backbones`: what the data, the schedule and the
-installed plugins look like."""
+"""`pegasus data`, `sigmas`, `plugins`, `backbones` and `device`: what the data, the schedule,
+the installed plugins and the machine's fast path look like."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pegasus.cli.app import app, console, examples, user_errors, warn
+from pegasus.cli.app import DeviceOpt, OptionalRunOpt, app, console, examples, user_errors, warn
 from pegasus.errors import UserError
 
 
@@ -176,3 +176,49 @@ def backbones() -> None:
 
 def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+@app.command(epilog=examples("pegasus device", "pegasus device --run runs/demo",
+                             "pegasus device --json    # to paste into a bug report"))
+def device(
+    device: DeviceOpt = "auto",
+    run: OptionalRunOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the device, torch, what each fast-path switch does there on auto, and with --run
+    the fast path timings and compiled networks that run keeps."""
+    with user_errors():
+        from pegasus.compiling import auto_rules
+        from pegasus.devices import device_facts, resolve_device
+        from pegasus.probing import read_record
+        from pegasus.runs import RunDir
+
+        dev = resolve_device(device)
+        report: dict[str, Any] = {**device_facts(dev), "auto": auto_rules(dev)}
+        if run is not None:
+            folder = RunDir(run)
+            folder.require()
+            timed = [entry for entry in read_record(folder.probes).values() if isinstance(entry, dict)]
+            cached = sorted(folder.compile_cache.glob("*.bin")) if folder.compile_cache.is_dir() else []
+            report["run"] = {"path": str(run), "timed": timed,
+                             "compiled networks": len(cached),
+                             "compile cache MiB": round(sum(f.stat().st_size for f in cached) / 2**20, 1)}
+        if as_json:
+            print(json.dumps(report, indent=2))
+            return
+        for name, value in report.items():
+            if isinstance(value, str):
+                console.print(f"{name}: {value}", highlight=False)
+        for switch, rule in report["auto"].items():
+            console.print(f"{switch} auto: {rule}", highlight=False)
+        if run is not None:
+            r = report["run"]
+            console.print(f"run {run}: compiled networks cached: {r['compiled networks']} "
+                          f"({r['compile cache MiB']} MiB); fast path timings: {len(r['timed'])}",
+                          highlight=False)
+            for entry in r["timed"]:
+                times = ", ".join(f"{mode} {'out of memory' if ms is None else f'{ms:.1f} ms'}"
+                                  for mode, ms in (entry.get("ms") or {}).items())
+                console.print(f"  timed on {entry.get('gpu', '?')} (torch {entry.get('torch', '?')})"
+                              f" for {entry.get('work', '?')}: {times}; chosen: "
+                              f"{entry.get('chosen', '?')}", highlight=False)
