@@ -72,7 +72,7 @@ runs=$work/runs
 
 first() {
   { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv 2>/dev/null ||
-    echo "no nvidia-smi"; $py -c "import torch; print('torch', torch.__version__)"; } | tee -a "$log"
+    echo "no nvidia-smi"; $py -m pegasus device; } 2>&1 | tee -a "$log"
   step train-refinenet 30 $py bench/train_throughput.py --case $refinenet --steps $train_steps \
     "${device[@]}"
   # Per evaluation at batch 100 and 1000 (each mode; the compile apart), then chains of
