@@ -49,6 +49,7 @@ class Backbone:
     # dominated by elementwise work on strided views (norms, attention reshapes) lose (the U-Net:
     # 1.05x -> 0.80x on the H100, shared/gpu/FIGURES.md; 0.8-1.0x on the CPU). Off unless
     # declared, so that a backbone nobody measured is never made slower than eager float32 by it.
+    # Uncompiled on a GPU, both layouts are then timed there anyway (pegasus/probing.py).
     channels_last: bool = False
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
