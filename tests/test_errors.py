@@ -196,3 +196,11 @@ def test_classifier_training_checks_before_its_bar(tmp_path):
         result = runner.invoke(app, [verb, "--run", str(tmp_path / "empty")])
         one_line(result, "no checkpoint yet")
         assert result.output.startswith("error:"), result.output  # no empty bar above it
+
+
+def test_each_commands_summary_is_one_line():
+    """`pegasus --help` lists each command by its docstring's first paragraph, line breaks
+    kept: a summary wrapped in the source showed as a broken line there."""
+    for command in app.registered_commands:
+        summary = command.callback.__doc__.strip().split("\n\n")[0]
+        assert "\n" not in summary, command.callback.__name__

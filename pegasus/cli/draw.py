@@ -76,8 +76,9 @@ def sample(
         file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
                               "images, bounded memory), instead of one grid.")] = None,
 ) -> None:
-    """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
-    or a fast sampler. A grid image, a folder of PNGs, or an .npz."""
+    """Draw images from a run's EMA weights (or exported weights).
+
+    Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", **FAST_FLAGS}):
         from pegasus.compiling import check_switches
         from pegasus.images import check_folder, image_format, save_folder, save_grid, save_npz
@@ -217,8 +218,9 @@ def inpaint(
     compile_: CompileOpt = "auto",
     amp: AmpOpt = "auto",
 ) -> None:
-    """Keep part of an image and regenerate the rest (white in the mask): a row of the input,
-    the mask and the completions."""
+    """Keep part of an image and regenerate the rest (white in the mask).
+
+    Writes a row of the input, the mask, what is kept and the completions."""
     with user_errors({"image": "--image", "mask": "--mask", "steps": "--steps",
                       "sampler": "--sampler", "num": "--num", **FAST_FLAGS}):
         import torch

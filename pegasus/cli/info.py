@@ -185,8 +185,10 @@ def device(
     run: OptionalRunOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show the device, torch, what each fast-path switch does there on auto, and with --run
-    the fast path timings and compiled networks that run keeps."""
+    """Show the device, torch and what the fast path does there (for bug reports).
+
+    What each switch does on auto and why; with --run, the fast path timings and compiled
+    networks that run keeps."""
     with user_errors():
         from pegasus.compiling import auto_rules
         from pegasus.devices import device_facts, resolve_device
