@@ -15,7 +15,7 @@ or a T4, as free notebooks lend, gets the float32 path rather than a slower one 
 error. Should torch.compile fail anyway (no working compiler on the machine), the work goes on
 uncompiled with a warning: compiling is an optimisation, as the cache below is. These rules
 give the declared path; uncompiled on a GPU, pegasus/probing.py then times the switches left at
-"auto" there and keeps a mode only if it is faster than float32.
+"auto" there (in sampling, the layout only) and keeps a mode only if it is faster.
 
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
@@ -96,7 +96,8 @@ def auto_rules(device: torch.device) -> dict[str, str]:
         compile_ = f"off: Triton does not support {gpu} (it needs 7.0)"
     layout = "as each backbone declares (pegasus backbones)"
     if device.type == "cuda":
-        layout += "; uncompiled, bf16 and channels_last are then timed once per run"
+        layout += ("; uncompiled, channels_last (and, in training, bf16) are then timed once "
+                   "per run")
     return {"amp": amp, "compile": compile_, "channels_last": layout}
 
 

@@ -189,9 +189,9 @@ class TrainedRun:
                   batch: int | None = None):
         """The fast path (compiling.FastPath) for `evaluations` network evaluations in this
         process; `compile_` and `amp` are auto, on or off (compiling.py states the auto rule).
-        Uncompiled on a GPU, the switches left at auto are timed there (probing.py) at `batch`
-        images (default: the run's training batch; at most probing.SAMPLING_BATCH), once per
-        run folder."""
+        Uncompiled on a GPU, the layout (channels_last or not) is timed there (probing.py) at
+        `batch` images (default: the run's training batch; at most probing.SAMPLING_BATCH), once
+        per run folder."""
         from pegasus import probing
         from pegasus.compiling import FastPath
 
@@ -201,8 +201,10 @@ class TrainedRun:
             return path
         batch = min(batch or self.config.train.batch_size, probing.SAMPLING_BATCH)
         res = self.config.data.res
+        # Only the layout is timed: it changes float rounding alone, while bf16 against float32
+        # changes the images, and a seed's images must not hang on a timing (probing.py).
         return probing.probe(
-            probing.candidates(path, self.device, amp=amp, channels_last="auto"),
+            probing.candidates(path, self.device, amp=path.amp, channels_last="auto"),
             probing.scoring(self.model, batch, (3, res, res), self.device), self.model,
             self.device, record=RunDir(self.run_dir).probes if self.run_dir is not None else None,
             key=f"sample|{self.config.model.backbone}|{self.config.model.options}|{res}|{batch}",

@@ -122,6 +122,22 @@ def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     assert torch.isfinite(images).all()
 
 
+def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypatch):
+    """bf16 changes the images; a seed's images must not hang on a timing. On a GPU with bf16
+    tensor cores (faked), sampling's candidates all keep the rule's bf16."""
+    from pegasus import compiling
+
+    monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
+    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    offered = []
+    monkeypatch.setattr(probing, "probe", lambda paths, *a, **k: offered.extend(paths) or paths[0])
+    trained = load_trained_run(run, device="cpu")
+    assert trained.fast_path(10, compile_="off", amp="auto") == BF16
+    assert offered == [BF16, BF16_CL]  # amp as the rule says; both layouts timed
+    offered.clear()
+    assert trained.fast_path(10, compile_="off", amp="off") == PLAIN and offered == [PLAIN, CL]
+
+
 def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monkeypatch):
     """The probe's forward and backward passes use a generator of their own and leave no
     gradient behind: a probed run that keeps the declared path trains exactly as an unprobed one."""

@@ -44,8 +44,7 @@ CompileOpt = Annotated[str, typer.Option(
                       "later, for long work; cached in the run folder), on or off.")]
 AmpOpt = Annotated[str, typer.Option(
     help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
-         "with bf16 tensor cores, compute capability 8.0 or later; uncompiled, only if timing it "
-         "there shows it faster), on (or bf16) or off.")]
+         "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]
 FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
 
 
