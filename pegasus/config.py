@@ -103,6 +103,10 @@ class TrainConfig:
     # Triton needs) when at least 20,000 steps remain to run, or 2,000 once the run folder caches
     # that compile (the rule and its measurement: pegasus/compiling.py).
     compile: bool | Auto = "auto"
+    # Time the uncompiled fast path's modes before the work (pegasus/probing.py): "auto" on
+    # CUDA, true on any device (a CPU's own answer on channels_last), false never (the rules
+    # alone). Sampling from the run follows it too.
+    probe: bool | Auto = "auto"
 
     def __post_init__(self) -> None:
         _positive(self, "iters", "batch_size", "lr", "adam_eps", "log_every", "checkpoint_every",

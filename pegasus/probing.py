@@ -43,10 +43,13 @@ SAMPLING_BATCH = 256
 Workload = Callable[[FastPath], Callable[[], object]]
 
 
-def probes(device: torch.device, path: FastPath) -> bool:
-    """Whether work on `path` is probed: uncompiled on CUDA, where the modes' speeds differ by
-    GPU. On a CPU the declared rule holds (bench/README.md measured channels_last there)."""
-    return device.type == "cuda" and not path.compile
+def probes(device: torch.device, path: FastPath, setting: bool | str = "auto") -> bool:
+    """Whether work on `path` is probed, by `train.probe`: never when compiled; on "auto" only
+    on CUDA, where the modes' speeds differ by GPU (on a CPU the declared rule holds:
+    bench/README.md measured channels_last there)."""
+    if path.compile or setting is False:
+        return False
+    return setting is True or device.type == "cuda"
 
 
 def candidates(path: FastPath, device: torch.device, *, amp, channels_last) -> list[FastPath]:

@@ -197,7 +197,7 @@ class TrainedRun:
 
         spec, _ = get_backbone(self.config.model.backbone)
         path = FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
-        if not probing.probes(self.device, path):
+        if not probing.probes(self.device, path, self.config.train.probe):
             return path
         batch = min(batch or self.config.train.batch_size, probing.SAMPLING_BATCH)
         res = self.config.data.res

@@ -326,14 +326,19 @@ class _Trainer:
         shape = tuple(self.images.shape[1:])
         check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
                              self.fast.autocast(device))
-        # Uncompiled on a GPU, the switches left at auto are timed there (probing.py). Not under
-        # DDP: every rank must train on the same path, and a rank's timings are its own.
-        if probing.probes(device, self.fast) and not ctx.distributed:
-            probed = probing.probe(
-                probing.candidates(self.fast, device, amp=tc.amp, channels_last=tc.channels_last),
-                probing.training(self.model, tc.batch_size, shape, self.sigmas), self.model, device,
-                record=self.run.probes, notify=notify,
-                key=f"train|{config.model.backbone}|{config.model.options}|{shape}|{tc.batch_size}")
+        # Uncompiled on a GPU, the switches left at auto are timed there (probing.py). Under DDP
+        # rank 0 times them and every rank takes its choice: all ranks must train one path.
+        if probing.probes(device, self.fast, tc.probe):
+            paths = probing.candidates(self.fast, device, amp=tc.amp,
+                                       channels_last=tc.channels_last)
+            probed = None
+            if ctx.main:
+                probed = probing.probe(
+                    paths, probing.training(self.model, tc.batch_size, shape, self.sigmas),
+                    self.model, device, record=self.run.probes, notify=notify,
+                    key=f"train|{config.model.backbone}|{config.model.options}|{shape}|"
+                        f"{tc.batch_size}")
+            probed = paths[distributed.gather(ctx, paths.index(probed) if ctx.main else None)[0]]
             if probed.amp != self.fast.amp:  # float32 takes more memory than bf16
                 check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
                                      probed.autocast(device))

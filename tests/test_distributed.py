@@ -1,5 +1,6 @@
 """DDP under torchrun on CPU (gloo): two ranks, each on its own shard; rank 0 checkpoints."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,8 +35,12 @@ def _torchrun(run: Path, *extra: str):
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_torchrun_two_ranks_train_and_resume(tmp_path):
-    first = _torchrun(tmp_path, "--set", "train.iters=4")
+    # With the probe on, rank 0 times the layouts and both ranks take its choice (a collective
+    # every rank must reach, or the run hangs).
+    first = _torchrun(tmp_path, "--set", "train.iters=4", "--set", "train.probe=true")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert (first.stdout + first.stderr).count("fast path timed on cpu") == 1
+    assert len(json.loads((tmp_path / "fast-path.json").read_text())) == 1
     state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
     assert state["step"] == 4 and state["world_size"] == 2
     assert len(state["rng"]["generators"]) == 2

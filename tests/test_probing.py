@@ -41,9 +41,13 @@ def test_only_the_switches_left_at_auto_are_tried(monkeypatch):
     assert probing.candidates(declared, cuda, amp="auto", channels_last=True) == [CL, BF16_CL]
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (7, 5))  # no bf16 tensor cores
     assert probing.candidates(CL, cuda, amp="auto", channels_last="auto") == [PLAIN, CL]
-    # Compiled work and CPUs are not probed.
+    # train.probe: auto probes uncompiled work on CUDA, true on any device, false never;
+    # compiled work is never probed.
+    cpu = torch.device("cpu")
     assert probing.probes(cuda, BF16) and not probing.probes(cuda, FastPath(True, True, True))
-    assert not probing.probes(torch.device("cpu"), BF16)
+    assert not probing.probes(cpu, BF16) and probing.probes(cpu, BF16, True)
+    assert not probing.probes(cuda, BF16, False)
+    assert not probing.probes(cpu, FastPath(False, False, True), True)
 
 
 class SlowIn(nn.Module):
@@ -108,7 +112,7 @@ def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
 def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     """Forced on this CPU, the run's tiny U-Net has one switch to try (channels_last; bf16
     does not pay on a CPU), so two candidates are timed, once."""
-    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     RunDir(run).probes.unlink(missing_ok=True)
     heard = []
     trained = load_trained_run(run, device="cpu", notify=heard.append)
@@ -128,7 +132,7 @@ def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypat
     from pegasus import compiling
 
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
-    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     offered = []
     monkeypatch.setattr(probing, "probe", lambda paths, *a, **k: offered.extend(paths) or paths[0])
     trained = load_trained_run(run, device="cpu")
@@ -142,10 +146,10 @@ def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monk
     """The probe's forward and backward passes use a generator of their own and leave no
     gradient behind: a probed run that keeps the declared path trains exactly as an unprobed one."""
     plain = train(tiny_config(), tmp_path / "plain", tensorboard=False)
-    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
     monkeypatch.setattr(probing, "fastest", lambda times: next(iter(times)))  # the declared one
     heard, started = [], []
-    probed = train(tiny_config(), tmp_path / "probed", tensorboard=False, notify=heard.append,
+    probed = train(tiny_config("train.probe=true"), tmp_path / "probed", tensorboard=False,
+                   notify=heard.append,
                    on_start=lambda config, parameters, fast: started.append(fast))
     assert started == [PLAIN] and len(heard) == 1 and heard[0].startswith("fast path timed on cpu")
     (key,) = json.loads(RunDir(tmp_path / "probed").probes.read_text())
@@ -180,7 +184,7 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
     from pegasus.cli import app
 
     runner = CliRunner()
-    monkeypatch.setattr(probing, "probes", lambda device, path: not path.compile)
+    monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     RunDir(run).probes.unlink(missing_ok=True)
     load_trained_run(run, device="cpu").fast_path(10, compile_="off", batch=2)
     result = runner.invoke(app, ["device", "--run", str(run), "--device", "cpu"])
