@@ -33,8 +33,10 @@ import torch
 from pegasus.compiling import FastPath, bf16_pays, conv_autotuning
 from pegasus.loss import dsm_loss
 
-WARMUP = 2  # calls before timing: cuDNN's algorithm search, the allocator's first blocks
-REPEATS = 5  # timed calls per candidate
+WARMUP = 2  # calls before a candidate's first timing: cuDNN's algorithm search, first blocks
+REPEATS = 3  # timed calls per candidate and round
+ROUNDS = 2  # interleaved rounds, the best of each candidate's counting: a GPU's clock ramp or
+# a neighbour's burst then hits every candidate alike instead of the first one timed
 MARGIN = 0.03  # a mode must beat the plainest by 3% to be chosen: what timing noise can fake
 # Sampling is timed at no more images than this: past about 100 a GPU is saturated, and on the
 # H100 the modes ranked the same at 100 and 1,000 images (FIGURES.md), at a tenth of the probe.
@@ -69,25 +71,33 @@ def fastest(times: dict[FastPath, float], margin: float = MARGIN) -> FastPath:
 
 
 def time_candidates(paths: list[FastPath], workload: Workload, device: torch.device,
-                    warmup: int = WARMUP, repeats: int = REPEATS) -> dict[FastPath, float]:
-    """Seconds per call of each candidate's workload, after `warmup` calls; infinite for one
-    that runs out of GPU memory (float32 needs the most), which is then never chosen."""
-    times = {}
-    for path in paths:
-        call = workload(path)
-        try:
-            for _ in range(warmup):
-                call()
-            _synchronize(device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                call()
-            _synchronize(device)
-            times[path] = (time.perf_counter() - start) / repeats
-        except torch.OutOfMemoryError:
-            times[path] = math.inf
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+                    warmup: int = WARMUP, repeats: int = REPEATS,
+                    rounds: int = ROUNDS) -> dict[FastPath, float]:
+    """Seconds per call of each candidate's workload: the best of `rounds` interleaved rounds
+    of `repeats` calls, after `warmup` calls (one in later rounds, after the re-layout).
+    Infinite for a candidate that runs out of GPU memory (float32 needs the most), which is
+    then never chosen."""
+    times = dict.fromkeys(paths, math.inf)
+    failed = set()
+    for round_ in range(rounds):
+        for path in paths:
+            if path in failed:
+                continue
+            call = workload(path)
+            try:
+                for _ in range(warmup if round_ == 0 else 1):
+                    call()
+                _synchronize(device)
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    call()
+                _synchronize(device)
+                times[path] = min(times[path], (time.perf_counter() - start) / repeats)
+            except torch.OutOfMemoryError:
+                failed.add(path)
+                times[path] = math.inf
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     return times
 
 

@@ -93,6 +93,24 @@ def test_the_probe_picks_the_faster_layout_and_records_it(tmp_path, slow_channel
         assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
 
 
+def test_a_slow_start_does_not_count_against_the_first_candidate_timed(monkeypatch):
+    """A GPU's clock ramps up, and the first candidate is timed first: interleaved rounds, the
+    best of each counting, give two equal modes equal times (on a clock the calls advance)."""
+    clock = [0.0]
+    monkeypatch.setattr(probing.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def workload(path):
+        def call():
+            calls.append(path)
+            clock[0] += 20.0 if len(calls) <= 5 else 1.0  # the first five calls run slow
+        return call
+
+    times = probing.time_candidates([PLAIN, CL], workload, torch.device("cpu"))
+    assert times == {PLAIN: 1.0, CL: 1.0} and probing.fastest(times) == PLAIN
+    assert calls[:5] == [PLAIN] * 5  # without the second round, PLAIN would time 20x slower
+
+
 def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
     heard = []
 
