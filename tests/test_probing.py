@@ -228,3 +228,13 @@ def test_the_auto_rules_say_why_per_gpu(monkeypatch):
         rules = compiling.auto_rules(torch.device("cuda"))
         assert rules["amp"].startswith(amp) and rules["compile"].startswith(compile_), rules
         assert "timed once per run" in rules["channels_last"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pegasus_device_names_the_gpu_on_cuda():
+    from pegasus.devices import device_facts
+
+    facts = device_facts(torch.device("cuda"))
+    major, minor = torch.cuda.get_device_capability()
+    assert facts["gpu"] == torch.cuda.get_device_name() and facts["compute capability"] == f"{major}.{minor}"
+    assert facts["memory"].endswith(" GiB") and facts["cuda"] == torch.version.cuda
