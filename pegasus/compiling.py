@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from pegasus.devices import device_name
 from pegasus.errors import FieldError, PegasusWarning, first_line
 from pegasus.signatures import ScoreFn
 
@@ -225,8 +226,8 @@ def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
 def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: str) -> Path:
     """Where in `folder` (a run's compile cache) a compile of this network, described by `key`,
     on this device and torch is kept."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    digest = hashlib.sha256(f"{torch.__version__}|{name}|{key}|{type(model).__name__}".encode())
+    named = f"{torch.__version__}|{device_name(device)}|{key}|{type(model).__name__}"
+    digest = hashlib.sha256(named.encode())
     return Path(folder) / f"{digest.hexdigest()[:16]}.bin"
 
 

@@ -37,6 +37,14 @@ def resolve_device(name: str = "auto"):
     return device
 
 
+def device_name(device) -> str:
+    """The GPU's name, or "cpu": what keys the records kept per device (compile caches, the
+    fast path's timings), since what is fastest or compiled for one GPU is not for another."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def device_facts(device) -> dict[str, str]:
     """What a bug report about speed needs to know of `device` and the torch driving it."""
     import platform

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from pegasus.compiling import FastPath, bf16_pays, conv_autotuning
+from pegasus.devices import device_name
 from pegasus.loss import dsm_loss
 
 WARMUP = 2  # calls before a candidate's first timing: cuDNN's algorithm search, first blocks
@@ -164,7 +165,7 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     in contiguous memory format: the caller lays it out for the chosen path."""
     if len(paths) < 2:
         return paths[0]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     full_key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
     known = read_record(record)
     entry = known.get(full_key)
