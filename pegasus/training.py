@@ -284,7 +284,7 @@ def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after
         if on_start is not None and ctx.main:
             on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()),
                      trainer.fast)
-        trainer.loop(progress, stop, stop_after, notify)
+        trainer.loop(progress, stop, stop_after)
     finally:
         if trainer.writer is not None:
             trainer.writer.close()
@@ -306,7 +306,7 @@ class _Trainer:
     asked), the model, EMA, optimizer and random streams, restored when resuming."""
 
     def __init__(self, ctx, config: Config, start: _Start, notify=None) -> None:
-        self.ctx, self.run = ctx, start.run
+        self.ctx, self.run, self.notify = ctx, start.run, notify  # notify: rank 0's, else None
         tc, device = config.train, ctx.device
         cuda = device.type == "cuda"
         torch.manual_seed(tc.seed)
@@ -411,14 +411,14 @@ class _Trainer:
 
             self.writer.add_image("samples", make_grid(x.cpu()), self.step)
 
-    def loop(self, progress, stop, stop_after, notify=None) -> None:
+    def loop(self, progress, stop, stop_after) -> None:
         ctx, tc, device = self.ctx, self.config.train, self.ctx.device
         log = LossLog(self.sigmas)
         first = self.step
         if progress is not None and ctx.main:
             progress(self.step, tc.iters, None)  # a resumed run starts where it left off
-        if notify is not None and ctx.main and self.fast.compile:
-            notify(compile_notice(tc.batch_size, self.compile_cache))
+        if self.notify is not None and self.fast.compile:
+            self.notify(compile_notice(tc.batch_size, self.compile_cache))
         self.net.train()
         with conv_autotuning(device):
             self._run_steps(log, first, progress, stop, stop_after)
