@@ -60,3 +60,4 @@ def device_facts(device) -> dict[str, str]:
     else:
         facts |= {"cpu": platform.machine() or "unknown", "threads": str(torch.get_num_threads())}
     return facts
+

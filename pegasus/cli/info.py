@@ -190,21 +190,10 @@ def device(
     What each switch does on auto and why; with --run, the fast path timings and compiled
     networks that run keeps."""
     with user_errors():
-        from pegasus.compiling import auto_rules
-        from pegasus.devices import device_facts, resolve_device
-        from pegasus.probing import read_record
-        from pegasus.runs import RunDir
+        from pegasus.devices import resolve_device
+        from pegasus.report import device_report
 
-        dev = resolve_device(device)
-        report: dict[str, Any] = {**device_facts(dev), "auto": auto_rules(dev)}
-        if run is not None:
-            folder = RunDir(run)
-            folder.require()
-            timed = [entry for entry in read_record(folder.probes).values() if isinstance(entry, dict)]
-            cached = sorted(folder.compile_cache.glob("*.bin")) if folder.compile_cache.is_dir() else []
-            report["run"] = {"path": str(run), "timed": timed,
-                             "compiled networks": len(cached),
-                             "compile cache MiB": round(sum(f.stat().st_size for f in cached) / 2**20, 1)}
+        report = device_report(resolve_device(device), run)
         if as_json:
             print(json.dumps(report, indent=2))
             return

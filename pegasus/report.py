@@ -1,0 +1,27 @@
+"""`pegasus device`'s report, for bug reports about speed: the device and torch, what each fast-path
+switch does there on "auto", and what a run folder keeps of its fast path."""
+
+from __future__ import annotations
+
+from pegasus.compiling import auto_rules
+from pegasus.devices import device_facts
+from pegasus.probing import read_record
+from pegasus.runs import RunDir
+
+
+def device_report(device, run_dir=None) -> dict:
+    """`pegasus device`'s report: `device_facts`, what each "auto" switch does there
+    (compiling.auto_rules), and with `run_dir` the fast path timings and compiled networks that
+    run keeps."""
+    report = {**device_facts(device), "auto": auto_rules(device)}
+    if run_dir is not None:
+        folder = RunDir(run_dir)
+        folder.require()
+        cache = folder.compile_cache
+        cached = sorted(cache.glob("*.bin")) if cache.is_dir() else []
+        report["run"] = {
+            "path": str(run_dir),
+            "timed": [e for e in read_record(folder.probes).values() if isinstance(e, dict)],
+            "compiled networks": len(cached),
+            "compile cache MiB": round(sum(f.stat().st_size for f in cached) / 2**20, 1)}
+    return report
