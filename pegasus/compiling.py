@@ -70,6 +70,13 @@ def bf16_pays(device: torch.device) -> bool:
     return capability is not None and capability >= BF16_MIN_CAPABILITY
 
 
+def bf16_on(device: torch.device, amp: bool | str) -> bool:
+    """Whether the network runs under bf16 autocast on `device` for the switch value `amp`
+    (True/False or a word of SWITCHES): as set, or by `bf16_pays` on "auto"."""
+    want = amp if isinstance(amp, bool) else SWITCHES[amp]
+    return bf16_pays(device) if want is None else want
+
+
 def compiler_runs(device: torch.device) -> bool:
     """Whether "auto" may compile on `device` at all: CUDA GPUs that Triton supports."""
     capability = cuda_capability(device)
@@ -155,7 +162,7 @@ class FastPath:
             want = value if isinstance(value, bool) else SWITCHES[value]
             return auto if want is None else want
 
-        return cls(amp=switch(amp, bf16_pays(device)),
+        return cls(amp=bf16_on(device, amp),
                    channels_last=switch(channels_last, declared),
                    compile=switch(compile_, long and compiler_runs(device)))
 

@@ -41,25 +41,12 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, padding
 
     nrow = nrow or max(1, math.isqrt(len(images) - 1) + 1)
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding)
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return save_image_atomic(Image.fromarray(pixels), path)
+    return save_image_atomic(Image.fromarray(to_uint8(grid[None])[0].numpy()), path)
 
 
-def save_folder(batches, folder: Path, progress=None) -> Path:
-    """Each image of each batch as <folder>/<index, 6 digits>.png, as batches arrive; `progress`
-    hears the number of images written so far."""
-    from PIL import Image
-
-    folder = Path(folder)
-    done = 0
-    for batch in batches:
-        pixels = batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
-        for image in pixels.numpy():
-            save_image_atomic(Image.fromarray(image), folder / f"{done:06d}.png")
-            done += 1
-        if progress is not None:
-            progress(done)
-    return folder
+def to_uint8(batch: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1], (N, C, H, W), as uint8 pixels (N, H, W, C) on the CPU, rounded."""
+    return batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
 def save_npz(batches, path: Path, progress=None) -> Path:
@@ -71,7 +58,7 @@ def save_npz(batches, path: Path, progress=None) -> Path:
 
     parts, done = [], 0
     for batch in batches:
-        parts.append(batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+        parts.append(to_uint8(batch))
         done += len(batch)
         if progress is not None:
             progress(done)
@@ -79,12 +66,3 @@ def save_npz(batches, path: Path, progress=None) -> Path:
     np.savez(buffer, torch.cat(parts).numpy())
     atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
     return Path(path)
-
-
-def check_folder(folder: Path) -> None:
-    """A folder of samples: new, or an existing empty folder (nothing already there is lost)."""
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise WriteError(f"{folder} already exists and is not an empty folder; give a new folder "
-                         f"for the samples")
-    check_writable(folder / "000000.png")

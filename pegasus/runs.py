@@ -233,15 +233,16 @@ class TrainedRun:
                                                   callback=callback, plan=plan, score=score)))
 
     def sample_batches(self, num: int, seed: int, *, batch_size: int | None = None, callback=None,
-                       plan=None, score=None):
-        """The same images as `sample`, yielded batch by batch (bounded memory); `score` is a
-        fast path's score function (`score_fn`), the model itself by default."""
+                       plan=None, score=None, start: int = 0):
+        """The same images as `sample`, yielded batch by batch (bounded memory), from image
+        `start` on; `score` is a fast path's score function (`score_fn`), the model itself by
+        default."""
         from pegasus.sampling import sample_batches
 
         return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,
                               seed=seed, device=self.device,
-                              batch_size=self.batch_size(num, batch_size), callback=callback,
-                              plan=plan)
+                              batch_size=self.batch_size(num - start, batch_size),
+                              callback=callback, plan=plan, start=start)
 
     def batch_size(self, num: int, batch_size: int | None = None) -> int:
         """The images per batch that sampling `num` images uses: `batch_size` when given, all of

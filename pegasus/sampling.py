@@ -28,27 +28,31 @@ def sample_batches(
     callback: Callback | None = None,
     batch_size: int | None = None,
     plan: SamplerPlan | None = None,
+    start: int = 0,
 ) -> Iterator[torch.Tensor]:
-    """`num` samples in [0, 1] by `plan` (default: annealed Langevin on the run's schedule),
-    yielded batch by batch, so that tens of thousands of images (for FID) never sit in memory
-    at once. Image i comes from its own seeded stream (`ImageStreams`), so it is the same
-    whatever `num` and `batch_size`. `batch_size` None means `default_batch_size` measured on
-    `score_fn` (when `score_fn` is compiled, pass the eager model's instead, as TrainedRun does:
-    measuring would compile it for the probe's batch too). On a GPU annealed Langevin replays a
+    """Samples `start` .. `num` - 1 in [0, 1] by `plan` (default: annealed Langevin on the
+    run's schedule), yielded batch by batch, so that tens of thousands of images (for FID) never
+    sit in memory at once. Image i comes from its own seeded stream (`ImageStreams`), so it is
+    the same whatever `num`, `start` and `batch_size` (a stopped job continues from `start`).
+    `batch_size` None means `default_batch_size` measured on `score_fn` (when `score_fn` is
+    compiled, pass the eager model's instead, as TrainedRun does: measuring would compile it for
+    the probe's batch too). On a GPU annealed Langevin replays a
     CUDA graph."""
     device = torch.device(device)
     plan = plan or plan_sampler("als", schedule)
     shape = (channels, res, res)
+    if num <= start:
+        return
     if batch_size is None:
-        batch_size = default_batch_size(score_fn, num, shape, device)
-    batches, size = equal_batches(num, batch_size)
-    for first in range(0, batches * size, size):
+        batch_size = default_batch_size(score_fn, num - start, shape, device)
+    batches, size = equal_batches(num - start, batch_size)
+    for first in range(start, start + batches * size, size):
         # Every batch has `size` images, the last one padded with the images after `num` (their
         # own streams, dropped): one shape for the whole job, so a compiled network compiles once.
         streams = ImageStreams(seed, first, size, device)
-        # The start is drawn first from each image's stream, then the sampler's noise.
-        start = plan.start_point(streams.prior(shape), streams.normal(shape))
-        out = plan.run(score_fn, start, noise_sampler=streams.noise_sampler(shape),
+        # The starting point is drawn first from each image's stream, then the sampler's noise.
+        x = plan.start_point(streams.prior(shape), streams.normal(shape))
+        out = plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape),
                        callback=callback, capture=default_capture(device)).clamp_(0, 1)
         yield out[: num - first]
 

@@ -54,6 +54,7 @@ FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
     "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
     "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
     "pegasus sample --run runs/cifar --num 10000 --folder fid-samples/    # one PNG per image",
+    "pegasus sample --run runs/cifar --num 50000 --folder fid-samples/    # the same, continued",
     "pegasus sample --run runs/cifar --num 10000 --out samples.npz        # uint8 NHWC, for FID",
 ))
 def sample(
@@ -73,45 +74,62 @@ def sample(
     amp: AmpOpt = "auto",
     folder: Annotated[Path | None, typer.Option(
         file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
-                              "images, bounded memory), instead of one grid.")] = None,
+                              "images, bounded memory), instead of one grid. A folder begun by "
+                              "the same job (weights, sampler, seed, precision) is continued "
+                              "from its first missing image.")] = None,
 ) -> None:
     """Draw images from a run's EMA weights (or exported weights).
 
     Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", **FAST_FLAGS}):
         from pegasus.compiling import check_switches
-        from pegasus.images import check_folder, image_format, save_folder, save_grid, save_npz
+        from pegasus.images import image_format, save_grid, save_npz
         from pegasus.runs import load_trained_run
+        from pegasus.sample_folder import SampleFolder, SampleSet
 
         # Before any slow work: the output can be written and the switches are valid.
-        if folder is not None:
-            check_folder(folder)
+        samples = SampleFolder(folder) if folder is not None else None
+        if samples is not None:
+            samples.check()
         elif out.suffix != ".npz":
             image_format(out)
         check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn, notify=note)
         plan = trained.plan(sampler, steps)
-        batch_size = trained.batch_size(num, batch_size)
-        evaluations = trained.sampling_evaluations(plan, num, batch_size)
+        start = 0
+        if samples is not None:
+            start = samples.begin(SampleSet.of(trained, plan, seed=seed, amp=amp),
+                                  source=f"{trained.source} (step {trained.step})")
+            if start >= num:
+                console.print(f"{folder} already holds {start} samples of this job, the {num} "
+                              f"asked for among them; nothing to draw", highlight=False)
+                return
+        batch_size = trained.batch_size(num - start, batch_size)
+        evaluations = trained.sampling_evaluations(plan, num - start, batch_size)
         score = trained.score_fn(trained.fast_path(evaluations, compile_, amp, batch_size))
-        if folder is not None or out.suffix == ".npz":
+        what = f"({sampler}, {plan.evaluations} evaluations per image)"
+        if samples is not None or out.suffix == ".npz":
             with progress_bar() as progress:
-                task = progress.add_task(f"sample ({sampler})", total=num, info="images")
+                task = progress.add_task(f"sample ({sampler})", total=num, completed=start,
+                                         info="images")
                 batches = trained.sample_batches(num, seed, batch_size=batch_size, plan=plan,
-                                                 score=score)
+                                                 score=score, start=start)
                 report = lambda done: progress.update(task, completed=done)  # noqa: E731
-                where = (save_folder(batches, folder, report) if folder is not None
-                         else save_npz(batches, out, report))
-            console.print(f"wrote {num} samples from step {trained.step} to {where} ({sampler}, "
-                          f"{plan.evaluations} evaluations per image)", highlight=False)
+                if samples is not None:
+                    samples.write(batches, start, report)
+                else:
+                    save_npz(batches, out, report)
+            which = f"(images {start} to {num - 1}) " if start else ""
+            console.print(f"wrote {num - start} samples {which}from step {trained.step} to "
+                          f"{folder or out} {what}", highlight=False)
             return
         with progress_bar() as progress:
             callback = sampling_progress(progress, f"sample ({sampler})", evaluations)
             images = trained.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan,
                                     score=score)
         save_grid(images, out)
-        console.print(f"wrote {num} samples from step {trained.step} to {out} ({sampler}, "
-                      f"{plan.evaluations} evaluations per image)", highlight=False)
+        console.print(f"wrote {num} samples from step {trained.step} to {out} {what}",
+                      highlight=False)
 
 
 @app.command(epilog=examples(

@@ -1,0 +1,144 @@
+"""A folder of samples for FID work: image i as <folder>/<i, 6 digits>.png, written batch by
+batch, and a manifest, pegasus-samples.json, of what decides the images (the weights, the
+sampler's grid, the seed, the precision).
+
+Image i comes from its own seeded stream (noise.ImageStreams), so a job that was stopped, by a
+kill or a lost GPU lease, continues from its first missing image, and a finished one grows to
+more images, with exactly the images one uninterrupted job would have written. The manifest is
+what makes that safe: a folder is continued only by a job that would draw the same images, and
+anything else is refused before any sampling. Nothing already in the folder is overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pegasus.atomic import atomic_write, check_writable, remove_stale_temporaries
+from pegasus.compiling import bf16_on
+from pegasus.errors import WriteError
+from pegasus.images import save_image_atomic, to_uint8
+
+MANIFEST = "pegasus-samples.json"
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """What decides a folder's images: two jobs of equal SampleSets draw the same image i."""
+
+    seed: int
+    sampler: str
+    evaluations: int  # network evaluations per image
+    bf16: bool  # the network under bf16 autocast (it moves pixels by about 0.002 on average)
+    res: int
+    weights: str  # digest of the EMA weights
+    grid: str  # digest of the sampler's sigma grid and options
+
+    @classmethod
+    def of(cls, trained, plan, *, seed: int, amp: str = "auto") -> SampleSet:
+        """The set that `plan` (samplers.plan.SamplerPlan) draws from `trained` (runs.TrainedRun)
+        with `seed` and the fast path's `amp` switch (compiling.bf16_on; the layout and the
+        compiler change float rounding alone, so they may differ between jobs)."""
+        weights = hashlib.sha256()
+        for name, tensor in sorted(trained.model.state_dict().items()):
+            weights.update(name.encode())
+            weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        grid = hashlib.sha256(plan.sigmas.detach().cpu().float().numpy().tobytes())
+        grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
+        return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations,
+                   bf16=bf16_on(trained.device, amp), res=trained.config.data.res,
+                   weights=weights.hexdigest()[:16], grid=grid.hexdigest()[:16])
+
+    def differences(self, other: SampleSet) -> list[str]:
+        """Each field in which `other` differs, in words: "seed 0 there, 1 now"."""
+        def word(name: str, value: Any) -> str:
+            return ("bf16" if value else "float32") if name == "bf16" else str(value)
+
+        out = []
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine != theirs:
+                label = {"bf16": "precision", "grid": "sampler grid"}.get(f.name, f.name)
+                out.append(f"{label}: {word(f.name, mine)} there, {word(f.name, theirs)} now")
+        return out
+
+
+class SampleFolder:
+    """A folder of samples, new or begun by an earlier job with the same SampleSet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.manifest = self.path / MANIFEST
+
+    def image(self, index: int) -> Path:
+        return self.path / f"{index:06d}.png"
+
+    def check(self) -> None:
+        """Before any slow work: the folder is new, empty, or holds a manifest (a job to
+        continue), and accepts new files."""
+        if self.path.exists() and not self.path.is_dir():
+            raise WriteError(f"{self.path} is a file; give a folder for the samples")
+        if self.path.is_dir() and not self.manifest.is_file() and any(self.path.iterdir()):
+            raise WriteError(f"{self.path} is not empty and holds no {MANIFEST}, so it is no "
+                             f"earlier job's samples to continue; give a new folder")
+        check_writable(self.image(0))
+
+    def begin(self, wanted: SampleSet, source: str = "") -> int:
+        """The first image index still to draw for `wanted` (0 for a new folder), after
+        checking that the images already there were drawn as `wanted` would draw them; the
+        manifest is written first, so even a job stopped before its first image can be
+        continued. `source` (the checkpoint and its step, say) is kept there for the reader."""
+        self.check()
+        if self.manifest.is_file():
+            there = self._read()
+            if there != wanted:
+                raise WriteError(f"{self.path} holds samples drawn otherwise ("
+                                 + "; ".join(there.differences(wanted))
+                                 + "); continue it with the same settings and weights, or give "
+                                   "a new folder")
+            remove_stale_temporaries(self.path)  # half-written images of a stopped job
+            return self.count()
+        body = {"pegasus": "samples", **dataclasses.asdict(wanted), "source": source}
+        atomic_write(self.manifest, lambda f: f.write(json.dumps(body, indent=1).encode()))
+        return 0
+
+    def count(self) -> int:
+        """How many images, from 0 on without a gap, the folder holds (a job writes them in
+        order, each atomically, so a stopped one leaves exactly such a run)."""
+        names = {p.name for p in self.path.iterdir()}
+        done = 0
+        while self.image(done).name in names:
+            done += 1
+        return done
+
+    def write(self, batches: Iterable[torch.Tensor], first: int,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Each image of each batch (in [0, 1], N C H W) as a PNG, numbered from `first`, as
+        batches arrive (an image already there is kept); `progress` hears the folder's count of
+        images. Returns that count."""
+        from PIL import Image
+
+        done = first
+        for batch in batches:
+            for image in to_uint8(batch).numpy():
+                if not self.image(done).exists():  # after a gap a user made: kept, not redrawn
+                    save_image_atomic(Image.fromarray(image), self.image(done))
+                done += 1
+            if progress is not None:
+                progress(done)
+        return done
+
+    def _read(self) -> SampleSet:
+        try:
+            body = json.loads(self.manifest.read_text(encoding="utf-8"))
+            return SampleSet(**{f.name: body[f.name] for f in dataclasses.fields(SampleSet)})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WriteError(f"{self.manifest} is damaged ({type(e).__name__}), so the samples "
+                             f"there cannot be continued safely; give a new folder") from None

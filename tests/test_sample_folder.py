@@ -1,0 +1,102 @@
+"""Many samples streamed to a folder of PNGs (continued after a stop, grown to more images) or
+to an .npz, for FID work, on CPU."""
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from pegasus.cli import app
+from pegasus.sample_folder import MANIFEST
+from test_errors import one_line
+
+runner = CliRunner()
+HEUN = ["--sampler", "heun", "--steps", "5"]
+
+
+def _sample(run, *args):
+    result = runner.invoke(app, ["sample", "--run", str(run), *HEUN, *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _pngs(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+def test_many_samples_stream_to_a_folder_or_an_npz(run, tmp_path):
+    folder = tmp_path / "fid"
+    _sample(run, "--num", "5", "--batch-size", "2", "--folder", str(folder))
+    files = sorted(folder.glob("*.png"))
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["sampler"] == "heun" and manifest["seed"] == 0 and manifest["bf16"] is False
+    npz = tmp_path / "s.npz"
+    _sample(run, "--num", "5", "--out", str(npz))
+    arr = np.load(npz)["arr_0"]
+    assert arr.shape == (5, 16, 16, 3) and arr.dtype == np.uint8
+    # The same images either way, batch size notwithstanding (up to one grey level).
+    assert np.abs(arr[3].astype(int) - np.asarray(Image.open(files[3])).astype(int)).max() <= 1
+
+
+def test_a_stopped_folder_continues_with_the_images_one_job_would_have_written(run, tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    _sample(run, "--num", "6", "--batch-size", "4", "--folder", str(whole))
+    # A job stopped after 2 images, mid-write of the third: its temporary file is left behind.
+    _sample(run, "--num", "2", "--folder", str(stopped))
+    stale = stopped / ".000002.png.x1y2.tmp"
+    stale.write_bytes(b"half an image")
+    out = _sample(run, "--num", "6", "--batch-size", "3", "--folder", str(stopped))
+    assert "images 2 to 5" in out
+    assert not stale.exists()
+    assert _pngs(stopped).keys() == _pngs(whole).keys()
+    for name in _pngs(whole):  # batched 3 + 3, or 2 then 2 + 2: same images
+        a, b = (np.asarray(Image.open(f / name)).astype(int) for f in (stopped, whole))
+        assert np.abs(a - b).max() <= 1, name
+    # Asked again: nothing to draw, nothing touched.
+    before = {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()}
+    assert "nothing to draw" in _sample(run, "--num", "4", "--folder", str(stopped))
+    assert {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()} == before
+
+
+def test_a_folder_is_continued_only_by_a_job_that_draws_the_same_images(run, tmp_path):
+    folder = tmp_path / "fid"
+    _sample(run, "--num", "2", "--folder", str(folder))
+    before = _pngs(folder)
+    for args, needle in ((["--seed", "1"], "seed: 0 there, 1 now"),
+                         (["--amp", "on"], "precision: float32 there, bf16 now"),
+                         (["--steps", "7"], "evaluations: 5 there, 7 now")):
+        result = runner.invoke(app, ["sample", "--run", str(run), "--sampler", "heun", "--steps",
+                                     "5", "--num", "4", "--folder", str(folder), *args])
+        one_line(result, needle)
+    one_line(runner.invoke(app, ["sample", "--run", str(run), "--num", "4", "--sampler", "cas",
+                                 "--steps", "5", "--folder", str(folder)]),
+             "sampler: heun there, cas now")
+    assert _pngs(folder) == before
+    # Someone else's folder, and a damaged manifest, are refused before any sampling.
+    (folder / MANIFEST).write_text("{not json")
+    one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--folder", str(folder)]),
+             "is damaged")
+    (folder / MANIFEST).unlink()
+    one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--folder", str(folder)]),
+             f"holds no {MANIFEST}")
+    assert _pngs(folder) == before
+
+
+def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
+    import torch
+
+    from pegasus.runs import load_trained_run
+    from pegasus.sample_folder import SampleSet
+
+    trained = load_trained_run(run)
+    plan = trained.plan("heun", 5)
+    before = SampleSet.of(trained, plan, seed=0)
+    assert SampleSet.of(trained, plan, seed=0) == before
+    with torch.no_grad():
+        weight = next(trained.model.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
+    after = SampleSet.of(trained, plan, seed=0)
+    assert [d.split(":")[0] for d in before.differences(after)] == ["weights"]
+    assert SampleSet.of(trained, trained.plan("heun", 7), seed=0).grid != before.grid
