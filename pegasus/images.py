@@ -49,6 +49,14 @@ def to_uint8(batch: torch.Tensor) -> torch.Tensor:
     return batch.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
 
 
+def check_npz(path: Path) -> None:
+    """Before any slow work: an .npz file that can be written where `path` says."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"{path} is a folder; give a file name such as {path / 'samples.npz'}")
+    check_writable(path)
+
+
 def save_npz(batches, path: Path, progress=None) -> Path:
     """All images as one uint8 array (N, H, W, C) under the key `arr_0` of an .npz file, the
     layout FID tools read."""

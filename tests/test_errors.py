@@ -65,6 +65,12 @@ def test_output_that_is_a_folder_or_an_unknown_format_is_refused_before_sampling
              "not an image format")
     one_line(runner.invoke(app, ["blend", "--run", str(run), "--out", str(tmp_path / "b.gif")]),
              "not an image format")
+    (tmp_path / "afile").write_text("")
+    for out in ("x.npz", "x.png"):  # a folder that is a file: refused before the sampling bar
+        result = runner.invoke(app, ["sample", "--run", str(run), "--out",
+                                     str(tmp_path / "afile" / out)])
+        one_line(result, "is a file, not a folder")
+        assert "sample (" not in result.output
 
 
 def test_jpeg_output_is_a_jpeg(tmp_path, run):

@@ -83,7 +83,7 @@ def sample(
     Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", **FAST_FLAGS}):
         from pegasus.compiling import check_switches
-        from pegasus.images import image_format, save_grid, save_npz
+        from pegasus.images import check_npz, image_format, save_grid, save_npz
         from pegasus.runs import load_trained_run
         from pegasus.sample_folder import SampleFolder, SampleSet
 
@@ -91,7 +91,9 @@ def sample(
         samples = SampleFolder(folder) if folder is not None else None
         if samples is not None:
             samples.check()
-        elif out.suffix != ".npz":
+        elif out.suffix == ".npz":
+            check_npz(out)
+        else:
             image_format(out)
         check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, checkpoint, device, weights=weights, warn=warn, notify=note)
