@@ -17,6 +17,7 @@ noise" is measured against; FID is biased at small sample sizes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,11 @@ from torch import nn
 
 from pegasus.classifier import Classifier, load_classifier
 from pegasus.compiling import FastPath
+from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError, first_line
-from pegasus.runs import TrainedRun
+from pegasus.runs import RunDir, TrainedRun
+from pegasus.sample_folder import SampleFolder
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback
 
@@ -104,21 +107,33 @@ def _metrics(feature, inception_weights: Path | None, subset_size: int, device: 
 
 
 @torch.no_grad()
-def measure(real: torch.Tensor, fake: torch.Tensor, feature, *, inception_weights: Path | None = None,
-            seed: int = 0, batch: int = 256) -> tuple[float, float, float]:
-    """(KID, its std over subsets, FID) between two image sets in [0, 1], seeded."""
+def measure(real: torch.Tensor, fake: torch.Tensor | Iterable[torch.Tensor], feature, *,
+            fake_count: int | None = None, inception_weights: Path | None = None, seed: int = 0,
+            batch: int = 256) -> tuple[float, float, float]:
+    """(KID, its std over subsets, FID) between two image sets in [0, 1], seeded. `fake` is a
+    tensor, or batches of `fake_count` images in all as they are drawn or read: only their
+    features are kept, never the images."""
     device = real.device
+    fake_count = len(fake) if isinstance(fake, torch.Tensor) else fake_count
     # Subsets of half the smaller set: their spread is a (conservative) standard error of the
     # KID of the whole set; subsets as large as the set would all be the set itself.
-    subset = max(2, min(1000, len(real) // 2, len(fake) // 2))
+    subset = max(2, min(1000, len(real) // 2, fake_count // 2))
     kid, fid = _metrics(feature, inception_weights, subset, device)
-    for images, is_real in ((real, True), (fake, False)):
-        for chunk in images.split(batch):
-            kid.update(chunk, real=is_real)
-            fid.update(chunk, real=is_real)
+    fakes = fake.split(batch) if isinstance(fake, torch.Tensor) else fake
+    for images, is_real in ((real.split(batch), True), (fakes, False)):
+        for chunk in images:
+            kid.update(chunk.to(device), real=is_real)
+            fid.update(chunk.to(device), real=is_real)
     torch.manual_seed(seed)  # KID's random subsets
     kid_mean, kid_std = kid.compute()
     return float(kid_mean), float(kid_std), float(fid.compute())
+
+
+def real_images(config: Config, device: torch.device, max_real: int, seed: int) -> torch.Tensor:
+    """Up to `max_real` of the run's training images in [0, 1], a seeded random pick."""
+    data = load_images(config.data).images
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_real]
+    return data[pick].to(device).float() / 255
 
 
 def evaluate_run(run: TrainedRun, run_dir: Path | None, plan: SamplerPlan, *, num: int,
@@ -126,14 +141,38 @@ def evaluate_run(run: TrainedRun, run_dir: Path | None, plan: SamplerPlan, *, nu
                  max_real: int = 5000, batch_size: int | None = None,
                  callback: Callback | None = None, fast: FastPath | None = None) -> Quality:
     """`num` samples of `run` by `plan` (its network on the fast path `fast`; None: eager
-    float32), scored against up to `max_real` training images."""
+    float32), scored batch by batch as they are drawn against up to `max_real` training
+    images."""
     if num < 2:
         raise FieldError("num", f"must be at least 2 for KID and FID, got {num}")
     feature = feature_extractor(features, run_dir, run.device, inception_weights)
-    data = load_images(run.config.data).images
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_real]
-    real = data[pick].to(run.device).float() / 255
-    fake = run.sample(num, seed, batch_size=batch_size, callback=callback, plan=plan,
-                      score=run.score_fn(fast))
-    kid, kid_std, fid = measure(real, fake, feature, inception_weights=inception_weights, seed=seed)
+    real = real_images(run.config, run.device, max_real, seed)
+    fake = run.sample_batches(num, seed, batch_size=batch_size, callback=callback, plan=plan,
+                              score=run.score_fn(fast))
+    kid, kid_std, fid = measure(real, fake, feature, fake_count=num,
+                                inception_weights=inception_weights, seed=seed)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations)
+
+
+def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
+                    num: int | None = None, seed: int = 0, features: str = "judge",
+                    inception_weights: Path | None = None, max_real: int = 5000,
+                    progress: Callable[[int], None] | None = None) -> Quality:
+    """The first `num` images (None: all) of a folder of samples (sample_folder.py), drawn by
+    however many jobs, scored against up to `max_real` training images of the run in
+    `run_dir`; `progress` hears the count of images scored."""
+    drawn = samples.recorded()
+    config = RunDir(run_dir).read_config()
+    if drawn.res != config.data.res:
+        raise UserError(f"{samples.path} holds {drawn.res} px samples, but run {run_dir} trains "
+                        f"at {config.data.res} px; score them against the run they came from")
+    held = samples.count()
+    num = held if num is None else num
+    if num < 2 or num > held:
+        raise FieldError("num", f"must be between 2 and the {held} images {samples.path} holds, "
+                                f"got {num}")
+    feature = feature_extractor(features, run_dir, device, inception_weights)
+    real = real_images(config, device, max_real, seed)
+    kid, kid_std, fid = measure(real, samples.read(num, progress=progress), feature,
+                                fake_count=num, inception_weights=inception_weights, seed=seed)
+    return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 
 from pegasus.atomic import atomic_write, check_writable, remove_stale_temporaries
 from pegasus.compiling import bf16_on
-from pegasus.errors import WriteError
+from pegasus.errors import UserError, WriteError, first_line
 from pegasus.images import save_image_atomic, to_uint8
 
 MANIFEST = "pegasus-samples.json"
@@ -135,10 +135,39 @@ class SampleFolder:
                 progress(done)
         return done
 
+    def read(self, num: int, batch: int = 256,
+             progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
+        """Images 0 .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time;
+        `progress` hears the count read so far."""
+        import numpy as np
+        from PIL import Image
+
+        def load(index: int) -> np.ndarray:
+            try:
+                with Image.open(self.image(index)) as image:
+                    return np.asarray(image.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read {self.image(index)}: {first_line(e)}; draw it "
+                                f"again (delete it and continue the job)") from None
+
+        for first in range(0, num, batch):
+            stop = min(num, first + batch)
+            pixels = np.stack([load(i) for i in range(first, stop)])
+            yield torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)
+            if progress is not None:
+                progress(stop)
+
+    def recorded(self) -> SampleSet:
+        """What drew the folder's images, from its manifest."""
+        if not self.manifest.is_file():
+            raise UserError(f"{self.path} holds no {MANIFEST}: it is no folder of samples that "
+                            f"pegasus wrote")
+        return self._read()
+
     def _read(self) -> SampleSet:
         try:
             body = json.loads(self.manifest.read_text(encoding="utf-8"))
             return SampleSet(**{f.name: body[f.name] for f in dataclasses.fields(SampleSet)})
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise WriteError(f"{self.manifest} is damaged ({type(e).__name__}), so the samples "
-                             f"there cannot be continued safely; give a new folder") from None
+            raise UserError(f"{self.manifest} is damaged ({type(e).__name__}), so what drew the "
+                            f"samples there is unknown; give a new folder") from None

@@ -29,6 +29,9 @@ def test_kid_of_a_set_against_itself_is_near_zero_and_a_shift_is_far():
     assert abs(same_kid) < 3 * same_std + 1e-4
     assert shifted_kid > 10 * max(same_kid, same_std) and shifted_fid > 5 * same_fid
     assert measure(a, b, features) == (same_kid, same_std, same_fid)  # seeded subsets
+    # Streamed batch by batch (as drawn or read from a folder): the same figures.
+    streamed = measure(a, iter(b.split(70)), features, fake_count=len(b))
+    assert streamed == pytest.approx((same_kid, same_std, same_fid), rel=1e-4, abs=1e-6)
 
 
 def test_eval_cli_with_judge_features(run, tmp_path):
@@ -73,3 +76,31 @@ def test_sample_and_blend_with_each_sampler(run, tmp_path):
     assert result.exit_code == 0, result.output
     one_line(runner.invoke(app, [*blend, "--mode", "slerp", "--out", str(tmp_path / "e.png")]),
              "--mode")
+
+
+def test_eval_scores_a_sample_folder_as_the_samples_drawn_directly(run, tmp_path):
+    if not (run / "judge.pt").exists():
+        assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "3"]).exit_code == 0
+    folder = tmp_path / "fid"
+    draw = ["--sampler", "heun", "--steps", "5"]
+    assert runner.invoke(app, ["sample", "--run", str(run), "--num", "12", *draw, "--folder",
+                               str(folder)]).exit_code == 0
+
+    def scores(*args):
+        result = runner.invoke(app, ["eval", "--run", str(run), *args])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert "12 samples by heun at 5 evaluations" in text
+        kid, fid = text.split("KID ")[1].split(" ± ")[0], text.split("FID ")[1].split(" ")[0]
+        return float(kid), float(fid)
+
+    read, drawn = scores("--samples", str(folder)), scores("--num", "12", *draw)
+    # The same images, up to their rounding to 8-bit pixels in the PNGs.
+    assert read == pytest.approx(drawn, rel=0.05, abs=1e-3)
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder), "--num",
+                                 "13"]), "--num must be between 2 and the 12 images")
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(tmp_path)]),
+             "holds no pegasus-samples.json")
+    (folder / "000003.png").write_bytes(b"not a png")
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder)]),
+             "cannot read")

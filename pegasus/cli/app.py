@@ -137,9 +137,10 @@ def progress_bar():
 
 
 class StepsBar:
-    """A progress bar over training steps that appears at the work's first report: an error
-    found during start-up (a bad resolution, a missing checkpoint) comes alone, without an
-    empty bar above it. `report` is a training ProgressFn: (step, total, loss or None)."""
+    """A progress bar over training steps (or images scored) that appears at the work's first
+    report: an error found during start-up (a bad resolution, a missing checkpoint) comes alone,
+    without an empty bar above it. `report` is a training ProgressFn: (step, total, loss or
+    None)."""
 
     def __init__(self, description: str, loss_format: str) -> None:
         self.progress, self.description, self.loss_format = progress_bar(), description, loss_format

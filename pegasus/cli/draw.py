@@ -13,6 +13,7 @@ from pegasus.cli.app import (
     OptionalRunOpt,
     RunOpt,
     SeedOpt,
+    StepsBar,
     WeightsOpt,
     app,
     console,
@@ -295,10 +296,13 @@ def export(
     "pegasus eval --run runs/demo --num 500 --features judge",
     "pegasus eval --run runs/demo --sampler heun --steps 35 --num 500",
     "pegasus eval --run runs/cifar --features inception --inception-weights pt_inception.pth",
+    "pegasus eval --run runs/cifar --samples fid/ --features inception    # score drawn samples",
 ))
 def eval_(
     run: RunOpt,
-    num: Annotated[int, typer.Option(min=2, help="Samples to draw and score.")] = 1000,
+    num: Annotated[int | None, typer.Option(
+        min=2, help="Samples to draw and score (default 1000), or to score of --samples "
+                    "(default: all).")] = None,
     seed: SeedOpt = 0,
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
@@ -311,14 +315,32 @@ def eval_(
     device: DeviceOpt = "auto",
     compile_: CompileOpt = "auto",
     amp: AmpOpt = "auto",
+    samples: Annotated[Path | None, typer.Option(
+        exists=True, file_okay=False,
+        help="Score the images a `pegasus sample --folder` job wrote there (by one job or several "
+             "continuing it) instead of drawing new ones; the sampling options do not apply.")] = None,
 ) -> None:
     """Score a run's samples: KID and FID against its training images (torchmetrics)."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
-                      "num": "--num", **FAST_FLAGS}):
+                      "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
         from pegasus.compiling import check_switches
-        from pegasus.evaluate import evaluate_run, feature_extractor
+        from pegasus.evaluate import evaluate_folder, evaluate_run, feature_extractor
         from pegasus.runs import load_trained_run
 
+        if samples is not None:
+            from pegasus.devices import resolve_device
+            from pegasus.sample_folder import SampleFolder
+
+            folder = SampleFolder(samples)
+            total = num or folder.count()
+            with StepsBar("score (images)", "") as bar:
+                quality = evaluate_folder(
+                    run, folder, device=resolve_device(device), num=num, seed=seed,
+                    features=features, inception_weights=inception_weights,
+                    progress=lambda done: bar.report(done, total, None))
+            console.print(quality.describe(), highlight=False)
+            return
+        num = 1000 if num is None else num
         check_switches(compile=compile_, amp=amp)
         trained = load_trained_run(run, None, device, warn=warn, notify=note)
         plan = trained.plan(sampler, steps)
