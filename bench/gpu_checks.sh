@@ -59,12 +59,12 @@ step() {  # step NAME ESTIMATE COMMAND...: run within the budget, log its output
 
 if ((smoke)); then  # tiny stand-ins for each case, on the CPU
   refinenet=small-refinenet unet=small big=4 huge=6 images=4 levels=3 evals=2 train_steps=2
-  backend=(--backend aot_eager) device=(--device cpu) iters=40 judge_iters=20 num=16
+  backend=(--backend aot_eager) device=(--device cpu) iters=40 judge_iters=20 num=16 stream=10
   loss=(--preset sprites-demo --steps 12 --log-every 2 --set train.batch_size=4 --set data.res=16)
   sprites=(--res 16 --batch-size 8 --set model.width=16) train_compile=()
 else
   refinenet=refinenet-cifar10 unet=unet-64 big=100 huge=1000 images=100 levels=60 evals=20
-  train_steps=20 backend=() device=(--device cuda) iters=2500 judge_iters=1000 num=1000
+  train_steps=20 backend=() device=(--device cuda) iters=2500 judge_iters=1000 num=1000 stream=5000
   loss=(--preset cifar10 --steps 600 --log-every 20 --set 'data.dataset="sprites"')
   sprites=(--res 32 --batch-size 128 --set model.width=64) train_compile=(--compile)
 fi
@@ -99,6 +99,12 @@ second() {
       --sampler heun --steps 5 --compile "$([ $name = eager ] && echo off || echo on)" \
       --out "$work/$name.png"
   done
+  # Issue 16's item 6: many samples streamed to a folder in batches sized to the free GPU memory
+  # (images/s from the bar), then the same folder grown by a continued job.
+  step sample-stream 40 $py -m pegasus sample --run "$runs/cache" --num $stream --sampler heun \
+    --steps 9 --folder "$work/stream"
+  step sample-stream-grow 20 $py -m pegasus sample --run "$runs/cache" --num $((stream + stream / 5)) \
+    --sampler heun --steps 9 --folder "$work/stream"
   step instancenorm 20 $py bench/instancenorm.py "${device[@]}" --batch $((big + 28))
   # bf16 against fp32 from the same seeds, on a briefly trained 32 px sprites run and its judge.
   step bf16-run 170 $py -m pegasus train --run "$runs/sprites" --config sprites-demo --iters $iters \
@@ -124,5 +130,5 @@ esac
 
 echo
 echo "== summary of $part ($((SECONDS)) s of a ${budget} s budget; full log: $log)"
-grep -E "^== .*(exit|skipped)|^  [a-z0-9 +()]+:$|per evaluation$|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, |compiling the network|loading the network|fast path timed on" "$log" || true
+grep -E "^== .*(exit|skipped)|^  [a-z0-9 +()]+:$|per evaluation$|^[a-z0-9-]+: |images/s|ms .*x eager fp32|evaluations x images|per evaluation at batch|chains: |speed-up|overhead|compile\)|passed|failed|error|ratio|^  (data|fp32|bf16)[ ,]|KID x 1e3, |compiling the network|loading the network|fast path timed on|^wrote [0-9]+ samples|^sample \(heun\)" "$log" || true
 if ((${#skipped[@]})); then printf 'skipped: %s\n' "${skipped[@]}"; fi

@@ -80,14 +80,23 @@ def default_batch_size(network, num: int, shape: tuple[int, ...], device: torch.
 @torch.no_grad()
 def fill_gpu_batch_size(model, shape: tuple[int, ...], device: torch.device,
                         fraction: float = 0.8, probe: int = 8) -> int:
-    """The largest batch whose evaluations fit in `fraction` of the free GPU memory, from the
-    peak memory of one probe evaluation (plus the chain's own x, noise and score tensors)."""
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    model(torch.rand(probe, *shape, device=device), torch.ones(probe, device=device))
-    torch.cuda.synchronize(device)
-    per_image = (torch.cuda.max_memory_allocated(device) - before) / probe
+    """The largest batch whose evaluations fit in `fraction` of the free GPU memory. The peak
+    memory of an evaluation is a fixed part (weights' workspaces, cuDNN's) plus a part per image;
+    two probe evaluations, of `probe` and 2 x `probe` images, measure both, so that the fixed
+    part is not counted once per image. The chain's own x, noise and score tensors are added."""
+    def peak(batch: int) -> int:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        model(torch.rand(batch, *shape, device=device), torch.ones(batch, device=device))
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+
+    small, large = peak(probe), peak(2 * probe)
+    per_image = (large - small) / probe
+    if per_image <= 0:  # allocator rounding swamped the difference: the plain average, larger
+        per_image = large / (2 * probe)
+    fixed = max(0.0, small - probe * per_image)
     per_image += 3 * 4 * math.prod(shape)
     free, _ = torch.cuda.mem_get_info(device)
-    return max(1, int(fraction * free / per_image))
+    return max(1, int((fraction * free - fixed) / per_image))

@@ -158,3 +158,47 @@ def test_graphed_sampler_matches_eager_on_cuda():
     graphed = annealed_langevin(score, x0, sigmas, generator=torch.Generator("cuda").manual_seed(0),
                                 capture=cuda_graph_capture, **kw)
     torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_batches_fill_the_free_memory_they_are_told_of_on_cuda(monkeypatch):
+    from pegasus.runs import build_score_model
+    from pegasus.sampling import fill_gpu_batch_size
+    from tiny import tiny_config
+
+    device = torch.device("cuda")
+    model = build_score_model(tiny_config())[0].to(device).eval()
+    shape = (3, 16, 16)
+    free = 2 * 2**30  # far less than any test GPU has, so the check cannot run out of memory
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 4 * free))
+    size = fill_gpu_batch_size(model, shape, device, fraction=0.8)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.no_grad():
+        model(torch.rand(size, *shape, device=device), torch.ones(size, device=device))
+    torch.cuda.synchronize(device)
+    used = torch.cuda.max_memory_allocated(device) - before + 3 * 4 * size * 768
+    # The batch uses most of the 80% it was sized for, and not more than that (10% leeway).
+    assert 0.5 * 0.8 * free < used <= 1.1 * 0.8 * free, (size, used / free)
+
+
+def test_gpu_batch_sizing_counts_the_fixed_memory_once(monkeypatch):
+    """An evaluation's peak memory is fixed + batch x per_image (a fake allocator here): the
+    batch is sized by the per-image part alone, with the fixed part taken off the free memory."""
+    from pegasus.sampling import fill_gpu_batch_size
+
+    fixed, per_image, free, shape = 300e6, 2e6, 40e9, (3, 32, 32)
+    peak = {"now": 0}
+
+    def model(x, sigma):
+        peak["now"] = int(fixed + len(x) * per_image)
+
+    for name, fake in {"synchronize": lambda device=None: None,
+                       "reset_peak_memory_stats": lambda device=None: peak.update(now=0),
+                       "memory_allocated": lambda device=None: 0,
+                       "max_memory_allocated": lambda device=None: peak["now"],
+                       "mem_get_info": lambda device=None: (int(free), int(2 * free))}.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    size = fill_gpu_batch_size(model, shape, torch.device("cpu"), fraction=0.8)
+    assert size == int((0.8 * free - fixed) / (per_image + 12 * 3 * 32 * 32))
