@@ -110,8 +110,9 @@ class SampleFolder:
         return 0
 
     def count(self) -> int:
-        """How many images, from 0 on without a gap, the folder holds (a job writes them in
-        order, each atomically, so a stopped one leaves exactly such a run)."""
+        """How many images, from 0 on without a gap, the folder holds: where a continued job
+        starts. Each image is written atomically; a stopped job may leave a few written past a
+        gap (a batch is written by several threads), which the continued job keeps."""
         names = {p.name for p in self.path.iterdir()}
         done = 0
         while self.image(done).name in names:
@@ -119,20 +120,38 @@ class SampleFolder:
         return done
 
     def write(self, batches: Iterable[torch.Tensor], first: int,
-              progress: Callable[[int], None] | None = None) -> int:
-        """Each image of each batch (in [0, 1], N C H W) as a PNG, numbered from `first`, as
-        batches arrive (an image already there is kept); `progress` hears the folder's count of
-        images. Returns that count."""
+              progress: Callable[[int], None] | None = None, workers: int = 4) -> int:
+        """Each image of each batch (in [0, 1], N C H W) as a PNG, numbered from `first`; an
+        image already there is kept. `progress` hears the count of images written. Returns it.
+
+        A batch is written by `workers` threads while the next one is drawn (PIL's encoder and
+        fsync release the GIL), so on a GPU the sampler does not wait for the disk: 1,000 PNGs
+        took about a second to write atomically on the project's CPU machine, a third of what an
+        H100 needs to draw them with a fast sampler. At most two batches are held at once."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from PIL import Image
 
+        def save(index: int, pixels) -> None:
+            if not self.image(index).exists():  # after a gap (a stopped job): kept, not redrawn
+                save_image_atomic(Image.fromarray(pixels), self.image(index))
+
         done = first
-        for batch in batches:
-            for image in to_uint8(batch).numpy():
-                if not self.image(done).exists():  # after a gap a user made: kept, not redrawn
-                    save_image_atomic(Image.fromarray(image), self.image(done))
-                done += 1
-            if progress is not None:
-                progress(done)
+        with ThreadPoolExecutor(workers) as pool:
+            writing: list = []
+            for batch in batches:  # drawing this batch overlapped the writing of the last one
+                pixels = to_uint8(batch).numpy()
+                done = self._finish(writing, done, progress)
+                writing = [pool.submit(save, done + i, image) for i, image in enumerate(pixels)]
+            return self._finish(writing, done, progress)
+
+    @staticmethod
+    def _finish(writing: list, done: int, progress) -> int:
+        for future in writing:
+            future.result()  # a write's error (a full disk) stops the job here
+        done += len(writing)
+        if writing and progress is not None:
+            progress(done)
         return done
 
     def read(self, num: int, batch: int = 256,
