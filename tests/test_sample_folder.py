@@ -54,6 +54,13 @@ def test_a_stopped_folder_continues_with_the_images_one_job_would_have_written(r
     for name in _pngs(whole):  # batched 3 + 3, or 2 then 2 + 2: same images
         a, b = (np.asarray(Image.open(f / name)).astype(int) for f in (stopped, whole))
         assert np.abs(a - b).max() <= 1, name
+    # A gap (a batch's threads stopped out of order): refilled, the images after it kept as is.
+    gap, kept = stopped / "000001.png", {n: (stopped / n).stat().st_mtime_ns for n in
+                                         ("000002.png", "000005.png")}
+    gap.unlink()
+    assert "images 1 to 5" in _sample(run, "--num", "6", "--folder", str(stopped))
+    assert gap.exists() and _pngs(stopped).keys() == _pngs(whole).keys()
+    assert {n: (stopped / n).stat().st_mtime_ns for n in kept} == kept
     # Asked again: nothing to draw, nothing touched.
     before = {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()}
     assert "nothing to draw" in _sample(run, "--num", "4", "--folder", str(stopped))
