@@ -55,7 +55,7 @@ FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
     "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
     "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
     "pegasus sample --run runs/cifar --num 10000 --folder fid-samples/    # one PNG per image",
-    "pegasus sample --run runs/cifar --num 50000 --folder fid-samples/    # the same, continued",
+    "pegasus sample --run runs/cifar --num 50000 --folder fid-samples/    # continues it to 50000",
     "pegasus sample --run runs/cifar --num 10000 --out samples.npz        # uint8 NHWC, for FID",
 ))
 def sample(
