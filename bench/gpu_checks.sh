@@ -77,7 +77,7 @@ first() {
     "${device[@]}"
   # Per evaluation at batch 100 and 1000 (each mode; the compile apart), then chains of
   # 60 x 5 + 1 evaluations at batch 100: the eager fp32, graphed fp32 and fast samplers.
-  step sample-refinenet 180 $py bench/sample_throughput.py --case $refinenet --images $images \
+  step sample-refinenet 195 $py bench/sample_throughput.py --case $refinenet --images $images \
     --batches $big,$huge --levels $levels --evaluations $evals "${backend[@]}" "${device[@]}"
   step train-refinenet-compiled 190 $py bench/train_throughput.py --case $refinenet \
     --steps $train_steps "${train_compile[@]}" "${device[@]}"

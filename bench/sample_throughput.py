@@ -1,6 +1,8 @@
 """Sampling throughput, in one run: each fast mode of one network evaluation against eager
 fp32, then whole annealed Langevin chains (the plain eager fp32 loop, the graph-captured one, and
-pegasus's fast sampler: the fast path of pegasus.compiling replayed as a CUDA graph).
+pegasus's fast sampler: the fast path of pegasus.compiling replayed as a CUDA graph), and a heun
+chain of the same length on the fast path, its network launched call by call and, on a GPU,
+replayed from one graph (samplers/graphs.GraphedScore, as `pegasus sample` runs heun, pc, cas).
 
 Per evaluation, at each batch size: eager fp32, bf16 autocast, bf16 + channels_last, and the
 fast path `pegasus sample` chooses with compile on (its first call, the compile, is reported
@@ -36,7 +38,9 @@ from common import (
 )
 from pegasus.compiling import FastPath, fast_score
 from pegasus.registry import get_backbone
-from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture
+from pegasus.samplers.graphs import GraphedScore, cuda_graph_capture
+from pegasus.samplers.heun import heun_sampler, karras_sigmas
+from pegasus.samplers.langevin import annealed_langevin
 from pegasus.schedule import geometric_sigmas
 
 CASES = {
@@ -139,8 +143,18 @@ def main() -> None:
     with torch.no_grad():  # the compile, before any chain is timed
         print(f"  the fast sampler's first evaluation (its compile): "
               f"{seconds_of_one_call(functools.partial(fast, x0, sigma), device):.2f} s")
-    rows.append((f"fast sampler ({path.describe()}{', graphed' if cuda else ''})",
-                 chain(fast, cuda_graph_capture if cuda else None)))
+    fast_row = f"fast sampler ({path.describe()}{', graphed' if cuda else ''})"
+    rows.append((fast_row, chain(fast, cuda_graph_capture if cuda else None)))
+    # heun, pc and cas get a graph of the network alone, once per job (graphs.GraphedScore):
+    # heun's chain of the same length, its network launched call by call, and replayed.
+    grid = karras_sigmas(50.0, 0.01, (evaluations + 1) // 2, device=device)
+
+    def heun(score):
+        return lambda: heun_sampler(score, x0, grid)
+
+    rows.append(("fast heun, launched", heun(fast)))
+    if cuda:
+        rows.append(("fast heun, graphed network", heun(GraphedScore(fast, cuda_graph_capture))))
     flops = flops_of_one_evaluation(model, x0, sigma) * evaluations
     # Interleaved repeats, best of each: a machine's slow moments hit every row alike, and the
     # first round doubles as the warm-up (a whole chain is too long to run once more untimed).
@@ -181,7 +195,10 @@ def main() -> None:
         print(f"  speed-up (graphed fp32 / eager fp32): "
               f"{ratio('eager fp32 sampler', 'graphed fp32 sampler')}")
     print(f"  speed-up (fast sampler / eager fp32 sampler): "
-          f"{ratio('eager fp32 sampler', rows[-1][0])}")
+          f"{ratio('eager fp32 sampler', fast_row)}")
+    if cuda:
+        print(f"  speed-up (fast heun, graphed network / launched): "
+              f"{ratio('fast heun, launched', 'fast heun, graphed network')}")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_s
 from pegasus.noise import ImageStreams
 from pegasus.runs import TrainedRun
 from pegasus.samplers import SAMPLERS
-from pegasus.samplers.langevin import default_capture
+from pegasus.samplers.graphs import default_capture
 from pegasus.samplers.plan import plan_sampler
 from pegasus.schedule import Schedule
 from pegasus.signatures import Callback

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from pegasus.noise import ImageStreams
-from pegasus.samplers.langevin import default_capture
+from pegasus.samplers.graphs import GraphedScore, default_capture
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.schedule import Schedule
 from pegasus.signatures import Callback, ScoreFn
@@ -46,6 +46,10 @@ def sample_batches(
     if batch_size is None:
         batch_size = default_batch_size(score_fn, num - start, shape, device)
     batches, size = equal_batches(num - start, batch_size)
+    capture = default_capture(device)
+    if capture is not None and not plan.captures_steps:
+        # heun, pc and cas replay the network from one graph for the whole job (graphs.py).
+        score_fn = GraphedScore(score_fn, capture)
     for first in range(start, start + batches * size, size):
         # Every batch has `size` images, the last one padded with the images after `num` (their
         # own streams, dropped): one shape for the whole job, so a compiled network compiles once.
@@ -53,7 +57,7 @@ def sample_batches(
         # The starting point is drawn first from each image's stream, then the sampler's noise.
         x = plan.start_point(streams.prior(shape), streams.normal(shape))
         out = plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape),
-                       callback=callback, capture=default_capture(device)).clamp_(0, 1)
+                       callback=callback, capture=capture).clamp_(0, 1)
         yield out[: num - first]
 
 

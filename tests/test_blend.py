@@ -15,7 +15,8 @@ from pegasus.interpolation import (
     interpolation_angles,
 )
 from pegasus.noise import gaussian_noise_sampler
-from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture
+from pegasus.samplers.graphs import cuda_graph_capture
+from pegasus.samplers.langevin import annealed_langevin
 from pegasus.samplers.plan import plan_sampler
 from pegasus.schedule import Schedule
 

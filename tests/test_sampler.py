@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pegasus.samplers.langevin import annealed_langevin, cuda_graph_capture, default_capture
+from pegasus.samplers.graphs import GraphedScore, cuda_graph_capture, default_capture
+from pegasus.samplers.langevin import annealed_langevin
 from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 
 
@@ -202,3 +203,77 @@ def test_gpu_batch_sizing_counts_the_fixed_memory_once(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, fake)
     size = fill_gpu_batch_size(model, shape, torch.device("cpu"), fraction=0.8)
     assert size == int((0.8 * free - fixed) / (per_image + 12 * 3 * 32 * 32))
+
+
+class _CountingCapture:
+    """A stand-in for cuda_graph_capture on CPU that counts its captures: the warm-up runs,
+    then the step itself as the 'replay'."""
+
+    def __init__(self) -> None:
+        self.captures = 0
+
+    def __call__(self, step):
+        self.captures += 1
+        return _warm_up_then_replay(step)
+
+
+def test_a_graphed_score_gives_the_plain_chain_of_every_sampler_and_captures_once_per_shape():
+    from pegasus.samplers.plan import plan_sampler
+
+    schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
+    x = torch.rand(5, 3, 4, 4)
+    score = _gaussian_score(0.5, 0.2)
+    for name in ("heun", "pc", "cas"):
+        plan = plan_sampler(name, schedule, 9)
+        capture = _CountingCapture()
+        graphed = GraphedScore(score, capture)
+        plain = plan.run(score, x, generator=torch.Generator().manual_seed(0))
+        # Heun holds one slope while it asks for the next: a replay that handed out its static
+        # output buffer instead of a copy would overwrite the first slope and change the chain.
+        replayed = plan.run(graphed, x, generator=torch.Generator().manual_seed(0))
+        again = plan.run(graphed, x, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(plain, replayed) and torch.equal(plain, again), name
+        assert capture.captures == 1, name
+        plan.run(graphed, x[:2], generator=torch.Generator().manual_seed(0))
+        assert capture.captures == 2, name  # a new shape, a new graph
+
+
+def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_steps(monkeypatch):
+    import pegasus.sampling as sampling
+    from pegasus.samplers.plan import plan_sampler
+
+    schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
+    score = _gaussian_score(0.5, 0.2)
+    for name in ("heun", "als"):
+        plan = plan_sampler(name, schedule, 9)
+        plain = sampling.sample_images(score, schedule, num=7, res=4, seed=1, batch_size=3, plan=plan)
+        capture = _CountingCapture()
+        monkeypatch.setattr(sampling, "default_capture", lambda device, c=capture: c)
+        graphed = sampling.sample_images(score, schedule, num=7, res=4, seed=1, batch_size=3,
+                                         plan=plan)
+        monkeypatch.undo()
+        assert torch.equal(plain, graphed), name
+        # heun: one graph of the network for the job's 3 batches; als: its step, once a chain.
+        assert capture.captures == (1 if name == "heun" else 3), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
+    import pegasus.sampling as sampling
+    from pegasus.samplers.plan import plan_sampler
+
+    schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+
+    def score(x, sigma):
+        return net(x) / sigma.view(-1, 1, 1, 1)
+
+    for name in ("heun", "cas"):
+        plan = plan_sampler(name, schedule, 9)
+        kw = dict(num=6, res=16, seed=0, batch_size=3, plan=plan, device="cuda")
+        graphed = sampling.sample_images(score, schedule, **kw)
+        monkeypatch.setattr(sampling, "default_capture", lambda device: None)
+        eager = sampling.sample_images(score, schedule, **kw)
+        monkeypatch.undo()
+        torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)

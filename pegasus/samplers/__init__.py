@@ -6,11 +6,11 @@ schedule and an evaluation budget.
     pc    reverse-diffusion predictor + Langevin corrector (Song et al. 2021)     pc.py
     cas   consistent annealed sampling (Jolicoeur-Martineau et al. 2021)          cas.py
 
-A backbone trained on the run's discrete sigmas is evaluated at any sigma in [sigma_L, sigma_1]:
-the RefineNet is sigma-free apart from the 1/sigma scaling, and the U-Net embeds log sigma with
-Fourier features, which interpolate between the trained levels. So every sampler can use its
-own grid between the run's sigma_1 and sigma_L. The names and defaults live here, torch-free
-(the CLI lists them without loading torch); `plan.py` fits a sampler to a run.
+Each sampler walks its own grid between the run's sigma_1 and sigma_L, snapped to the levels the
+network was trained on (`plan.py` says why: the U-Net's Fourier features of log sigma do not
+interpolate between them). CUDA graphs for the samplers are in `graphs.py`. The names and
+defaults live here, torch-free (the CLI lists them without loading torch); `plan.py` fits a
+sampler to a run.
 
 `steps` is a budget of network evaluations per image: each sampler takes the largest grid that
 fits in it (als keeps the run's T steps per level and re-chooses eps for its coarser levels by

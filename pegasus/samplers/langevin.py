@@ -1,22 +1,18 @@
 """Annealed Langevin dynamics (ALS: NCSNv2 Algorithm 1 with the final denoising step).
 
 The Langevin update exists once: the chain always runs one step function over static buffers,
-and a `capture` turns that step into its CUDA-graph replay on a GPU (no capture: the step
-itself, eagerly).
+and a `capture` (graphs.py) turns that step into its CUDA-graph replay on a GPU (no capture: the
+step itself, eagerly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from pegasus.noise import gaussian_noise_sampler
+from pegasus.samplers.graphs import Capture
 from pegasus.schedule import langevin_step_sizes
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
-
-Step = Callable[[], None]
-Capture = Callable[[Step], Step]
 
 
 class _ChainPlan:
@@ -43,28 +39,6 @@ class _ChainPlan:
         """The final denoising step, in place: x <- x + sigma_L^2 s(x, sigma_L)."""
         x.addcmul_(score_fn(x, self.per_sample[-1]), self.sigmas[-1].square())
         self.report(callback, x, self.levels - 1, steps_per_level, index)
-
-
-def cuda_graph_capture(step: Step) -> Step:
-    """Capture `step` in a CUDA graph and return its replay. Warm-up runs on a side stream first,
-    as torch.cuda.graph asks (cuDNN picks its kernels, the caching allocator settles); those runs
-    change whatever `step` writes, so the caller restores its buffers afterwards."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
-def default_capture(device: torch.device | str) -> Capture | None:
-    """A CUDA graph on a GPU (a network evaluation is hundreds of small kernels; a graph
-    launches them as one); nothing elsewhere."""
-    return cuda_graph_capture if torch.device(device).type == "cuda" else None
 
 
 @torch.no_grad()
@@ -94,7 +68,7 @@ def annealed_langevin(
     callback that only counts calls (a progress bar) costs no synchronisation.
 
     The step reads its sigma, step size and noise from static tensors refilled before each call.
-    `capture` turns it into a replay once (`cuda_graph_capture`, or `default_capture(device)`);
+    `capture` turns it into a replay once (graphs.py: `cuda_graph_capture`, or `default_capture(device)`);
     its warm-up runs are undone, so every capture gives the same chain as none.
     """
     if noise_sampler is None:

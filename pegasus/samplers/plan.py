@@ -14,8 +14,9 @@ from pegasus.errors import FieldError
 from pegasus.planner import choose_eps
 from pegasus.samplers import DEFAULT_STEPS, SAMPLERS
 from pegasus.samplers.cas import consistent_annealed
+from pegasus.samplers.graphs import Capture
 from pegasus.samplers.heun import heun_sampler, karras_sigmas
-from pegasus.samplers.langevin import Capture, annealed_langevin
+from pegasus.samplers.langevin import annealed_langevin
 from pegasus.samplers.pc import predictor_corrector
 from pegasus.schedule import Schedule, geometric_sigmas
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
@@ -31,6 +32,12 @@ class SamplerPlan:
     start: str  # "uniform" (annealed Langevin's prior) or "normal" (sigma_1 z)
     stochastic: bool  # injects noise at each step (so eq. 4 can blend its chains)
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def captures_steps(self) -> bool:
+        """Whether the sampler captures its own step, update included, when given a `capture`
+        (annealed Langevin); the others are given a graphed score function (graphs.py)."""
+        return self.name == "als"
 
     def start_point(self, uniform: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
         return uniform if self.start == "uniform" else normal * float(self.sigmas[0])
