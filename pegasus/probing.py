@@ -20,6 +20,7 @@ passes that made channels_last slow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -173,7 +174,10 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     chosen = next((p for p in paths if p.describe() == made), None)
     if chosen is not None:
         return chosen
-    with conv_autotuning(device):  # as the work itself runs: NHWC has its own algorithms
+    # As the work itself runs (NHWC has its own cuDNN algorithms), and leaving the run as it
+    # was: a third-party backbone's dropout would draw from the global random streams, and its
+    # batch norm would move its running statistics, in the timed training passes.
+    with conv_autotuning(device), _untouched(model, device):
         times = time_candidates(paths, workload, device)
     model.to(memory_format=torch.contiguous_format)
     model.zero_grad(set_to_none=True)  # a training workload stopped by running out of memory
@@ -188,6 +192,18 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
                                                else None for p, t in times.items()}}
         _write(record, known)
     return chosen
+
+
+@contextlib.contextmanager
+def _untouched(model: torch.nn.Module, device: torch.device):
+    """The global random streams (the CPU's and `device`'s) and the model's buffers as they
+    were before the block."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    with torch.no_grad():
+        for buffer, before in buffers:
+            buffer.copy_(before)
 
 
 def read_record(record: Path | None) -> dict:

@@ -127,6 +127,31 @@ def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
     assert chosen == BF16 and "eager float32 out of memory" in heard[0]
 
 
+class DropoutBatchNorm(nn.Module):
+    """A score network with what a third-party backbone may have: dropout (global random
+    stream) and batch norm (running statistics that training passes move)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.drop = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.Dropout(0.5)
+
+    def forward(self, x, sigma):
+        return self.drop(self.norm(self.conv(x))) / sigma[:, None, None, None]
+
+
+def test_the_training_probe_leaves_random_streams_and_buffers_as_they_were():
+    model, cpu = DropoutBatchNorm().train(), torch.device("cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    workload = probing.training(model, 4, (3, 4, 4), torch.tensor([1.0, 0.5]))
+    torch.manual_seed(7)
+    probing.probe([PLAIN, CL], workload, model, cpu)
+    after_probe = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(after_probe, torch.rand(3))  # the stream the run goes on drawing from
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name  # running mean, var, batches tracked
+
+
 def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     """Forced on this CPU, the run's tiny U-Net has one switch to try (channels_last; bf16
     does not pay on a CPU), so two candidates are timed, once."""
