@@ -8,6 +8,7 @@ import torch
 
 from pegasus.errors import FieldError
 from pegasus.loss import dsm_loss
+from pegasus.probing import untouched
 
 
 def largest_batch(per_image: float, fixed: float, free: float, fraction: float = 0.9) -> int:
@@ -36,8 +37,10 @@ def check_training_batch(model, batch: int, shape: tuple[int, ...], sigmas: torc
     device = sigmas.device
     if device.type != "cuda" or batch <= 2 * probe:
         return
-    small = _peak_of_step(model, torch.rand(probe, *shape, device=device), sigmas, autocast)
-    large = _peak_of_step(model, torch.rand(2 * probe, *shape, device=device), sigmas, autocast)
+    with untouched(model, device):  # a backbone's dropout or batch norm, as the probe's passes
+        small = _peak_of_step(model, torch.rand(probe, *shape, device=device), sigmas, autocast)
+        large = _peak_of_step(model, torch.rand(2 * probe, *shape, device=device), sigmas,
+                              autocast)
     per_image = max(large - small, 1) / probe
     adam_and_ema = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
     fixed = small - probe * per_image + adam_and_ema

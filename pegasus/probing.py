@@ -177,7 +177,7 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
     # As the work itself runs (NHWC has its own cuDNN algorithms), and leaving the run as it
     # was: a third-party backbone's dropout would draw from the global random streams, and its
     # batch norm would move its running statistics, in the timed training passes.
-    with conv_autotuning(device), _untouched(model, device):
+    with conv_autotuning(device), untouched(model, device):
         times = time_candidates(paths, workload, device)
     model.to(memory_format=torch.contiguous_format)
     model.zero_grad(set_to_none=True)  # a training workload stopped by running out of memory
@@ -195,9 +195,9 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
 
 
 @contextlib.contextmanager
-def _untouched(model: torch.nn.Module, device: torch.device):
+def untouched(model: torch.nn.Module, device: torch.device):
     """The global random streams (the CPU's and `device`'s) and the model's buffers as they
-    were before the block."""
+    were before the block: for passes that measure the work (timings, memory), not do it."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         yield
