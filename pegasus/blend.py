@@ -19,7 +19,7 @@ from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_s
 from pegasus.noise import ImageStreams
 from pegasus.runs import TrainedRun
 from pegasus.samplers import SAMPLERS
-from pegasus.samplers.graphs import default_capture
+from pegasus.samplers.graphs import chain_graphs
 from pegasus.samplers.plan import plan_sampler
 from pegasus.schedule import Schedule
 from pegasus.signatures import Callback
@@ -118,18 +118,19 @@ def blend_run(
             raise FieldError("sampler", f"a masked blend needs Langevin steps to fit the blended "
                                         f"region to the kept one: use {' or '.join(INPAINT_SAMPLERS)}")
         score = masked_score(score, request.image, request.mask)
+    # On a GPU a chain replays a CUDA graph (graphs.py). A guided step differentiates the
+    # classifier: torch can capture that backward pass too, but no GPU has checked it against
+    # the eager chain yet (the check is test_graphed_guided_blend_matches_eager_on_cuda), so
+    # guided chains launch their (compiled) kernels step by step.
+    score, capture = (chain_graphs(plan, score, device) if request.guidance == 0
+                      else (score, None))
     if request.mode == "slerp":
         strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback)
         return _kept(strips.clamp(0, 1), request)
     strips = blend_strips(
         score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
         noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
-        # A guided step differentiates the classifier. torch can capture that backward pass in
-        # a CUDA graph too, but no GPU has checked it against the eager chain yet (the check is
-        # test_graphed_guided_blend_matches_eager_on_cuda), so guided chains launch their
-        # (compiled) kernels step by step and only unguided ones replay.
-        capture=default_capture(device) if request.guidance == 0 else None,
-    )
+        capture=capture)
     return _kept(strips.clamp(0, 1), request)
 
 

@@ -29,6 +29,7 @@ import torch
 
 from pegasus.errors import FieldError, UserError
 from pegasus.noise import ImageStreams
+from pegasus.samplers.graphs import chain_graphs
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, ScoreFn
 
@@ -65,8 +66,11 @@ def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: Sa
     device, shape = image.device, tuple(image.shape)
     streams = ImageStreams(seed, 0, num, device)
     start = plan.start_point(streams.prior(shape), streams.normal(shape))
-    out = plan.run(masked_score(score_fn, image, mask), start,
-                   noise_sampler=streams.noise_sampler(shape), callback=callback)
+    # A few completions are a small batch, where launching kernels one by one would bound the
+    # GPU: the chain replays a CUDA graph there (graphs.py).
+    score, capture = chain_graphs(plan, masked_score(score_fn, image, mask), device)
+    out = plan.run(score, start, noise_sampler=streams.noise_sampler(shape), callback=callback,
+                   capture=capture)
     return paste(out.clamp_(0, 1), image, mask)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from pegasus.noise import ImageStreams
-from pegasus.samplers.graphs import GraphedScore, default_capture
+from pegasus.samplers.graphs import chain_graphs
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.schedule import Schedule
 from pegasus.signatures import Callback, ScoreFn
@@ -46,10 +46,9 @@ def sample_batches(
     if batch_size is None:
         batch_size = default_batch_size(score_fn, num - start, shape, device)
     batches, size = equal_batches(num - start, batch_size)
-    capture = default_capture(device)
-    if capture is not None and not plan.captures_steps:
-        # heun, pc and cas replay the network from one graph for the whole job (graphs.py).
-        score_fn = GraphedScore(score_fn, capture)
+    # On a GPU, annealed Langevin replays its step, the other samplers the network (one graph
+    # for the whole job: every batch has one shape).
+    score_fn, capture = chain_graphs(plan, score_fn, device)
     for first in range(start, start + batches * size, size):
         # Every batch has `size` images, the last one padded with the images after `num` (their
         # own streams, dropped): one shape for the whole job, so a compiled network compiles once.

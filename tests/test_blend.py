@@ -157,3 +157,37 @@ def test_graphed_guided_blend_matches_eager_on_cuda():
 
     weights = endpoint_class_weights(3, 0, 1, 2).repeat(2, 1).cuda()  # 2 strips of N + 2 = 5
     _graphed_and_eager_blends_agree(guided_score(_conv_score(), log_prob, weights, 2.0))
+
+
+@pytest.mark.parametrize("sampler,steps,mode,guidance,captures", [
+    ("pc", 8, "eq4", 0.0, 1), ("heun", 9, "slerp", 0.0, 1), ("als", 10, "eq4", 0.0, 1),
+    ("als", 10, "eq4", 5.0, 0)])
+def test_blends_are_graphed_unless_guided(run, monkeypatch, sampler, steps, mode, guidance,
+                                          captures):
+    """Each unguided blend chain replays a graph on a GPU (its step, or its network); guided
+    ones launch step by step until a GPU has checked the captured backward pass. On this CPU a
+    counting stand-in for the capture shows which, and that the strips do not change."""
+    from test_sampler import _CountingCapture
+    from typer.testing import CliRunner
+
+    from pegasus.blend import BlendRequest, blend_run
+    from pegasus.classifier import load_classifier
+    from pegasus.cli import app
+    from pegasus.runs import load_trained_run
+    from pegasus.samplers import graphs
+
+    trained = load_trained_run(run)
+    guide = None
+    if guidance:
+        if not (run / "guide.pt").exists():
+            result = CliRunner().invoke(app, ["train-guide", "--run", str(run), "--iters", "2",
+                                              "--device", "cpu"])
+            assert result.exit_code == 0, result.output
+        guide = load_classifier(run, "guide")
+    request = BlendRequest(n=2, k=1, strips=2, guidance=guidance, sampler=sampler, steps=steps,
+                           mode=mode)
+    plain = blend_run(trained, request, guide)
+    capture = _CountingCapture()
+    monkeypatch.setattr(graphs, "default_capture", lambda device: capture)
+    assert torch.equal(blend_run(trained, request, guide), plain)
+    assert capture.captures == captures

@@ -240,6 +240,7 @@ def test_a_graphed_score_gives_the_plain_chain_of_every_sampler_and_captures_onc
 
 def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_steps(monkeypatch):
     import pegasus.sampling as sampling
+    from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
@@ -248,7 +249,7 @@ def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_s
         plan = plan_sampler(name, schedule, 9)
         plain = sampling.sample_images(score, schedule, num=7, res=4, seed=1, batch_size=3, plan=plan)
         capture = _CountingCapture()
-        monkeypatch.setattr(sampling, "default_capture", lambda device, c=capture: c)
+        monkeypatch.setattr(graphs, "default_capture", lambda device, c=capture: c)
         graphed = sampling.sample_images(score, schedule, num=7, res=4, seed=1, batch_size=3,
                                          plan=plan)
         monkeypatch.undo()
@@ -260,6 +261,7 @@ def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_s
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
     import pegasus.sampling as sampling
+    from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
@@ -273,7 +275,44 @@ def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
         plan = plan_sampler(name, schedule, 9)
         kw = dict(num=6, res=16, seed=0, batch_size=3, plan=plan, device="cuda")
         graphed = sampling.sample_images(score, schedule, **kw)
-        monkeypatch.setattr(sampling, "default_capture", lambda device: None)
+        monkeypatch.setattr(graphs, "default_capture", lambda device: None)
         eager = sampling.sample_images(score, schedule, **kw)
         monkeypatch.undo()
         torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler,captures", [("pc", 1), ("als", 1)])
+def test_an_inpainting_chain_is_graphed_as_a_sampling_job_is(monkeypatch, sampler, captures):
+    from pegasus.inpaint import builtin_mask, inpaint
+    from pegasus.samplers import graphs
+    from pegasus.samplers.plan import plan_sampler
+
+    schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
+    plan, image, mask = plan_sampler(sampler, schedule, 9), torch.rand(3, 4, 4), builtin_mask("top", 4)
+    score = _gaussian_score(0.5, 0.2)
+    plain = inpaint(score, image, mask, plan, num=3, seed=0)
+    capture = _CountingCapture()
+    monkeypatch.setattr(graphs, "default_capture", lambda device: capture)
+    assert torch.equal(inpaint(score, image, mask, plan, num=3, seed=0), plain)
+    assert capture.captures == captures
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sampler", ["pc", "als"])
+def test_graphed_inpainting_matches_eager_on_cuda(monkeypatch, sampler):
+    from pegasus.inpaint import builtin_mask, inpaint
+    from pegasus.samplers import graphs
+    from pegasus.samplers.plan import plan_sampler
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()
+
+    def score(x, sigma):
+        return net(x) / sigma.view(-1, 1, 1, 1)
+
+    plan = plan_sampler(sampler, Schedule(3.0, 0.05, 12, 2, 1e-3), 9)
+    image, mask = torch.rand(3, 16, 16, device="cuda"), builtin_mask("top", 16).cuda()
+    graphed = inpaint(score, image, mask, plan, num=4, seed=0)
+    monkeypatch.setattr(graphs, "default_capture", lambda device: None)
+    torch.testing.assert_close(graphed, inpaint(score, image, mask, plan, num=4, seed=0),
+                               rtol=1e-4, atol=1e-4)

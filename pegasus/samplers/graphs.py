@@ -40,6 +40,18 @@ def default_capture(device: torch.device | str) -> Capture | None:
     return cuda_graph_capture if torch.device(device).type == "cuda" else None
 
 
+def chain_graphs(plan, score_fn: ScoreFn,
+                 device: torch.device | str) -> tuple[ScoreFn, Capture | None]:
+    """The score function and the capture that chains of `plan` (samplers.plan.SamplerPlan)
+    run with on `device`: on a GPU, a sampler that captures its own step (annealed Langevin)
+    gets the capture, the others a graphed score; elsewhere, `score_fn` as it is. Keep the
+    returned score for every chain of a job: it captures once per input shape."""
+    capture = default_capture(device)
+    if capture is None or plan.captures_steps:
+        return score_fn, capture
+    return GraphedScore(score_fn, capture), capture
+
+
 class GraphedScore:
     """`score_fn`, each evaluation replayed from one CUDA graph per input shape (`capture`
     makes it, at the shape's first call; a sampling job has one shape, sampling.equal_batches).
