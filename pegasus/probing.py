@@ -198,12 +198,15 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
 def untouched(model: torch.nn.Module, device: torch.device):
     """The global random streams (the CPU's and `device`'s) and the model's buffers as they
     were before the block: for passes that measure the work (timings, memory), not do it."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        yield
-    with torch.no_grad():
-        for buffer, before in buffers:
-            buffer.copy_(before)
+    # By name: a re-layout inside the block (Module.to) may replace a buffer's tensor.
+    before = {name: b.detach().clone() for name, b in model.named_buffers()}
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            yield
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(before[name])
 
 
 def read_record(record: Path | None) -> dict:

@@ -36,8 +36,7 @@ def sample_batches(
     the same whatever `num`, `start` and `batch_size` (a stopped job continues from `start`).
     `batch_size` None means `default_batch_size` measured on `score_fn` (when `score_fn` is
     compiled, pass the eager model's instead, as TrainedRun does: measuring would compile it for
-    the probe's batch too). On a GPU annealed Langevin replays a
-    CUDA graph."""
+    the probe's batch too). On a GPU every chain replays a CUDA graph (samplers/graphs.py)."""
     device = torch.device(device)
     plan = plan or plan_sampler("als", schedule)
     shape = (channels, res, res)

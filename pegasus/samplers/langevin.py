@@ -68,8 +68,9 @@ def annealed_langevin(
     callback that only counts calls (a progress bar) costs no synchronisation.
 
     The step reads its sigma, step size and noise from static tensors refilled before each call.
-    `capture` turns it into a replay once (graphs.py: `cuda_graph_capture`, or `default_capture(device)`);
-    its warm-up runs are undone, so every capture gives the same chain as none.
+    `capture` turns it into a replay once (graphs.py: `cuda_graph_capture`, or
+    `default_capture(device)`); its warm-up runs are undone, so every capture gives the same
+    chain as none.
     """
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
