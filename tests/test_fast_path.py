@@ -203,10 +203,18 @@ def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(ru
     assert len(files()) == 3 and saved == [1, 1, 1]
 
 
-def test_one_compile_serves_every_sampler(run):
+@pytest.mark.parametrize("graphed", [False, True], ids=["launched", "graphed"])
+def test_one_compile_serves_every_sampler(run, monkeypatch, graphed):
     """A recompile is a second compile (tens of seconds on a GPU): every call of every sampler
     must meet the same guards (shapes, strides, dtypes), so that one compiled network serves
-    them all, as in a blend report or bench/sample_quality.py."""
+    them all, as in a blend report or bench/sample_quality.py; the static buffers a graphed
+    network is called with too (graphs.py, here with a stand-in for the capture)."""
+    if graphed:
+        from test_sampler import _CountingCapture
+
+        from pegasus.samplers import graphs
+
+        monkeypatch.setattr(graphs, "default_capture", lambda device: _CountingCapture())
     torch._dynamo.reset()
     trained = load_trained_run(run, device="cpu")
     score = trained.score_fn(compiled_path(trained, 8))
