@@ -57,20 +57,33 @@ def check_npz(path: Path) -> None:
     check_writable(path)
 
 
-def save_npz(batches, path: Path, progress=None) -> Path:
-    """All images as one uint8 array (N, H, W, C) under the key `arr_0` of an .npz file, the
-    layout FID tools read."""
-    import io
+def save_npz(batches, path: Path, num: int, progress=None) -> Path:
+    """`num` images, arriving batch by batch, as one uint8 array (N, H, W, C) under the key
+    `arr_0` of an .npz file, the layout FID tools read. Each batch goes to the file as it
+    arrives (the .npy header states the whole shape up front), so memory holds one batch, not
+    the job (50,000 images at 64 px are 614 MB); the file appears under its name only when
+    complete."""
+    import zipfile
 
     import numpy as np
 
-    parts, done = [], 0
-    for batch in batches:
-        parts.append(to_uint8(batch))
-        done += len(batch)
-        if progress is not None:
-            progress(done)
-    buffer = io.BytesIO()
-    np.savez(buffer, torch.cat(parts).numpy())
-    atomic_write(Path(path), lambda f: f.write(buffer.getvalue()))
+    def write(f) -> None:
+        done = 0
+        # np.savez's layout: an uncompressed zip holding arr_0.npy; zip64 for files past 2 GB.
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as archive, \
+                archive.open("arr_0.npy", "w", force_zip64=True) as entry:
+            for batch in batches:
+                pixels = to_uint8(batch).numpy()
+                if done == 0:
+                    np.lib.format.write_array_header_1_0(entry, {
+                        "descr": np.lib.format.dtype_to_descr(pixels.dtype),
+                        "fortran_order": False, "shape": (num, *pixels.shape[1:])})
+                entry.write(np.ascontiguousarray(pixels).tobytes())
+                done += len(pixels)
+                if progress is not None:
+                    progress(done)
+        if done != num:
+            raise ValueError(f"save_npz was promised {num} images and given {done}")
+
+    atomic_write(Path(path), write)
     return Path(path)

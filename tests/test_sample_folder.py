@@ -107,3 +107,26 @@ def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
     after = SampleSet.of(trained, plan, seed=0)
     assert [d.split(":")[0] for d in before.differences(after)] == ["weights"]
     assert SampleSet.of(trained, trained.plan("heun", 7), seed=0).grid != before.grid
+
+
+def test_an_npz_is_written_batch_by_batch_and_appears_whole(tmp_path):
+    import torch
+
+    from pegasus.images import save_npz
+
+    images = torch.rand(7, 3, 48, 48, generator=torch.Generator().manual_seed(0))  # batch > buffer
+    out, seen = tmp_path / "s.npz", []
+
+    def batches():
+        for first in range(0, 7, 3):
+            yield images[first:first + 3]
+            # The batch went to a temporary file beside the target; the target is not there yet.
+            seen.append((out.exists(), sum(p.stat().st_size for p in tmp_path.iterdir())))
+
+    save_npz(batches(), out, 7)
+    arr = np.load(out)["arr_0"]
+    expected = images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert arr.dtype == np.uint8 and np.array_equal(arr, expected)
+    assert [exists for exists, _ in seen] == [False] * 3
+    sizes = [size for _, size in seen]
+    assert sizes[0] < sizes[1] < sizes[2]  # on disk as it came, not held to the end

@@ -121,7 +121,7 @@ def sample(
                 if samples is not None:
                     samples.write(batches, start, report)
                 else:
-                    save_npz(batches, out, report)
+                    save_npz(batches, out, num, report)
             which = f"(images {start} to {num - 1}) " if start else ""
             console.print(f"wrote {num - start} samples {which}from step {trained.step} to "
                           f"{folder or out} {what}", highlight=False)
