@@ -70,11 +70,16 @@ def bf16_pays(device: torch.device) -> bool:
     return capability is not None and capability >= BF16_MIN_CAPABILITY
 
 
+def _switch(value: bool | str, auto: bool) -> bool:
+    """A switch's value (True/False or a word of SWITCHES) as set, or `auto` on "auto"."""
+    want = value if isinstance(value, bool) else SWITCHES[value]
+    return auto if want is None else want
+
+
 def bf16_on(device: torch.device, amp: bool | str) -> bool:
-    """Whether the network runs under bf16 autocast on `device` for the switch value `amp`
-    (True/False or a word of SWITCHES): as set, or by `bf16_pays` on "auto"."""
-    want = amp if isinstance(amp, bool) else SWITCHES[amp]
-    return bf16_pays(device) if want is None else want
+    """Whether the network runs under bf16 autocast on `device` for the switch value `amp`:
+    as set, or by `bf16_pays` on "auto"."""
+    return _switch(amp, bf16_pays(device))
 
 
 def compiler_runs(device: torch.device) -> bool:
@@ -158,13 +163,9 @@ class FastPath:
         """Each switch as set (True/False or a word of SWITCHES), or by its "auto" rule: bf16 where
         it pays, channels_last as the backbone `declared`, compiling for `long` work where the
         compiler runs. The one place these rules are applied, for sampling and training alike."""
-        def switch(value, auto: bool) -> bool:
-            want = value if isinstance(value, bool) else SWITCHES[value]
-            return auto if want is None else want
-
         return cls(amp=bf16_on(device, amp),
-                   channels_last=switch(channels_last, declared),
-                   compile=switch(compile_, long and compiler_runs(device)))
+                   channels_last=_switch(channels_last, declared),
+                   compile=_switch(compile_, long and compiler_runs(device)))
 
     def autocast(self, device: torch.device):
         """The context the network runs in on `device`: bf16 autocast when `amp`, else none."""
