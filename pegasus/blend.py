@@ -125,10 +125,11 @@ def blend_run(
     score, capture = (chain_graphs(plan, score, device) if request.guidance == 0
                       else (score, None))
     if request.mode == "slerp":
-        strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback)
+        strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback,
+                              centre=run.centre)
         return _kept(strips.clamp(0, 1), request)
     strips = blend_strips(
-        score, plan.start_point(uniform_p, normal_p), plan, n=request.n,
+        score, plan.start_point(uniform_p, normal_p, run.centre), plan, n=request.n,
         noise_p=p.noise_sampler(shape), noise_q=q.noise_sampler(shape), callback=callback,
         capture=capture)
     return _kept(strips.clamp(0, 1), request)

@@ -55,9 +55,11 @@ def paste(x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 
 def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: SamplerPlan, *,
-            num: int, seed: int, callback: Callback | None = None) -> torch.Tensor:
+            num: int, seed: int, callback: Callback | None = None,
+            centre: float | torch.Tensor = 0.5) -> torch.Tensor:
     """`num` completions (num, C, H, W) of `image` (C, H, W) where `mask` (1 or C, H, W) is 1,
-    each image from its own seeded stream, as `sample_images` draws them."""
+    each image from its own seeded stream, as `sample_images` draws them (from `centre` for a
+    sampler that starts at the noisiest level)."""
     check_mask(mask)
     if plan.name not in INPAINT_SAMPLERS:
         raise FieldError("sampler", f"{plan.name} takes no Langevin steps, which is how the "
@@ -65,7 +67,7 @@ def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: Sa
                                     f"{' or '.join(INPAINT_SAMPLERS)}")
     device, shape = image.device, tuple(image.shape)
     streams = ImageStreams(seed, 0, num, device)
-    start = plan.start_point(streams.prior(shape), streams.normal(shape))
+    start = plan.start_point(streams.prior(shape), streams.normal(shape), centre)
     # A few completions are a small batch, where launching kernels one by one would bound the
     # GPU: the chain replays a CUDA graph there (graphs.py).
     score, capture = chain_graphs(plan, masked_score(score_fn, image, mask), device)
@@ -209,4 +211,5 @@ def inpaint_run(run, image: str, mask: str, plan: SamplerPlan, *, num: int, seed
         raise FieldError("num", f"must be at least 1, got {num}")
     m = resolve_mask(mask, run.config.data.res, image).to(run.device)
     y = resolve_image(run, image)
-    return y, m, inpaint(run.score_fn(fast), y, m, plan, num=num, seed=seed, callback=callback)
+    return y, m, inpaint(run.score_fn(fast), y, m, plan, num=num, seed=seed, callback=callback,
+                         centre=run.centre)

@@ -129,11 +129,12 @@ def slerp_strips(
     *,
     n: int,
     callback: Callback | None = None,
+    centre: float | torch.Tensor = 0.5,
 ) -> torch.Tensor:
     """Strips (M, N + 2, ...) by a deterministic sampler (the probability-flow ODE) from starting
-    noise interpolated spherically: column k starts at sigma_1 (cos theta_k z_p + sin theta_k z_q),
-    theta_k as in eq. 4, so every start is still standard normal times sigma_1 and columns 0
-    and N + 1 are the plain chains from z_p and z_q."""
+    noise interpolated spherically: column k starts at centre + sigma_1 (cos theta_k z_p +
+    sin theta_k z_q), theta_k as in eq. 4, so every start is still a draw of the same Gaussian
+    (SamplerPlan.start_point) and columns 0 and N + 1 are the plain chains from z_p and z_q."""
     if plan.stochastic or plan.start != "normal":
         raise ValueError(f"slerp blends the starting noise of a deterministic sampler (heun "
                          f"without churn); {plan.name!r} here is not one")
@@ -143,5 +144,5 @@ def slerp_strips(
     cos = theta.cos().to(z_p.device, z_p.dtype).view(view)
     sin = theta.sin().to(z_p.device, z_p.dtype).view(view)
     z = (cos * z_p[:, None] + sin * z_q[:, None]).reshape(strips * (n + 2), *shape)
-    out = plan.run(score_fn, plan.start_point(z, z), callback=callback)
+    out = plan.run(score_fn, plan.start_point(z, z, centre), callback=callback)
     return out.view(strips, n + 2, *shape)

@@ -51,8 +51,8 @@ class ImageStreams:
         return x
 
     def normal(self, shape: Sequence[int]) -> torch.Tensor:
-        """Each image's standard normal draw, from its own generator (the start sigma_1 z of
-        the ODE and diffusion samplers)."""
+        """Each image's standard normal draw, from its own generator (the z of the ODE and
+        diffusion samplers' start, centre + sigma_1 z)."""
         x = torch.empty((len(self.generators), *shape), device=self.device)
         for row, g in zip(x, self.generators, strict=True):
             torch.randn(tuple(shape), generator=g, device=self.device, out=row)

@@ -169,7 +169,15 @@ class TrainedRun:
     device: torch.device
     run_dir: Path | None = None  # the run folder, when it came from one
     notify: Callable[[str], None] | None = None  # hears whether a fast path compiles or loads
+    # The training images' per-channel mean (C, 1, 1) on `device`, where the samplers that start
+    # at the noisiest level begin (SamplerPlan.start_point); 0.5 where no mean was recorded.
+    centre: torch.Tensor | None = None
+    centre_recorded: bool = False
     _scores: dict = field(default_factory=dict, repr=False, compare=False)  # score_fn's, per path
+
+    def __post_init__(self) -> None:
+        if self.centre is None:
+            self.centre = torch.full((3, 1, 1), 0.5, device=self.device)
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -183,7 +191,11 @@ class TrainedRun:
         """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers)."""
         from pegasus.samplers.plan import plan_sampler
 
-        return plan_sampler(sampler, self.schedule, steps, **options)
+        plan = plan_sampler(sampler, self.schedule, steps, **options)
+        if plan.start == "normal" and not self.centre_recorded and self.notify is not None:
+            self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
+                        f"its training images (it was written before pegasus kept one)")
+        return plan
 
     def fast_path(self, evaluations: int, compile_: str = "auto", amp: str = "auto",
                   batch: int | None = None):
@@ -242,7 +254,7 @@ class TrainedRun:
         return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,
                               seed=seed, device=self.device,
                               batch_size=self.batch_size(num - start, batch_size),
-                              callback=callback, plan=plan, start=start)
+                              callback=callback, plan=plan, start=start, centre=self.centre)
 
     def batch_size(self, num: int, batch_size: int | None = None) -> int:
         """The images per batch that sampling `num` images uses: `batch_size` when given, all of
@@ -343,6 +355,7 @@ def load_trained_run(
         exported = read_weights(weights)
         config, source, step = exported.config, Path(weights), exported.step
         tensors, sigmas, backbone = exported.tensors, exported.sigmas, exported.backbone
+        data_mean = exported.data_mean
     else:
         if checkpoint is None:
             if run_dir is None:
@@ -353,11 +366,23 @@ def load_trained_run(
         config = config_of(state, source)
         tensors, sigmas, backbone = state["ema"], state["sigmas"], state.get("backbone", {})
         step = int(state["step"])
+        data_mean = state.get("data_mean")
     schedule = schedule_of(config, sigmas, source)
     model = model_from_state(config, tensors, backbone, source)
     model.to(dev).eval().requires_grad_(False)
+    centre = None if data_mean is None else centre_of(data_mean, source).to(dev)
     return TrainedRun(config, model, schedule, step, source, dev,
-                      Path(run_dir) if run_dir is not None else None, notify)
+                      Path(run_dir) if run_dir is not None else None, notify, centre,
+                      centre_recorded=centre is not None)
+
+
+def centre_of(data_mean, source: Path) -> torch.Tensor:
+    """A recorded per-channel data mean as the (C, 1, 1) centre of the samplers' start."""
+    mean = torch.as_tensor(data_mean, dtype=torch.float32)
+    if mean.dim() != 1 or not (mean.isfinite().all() and (mean >= 0).all() and (mean <= 1).all()):
+        raise CheckpointError(f"{source}: its recorded data mean {mean.tolist()} is not one value "
+                              f"in [0, 1] per channel; the file was edited or damaged")
+    return mean.view(-1, 1, 1)
 
 
 def trained_schedule(run_dir: Path, warn=None) -> tuple[Config, Schedule]:

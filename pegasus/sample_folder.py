@@ -52,6 +52,8 @@ class SampleSet:
             weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         grid = hashlib.sha256(plan.sigmas.detach().cpu().float().numpy().tobytes())
         grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
+        if plan.start == "normal":  # where such a chain starts: the data's centre
+            grid.update(trained.centre.detach().cpu().float().numpy().tobytes())
         return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations,
                    bf16=bf16_on(trained.device, amp), res=trained.config.data.res,
                    weights=weights.hexdigest()[:16], grid=grid.hexdigest()[:16])

@@ -29,11 +29,14 @@ def sample_batches(
     batch_size: int | None = None,
     plan: SamplerPlan | None = None,
     start: int = 0,
+    centre: float | torch.Tensor = 0.5,
 ) -> Iterator[torch.Tensor]:
     """Samples `start` .. `num` - 1 in [0, 1] by `plan` (default: annealed Langevin on the
     run's schedule), yielded batch by batch, so that tens of thousands of images (for FID) never
     sit in memory at once. Image i comes from its own seeded stream (`ImageStreams`), so it is
     the same whatever `num`, `start` and `batch_size` (a stopped job continues from `start`).
+    `centre` is where samplers that start at the noisiest level are centred (the data's mean,
+    broadcastable to one image: SamplerPlan.start_point).
     `batch_size` None means `default_batch_size` measured on `score_fn` (when `score_fn` is
     compiled, pass the eager model's instead, as TrainedRun does: measuring would compile it for
     the probe's batch too). On a GPU every chain replays a CUDA graph (samplers/graphs.py)."""
@@ -53,7 +56,7 @@ def sample_batches(
         # own streams, dropped): one shape for the whole job, so a compiled network compiles once.
         streams = ImageStreams(seed, first, size, device)
         # The starting point is drawn first from each image's stream, then the sampler's noise.
-        x = plan.start_point(streams.prior(shape), streams.normal(shape))
+        x = plan.start_point(streams.prior(shape), streams.normal(shape), centre)
         out = plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape),
                        callback=callback, capture=capture).clamp_(0, 1)
         yield out[: num - first]

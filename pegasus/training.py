@@ -312,6 +312,9 @@ class _Trainer:
         torch.manual_seed(tc.seed)
 
         self.images = load_images(config.data).images.to(device)
+        # The per-channel mean of the training images, kept with every checkpoint: the centre of
+        # the noisiest marginal, where the samplers that start there begin (SamplerPlan.start_point).
+        self.data_mean = self.images.mean(dim=(0, 2, 3), dtype=torch.float64).div(255).float().cpu()
         if not config.noise.planned:  # Techniques 1, 2, 4 on this very data; the run records them
             config = dataclasses.replace(config, noise=plan_for_images(config.noise, self.images))
         self.config = config
@@ -389,6 +392,7 @@ class _Trainer:
         return save_checkpoint(self.run.checkpoints, {
             "config": config.to_dict(),
             "sigmas": self.sigmas.cpu(),
+            "data_mean": self.data_mean,
             "backbone": self.plugin.record(config.model.backbone),
             "pegasus_version": __version__,
             "model": self.model.state_dict(),

@@ -32,6 +32,7 @@ class ExportedWeights:
     sigmas: torch.Tensor
     backbone: dict[str, Any]
     step: int
+    data_mean: torch.Tensor | None  # the training images' per-channel mean; None if unrecorded
 
 
 def export_weights(run, out: Path) -> Path:
@@ -50,6 +51,8 @@ def export_weights(run, out: Path) -> Path:
         "backbone": json.dumps(plugin.record(run.config.model.backbone)),
         "step": str(run.step),
     }
+    if run.centre_recorded:
+        metadata["data_mean"] = json.dumps(run.centre.flatten().cpu().tolist())
     payload = save(tensors, metadata=metadata)
     atomic_write(Path(out), lambda f: f.write(payload))
     return Path(out)
@@ -78,7 +81,9 @@ def read_weights(path: Path) -> ExportedWeights:
         sigmas = torch.tensor(json.loads(metadata["sigmas"]), dtype=torch.float32)
         backbone = json.loads(metadata.get("backbone", "{}"))
         step = int(metadata.get("step", "0"))
+        mean = metadata.get("data_mean")
+        data_mean = None if mean is None else torch.tensor(json.loads(mean), dtype=torch.float32)
     except (KeyError, ValueError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} has damaged pegasus metadata ({e})") from None
-    return ExportedWeights(config, tensors, sigmas, backbone, step)
+    return ExportedWeights(config, tensors, sigmas, backbone, step, data_mean)
 

@@ -183,3 +183,37 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch
     assert len(caught) == 1
     assert failed.losses == eager.losses
     assert not (tmp_path / "failed" / "compile-cache").exists()
+
+
+def test_the_run_records_its_data_mean_and_samplers_start_there(tmp_path):
+    """The checkpoint keeps the training images' per-channel mean; the trained run's centre is
+    it, exported weights carry it, and a checkpoint without one (written before pegasus kept it)
+    falls back to 0.5 with a note once a sampler that starts at the noisiest level is planned."""
+    from pegasus.data import load_images
+    from pegasus.runs import export_run
+
+    config = tiny_config("train.iters=2")
+    train(config, tmp_path / "r", tensorboard=False)
+    images = load_images(config.data).images
+    mean = images.double().mean(dim=(0, 2, 3)) / 255
+    state = load_checkpoint(latest_checkpoint(tmp_path / "r" / "checkpoints"))
+    torch.testing.assert_close(state["data_mean"], mean.float())
+    run = load_trained_run(tmp_path / "r", device="cpu")
+    assert run.centre_recorded and torch.equal(run.centre.flatten(), state["data_mean"])
+    plan = run.plan("heun", 9)
+    z = torch.randn(2, *images.shape[1:])
+    torch.testing.assert_close(plan.start_point(None, z, run.centre),
+                               run.centre + float(plan.sigmas[0]) * z)
+    shared = load_trained_run(weights=export_run(tmp_path / "r", tmp_path / "w.safetensors"),
+                              device="cpu")
+    assert shared.centre_recorded and torch.equal(shared.centre, run.centre)
+
+    del state["data_mean"]
+    torch.save(state, tmp_path / "old.pt")
+    notes = []
+    old = load_trained_run(checkpoint=tmp_path / "old.pt", device="cpu", notify=notes.append)
+    assert not old.centre_recorded and torch.equal(old.centre, torch.full((3, 1, 1), 0.5))
+    old.plan("als")
+    assert notes == []  # annealed Langevin starts from uniform noise
+    old.plan("heun", 9)
+    assert len(notes) == 1 and "0.5 + sigma_1 z" in notes[0]

@@ -20,6 +20,6 @@ Technique 4).
 SAMPLERS = ("als", "heun", "pc", "cas")
 DEFAULT_STEPS = {"heun": 35, "pc": 200, "cas": 200}  # evaluations; als: the run's own schedule
 SAMPLER_HELP = ("als: annealed Langevin, the run's schedule (NCSNv2); heun: probability-flow ODE "
-                "on a Karras grid, starts from sigma_1 z rather than uniform noise, since an ODE "
-                "cannot mix away from a wrong start (35 evaluations by default); pc: "
-                "predictor-corrector (200); cas: consistent annealed sampling (200)")
+                "on a Karras grid, starts at the data's mean + sigma_1 z, since an ODE cannot mix "
+                "away from a wrong start (35 evaluations by default); pc: predictor-corrector "
+                "(200); cas: consistent annealed sampling (200)")

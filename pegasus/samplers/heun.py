@@ -1,11 +1,12 @@
 """Heun's method on the probability-flow ODE (Karras et al. 2022, "EDM", Algorithm 2), for the
 variance-exploding noise of NCSN: sigma(t) = t, so the ODE is dx/dsigma = -sigma s(x, sigma).
 
-It starts from x = sigma_1 z, the noisiest marginal itself, not from annealed Langevin's
-uniform noise: an ODE transports a distribution exactly and cannot mix its way out of a wrong
-start, while Langevin steps at sigma_1 forget where they began. The sigma grid is Karras's
-(rho = 7: steps concentrate at small sigma, where the images form). The last step is an Euler
-step from sigma_L to 0, which is exactly the Tweedie denoising step x + sigma_L^2 s(x, sigma_L).
+It starts from a draw of the noisiest marginal, centre + sigma_1 z (SamplerPlan.start_point),
+not from annealed Langevin's uniform noise: an ODE transports a distribution exactly and cannot
+mix its way out of a wrong start, while Langevin steps at sigma_1 forget where they began. The
+sigma grid is Karras's (rho = 7: steps concentrate at small sigma, where the images form). The
+last step is an Euler step from sigma_L to 0, which is exactly the Tweedie denoising step
+x + sigma_L^2 s(x, sigma_L).
 Optional stochastic churn (EDM's S_churn, S_min, S_max, S_noise) adds noise before a step and
 makes the sampler stochastic (and so able to blend by eq. 4).
 """

@@ -29,7 +29,7 @@ class SamplerPlan:
     name: str
     sigmas: torch.Tensor  # the grid it walks, largest first (CPU, float32)
     evaluations: int  # network evaluations per image
-    start: str  # "uniform" (annealed Langevin's prior) or "normal" (sigma_1 z)
+    start: str  # "uniform" (annealed Langevin's prior) or "normal" (centre + sigma_1 z)
     stochastic: bool  # injects noise at each step (so eq. 4 can blend its chains)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -39,8 +39,16 @@ class SamplerPlan:
         (annealed Langevin); the others are given a graphed score function (graphs.py)."""
         return self.name == "als"
 
-    def start_point(self, uniform: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-        return uniform if self.start == "uniform" else normal * float(self.sigmas[0])
+    def start_point(self, uniform: torch.Tensor, normal: torch.Tensor,
+                    centre: float | torch.Tensor = 0.5) -> torch.Tensor:
+        """Where a chain starts: annealed Langevin's uniform noise, or a draw from the noisiest
+        marginal p_sigma_1, the data blurred by N(0, sigma_1^2), approximated as
+        centre + sigma_1 z. `centre` is the data's mean (per channel, broadcastable to one
+        image; TrainedRun.centre): p_sigma_1 is centred there, not on 0, and an ODE carries a
+        start that is off by it to the end (bench/README.md, "The start")."""
+        if self.start == "uniform":
+            return uniform
+        return normal.mul(float(self.sigmas[0])).add_(centre)
 
     def run(self, score_fn: ScoreFn, x: torch.Tensor, *, generator: torch.Generator | None = None,
             noise_sampler: NoiseSampler | None = None, callback: Callback | None = None,
