@@ -27,8 +27,8 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
-from pegasus.evaluate import feature_extractor, measure
-from pegasus.runs import load_trained_run
+from pegasus.run.trained import load_trained_run
+from pegasus.tasks.evaluate import feature_extractor, measure
 
 
 def main() -> int:

@@ -9,8 +9,8 @@ import time
 import torch
 
 from pegasus.errors import first_line
+from pegasus.model.score import ScoreModel
 from pegasus.registry import get_backbone
-from pegasus.score import ScoreModel
 
 # Dense peak rates by the vendor datasheets, TFLOP/s, keyed by what torch names the device. The
 # H200 SXM has the H100 SXM's arithmetic (only its memory differs); other GPUs get a measured

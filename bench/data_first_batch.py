@@ -19,7 +19,7 @@ import torch
 from common import device_name, sync
 from pegasus.config import DataConfig
 from pegasus.data import load_images
-from pegasus.planner import max_pairwise_distance
+from pegasus.noise.techniques import max_pairwise_distance
 
 
 def write_cifar(root: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from common import build, device_name, failure, sync
-from pegasus.compiling import fast_score
+from pegasus.fastpath.compile import fast_score
 from pegasus.registry import get_backbone
 from sample_throughput import CASES, modes
 

@@ -27,8 +27,8 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
-from pegasus.evaluate import feature_extractor, measure
-from pegasus.runs import load_trained_run
+from pegasus.run.trained import load_trained_run
+from pegasus.tasks.evaluate import feature_extractor, measure
 
 DEFAULT_BUDGETS = "heun=5,9,15,21,35;pc=8,16,32,64,128;cas=8,16,32,64,128;als=31,61,121"
 

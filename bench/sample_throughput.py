@@ -1,6 +1,6 @@
 """Sampling throughput, in one run: each fast mode of one network evaluation against eager
 fp32, then whole annealed Langevin chains (the plain eager fp32 loop, the graph-captured one, and
-pegasus's fast sampler: the fast path of pegasus.compiling replayed as a CUDA graph), and a heun
+pegasus's fast sampler: the fast path of pegasus.fastpath.compile replayed as a CUDA graph), and a heun
 chain of the same length on the fast path, its network launched call by call and, on a GPU,
 replayed from one graph (samplers/graphs.GraphedScore, as `pegasus sample` runs heun, pc, cas).
 
@@ -36,12 +36,12 @@ from common import (
     reset_peak,
     seconds_of_one_call,
 )
-from pegasus.compiling import FastPath, fast_score
+from pegasus.fastpath.compile import FastPath, fast_score
+from pegasus.fastpath.graphs import GraphedScore, cuda_graph_capture
+from pegasus.noise.schedule import geometric_sigmas
 from pegasus.registry import get_backbone
-from pegasus.samplers.graphs import GraphedScore, cuda_graph_capture
+from pegasus.samplers.als import annealed_langevin
 from pegasus.samplers.heun import heun_sampler, karras_sigmas
-from pegasus.samplers.langevin import annealed_langevin
-from pegasus.schedule import geometric_sigmas
 
 CASES = {
     "refinenet-cifar10": ("refinenet", 32, {"ngf": 128}),

@@ -24,14 +24,14 @@ from common import (
     precision_of,
     reset_peak,
 )
-from pegasus import probing
-from pegasus.compiling import FastPath, conv_autotuning
 from pegasus.config import TrainConfig
-from pegasus.ema import EMA
-from pegasus.loss import dsm_loss
+from pegasus.fastpath import probe as probing
+from pegasus.fastpath.compile import FastPath, conv_autotuning
+from pegasus.model.ema import EMA
+from pegasus.model.loss import dsm_loss
+from pegasus.noise.schedule import geometric_sigmas
 from pegasus.registry import get_backbone
-from pegasus.schedule import geometric_sigmas
-from pegasus.training import training_step
+from pegasus.training.trainer import training_step
 
 CASES = {
     "refinenet-cifar10": ("refinenet", 32, 128, {"ngf": 128}),

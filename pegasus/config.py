@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pegasus.coerce import from_mapping, parse_value
 from pegasus.devices import check_device_name
 from pegasus.errors import ConfigError, RegistryError
+from pegasus.noise.schedule import check_schedule_numbers
 from pegasus.registry import get_backbone
-from pegasus.schedule import check_schedule_numbers
 
 PRESET_DIRS = (
     Path(__file__).resolve().parent / "configs",  # presets shipped inside an installed wheel

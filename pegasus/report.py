@@ -3,10 +3,10 @@ switch does there on "auto", and what a run folder keeps of its fast path."""
 
 from __future__ import annotations
 
-from pegasus.compiling import auto_rules
 from pegasus.devices import device_facts
-from pegasus.probing import read_record
-from pegasus.runs import RunDir
+from pegasus.fastpath.compile import auto_rules
+from pegasus.fastpath.probe import read_record
+from pegasus.run.trained import RunDir
 
 
 def device_report(device, run_dir=None) -> dict:

@@ -25,9 +25,9 @@ def check_backbone(
 ) -> None:
     import torch
 
-    from pegasus.loss import dsm_loss
-    from pegasus.schedule import geometric_sigmas
-    from pegasus.score import ScoreModel
+    from pegasus.model.loss import dsm_loss
+    from pegasus.model.score import ScoreModel
+    from pegasus.noise.schedule import geometric_sigmas
 
     defaults = spec.config()
     if not dataclasses.is_dataclass(defaults):

@@ -12,7 +12,7 @@ def _seed():
 def run(tmp_path_factory):
     """A tiny run trained for 2 steps, one per test module (modules add guides, judges and
     exports to it)."""
-    from pegasus.training import train
+    from pegasus.training.trainer import train
     from tiny import tiny_config
 
     path = tmp_path_factory.mktemp("run")

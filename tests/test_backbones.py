@@ -3,8 +3,8 @@ import torch
 
 from pegasus.backbones.refinenet import RefineNet, stages_for
 from pegasus.backbones.unet import LinearAttention, ReZero, UNet
+from pegasus.model.score import ScoreModel
 from pegasus.registry import RegistryError, get_backbone
-from pegasus.score import ScoreModel
 
 
 @pytest.mark.parametrize("res", [32, 48, 64, 96])

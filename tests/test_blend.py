@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from gmm import GaussianMixture
-from pegasus.interpolation import (
+from pegasus.fastpath.graphs import cuda_graph_capture
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.streams import gaussian_noise_sampler
+from pegasus.samplers.als import annealed_langevin
+from pegasus.samplers.plan import plan_sampler
+from pegasus.tasks.interpolation import (
     InterpolatedNoise,
     blend_strips,
     endpoint_class_weights,
     guided_score,
     interpolation_angles,
 )
-from pegasus.noise import gaussian_noise_sampler
-from pegasus.samplers.graphs import cuda_graph_capture
-from pegasus.samplers.langevin import annealed_langevin
-from pegasus.samplers.plan import plan_sampler
-from pegasus.schedule import Schedule
 
 MIXTURE = GaussianMixture(weights=[0.5, 0.5], means=[[-3.0, 0.0], [3.0, 0.0]], stds=[0.5, 0.5])
 SCHEDULE = Schedule(sigma_max=8.0, sigma_min=0.1, levels=8, steps_per_level=20, eps=2e-3)
@@ -170,11 +170,11 @@ def test_blends_are_graphed_unless_guided(run, monkeypatch, sampler, steps, mode
     from test_sampler import _CountingCapture
     from typer.testing import CliRunner
 
-    from pegasus.blend import BlendRequest, blend_run
-    from pegasus.classifier import load_classifier
     from pegasus.cli import app
-    from pegasus.runs import load_trained_run
+    from pegasus.model.classifier import load_classifier
+    from pegasus.run.trained import load_trained_run
     from pegasus.samplers import graphs
+    from pegasus.tasks.blend import BlendRequest, blend_run
 
     trained = load_trained_run(run)
     guide = None

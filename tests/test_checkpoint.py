@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pegasus.checkpoint import (
+from pegasus.run.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     list_checkpoints,

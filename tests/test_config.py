@@ -105,7 +105,7 @@ def test_winged_horses_presets_follow_the_text(name, dataset, res, batch, images
     it gives per dataset, and 5000 epochs; the schedule is left to the planner."""
     import torch
 
-    from pegasus.runs import build_score_model
+    from pegasus.run.trained import build_score_model
 
     c = load_config(name)
     assert (c.data.dataset, c.data.res, c.data.flip) == (dataset, res, True)

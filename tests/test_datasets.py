@@ -200,8 +200,8 @@ def test_training_on_stl10_files_with_an_auto_schedule(tmp_path):
     a noise schedule planned from those very images (Techniques 1, 2, 4)."""
     import tomllib
 
-    from pegasus.planner import max_pairwise_distance, plan_schedule
-    from pegasus.training import train
+    from pegasus.noise.techniques import max_pairwise_distance, plan_schedule
+    from pegasus.training.trainer import train
     from tiny import tiny_config
 
     horse = STL10_CLASSES.index("horse")

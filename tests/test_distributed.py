@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pegasus.checkpoint import latest_checkpoint, load_checkpoint
-from pegasus.training import EpochSampler
+from pegasus.run.checkpoint import latest_checkpoint, load_checkpoint
+from pegasus.training.trainer import EpochSampler
 from tiny import TINY
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")

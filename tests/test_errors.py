@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from pegasus import __version__
 from pegasus.cli import app
 from pegasus.registry import load_registry
-from pegasus.training import train
+from pegasus.training.trainer import train
 from tiny import TINY, tiny_config
 
 runner = CliRunner()
@@ -161,7 +161,7 @@ def test_export_and_sample_from_the_weights_alone_is_bit_identical(tmp_path, run
     weights = tmp_path / "model.safetensors"
     result = runner.invoke(app, ["export", "--run", str(run), "--out", str(weights)])
     assert result.exit_code == 0, result.output
-    from pegasus.runs import load_trained_run
+    from pegasus.run.trained import load_trained_run
 
     a = load_trained_run(run, device="cpu")
     b = load_trained_run(weights=weights, device="cpu")

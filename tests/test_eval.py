@@ -4,11 +4,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pegasus.classifier import Classifier, ClassifierSpec
 from pegasus.cli import app
 from pegasus.config import DataConfig
 from pegasus.data import load_images
-from pegasus.evaluate import JudgeFeatures, measure
+from pegasus.model.classifier import Classifier, ClassifierSpec
+from pegasus.tasks.evaluate import JudgeFeatures, measure
 from test_errors import one_line
 
 runner = CliRunner()

@@ -9,13 +9,13 @@ import torch
 import torch._dynamo
 from typer.testing import CliRunner
 
-from pegasus.blend import BlendRequest, blend_run
-from pegasus.classifier import load_classifier
 from pegasus.cli import app
-from pegasus.compiling import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
 from pegasus.config import TrainConfig
-from pegasus.inpaint import inpaint_run
-from pegasus.runs import load_trained_run
+from pegasus.fastpath.compile import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
+from pegasus.model.classifier import load_classifier
+from pegasus.run.trained import load_trained_run
+from pegasus.tasks.blend import BlendRequest, blend_run
+from pegasus.tasks.inpaint import inpaint_run
 from test_errors import one_line
 
 runner = CliRunner()
@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture
 def gpu(monkeypatch):
     """torch.device("cuda") on this CPU machine, as a GPU of a given compute capability."""
-    from pegasus import compiling
+    from pegasus.fastpath import compile as compiling
 
     def as_capability(capability):
         monkeypatch.setattr(compiling, "cuda_capability",
@@ -78,9 +78,9 @@ def test_a_channels_last_refinenet_scores_as_the_plain_one_on_a_cpu():
     rounding, and the module keeps its parameters' values."""
     import copy
 
-    from pegasus.compiling import fast_score
+    from pegasus.fastpath.compile import fast_score
+    from pegasus.model.score import ScoreModel
     from pegasus.registry import get_backbone
-    from pegasus.score import ScoreModel
 
     spec, _ = get_backbone("refinenet")
     torch.manual_seed(0)
@@ -95,7 +95,7 @@ def test_a_channels_last_refinenet_scores_as_the_plain_one_on_a_cpu():
 
 
 def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
-    from pegasus.compiling import conv_autotuning
+    from pegasus.fastpath.compile import conv_autotuning
 
     before = torch.backends.cudnn.benchmark
     with conv_autotuning(torch.device("cuda")):
@@ -122,7 +122,7 @@ def test_training_compiles_long_runs_on_a_gpu_unless_told(gpu):
 def test_training_compiles_shorter_runs_once_the_compile_is_cached(gpu):
     """A resumed run whose compile the run folder holds loads it instead of compiling: "auto"
     then compiles for TRAIN_CACHED_MIN_STEPS steps left, not TRAIN_AUTO_MIN_STEPS."""
-    from pegasus.compiling import TRAIN_CACHED_MIN_STEPS
+    from pegasus.fastpath.compile import TRAIN_CACHED_MIN_STEPS
 
     cuda, cpu, auto = gpu((9, 0)), torch.device("cpu"), TrainConfig()
     asked = []

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from gmm import GaussianMixture
-from pegasus.loss import dsm_loss
-from pegasus.samplers.langevin import annealed_langevin
-from pegasus.schedule import Schedule
-from pegasus.score import ScoreModel
+from pegasus.model.loss import dsm_loss
+from pegasus.model.score import ScoreModel
+from pegasus.noise.schedule import Schedule
+from pegasus.samplers.als import annealed_langevin
 
 MIXTURE = GaussianMixture(
     weights=[0.2, 0.3, 0.5], means=[[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]], stds=[0.6, 0.6, 0.6]

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 
 from pegasus.cli import app
 from pegasus.errors import FieldError, UserError
-from pegasus.inpaint import builtin_mask, inpaint, read_mask
-from pegasus.planner import choose_eps
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.techniques import choose_eps
 from pegasus.samplers.plan import plan_sampler
-from pegasus.schedule import Schedule
+from pegasus.tasks.inpaint import builtin_mask, inpaint, read_mask
 from test_errors import one_line
 
 runner = CliRunner()
@@ -141,8 +141,8 @@ def test_inpaint_cli(run, tmp_path):
 
 
 def test_a_masked_blend_keeps_the_image_outside_the_mask_in_every_column(run):
-    from pegasus.blend import BlendRequest, blend_run
-    from pegasus.runs import load_trained_run
+    from pegasus.run.trained import load_trained_run
+    from pegasus.tasks.blend import BlendRequest, blend_run
 
     trained = load_trained_run(run, device="cpu")
     image = trained.sample(1, 3)[0]

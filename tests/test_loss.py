@@ -1,8 +1,8 @@
 import torch
 
-from pegasus.loss import dsm_loss
-from pegasus.schedule import geometric_sigmas
-from pegasus.score import ScoreModel
+from pegasus.model.loss import dsm_loss
+from pegasus.model.score import ScoreModel
+from pegasus.noise.schedule import geometric_sigmas
 
 
 def test_loss_matches_closed_form_with_explicit_noise():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pegasus.planner import (
+from pegasus.noise.techniques import (
     choose_eps,
     choose_gamma,
     max_pairwise_distance,

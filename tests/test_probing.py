@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from pegasus import probing
-from pegasus.compiling import FastPath
 from pegasus.config import TrainConfig
-from pegasus.runs import RunDir, load_trained_run
-from pegasus.training import train
+from pegasus.fastpath import probe as probing
+from pegasus.fastpath.compile import FastPath
+from pegasus.run.trained import RunDir, load_trained_run
+from pegasus.training.trainer import train
 from tiny import tiny_config
 
 PLAIN, CL = FastPath(False, False, False), FastPath(False, True, False)
@@ -29,7 +29,7 @@ def test_the_fastest_wins_only_by_more_than_the_margin():
 
 
 def test_only_the_switches_left_at_auto_are_tried(monkeypatch):
-    from pegasus import compiling
+    from pegasus.fastpath import compile as compiling
 
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
     cuda = torch.device("cuda")
@@ -172,7 +172,7 @@ def test_sampling_probes_once_per_run_folder(run, monkeypatch):
 def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypatch):
     """bf16 changes the images; a seed's images must not hang on a timing. On a GPU with bf16
     tensor cores (faked), sampling's candidates all keep the rule's bf16."""
-    from pegasus import compiling
+    from pegasus.fastpath import compile as compiling
 
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
     monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
@@ -244,7 +244,7 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
 
 
 def test_the_auto_rules_say_why_per_gpu(monkeypatch):
-    from pegasus import compiling
+    from pegasus.fastpath import compile as compiling
 
     for capability, amp, compile_ in (((9, 0), "on:", "on for long work"),
                                       ((7, 5), "off: compute capability 7.5", "on for long work"),

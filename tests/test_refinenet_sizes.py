@@ -8,9 +8,9 @@ import torch
 from pegasus.backbones.refinenet import RefineNet, auto_stages, stages_for
 from pegasus.config import list_presets, load_config
 from pegasus.errors import DatasetError
+from pegasus.model.score import ScoreModel
 from pegasus.registry import get_backbone
-from pegasus.runs import build_score_model, run_config
-from pegasus.score import ScoreModel
+from pegasus.run.trained import build_score_model, run_config
 
 PUBLISHED = {"ncsnv2": 29_694_083, "deeper": 83_445_379, "deepest": 94_132_611}
 
@@ -112,7 +112,7 @@ def test_stl10_96_presets_keep_the_native_size():
 
 
 def test_largest_training_batch_arithmetic():
-    from pegasus.memory import largest_batch
+    from pegasus.fastpath.memory import largest_batch
 
     assert largest_batch(per_image=10, fixed=100, free=1000, fraction=1.0) == 90
     assert largest_batch(per_image=10, fixed=100, free=1000, fraction=0.5) == 40

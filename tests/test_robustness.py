@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from pegasus.cli import app
 from pegasus.errors import CheckpointError, RunError
-from pegasus.locking import RunLock
-from pegasus.training import DivergedError, train
+from pegasus.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from pegasus.run.lock import RunLock
+from pegasus.training.trainer import DivergedError, train
 from test_errors import one_line
 from tiny import TINY, tiny_config
 
@@ -55,7 +55,7 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = ("import sys, time; from pegasus.locking import RunLock\n"
+    code = ("import sys, time; from pegasus.run.lock import RunLock\n"
             f"with RunLock({str(tmp_path / '.lock')!r}, 'r'):\n print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pegasus.cli import app
-from pegasus.sample_folder import MANIFEST
+from pegasus.run.folder import MANIFEST
 from test_errors import one_line
 
 runner = CliRunner()
@@ -94,8 +94,8 @@ def test_a_folder_is_continued_only_by_a_job_that_draws_the_same_images(run, tmp
 def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
     import torch
 
-    from pegasus.runs import load_trained_run
-    from pegasus.sample_folder import SampleSet
+    from pegasus.run.folder import SampleSet
+    from pegasus.run.trained import load_trained_run
 
     trained = load_trained_run(run)
     plan = trained.plan("heun", 5)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pegasus.samplers.graphs import GraphedScore, cuda_graph_capture, default_capture
-from pegasus.samplers.langevin import annealed_langevin
-from pegasus.schedule import Schedule, geometric_sigmas, langevin_step_sizes
+from pegasus.fastpath.graphs import GraphedScore, cuda_graph_capture, default_capture
+from pegasus.noise.schedule import Schedule, geometric_sigmas, langevin_step_sizes
+from pegasus.samplers.als import annealed_langevin
 
 
 def _gaussian_score(mean: float, std: float):
@@ -163,8 +163,8 @@ def test_graphed_sampler_matches_eager_on_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_batches_fill_the_free_memory_they_are_told_of_on_cuda(monkeypatch):
-    from pegasus.runs import build_score_model
-    from pegasus.sampling import fill_gpu_batch_size
+    from pegasus.run.job import fill_gpu_batch_size
+    from pegasus.run.trained import build_score_model
     from tiny import tiny_config
 
     device = torch.device("cuda")
@@ -187,7 +187,7 @@ def test_gpu_batches_fill_the_free_memory_they_are_told_of_on_cuda(monkeypatch):
 def test_gpu_batch_sizing_counts_the_fixed_memory_once(monkeypatch):
     """An evaluation's peak memory is fixed + batch x per_image (a fake allocator here): the
     batch is sized by the per-image part alone, with the fixed part taken off the free memory."""
-    from pegasus.sampling import fill_gpu_batch_size
+    from pegasus.run.job import fill_gpu_batch_size
 
     fixed, per_image, free, shape = 300e6, 2e6, 40e9, (3, 32, 32)
     peak = {"now": 0}
@@ -239,7 +239,7 @@ def test_a_graphed_score_gives_the_plain_chain_of_every_sampler_and_captures_onc
 
 
 def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_steps(monkeypatch):
-    import pegasus.sampling as sampling
+    import pegasus.run.job as sampling
     from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
 
@@ -260,7 +260,7 @@ def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_s
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
-    import pegasus.sampling as sampling
+    import pegasus.run.job as sampling
     from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
 
@@ -283,9 +283,9 @@ def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
 
 @pytest.mark.parametrize("sampler,captures", [("pc", 1), ("als", 1)])
 def test_an_inpainting_chain_is_graphed_as_a_sampling_job_is(monkeypatch, sampler, captures):
-    from pegasus.inpaint import builtin_mask, inpaint
     from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
+    from pegasus.tasks.inpaint import builtin_mask, inpaint
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
     plan, image, mask = plan_sampler(sampler, schedule, 9), torch.rand(3, 4, 4), builtin_mask("top", 4)
@@ -300,9 +300,9 @@ def test_an_inpainting_chain_is_graphed_as_a_sampling_job_is(monkeypatch, sample
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("sampler", ["pc", "als"])
 def test_graphed_inpainting_matches_eager_on_cuda(monkeypatch, sampler):
-    from pegasus.inpaint import builtin_mask, inpaint
     from pegasus.samplers import graphs
     from pegasus.samplers.plan import plan_sampler
+    from pegasus.tasks.inpaint import builtin_mask, inpaint
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
                               torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()

@@ -8,11 +8,11 @@ import torch
 
 from gmm import GaussianMixture
 from pegasus.errors import FieldError
-from pegasus.interpolation import blend_strips, slerp_strips
-from pegasus.noise import gaussian_noise_sampler
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.heun import heun_sampler, karras_sigmas
 from pegasus.samplers.plan import plan_sampler
-from pegasus.schedule import Schedule
+from pegasus.tasks.interpolation import blend_strips, slerp_strips
 
 # Centred (weighted mean 0), so that the ODE's start sigma_1 z matches p_sigma_1 closely:
 # a deterministic sampler cannot correct a start that is off by the data's mean.

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch._dynamo
 
-from pegasus.checkpoint import latest_checkpoint, load_checkpoint
-from pegasus.runs import load_trained_run
-from pegasus.sampling import sample_images
-from pegasus.schedule import Schedule
-from pegasus.training import EpochSampler, train
+from pegasus.noise.schedule import Schedule
+from pegasus.run.checkpoint import latest_checkpoint, load_checkpoint
+from pegasus.run.job import sample_images
+from pegasus.run.trained import load_trained_run
+from pegasus.training.trainer import EpochSampler, train
 from tiny import tiny_config
 
 
@@ -92,7 +92,7 @@ def test_an_image_depends_on_its_seed_and_index_only(tmp_path):
 def test_every_batch_of_a_job_has_one_shape():
     """A compiled network compiles once per input shape: 7 images in batches of at most 3 run
     as 3 batches of 3, the last padded with images 7 and 8 and returned without them."""
-    from pegasus.sampling import equal_batches
+    from pegasus.run.job import equal_batches
 
     assert equal_batches(7, 3) == (3, 3) and equal_batches(10, 4) == (3, 4)
     assert equal_batches(9, 4) == (3, 3) and equal_batches(5, 5) == (1, 5)
@@ -110,7 +110,7 @@ def test_every_batch_of_a_job_has_one_shape():
 
 
 def test_a_signal_during_start_up_stops_cleanly_without_saving(tmp_path, monkeypatch):
-    import pegasus.training as training
+    import pegasus.training.trainer as training
 
     real = training.load_images
 
@@ -190,7 +190,7 @@ def test_the_run_records_its_data_mean_and_samplers_start_there(tmp_path):
     it, exported weights carry it, and a checkpoint without one (written before pegasus kept it)
     falls back to 0.5 with a note once a sampler that starts at the noisiest level is planned."""
     from pegasus.data import load_images
-    from pegasus.runs import export_run
+    from pegasus.run.trained import export_run
 
     config = tiny_config("train.iters=2")
     train(config, tmp_path / "r", tensorboard=False)

@@ -83,10 +83,10 @@ def sample(
 
     Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", **FAST_FLAGS}):
-        from pegasus.compiling import check_switches
+        from pegasus.fastpath.compile import check_switches
         from pegasus.images import check_npz, image_format, save_grid, save_npz
-        from pegasus.runs import load_trained_run
-        from pegasus.sample_folder import SampleFolder, SampleSet
+        from pegasus.run.folder import SampleFolder, SampleSet
+        from pegasus.run.trained import load_trained_run
 
         # Before any slow work: the output can be written and the switches are valid.
         samples = SampleFolder(folder) if folder is not None else None
@@ -173,11 +173,11 @@ def blend(
     with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
                       "steps": "--steps", "sampler": "--sampler", "mode": "--mode",
                       "image": "--image", "mask": "--mask", **FAST_FLAGS}):
-        from pegasus.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
-        from pegasus.classifier import load_classifier
-        from pegasus.compiling import check_switches
         from pegasus.errors import UserError
-        from pegasus.runs import load_trained_run
+        from pegasus.fastpath.compile import check_switches
+        from pegasus.model.classifier import load_classifier
+        from pegasus.run.trained import load_trained_run
+        from pegasus.tasks.blend import BlendRequest, blend_and_report, check_blend_output, save_blend
 
         check_blend_output(out)
         check_switches(compile=compile_, amp=amp)
@@ -189,7 +189,7 @@ def blend(
         trained = load_trained_run(run, None, device, weights=weights, warn=warn, notify=note)
         kept = {}
         if mask is not None:
-            from pegasus.inpaint import resolve_image, resolve_mask
+            from pegasus.tasks.inpaint import resolve_image, resolve_mask
 
             kept = {"mask": resolve_mask(mask, trained.config.data.res, image).to(trained.device),
                     "image": resolve_image(trained, image)}
@@ -245,11 +245,11 @@ def inpaint(
                       "sampler": "--sampler", "num": "--num", **FAST_FLAGS}):
         import torch
 
-        from pegasus.compiling import check_switches
         from pegasus.errors import UserError
+        from pegasus.fastpath.compile import check_switches
         from pegasus.images import image_format, save_grid
-        from pegasus.inpaint import check_inpaint_inputs, inpaint_run
-        from pegasus.runs import load_trained_run
+        from pegasus.run.trained import load_trained_run
+        from pegasus.tasks.inpaint import check_inpaint_inputs, inpaint_run
 
         if image is None:
             raise UserError("give the image to complete: --image FILE or --image sample:SEED")
@@ -286,7 +286,7 @@ def export(
     The config, sigmas and backbone go in the file's metadata (JSON); no run folder and no
     pickle is needed to use it."""
     with user_errors():
-        from pegasus.runs import export_run
+        from pegasus.run.trained import export_run
 
         path = export_run(run, out, checkpoint)
         console.print(f"wrote {path}", highlight=False)
@@ -323,13 +323,13 @@ def eval_(
     """Score a run's samples: KID and FID against its training images (torchmetrics)."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
                       "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
-        from pegasus.compiling import check_switches
-        from pegasus.evaluate import evaluate_folder, evaluate_run, feature_extractor
-        from pegasus.runs import load_trained_run
+        from pegasus.fastpath.compile import check_switches
+        from pegasus.run.trained import load_trained_run
+        from pegasus.tasks.evaluate import evaluate_folder, evaluate_run, feature_extractor
 
         if samples is not None:
             from pegasus.devices import resolve_device
-            from pegasus.sample_folder import SampleFolder
+            from pegasus.run.folder import SampleFolder
 
             folder = SampleFolder(samples)
             total = num or folder.count()

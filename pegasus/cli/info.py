@@ -99,7 +99,7 @@ def sigmas(
         import tomli_w
 
         from pegasus.atomic import atomic_write, check_writable
-        from pegasus.planner import max_pairwise_distance, plan_schedule
+        from pegasus.noise.techniques import max_pairwise_distance, plan_schedule
 
         if dataset is None and (dim is None or sigma_max is None):
             raise UserError("give --dataset (with --classes and --res), or --dim and --sigma-max")

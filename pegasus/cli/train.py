@@ -57,8 +57,8 @@ def train(
 ) -> None:
     """Train a score network; Ctrl-C saves a checkpoint and stops (continue with --resume)."""
     with user_errors(TRAIN_FLAGS):
-        from pegasus.runs import run_config
-        from pegasus.training import train as run_training
+        from pegasus.run.trained import run_config
+        from pegasus.training.trainer import train as run_training
 
         flags = {"data.dataset": dataset, "data.classes": classes, "data.res": res,
                  "data.data_dir": data_dir, "model.backbone": backbone, "train.iters": iters,
@@ -70,7 +70,7 @@ def train(
         with StepsBar("train", ".2f") as bar:
 
             def announce(resolved, parameters: int, fast) -> None:
-                from pegasus.schedule import Schedule
+                from pegasus.noise.schedule import Schedule
 
                 s = Schedule.from_noise(resolved.noise)
                 how = "planned from the data" if not cfg.noise.planned else "as configured"
@@ -101,7 +101,7 @@ def train(
 def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,
                       device: str) -> None:
     with user_errors({"iters": "--iters", "batch_size": "--batch-size"}):
-        from pegasus.classifier import train_for_run
+        from pegasus.model.classifier import train_for_run
 
         with StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from pegasus.noise import gaussian_noise_sampler
+from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from pegasus.noise import gaussian_noise_sampler
+from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 

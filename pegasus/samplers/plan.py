@@ -11,14 +11,14 @@ from typing import Any
 import torch
 
 from pegasus.errors import FieldError
-from pegasus.planner import choose_eps
+from pegasus.fastpath.graphs import Capture
+from pegasus.noise.schedule import Schedule, geometric_sigmas
+from pegasus.noise.techniques import choose_eps
 from pegasus.samplers import DEFAULT_STEPS, SAMPLERS
+from pegasus.samplers.als import annealed_langevin
 from pegasus.samplers.cas import consistent_annealed
-from pegasus.samplers.graphs import Capture
 from pegasus.samplers.heun import heun_sampler, karras_sigmas
-from pegasus.samplers.langevin import annealed_langevin
 from pegasus.samplers.pc import predictor_corrector
-from pegasus.schedule import Schedule, geometric_sigmas
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from pegasus.errors import FieldError, UserError
-from pegasus.noise import ImageStreams
-from pegasus.samplers.graphs import chain_graphs
+from pegasus.fastpath.graphs import chain_graphs
+from pegasus.noise.streams import ImageStreams
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, ScoreFn
 

@@ -47,7 +47,7 @@ class Schedule:
         """The schedule of a config's noise section (a `NoiseConfig`), once its "auto" fields
         have been planned."""
         if not noise.planned:
-            raise ValueError("the noise schedule still says 'auto'; plan it first (pegasus.planner)")
+            raise ValueError("the noise schedule still says 'auto'; plan it first (pegasus.noise.techniques)")
         return cls(noise.sigma_max, noise.sigma_min, noise.levels, noise.steps_per_level, noise.eps,
                    noise.denoise)
 

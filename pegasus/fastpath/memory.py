@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from pegasus.errors import FieldError
-from pegasus.loss import dsm_loss
-from pegasus.probing import untouched
+from pegasus.fastpath.probe import untouched
+from pegasus.model.loss import dsm_loss
 
 
 def largest_batch(per_image: float, fixed: float, free: float, fraction: float = 0.9) -> int:

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from pegasus.compiling import FastPath, bf16_pays, conv_autotuning
 from pegasus.devices import device_name
-from pegasus.loss import dsm_loss
+from pegasus.fastpath.compile import FastPath, bf16_pays, conv_autotuning
+from pegasus.model.loss import dsm_loss
 
 WARMUP = 2  # calls before a candidate's first timing: cuDNN's algorithm search, first blocks
 REPEATS = 3  # timed calls per candidate and round

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from pegasus.noise import gaussian_noise_sampler
-from pegasus.samplers.graphs import Capture
-from pegasus.schedule import langevin_step_sizes
+from pegasus.fastpath.graphs import Capture
+from pegasus.noise.schedule import langevin_step_sizes
+from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 

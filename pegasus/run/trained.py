@@ -27,7 +27,6 @@ import tomli_w
 import torch
 
 from pegasus.atomic import atomic_write, check_writable
-from pegasus.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pegasus.config import Config, build_config, read_toml, resolve_model_options
 from pegasus.devices import resolve_device
 from pegasus.errors import (
@@ -39,9 +38,10 @@ from pegasus.errors import (
     WriteError,
     first_line,
 )
+from pegasus.model.score import ScoreModel
+from pegasus.noise.schedule import Schedule
 from pegasus.registry import Plugin, get_backbone, registry
-from pegasus.schedule import Schedule
-from pegasus.score import ScoreModel
+from pegasus.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 
 CONFIG_FILE = "config.toml"
 CHECKPOINTS = "checkpoints"
@@ -204,8 +204,8 @@ class TrainedRun:
         Uncompiled on a GPU, the layout (channels_last or not) is timed there (probing.py) at
         `batch` images (default: the run's training batch; at most probing.SAMPLING_BATCH), once
         per run folder."""
-        from pegasus import probing
-        from pegasus.compiling import FastPath
+        from pegasus.fastpath import probe as probing
+        from pegasus.fastpath.compile import FastPath
 
         spec, _ = get_backbone(self.config.model.backbone)
         path = FastPath.choose(self.device, spec.channels_last, evaluations, compile_, amp)
@@ -229,7 +229,7 @@ class TrainedRun:
         if path is None:
             return self.model
         if path not in self._scores:
-            from pegasus.compiling import fast_score
+            from pegasus.fastpath.compile import fast_score
 
             key = f"{self.config.model.backbone}|{self.config.model.options}|{self.config.data.res}"
             cache = RunDir(self.run_dir).compile_cache if self.run_dir is not None else None
@@ -249,7 +249,7 @@ class TrainedRun:
         """The same images as `sample`, yielded batch by batch (bounded memory), from image
         `start` on; `score` is a fast path's score function (`score_fn`), the model itself by
         default."""
-        from pegasus.sampling import sample_batches
+        from pegasus.run.job import sample_batches
 
         return sample_batches(score or self.model, self.schedule, num=num, res=self.config.data.res,
                               seed=seed, device=self.device,
@@ -262,7 +262,7 @@ class TrainedRun:
         compiled score would compile it for the probe's batch as well)."""
         if batch_size is not None:
             return batch_size
-        from pegasus.sampling import default_batch_size
+        from pegasus.run.job import default_batch_size
 
         shape = (3, self.config.data.res, self.config.data.res)  # as sample_batches draws
         return default_batch_size(self.model, num, shape, self.device)
@@ -270,7 +270,7 @@ class TrainedRun:
     def sampling_evaluations(self, plan, num: int, batch_size: int | None = None) -> int:
         """Network evaluations that sampling `num` images by `plan` makes in this process (what
         the fast path's "auto" rule weighs): the plan's per batch, times the batches."""
-        from pegasus.sampling import equal_batches
+        from pegasus.run.job import equal_batches
 
         return plan.evaluations * equal_batches(num, self.batch_size(num, batch_size))[0]
 
@@ -350,7 +350,7 @@ def load_trained_run(
         raise RunError("give a weights file or a run (or checkpoint), not both")
     dev = resolve_device(device)
     if weights is not None:
-        from pegasus.weights import read_weights
+        from pegasus.run.weights import read_weights
 
         exported = read_weights(weights)
         config, source, step = exported.config, Path(weights), exported.step
@@ -471,7 +471,7 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any], where: str = "") -> 
 def export_run(run_dir: Path, out: Path | None = None, checkpoint: Path | None = None) -> Path:
     """Export a run's latest (or given) checkpoint as shareable weights (weights.py); `out`
     defaults to the run's exports/ folder."""
-    from pegasus.weights import export_weights
+    from pegasus.run.weights import export_weights
 
     if out is not None:
         if Path(out).suffix != ".safetensors":

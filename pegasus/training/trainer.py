@@ -24,10 +24,13 @@ from pathlib import Path
 
 import torch
 
-from pegasus import __version__, distributed, probing
+from pegasus import __version__, distributed
 from pegasus.atomic import remove_stale_temporaries
-from pegasus.checkpoint import save_checkpoint, step_of
-from pegasus.compiling import (
+from pegasus.config import Config
+from pegasus.data import check_data_config, load_images
+from pegasus.errors import CheckpointError, RunError, UserError, first_line
+from pegasus.fastpath import probe as probing
+from pegasus.fastpath.compile import (
     FastPath,
     cache_file,
     compile_notice,
@@ -36,19 +39,17 @@ from pegasus.compiling import (
     save_artifacts,
     warn_uncompiled,
 )
-from pegasus.config import Config
-from pegasus.data import check_data_config, load_images
-from pegasus.ema import EMA
-from pegasus.errors import CheckpointError, RunError, UserError, first_line
+from pegasus.fastpath.memory import check_training_batch
 from pegasus.images import save_grid
-from pegasus.locking import RunLock
-from pegasus.loss import DSMLoss, dsm_loss
-from pegasus.memory import check_training_batch
-from pegasus.planner import plan_for_images
+from pegasus.model.ema import EMA
+from pegasus.model.loss import DSMLoss, dsm_loss
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.techniques import plan_for_images
 from pegasus.registry import get_backbone
-from pegasus.runs import RunDir, build_score_model, load_resume_state
-from pegasus.sampling import sample_images
-from pegasus.schedule import Schedule
+from pegasus.run.checkpoint import save_checkpoint, step_of
+from pegasus.run.job import sample_images
+from pegasus.run.lock import RunLock
+from pegasus.run.trained import RunDir, build_score_model, load_resume_state
 from pegasus.signatures import ProgressFn
 
 

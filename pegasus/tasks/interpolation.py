@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.samplers.langevin import Capture
+from pegasus.samplers.als import Capture
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 

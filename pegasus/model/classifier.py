@@ -18,11 +18,11 @@ from torch import nn
 
 from pegasus.atomic import atomic_write
 from pegasus.backbones.layers import GaussianFourierEmbedding
-from pegasus.checkpoint import FORMAT, VERSION, load_checkpoint
 from pegasus.data import load_images
 from pegasus.devices import resolve_device
 from pegasus.errors import CheckpointError, FieldError, RunError, UserError
-from pegasus.runs import RunDir, trained_schedule
+from pegasus.run.checkpoint import FORMAT, VERSION, load_checkpoint
+from pegasus.run.trained import RunDir, trained_schedule
 from pegasus.signatures import ProgressFn
 
 KINDS = ("guide", "judge")

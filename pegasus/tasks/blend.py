@@ -10,19 +10,19 @@ from pathlib import Path
 
 import torch
 
-from pegasus.classifier import Classifier
-from pegasus.compiling import FastPath, fast_log_prob
 from pegasus.errors import FieldError, UserError
+from pegasus.fastpath.compile import FastPath, fast_log_prob
+from pegasus.fastpath.graphs import chain_graphs
 from pegasus.images import image_format, save_grid, save_image_atomic
-from pegasus.inpaint import INPAINT_SAMPLERS, masked_score, paste
-from pegasus.interpolation import blend_strips, endpoint_class_weights, guided_score, slerp_strips
-from pegasus.noise import ImageStreams
-from pegasus.runs import TrainedRun
+from pegasus.model.classifier import Classifier
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.streams import ImageStreams
+from pegasus.run.trained import TrainedRun
 from pegasus.samplers import SAMPLERS
-from pegasus.samplers.graphs import chain_graphs
 from pegasus.samplers.plan import plan_sampler
-from pegasus.schedule import Schedule
 from pegasus.signatures import Callback
+from pegasus.tasks.inpaint import INPAINT_SAMPLERS, masked_score, paste
+from pegasus.tasks.interpolation import blend_strips, endpoint_class_weights, guided_score, slerp_strips
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
 

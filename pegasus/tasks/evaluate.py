@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pegasus.classifier import Classifier, load_classifier
-from pegasus.compiling import FastPath
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError, first_line
-from pegasus.runs import RunDir, TrainedRun
-from pegasus.sample_folder import SampleFolder
+from pegasus.fastpath.compile import FastPath
+from pegasus.model.classifier import Classifier, load_classifier
+from pegasus.run.folder import SampleFolder
+from pegasus.run.trained import RunDir, TrainedRun
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback
 

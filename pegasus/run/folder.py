@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from pegasus.atomic import atomic_write, check_writable, remove_stale_temporaries
-from pegasus.compiling import bf16_on
 from pegasus.errors import UserError, WriteError, first_line
+from pegasus.fastpath.compile import bf16_on
 from pegasus.images import save_image_atomic, to_uint8
 
 MANIFEST = "pegasus-samples.json"

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import torch
 
-from pegasus.noise import ImageStreams
-from pegasus.samplers.graphs import chain_graphs
+from pegasus.fastpath.graphs import chain_graphs
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.streams import ImageStreams
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
-from pegasus.schedule import Schedule
 from pegasus.signatures import Callback, ScoreFn
 
 
