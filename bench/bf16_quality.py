@@ -27,7 +27,8 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
-from pegasus.run.trained import load_trained_run
+from pegasus.run.job import SamplingJob
+from pegasus.run.load import load_trained_run
 from pegasus.tasks.evaluate import feature_extractor, measure
 
 
@@ -54,24 +55,23 @@ def main() -> int:
     data = load_images(run.config.data).images
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.real]
     real = data[pick].to(run.device).float() / 255
-    fp32_path = run.fast_path(plan.evaluations, compile_="off", amp="off")
-    bf16_path = run.fast_path(plan.evaluations, compile_="off", amp="on")
+    fp32_path = run.job(plan, num=args.num, compile_="off", amp="off").path
+    bf16_path = run.job(plan, num=args.num, compile_="off", amp="on").path
     print(f"{args.run}: {run.config.model.backbone} at {run.config.data.res} px, step {run.step}, "
           f"on {run.device}; {args.sampler} at {plan.evaluations} evaluations, {args.num} samples "
           f"per set, seed {args.seed}")
 
     def draw(name: str, score) -> torch.Tensor:
         start = time.perf_counter()
-        images = run.sample(args.num, args.seed, plan=plan, score=score)
+        images = SamplingJob(run, plan, args.num, args.num, fp32_path, score).images(args.seed)
         print(f"  drew {name} in {time.perf_counter() - start:.1f} s", flush=True)
         return images
 
-    sets = {"fp32": draw("fp32", run.score_fn(fp32_path)),
-            "bf16": draw("bf16", run.score_fn(bf16_path))}
+    fp32, bf16 = (run.scores[path] for path in (fp32_path, bf16_path))  # made by the jobs above
+    sets = {"fp32": draw("fp32", fp32), "bf16": draw("bf16", bf16)}
     for threshold in [float(t) for t in args.fp32_below.split(",") if t.strip()]:
         name = f"bf16, fp32 below {threshold:g}"
-        sets[name] = draw(name, mixed_precision(run.score_fn(fp32_path), run.score_fn(bf16_path),
-                                                threshold))
+        sets[name] = draw(name, mixed_precision(fp32, bf16, threshold))
 
     reference = sets["fp32"]
     print(f"\n  {'set':28s} {'mean |diff|':>11s} {'images > 0.05':>13s} {'R, G, B means':>22s} "

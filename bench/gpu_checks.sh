@@ -9,7 +9,7 @@
 #   ONLY="loss-curve bf16-quality" bash bench/gpu_checks.sh all   # just the steps named
 #
 # The steps run in order of importance. Each has an estimate of its seconds on an H100 (from
-# ../shared/gpu/FIGURES.md, compiles included); a step that would not fit in what is left of
+# bench/README.md's H100 figures of the earlier fast path, compiles included); a step that would not fit in what is left of
 # BUDGET seconds (default 555, inside a 600 s call) is skipped and named at the end, and a step
 # that overruns its estimate is stopped at the budget, so a call always returns its log. Call the
 # second part right after the first (the machine stays warm for 30 s) with BUDGET set to the
@@ -115,7 +115,7 @@ second() {
   step train-unet-compiled 150 $py bench/train_throughput.py --case $unet --steps $train_steps \
     "${train_compile[@]}" "${device[@]}"
   step loss-curve 100 $py bench/loss_curve.py "${loss[@]}"
-  # Where the time goes (FIGURES.md's profiles): kernels per evaluation, eager and fast.
+  # Where the time goes (bench/README.md's H100 profiles): kernels per evaluation, eager and fast.
   step profile-refinenet 60 $py bench/profile_kernels.py --case $refinenet --batch $big \
     "${backend[@]}" "${device[@]}"
   step profile-unet 60 $py bench/profile_kernels.py --case $unet --batch $big "${backend[@]}" \

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pegasus.config import load_config
-from pegasus.training.trainer import train
+from pegasus.training import train
 
 
 def curve(preset: str, steps: int, log_every: int, amp: str, channels_last: bool,

@@ -1,7 +1,7 @@
 """Where one network evaluation's time goes, per mode (eager fp32, bf16, the compiled fast
 path): device time and kernels per evaluation, and the top kernels by self device time, from
-torch.profiler: the "where the time goes" tables of shared/gpu/FIGURES.md, re-measured by the
-project's own script. On a CPU the same tables list aten operators by self CPU time.
+torch.profiler: the "where the time goes" tables of bench/README.md's H100 figures, re-measured
+by the project's own script. On a CPU the same tables list aten operators by self CPU time.
 
     python bench/profile_kernels.py --case refinenet-cifar10 --batch 100     # on a GPU
     python bench/profile_kernels.py --case small --batch 4 --backend aot_eager

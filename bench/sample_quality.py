@@ -27,7 +27,7 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
-from pegasus.run.trained import load_trained_run
+from pegasus.run.load import load_trained_run
 from pegasus.tasks.evaluate import feature_extractor, measure
 
 DEFAULT_BUDGETS = "heun=5,9,15,21,35;pc=8,16,32,64,128;cas=8,16,32,64,128;als=31,61,121"
@@ -75,7 +75,7 @@ def main() -> int:
         plan = run.plan(sampler, steps)
         run.centre = centres[centre].view(-1, 1, 1).to(run.device)
         start = time.perf_counter()
-        fake = run.sample(args.num, args.seed, plan=plan)
+        fake = run.sample(args.num, args.seed, sampler=plan)
         seconds = time.perf_counter() - start
         kid, std, fid = measure(real, fake, feature, seed=args.seed)
         name = sampler if plan.start == "uniform" or len(centres) == 1 else f"{sampler}@{centre}"

@@ -2,7 +2,7 @@
 fp32, then whole annealed Langevin chains (the plain eager fp32 loop, the graph-captured one, and
 pegasus's fast sampler: the fast path of pegasus.fastpath.compile replayed as a CUDA graph), and a heun
 chain of the same length on the fast path, its network launched call by call and, on a GPU,
-replayed from one graph (samplers/graphs.GraphedScore, as `pegasus sample` runs heun, pc, cas).
+replayed from one graph (fastpath/graphs.GraphedScore, as `pegasus sample` runs heun, pc, cas).
 
 Per evaluation, at each batch size: eager fp32, bf16 autocast, bf16 + channels_last, and the
 fast path `pegasus sample` chooses with compile on (its first call, the compile, is reported
@@ -36,8 +36,9 @@ from common import (
     reset_peak,
     seconds_of_one_call,
 )
-from pegasus.fastpath.compile import FastPath, fast_score
+from pegasus.fastpath.compile import fast_score
 from pegasus.fastpath.graphs import GraphedScore, cuda_graph_capture
+from pegasus.fastpath.rules import FastPath
 from pegasus.noise.schedule import geometric_sigmas
 from pegasus.registry import get_backbone
 from pegasus.samplers.als import annealed_langevin

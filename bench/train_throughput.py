@@ -26,7 +26,8 @@ from common import (
 )
 from pegasus.config import TrainConfig
 from pegasus.fastpath import probe as probing
-from pegasus.fastpath.compile import FastPath, conv_autotuning
+from pegasus.fastpath.keys import WorkKey
+from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.model.ema import EMA
 from pegasus.model.loss import dsm_loss
 from pegasus.noise.schedule import geometric_sigmas
@@ -64,8 +65,10 @@ def fast_path(model, backbone: str, x, sigmas, compile_: bool) -> FastPath:
                                  TrainConfig(compile=compile_), steps=1)
     if probing.probes(device, path):
         path = probing.probe(probing.candidates(path, device, amp="auto", channels_last="auto"),
-                             probing.training(model, len(x), tuple(x.shape[1:]), sigmas), model,
-                             device, notify=lambda line: print(f"  {line}"))
+                             probing.training_workload(model, len(x), tuple(x.shape[1:]), sigmas),
+                             model, device, key=WorkKey("train", backbone, "bench", x.shape[-1],
+                                                        len(x)),
+                             notify=lambda line: print(f"  {line}"))
     return path
 
 

@@ -1,11 +1,22 @@
 """pegasus: score-based generative models (NCSNv2) that blend two classes into new things.
 
-This module stays light (no torch import) so that the CLI starts fast; import the pieces you
-need from their modules: pegasus.run.job, pegasus.model.loss, pegasus.training.trainer, pegasus.tasks.blend...
+    import pegasus
+    model = pegasus.load("runs/demo")      # a Model: .sample, .blend, .inpaint, .score (api.py)
+
+This module stays light (no torch import) so that the CLI starts fast; `load` imports the rest
+when it is called. A plugin author needs `Backbone` and `hookimpl` (hookspecs.py).
 """
 
 from pegasus.hookspecs import Backbone, hookimpl
+from pegasus.version import __version__
 
-__version__ = "0.1.0"
 
-__all__ = ["Backbone", "__version__", "hookimpl"]
+def load(path, device: str = "cpu", **kwargs):
+    """The trained model at `path` (a run folder, a checkpoint or exported weights) on `device`:
+    a pegasus.api.Model."""
+    from pegasus.api import load as _load
+
+    return _load(path, device, **kwargs)
+
+
+__all__ = ["Backbone", "__version__", "hookimpl", "load"]

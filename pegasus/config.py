@@ -48,9 +48,9 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """sigma_1 > ... > sigma_L geometric, T Langevin steps per level (NOTES.md).
+    """sigma_1 > ... > sigma_L geometric, T Langevin steps per level (docs/science.md).
 
-    "auto" asks the planner at the start of training: sigma_max by Technique 1 (the largest
+    "auto" is chosen at the start of training (noise/techniques.py): sigma_max by Technique 1 (the largest
     distance between training images), levels by Technique 2, eps by Technique 4. That is the
     default because no fixed schedule suits every dataset and resolution (CIFAR-10's sigma_1 = 50
     is below the distances between 64 px images, which Technique 1 forbids); the `cifar10`
@@ -96,14 +96,14 @@ class TrainConfig:
     # capability 8.0 and later) and off elsewhere (older GPUs emulate bf16; on CPUs bf16 training
     # is slower), and channels_last on when the backbone declares that it pays
     # (Backbone.channels_last). Uncompiled on a GPU, the switches left at "auto" are then timed
-    # there and kept only if faster (pegasus/probing.py). The loss and 1/sigma stay in float32.
+    # there and kept only if faster (pegasus/fastpath/probe.py). The loss and 1/sigma stay in float32.
     amp: Literal["auto", "bf16", "off"] = "auto"
     channels_last: bool | Auto = "auto"
     # torch.compile the network. "auto" compiles on CUDA (compute capability 7.0 and later, which
     # Triton needs) when at least 20,000 steps remain to run, or 2,000 once the run folder caches
-    # that compile (the rule and its measurement: pegasus/compiling.py).
+    # that compile (the rule and its measurement: pegasus/fastpath/rules.py).
     compile: bool | Auto = "auto"
-    # Time the uncompiled fast path's modes before the work (pegasus/probing.py): "auto" on
+    # Time the uncompiled fast path's modes before the work (pegasus/fastpath/probe.py): "auto" on
     # CUDA, true on any device (a CPU's own answer on channels_last), false never (the rules
     # alone). Sampling from the run follows it too.
     probe: bool | Auto = "auto"

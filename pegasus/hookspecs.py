@@ -47,9 +47,9 @@ class Backbone:
     # Convolution-heavy networks gain (the RefineNet: bf16 1.23x -> 1.42x eager fp32 on an H100;
     # fp32 on this project's CPU 1.1-1.3x a training step, 1.3-1.6x an evaluation); networks
     # dominated by elementwise work on strided views (norms, attention reshapes) lose (the U-Net:
-    # 1.05x -> 0.80x on the H100, shared/gpu/FIGURES.md; 0.8-1.0x on the CPU). Off unless
+    # 1.05x -> 0.80x on the H100, bench/README.md; 0.8-1.0x on the CPU). Off unless
     # declared, so that a backbone nobody measured is never made slower than eager float32 by it.
-    # Uncompiled on a GPU, both layouts are then timed there anyway (pegasus/probing.py).
+    # Uncompiled on a GPU, both layouts are then timed there anyway (pegasus/fastpath/probe.py).
     channels_last: bool = False
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:

@@ -34,11 +34,20 @@ def save_image_atomic(image, path: Path) -> Path:
     return Path(path)
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, padding: int = 2) -> Path:
-    """Images in [0, 1] (clamped), (N, C, H, W), as one grid, written atomically."""
+SHOWN = 64  # pixels: what an upscaled grid enlarges each image to, at least
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, padding: int = 2,
+              upscale: bool = False) -> Path:
+    """Images in [0, 1] (clamped), (N, C, H, W), as one grid, written atomically; with
+    `upscale`, each image enlarged by nearest neighbour (whole pixels, nothing invented) to at
+    least SHOWN pixels, so that 16 px samples can be seen."""
     from PIL import Image
     from torchvision.utils import make_grid
 
+    factor = max(1, SHOWN // images.shape[-1]) if upscale else 1
+    if factor > 1:
+        images = images.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
     nrow = nrow or max(1, math.isqrt(len(images) - 1) + 1)
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding)
     return save_image_atomic(Image.fromarray(to_uint8(grid[None])[0].numpy()), path)

@@ -100,8 +100,8 @@ def load_registry(
     env: Mapping[str, str] | None = None,
 ) -> Registry:
     """Load every plugin, each on its own, and collect their backbones."""
-    from pegasus import __version__
     from pegasus.backbones import builtin
+    from pegasus.version import __version__
 
     env = os.environ if env is None else env
     if entry_points is None:

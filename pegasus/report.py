@@ -4,14 +4,14 @@ switch does there on "auto", and what a run folder keeps of its fast path."""
 from __future__ import annotations
 
 from pegasus.devices import device_facts
-from pegasus.fastpath.compile import auto_rules
 from pegasus.fastpath.probe import read_record
-from pegasus.run.trained import RunDir
+from pegasus.fastpath.rules import auto_rules
+from pegasus.run.layout import RunDir
 
 
 def device_report(device, run_dir=None) -> dict:
     """`pegasus device`'s report: `device_facts`, what each "auto" switch does there
-    (compiling.auto_rules), and with `run_dir` the fast path timings and compiled networks that
+    (fastpath/rules.py), and with `run_dir` the fast path timings and compiled networks that
     run keeps."""
     report = {**device_facts(device), "auto": auto_rules(device)}
     if run_dir is not None:

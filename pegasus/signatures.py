@@ -16,3 +16,9 @@ NoiseSampler = Callable[[], torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
 # (step, total steps, mean loss at log steps else None).
 ProgressFn = Callable[[int, int, float | None], None]
+# A progress bar for one piece of work: (what it is, how many evaluations) -> the callback that
+# advances it at each evaluation (a sampler's Callback).
+ProgressBar = Callable[[str, int], Callback]
+# A chain's step, and what turns it into its replay (a CUDA graph: fastpath/graphs.py).
+Step = Callable[[], None]
+Capture = Callable[[Step], Step]

@@ -1,10 +1,12 @@
-"""Print the import graph of the pegasus package and fail on a cycle.
+"""Print the import graph of the pegasus package and fail on a cycle or on an import that
+points back up the layers (docs/design.md).
 
     python scripts/import_graph.py
 
 Every `import` and `from ... import` counts, function-local ones included (a cycle hidden in a
 function is still a cycle). Each line is a module and the pegasus modules it imports; the last
-line says whether the graph has a cycle (exit 1 if so, with the cycle printed).
+lines say whether the graph has a cycle and whether any module imports from a higher layer
+(exit 1 if so, each offence printed). tests/test_layout.py runs it in CI.
 """
 
 from __future__ import annotations
@@ -14,6 +16,32 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "pegasus"
+# The layers, lowest first: a module may import from its own layer and the ones below, never
+# from one above. A name is a module or a package (all its modules).
+LAYERS = [
+    ("base", ["errors", "signatures", "version", "coerce", "atomic", "devices", "images",
+              "distributed"]),
+    ("noise", ["noise"]),
+    ("plugins", ["hookspecs", "backbones", "registry"]),
+    ("config", ["config"]),
+    ("data", ["data"]),
+    ("model", ["model"]),
+    ("samplers", ["samplers"]),
+    ("fastpath", ["fastpath"]),
+    ("run", ["run"]),
+    ("work", ["training", "tasks", "interop", "report", "testing"]),
+    ("api", ["api"]),
+    ("cli", ["cli", "__main__", ""]),  # "": the package's front door, pegasus/__init__.py
+]
+
+
+def layer_of(module: str) -> int:
+    name = module.removeprefix("pegasus").removeprefix(".")
+    for rank, (_, members) in enumerate(LAYERS):
+        for member in members:
+            if name == member or (member and name.startswith(member + ".")):
+                return rank
+    raise SystemExit(f"{module} is in no layer; add it to LAYERS in {__file__}")
 
 
 def module_name(path: Path) -> str:
@@ -68,11 +96,15 @@ def main() -> int:
         deps = ", ".join(n.removeprefix("pegasus.") for n in sorted(graph[m])) or "-"
         print(f"{m.removeprefix('pegasus.') or 'pegasus'}: {deps}")
     cycle = find_cycle(graph)
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {n} ({LAYERS[layer_of(n)][0]})"
+              for m in sorted(graph) for n in sorted(graph[m]) if layer_of(n) > layer_of(m)]
+    for line in upward:
+        print(f"points up: {line}")
     if cycle:
         print("cycle: " + " -> ".join(cycle))
-        return 1
-    print(f"no cycle among {len(graph)} modules")
-    return 0
+    print(f"{'a cycle' if cycle else 'no cycle'} among {len(graph)} modules; "
+          f"{len(upward)} imports point up the layers")
+    return 1 if cycle or upward else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache(tmp_path_factory):
+    """The user's cache folder (the compile cache's signing key: fastpath/cache.py) is a fresh
+    one of the test session's, never the real ~/.cache; subprocesses inherit it."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
@@ -12,7 +22,7 @@ def _seed():
 def run(tmp_path_factory):
     """A tiny run trained for 2 steps, one per test module (modules add guides, judges and
     exports to it)."""
-    from pegasus.training.trainer import train
+    from pegasus.training import train
     from tiny import tiny_config
 
     path = tmp_path_factory.mktemp("run")

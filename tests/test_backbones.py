@@ -18,7 +18,7 @@ def test_refinenet_shapes_and_finite_outputs(res):
 
 
 def test_refinenet_parameter_count_matches_the_published_network():
-    """NCSNv2 at ngf=128 for 32 px has about 30 M parameters (NOTES.md)."""
+    """NCSNv2 at ngf=128 for 32 px has about 30 M parameters (docs/science.md)."""
     model = RefineNet(3, 128, stages_for("auto", 32))
     count = sum(p.numel() for p in model.parameters())
     assert 29_000_000 < count < 31_000_000, count
@@ -93,7 +93,7 @@ def test_unet_embeds_log_sigma():
 
 
 def test_instancenorm_plus_plus_is_the_published_formula():
-    """NOTES.md, in float64 and naively: gamma ((x - mu)/sqrt(s^2 + e) + alpha (mu - mean(mu)) /
+    """docs/science.md, in float64 and naively: gamma ((x - mu)/sqrt(s^2 + e) + alpha (mu - mean(mu)) /
     sqrt(var(mu) + e)) + beta, with the channel variance of the means unbiased, as the reference
     computes it."""
     from pegasus.backbones.layers import InstanceNormPlus, instance_norm_plus

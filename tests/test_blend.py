@@ -148,7 +148,7 @@ def test_graphed_blend_matches_eager_on_cuda():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_guided_blend_matches_eager_on_cuda():
     """Guided steps differentiate the classifier inside the step. Guided blends run eagerly
-    until this passes on a GPU; then `blend_run` may capture them as it does unguided ones."""
+    until this passes on a GPU; then `blend_strips_of` may capture them as it does unguided ones."""
     head = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).cuda()
 
@@ -171,23 +171,19 @@ def test_blends_are_graphed_unless_guided(run, monkeypatch, sampler, steps, mode
     from typer.testing import CliRunner
 
     from pegasus.cli import app
-    from pegasus.model.classifier import load_classifier
-    from pegasus.run.trained import load_trained_run
-    from pegasus.samplers import graphs
-    from pegasus.tasks.blend import BlendRequest, blend_run
+    from pegasus.fastpath import graphs
+    from pegasus.run.load import load_trained_run
+    from pegasus.tasks.blend import BlendRequest, blend
 
     trained = load_trained_run(run)
-    guide = None
-    if guidance:
-        if not (run / "guide.pt").exists():
-            result = CliRunner().invoke(app, ["train-guide", "--run", str(run), "--iters", "2",
-                                              "--device", "cpu"])
-            assert result.exit_code == 0, result.output
-        guide = load_classifier(run, "guide")
+    if guidance and not (run / "guide.pt").exists():
+        result = CliRunner().invoke(app, ["train-guide", "--run", str(run), "--iters", "2",
+                                          "--device", "cpu"])
+        assert result.exit_code == 0, result.output
     request = BlendRequest(n=2, k=1, strips=2, guidance=guidance, sampler=sampler, steps=steps,
                            mode=mode)
-    plain = blend_run(trained, request, guide)
+    plain = blend(trained, request).strips
     capture = _CountingCapture()
     monkeypatch.setattr(graphs, "default_capture", lambda device: capture)
-    assert torch.equal(blend_run(trained, request, guide), plain)
+    assert torch.equal(blend(trained, request).strips, plain)
     assert capture.captures == captures

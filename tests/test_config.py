@@ -96,7 +96,7 @@ def test_resume_keeps_the_run_config(tmp_path):
 
 
 @pytest.mark.parametrize("name,dataset,res,batch,images", [
-    ("winged-horses-cifar10", "cifar10", 32, 128, 2 * 5000),  # NOTES.md: 5000 per class
+    ("winged-horses-cifar10", "cifar10", 32, 128, 2 * 5000),  # docs/science.md: 5000 per class
     ("winged-horses-stl10-48", "stl10", 48, 64, 2 * (500 + 800)),  # train and test merged
     ("winged-horses-stl10-64", "stl10", 64, 64, 2 * (500 + 800)),
 ])
@@ -105,7 +105,7 @@ def test_winged_horses_presets_follow_the_text(name, dataset, res, batch, images
     it gives per dataset, and 5000 epochs; the schedule is left to the planner."""
     import torch
 
-    from pegasus.run.trained import build_score_model
+    from pegasus.model.build import build_score_model
 
     c = load_config(name)
     assert (c.data.dataset, c.data.res, c.data.flip) == (dataset, res, True)

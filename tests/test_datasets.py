@@ -200,8 +200,8 @@ def test_training_on_stl10_files_with_an_auto_schedule(tmp_path):
     a noise schedule planned from those very images (Techniques 1, 2, 4)."""
     import tomllib
 
-    from pegasus.noise.techniques import max_pairwise_distance, plan_schedule
-    from pegasus.training.trainer import train
+    from pegasus.noise.techniques import choose_schedule, max_pairwise_distance
+    from pegasus.training import train
     from tiny import tiny_config
 
     horse = STL10_CLASSES.index("horse")
@@ -214,6 +214,6 @@ def test_training_on_stl10_files_with_an_auto_schedule(tmp_path):
     saved = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["noise"]
     images = load_images(config.data).images
     assert images.shape == (4, 3, 16, 16)
-    plan = plan_schedule(3 * 16 * 16, max_pairwise_distance(images), 2)
+    plan = choose_schedule(3 * 16 * 16, max_pairwise_distance(images), 2)
     assert saved["sigma_max"] == pytest.approx(plan.sigma_max, rel=1e-6)
     assert saved["levels"] == plan.levels and saved["eps"] == pytest.approx(plan.eps)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pegasus.run.checkpoint import latest_checkpoint, load_checkpoint
-from pegasus.training.trainer import EpochSampler
+from pegasus.training.batches import EpochSampler
 from tiny import TINY
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")

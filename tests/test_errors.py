@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from pegasus import __version__
 from pegasus.cli import app
 from pegasus.registry import load_registry
-from pegasus.training.trainer import train
+from pegasus.training import train
 from tiny import TINY, tiny_config
 
 runner = CliRunner()
@@ -91,13 +91,17 @@ def test_sample_num_4_is_the_first_4_of_num_64_whatever_the_batch(tmp_path, run)
         result = runner.invoke(app, ["sample", "--run", str(run), "--seed", "3", "--out",
                                      str(paths[name]), *extra])
         assert result.exit_code == 0, result.output
-    # Grids: 4 images are 2x2 tiles of 16 px with 2 px padding, 64 are 8x8; the first 4 of 64
-    # are the first 4 tiles of its top row.
+    # Grids: 4 images are 2x2 tiles of 16 px enlarged to 64 with 2 px padding, 64 are 8x8; the
+    # first 4 of 64 are the first 4 tiles of its top row.
     four, many, batched = (_pixels(paths[n]) for n in ("4", "64", "64-b3"))
-    tiles = [four[2:18, 2:18], four[2:18, 20:36], four[20:36, 2:18], four[20:36, 20:36]]
-    for i, tile in enumerate(tiles):
+
+    def tile(grid, row, column):
+        return grid[2 + 66 * row:66 + 66 * row, 2 + 66 * column:66 + 66 * column]
+
+    tiles = [tile(four, 0, 0), tile(four, 0, 1), tile(four, 1, 0), tile(four, 1, 1)]
+    for i, one in enumerate(tiles):
         # Equal up to one grey level: convolutions pick kernels by batch size (last float bits).
-        assert np.abs(tile - many[2:18, 2 + 18 * i:18 + 18 * i]).max() <= 1
+        assert np.abs(one - tile(many, 0, i)).max() <= 1
     assert np.abs(many - batched).max() <= 1
     assert np.abs(tiles[0] - tiles[1]).max() > 10  # the tiles are different images
 
@@ -161,7 +165,7 @@ def test_export_and_sample_from_the_weights_alone_is_bit_identical(tmp_path, run
     weights = tmp_path / "model.safetensors"
     result = runner.invoke(app, ["export", "--run", str(run), "--out", str(weights)])
     assert result.exit_code == 0, result.output
-    from pegasus.run.trained import load_trained_run
+    from pegasus.run.load import load_trained_run
 
     a = load_trained_run(run, device="cpu")
     b = load_trained_run(weights=weights, device="cpu")

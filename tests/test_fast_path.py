@@ -9,12 +9,12 @@ import torch
 import torch._dynamo
 from typer.testing import CliRunner
 
+from pegasus import fastpath
 from pegasus.cli import app
 from pegasus.config import TrainConfig
-from pegasus.fastpath.compile import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
-from pegasus.model.classifier import load_classifier
-from pegasus.run.trained import load_trained_run
-from pegasus.tasks.blend import BlendRequest, blend_run
+from pegasus.fastpath.rules import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
+from pegasus.run.load import load_trained_run
+from pegasus.tasks.blend import BlendRequest, blend
 from pegasus.tasks.inpaint import inpaint_run
 from test_errors import one_line
 
@@ -24,7 +24,7 @@ runner = CliRunner()
 @pytest.fixture
 def gpu(monkeypatch):
     """torch.device("cuda") on this CPU machine, as a GPU of a given compute capability."""
-    from pegasus.fastpath import compile as compiling
+    from pegasus.fastpath import rules as compiling
 
     def as_capability(capability):
         monkeypatch.setattr(compiling, "cuda_capability",
@@ -95,7 +95,7 @@ def test_a_channels_last_refinenet_scores_as_the_plain_one_on_a_cpu():
 
 
 def test_cudnn_searches_its_algorithms_on_cuda_only_and_only_for_the_duration():
-    from pegasus.fastpath.compile import conv_autotuning
+    from pegasus.fastpath.rules import conv_autotuning
 
     before = torch.backends.cudnn.benchmark
     with conv_autotuning(torch.device("cuda")):
@@ -122,7 +122,7 @@ def test_training_compiles_long_runs_on_a_gpu_unless_told(gpu):
 def test_training_compiles_shorter_runs_once_the_compile_is_cached(gpu):
     """A resumed run whose compile the run folder holds loads it instead of compiling: "auto"
     then compiles for TRAIN_CACHED_MIN_STEPS steps left, not TRAIN_AUTO_MIN_STEPS."""
-    from pegasus.fastpath.compile import TRAIN_CACHED_MIN_STEPS
+    from pegasus.fastpath.rules import TRAIN_CACHED_MIN_STEPS
 
     cuda, cpu, auto = gpu((9, 0)), torch.device("cpu"), TrainConfig()
     asked = []
@@ -156,75 +156,95 @@ def test_training_and_sampling_settle_auto_by_the_same_rules(gpu):
     assert told == FastPath(True, True, False)
 
 
-def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run):
-    """The aot_eager backend traces with dynamo and AOTAutograd, as inductor does, without its
-    C++ build (minutes on a 2-core machine)."""
+COMPILED = FastPath(amp=False, channels_last=False, compile=True, backend="aot_eager")
+
+
+@pytest.fixture
+def on_path(monkeypatch):
+    """Sampling jobs run on the fast path given, whatever the rules would choose. The aot_eager
+    backend traces with dynamo and AOTAutograd, as inductor does, without its C++ build
+    (minutes on a 2-core machine)."""
+    def use(path: FastPath) -> FastPath:
+        monkeypatch.setattr(fastpath, "for_sampling", lambda *args, **kwargs: path)
+        return path
+
+    return use
+
+
+def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run, on_path):
     trained = load_trained_run(run, device="cpu")
     plan = trained.plan("heun", 9)
-    eager = trained.sample(4, 0, plan=plan)
-    path = compiled_path(trained, plan.evaluations)
-    assert path.compile and not path.amp
-    score = trained.score_fn(path)
-    assert trained.score_fn(path) is score  # compiled once per process
-    torch.testing.assert_close(trained.sample(4, 0, plan=plan, score=score), eager, rtol=1e-4, atol=1e-4)
-    bf16 = trained.score_fn(trained.fast_path(plan.evaluations, compile_="off", amp="on"))
-    assert (trained.sample(4, 0, plan=plan, score=bf16) - eager).abs().mean() < 0.05
+    eager = trained.sample(4, 0, sampler=plan)
+    on_path(COMPILED)
+    job = trained.job(plan, num=4)
+    assert job.path.compile and not job.path.amp
+    assert trained.job(plan, num=4).score is job.score  # compiled once per process
+    torch.testing.assert_close(job.images(0), eager, rtol=1e-4, atol=1e-4)
+    on_path(FastPath(amp=True, channels_last=False, compile=False))
+    assert (trained.sample(4, 0, sampler=plan) - eager).abs().mean() < 0.05
 
 
-def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(run, monkeypatch):
+def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(run, monkeypatch,
+                                                                              on_path):
     """aot_eager makes no artifacts to cache (inductor's C++ build is too slow for this suite), so
     torch's artifact calls are stood in for: what pegasus saves, where and when, and that the
     next start loads it before compiling."""
+    from pegasus.fastpath import cache
+
     saved, loaded = [], []
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts",
                         lambda: saved.append(1) or (b"kernels", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
+    shutil.rmtree(run / "compile-cache", ignore_errors=True)  # other tests' files
     notices = []
     trained = load_trained_run(run, device="cpu", notify=notices.append)
-    path = compiled_path(trained, 5)
-    score = trained.score_fn(path)
-    files = lambda: list((run / "compile-cache").glob("*.bin"))  # noqa: E731
-    assert not files() and not loaded and not notices  # nothing compiles before the first evaluation
+    on_path(COMPILED)
     plan = trained.plan("heun", 5)
-    trained.sample(2, 0, plan=plan, score=score)
-    assert saved == [1] and [f.read_bytes() for f in files()] == [b"kernels"]
+    job = trained.job(plan, num=2)
+    files = lambda: sorted((run / "compile-cache").glob("*.bin"))  # noqa: E731
+    assert not files() and not loaded and not notices  # nothing compiles before the first evaluation
+    job.images(0)
+    assert saved == [1] and [cache.signed(f) for f in files()] == [True]
+    assert files()[0].read_bytes().endswith(b"kernels")
     # The user hears of the wait once, and whether it is a compile or a load.
     assert notices == ["compiling the network for batch 2, once: it is kept in the run folder "
                        "for the next run"]
     again = load_trained_run(run, device="cpu", notify=notices.append)  # a second `pegasus sample`
-    again.sample(2, 0, plan=plan, score=again.score_fn(path))
+    again.sample(2, 0, sampler=plan)
     assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
     assert notices[1:] == ["loading the network compiled for batch 2 from the run's compile cache"]
     # Another fast path (here bf16) or another batch size is another compile: its own file.
-    other = dataclasses.replace(path, amp=True)
-    again.sample(2, 0, plan=plan, score=again.score_fn(other))
+    on_path(dataclasses.replace(COMPILED, amp=True))
+    again.sample(2, 0, sampler=plan)
     assert len(files()) == 2
-    again.sample(3, 0, plan=plan, score=again.score_fn(path))
+    on_path(COMPILED)
+    again.sample(3, 0, sampler=plan)
     assert len(files()) == 3 and saved == [1, 1, 1]
 
 
 @pytest.mark.parametrize("graphed", [False, True], ids=["launched", "graphed"])
-def test_one_compile_serves_every_sampler(run, monkeypatch, graphed):
+def test_one_compile_serves_every_sampler(run, monkeypatch, on_path, graphed):
     """A recompile is a second compile (tens of seconds on a GPU): every call of every sampler
     must meet the same guards (shapes, strides, dtypes), so that one compiled network serves
     them all, as in a blend report or bench/sample_quality.py; the static buffers a graphed
-    network is called with too (graphs.py, here with a stand-in for the capture)."""
+    network is called with too (fastpath/graphs.py, here with a stand-in for the capture)."""
     if graphed:
         from test_sampler import _CountingCapture
 
-        from pegasus.samplers import graphs
+        from pegasus.fastpath import graphs
 
         monkeypatch.setattr(graphs, "default_capture", lambda device: _CountingCapture())
     torch._dynamo.reset()
     trained = load_trained_run(run, device="cpu")
-    score = trained.score_fn(compiled_path(trained, 8))
+    on_path(COMPILED)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for sampler in ("als", "heun", "pc", "cas"):
-            x = trained.sample(2, 0, plan=trained.plan(sampler, 8), score=score)
+            x = trained.sample(2, 0, sampler=sampler, steps=8)
             assert torch.isfinite(x).all(), sampler
 
 
-def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypatch, capsys):
+def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypatch, capsys,
+                                                                   on_path):
     import warnings
 
     from pegasus.cli.app import show_library_warnings
@@ -236,10 +256,9 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", fail)
     shutil.rmtree(run / "compile-cache", ignore_errors=True)  # other tests' files
     trained = load_trained_run(run, device="cpu")
-    plan = trained.plan("heun", 5)
-    score = trained.score_fn(compiled_path(trained, 5))
+    on_path(COMPILED)
     with pytest.warns(PegasusWarning, match="the compile was not cached .*disk full"):
-        images = trained.sample(2, 0, plan=plan, score=score)
+        images = trained.sample(2, 0, sampler="heun", steps=5)
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
     # The CLI prints such a warning as its own one-line warnings; others keep Python's form.
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
@@ -248,7 +267,7 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
     assert "warning: the compile was not cached" in capsys.readouterr().err
 
 
-def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch):
+def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch, on_path):
     """torch.compile can fail on a machine (no C++ compiler, a GPU Triton does not support):
     the sampling then goes on uncompiled, with the eager images, and one warning."""
     from torch._dynamo import register_backend
@@ -262,41 +281,33 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch):
     saved = []
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1))
     trained = load_trained_run(run, device="cpu")
-    plan = trained.plan("heun", 5)
-    eager = trained.sample(2, 0, plan=plan)
-    path = dataclasses.replace(compiled_path(trained, 5), backend="pegasus_test_broken")
+    eager = trained.sample(2, 0, sampler="heun", steps=5)
+    on_path(dataclasses.replace(COMPILED, backend="pegasus_test_broken"))
     with pytest.warns(PegasusWarning, match="torch.compile failed .*too old") as caught:
-        images = trained.sample(2, 0, plan=plan, score=trained.score_fn(path))
+        images = trained.sample(2, 0, sampler="heun", steps=5)
     assert len(caught) == 1  # once, not once per evaluation
     torch.testing.assert_close(images, eager, rtol=0, atol=0)
     assert not saved  # nothing was compiled, so nothing is cached
 
 
-def compiled_path(trained, evaluations: int) -> FastPath:
-    return dataclasses.replace(trained.fast_path(evaluations, compile_="on", amp="off"),
-                               backend="aot_eager")
-
-
-def test_guided_blends_and_inpainting_run_compiled_like_eager(run):
+def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path):
     """A guided step differentiates the guide: compiled, that backward goes through AOTAutograd,
     and the chain must be the eager one up to float rounding."""
     result = runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "2", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     trained = load_trained_run(run, device="cpu")
-    guide = load_classifier(run, "guide")
     request = BlendRequest(n=2, k=1, strips=2, guidance=5.0, sampler="als", steps=10)
-    fast = compiled_path(trained, 10)
-    eager = blend_run(trained, request, guide)
+    eager = blend(trained, request).strips
+    eager_inpainting = inpaint_run(trained, "sample:1", "right-half", steps=10, num=2).completions
+    unguided = blend(trained, dataclasses.replace(request, guidance=0.0)).strips
+    assert (unguided - eager).abs().max() > 1e-3  # the guidance term took part
+    on_path(COMPILED)
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # each network compiled once
-        compiled = blend_run(trained, request, guide, fast=fast)
+        compiled = blend(trained, request).strips
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
-    unguided = blend_run(trained, dataclasses.replace(request, guidance=0.0), guide)
-    assert (unguided - eager).abs().max() > 1e-3  # the guidance term took part
-    plan = trained.plan("als", 10)
-    _, _, eager = inpaint_run(trained, "sample:1", "right-half", plan, num=2, seed=0)
-    _, _, compiled = inpaint_run(trained, "sample:1", "right-half", plan, num=2, seed=0, fast=fast)
-    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    compiled = inpaint_run(trained, "sample:1", "right-half", steps=10, num=2).completions
+    torch.testing.assert_close(compiled, eager_inpainting, rtol=1e-4, atol=1e-4)
 
 
 def test_a_bad_fast_path_switch_is_refused_in_one_line(run):
@@ -306,3 +317,49 @@ def test_a_bad_fast_path_switch_is_refused_in_one_line(run):
                  "--amp must be auto, on (or bf16) or off")
     one_line(runner.invoke(app, ["sample", "--run", str(run), "--compile", "bf16"]),
              "--compile must be auto, on or off")
+
+
+class _Touch:
+    """A pickle that, when loaded, creates a file: what a hostile compile cache could carry."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_compile_cache_from_elsewhere_runs_nothing_and_the_run_still_samples(run, tmp_path,
+                                                                              on_path, monkeypatch):
+    """A cache file is pickled code to torch. One this user did not sign (copied in with the
+    run folder, say) is ignored with one warning, its code never reached, and the network
+    compiles afresh; the file is then replaced by this user's own signed cache."""
+    import pickle
+
+    from pegasus.errors import PegasusWarning
+    from pegasus.fastpath.cache import MAGIC, load_artifacts, signed
+    from pegasus.fastpath.keys import WorkKey
+
+    proof = tmp_path / "the-payload-is-live"
+    pickle.loads(pickle.dumps(_Touch(proof)))
+    assert proof.exists()  # loading this payload does run code
+    marker = tmp_path / "ran"
+    trained = load_trained_run(run, device="cpu")
+    on_path(COMPILED)
+    file = WorkKey.of("sample", trained.config).compile_file(
+        run / "compile-cache", torch.device("cpu"), COMPILED, (2, 3, 16, 16))
+    file.parent.mkdir(exist_ok=True)
+    for hostile in (pickle.dumps(_Touch(marker)), MAGIC + b"\0" * 32 + pickle.dumps(_Touch(marker))):
+        file.write_bytes(hostile)
+        with pytest.warns(PegasusWarning, match="not signed by this user"):
+            assert not load_artifacts(file)
+        assert not marker.exists()
+    # aot_eager makes no artifacts of its own: torch's call stood in for, as in the test above.
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"kernels", None))
+    torch._dynamo.reset()
+    with pytest.warns(PegasusWarning, match="not signed by this user"):
+        images = trained.sample(2, 0, sampler="heun", steps=5)
+    assert torch.isfinite(images).all() and not marker.exists()
+    assert signed(file)  # this user's compile now

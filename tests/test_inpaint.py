@@ -11,7 +11,8 @@ from pegasus.errors import FieldError, UserError
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_eps
 from pegasus.samplers.plan import plan_sampler
-from pegasus.tasks.inpaint import builtin_mask, inpaint, read_mask
+from pegasus.tasks.inpaint import inpaint
+from pegasus.tasks.inputs import builtin_mask, read_mask
 from test_errors import one_line
 
 runner = CliRunner()
@@ -122,7 +123,8 @@ def test_inpaint_cli(run, tmp_path):
         result = runner.invoke(app, ["inpaint", "--run", str(run), "--image", image, "--mask", mask,
                                      "--num", "3", "--sampler", "pc", "--steps", "6", "--out", str(out)])
         assert result.exit_code == 0, result.output
-        assert Image.open(out).size == (6 * 18 + 2, 20)  # input, mask, kept, 3 completions
+        # input, mask, kept, 3 completions, each 16 px enlarged to 64 px so it can be seen
+        assert Image.open(out).size == (6 * 66 + 2, 68)
     base = ["inpaint", "--run", str(run), "--out", str(out), "--steps", "6", "--sampler", "pc"]
     (tmp_path / "bad.png").write_bytes(b"not an image")
     for args, needle in (([str(tmp_path / "bad.png")], "cannot read image"),
@@ -141,17 +143,17 @@ def test_inpaint_cli(run, tmp_path):
 
 
 def test_a_masked_blend_keeps_the_image_outside_the_mask_in_every_column(run):
-    from pegasus.run.trained import load_trained_run
-    from pegasus.tasks.blend import BlendRequest, blend_run
+    from pegasus.run.load import load_trained_run
+    from pegasus.tasks.blend import BlendRequest, blend
 
     trained = load_trained_run(run, device="cpu")
-    image = trained.sample(1, 3)[0]
+    image = trained.sample(1, 3)[0]  # what sample:3 names
     mask = builtin_mask("top", 16)
-    strips = blend_run(trained, BlendRequest(n=3, k=1, strips=2, image=image, mask=mask))
+    strips = blend(trained, BlendRequest(n=3, k=1, strips=2, image="sample:3", mask="top")).strips
     kept = (mask == 0).expand(3, 16, 16)
     for column in strips.flatten(0, 1):
         assert torch.equal(column[kept], image[kept])
     assert not torch.equal(strips[0, 0][~kept], strips[0, -1][~kept])  # the blended region moves
     with pytest.raises(FieldError, match="Langevin"):
-        blend_run(trained, BlendRequest(n=3, k=1, strips=2, image=image, mask=mask, sampler="cas",
-                                        steps=6))
+        blend(trained, BlendRequest(n=3, k=1, strips=2, image="sample:3", mask="top",
+                                    sampler="cas", steps=6))

@@ -6,26 +6,26 @@ import torch
 from pegasus.noise.techniques import (
     choose_eps,
     choose_gamma,
+    choose_schedule,
     max_pairwise_distance,
     overlap,
-    plan_schedule,
     variance_ratio,
 )
 
 
 def test_cifar10_levels_within_ten_percent_of_the_published_232():
-    plan = plan_schedule(dim=3072, sigma_max=50, steps_per_level=5, sigma_min=0.01)
+    plan = choose_schedule(dim=3072, sigma_max=50, steps_per_level=5, sigma_min=0.01)
     assert abs(plan.levels - 232) / 232 < 0.10, plan.levels
 
 
 def test_cifar10_eps_within_three_percent_given_232_levels():
-    plan = plan_schedule(dim=3072, sigma_max=50, steps_per_level=5, sigma_min=0.01, levels=232)
+    plan = choose_schedule(dim=3072, sigma_max=50, steps_per_level=5, sigma_min=0.01, levels=232)
     assert plan.levels == 232
     assert abs(plan.eps - 6.2e-6) / 6.2e-6 < 0.03, plan.eps
 
 
 def test_celeba_eps_within_three_percent_given_500_levels():
-    plan = plan_schedule(dim=64 * 64 * 3, sigma_max=90, steps_per_level=5, levels=500)
+    plan = choose_schedule(dim=64 * 64 * 3, sigma_max=90, steps_per_level=5, levels=500)
     assert abs(plan.eps - 3.3e-6) / 3.3e-6 < 0.03, plan.eps
 
 

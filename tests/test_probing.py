@@ -1,4 +1,4 @@
-"""Probing the fast path's uncompiled modes where the work runs (pegasus/probing.py): the
+"""Probing the fast path's uncompiled modes where the work runs (pegasus/fastpath/probe.py): the
 choice rule, the candidates, timing with a mode made slow on purpose, the record in the run
 folder, and the probe in sampling and training (forced on this CPU)."""
 
@@ -11,12 +11,15 @@ from torch import nn
 
 from pegasus.config import TrainConfig
 from pegasus.fastpath import probe as probing
-from pegasus.fastpath.compile import FastPath
-from pegasus.run.trained import RunDir, load_trained_run
-from pegasus.training.trainer import train
+from pegasus.fastpath.keys import WorkKey
+from pegasus.fastpath.rules import FastPath
+from pegasus.run.layout import RunDir
+from pegasus.run.load import load_trained_run
+from pegasus.training import train
 from tiny import tiny_config
 
 PLAIN, CL = FastPath(False, False, False), FastPath(False, True, False)
+KEY = WorkKey("sample", "slow-in", "{}", 4, 2)
 BF16, BF16_CL = FastPath(True, False, False), FastPath(True, True, False)
 
 
@@ -29,7 +32,7 @@ def test_the_fastest_wins_only_by_more_than_the_margin():
 
 
 def test_only_the_switches_left_at_auto_are_tried(monkeypatch):
-    from pegasus.fastpath import compile as compiling
+    from pegasus.fastpath import rules as compiling
 
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
     cuda = torch.device("cuda")
@@ -69,8 +72,8 @@ class SlowIn(nn.Module):
 def test_the_probe_picks_the_faster_layout_and_records_it(tmp_path, slow_channels_last):
     model, cpu, record = SlowIn(slow_channels_last), torch.device("cpu"), tmp_path / "fast-path.json"
     heard = []
-    workload = probing.scoring(model, 2, (3, 4, 4), cpu)
-    chosen = probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k",
+    workload = probing.sampling_workload(model, 2, (3, 4, 4), cpu)
+    chosen = probing.probe([PLAIN, CL], workload, model, cpu, record=record, key=KEY,
                            notify=heard.append)
     assert chosen == (PLAIN if slow_channels_last else CL)
     assert model.conv.weight.is_contiguous()  # left contiguous: the caller lays it out
@@ -86,11 +89,11 @@ def test_the_probe_picks_the_faster_layout_and_records_it(tmp_path, slow_channel
     # Once per run folder: the same key on the same device reads the record.
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(probing, "time_candidates", no_timing)
-        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
+        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key=KEY) == chosen
     # A damaged record costs a probe, not the work.
     for damaged in ("{not json", "[1, 2]", json.dumps({next(iter(json.loads(record.read_text()))): 3})):
         record.write_text(damaged)
-        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key="k") == chosen
+        assert probing.probe([PLAIN, CL], workload, model, cpu, record=record, key=KEY) == chosen
 
 
 def test_a_slow_start_does_not_count_against_the_first_candidate_timed(monkeypatch):
@@ -122,7 +125,7 @@ def test_a_mode_that_runs_out_of_memory_is_never_chosen(tmp_path):
         return call
 
     model = nn.Linear(1, 1)
-    chosen = probing.probe([PLAIN, BF16], workload, model, torch.device("cpu"),
+    chosen = probing.probe([PLAIN, BF16], workload, model, torch.device("cpu"), key=KEY,
                            notify=heard.append)
     assert chosen == BF16 and "eager float32 out of memory" in heard[0]
 
@@ -142,9 +145,9 @@ class DropoutBatchNorm(nn.Module):
 def test_the_training_probe_leaves_random_streams_and_buffers_as_they_were():
     model, cpu = DropoutBatchNorm().train(), torch.device("cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    workload = probing.training(model, 4, (3, 4, 4), torch.tensor([1.0, 0.5]))
+    workload = probing.training_workload(model, 4, (3, 4, 4), torch.tensor([1.0, 0.5]))
     torch.manual_seed(7)
-    probing.probe([PLAIN, CL], workload, model, cpu)
+    probing.probe([PLAIN, CL], workload, model, cpu, key=KEY)
     after_probe = torch.rand(3)
     torch.manual_seed(7)
     assert torch.equal(after_probe, torch.rand(3))  # the stream the run goes on drawing from
@@ -159,30 +162,31 @@ def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     RunDir(run).probes.unlink(missing_ok=True)
     heard = []
     trained = load_trained_run(run, device="cpu", notify=heard.append)
-    path = trained.fast_path(10, compile_="off", amp="auto", batch=3)
+    path = trained.job("heun", 5, num=3, compile_="off").path
     assert path in (PLAIN, CL) and len(heard) == 1 and "chosen: " in heard[0]
     (key,) = json.loads(RunDir(run).probes.read_text())
-    assert key.startswith("cpu|torch ") and "|sample|unet|" in key and "|3|" in key
+    assert key.startswith("cpu | torch ") and "sample, unet, " in key and "batch 3" in key
     again = load_trained_run(run, device="cpu", notify=heard.append)
-    assert again.fast_path(10, compile_="off", amp="auto", batch=3) == path and len(heard) == 1
-    images = again.sample(2, 0, plan=again.plan("heun", 5), score=again.score_fn(path))
-    assert torch.isfinite(images).all()
+    job = again.job("heun", 5, num=3, compile_="off")
+    assert job.path == path and len(heard) == 1
+    assert torch.isfinite(job.images(0)).all()
 
 
 def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypatch):
     """bf16 changes the images; a seed's images must not hang on a timing. On a GPU with bf16
     tensor cores (faked), sampling's candidates all keep the rule's bf16."""
-    from pegasus.fastpath import compile as compiling
+    from pegasus.fastpath import rules as compiling
 
     monkeypatch.setattr(compiling, "cuda_capability", lambda d: (9, 0))
     monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     offered = []
     monkeypatch.setattr(probing, "probe", lambda paths, *a, **k: offered.extend(paths) or paths[0])
     trained = load_trained_run(run, device="cpu")
-    assert trained.fast_path(10, compile_="off", amp="auto") == BF16
+    assert trained.job("heun", 5, num=2, compile_="off", amp="auto").path == BF16
     assert offered == [BF16, BF16_CL]  # amp as the rule says; both layouts timed
     offered.clear()
-    assert trained.fast_path(10, compile_="off", amp="off") == PLAIN and offered == [PLAIN, CL]
+    assert trained.job("heun", 5, num=2, compile_="off", amp="off").path == PLAIN
+    assert offered == [PLAIN, CL]
 
 
 def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monkeypatch):
@@ -196,7 +200,7 @@ def test_training_probes_without_touching_the_runs_random_streams(tmp_path, monk
                    on_start=lambda config, parameters, fast: started.append(fast))
     assert started == [PLAIN] and len(heard) == 1 and heard[0].startswith("fast path timed on cpu")
     (key,) = json.loads(RunDir(tmp_path / "probed").probes.read_text())
-    assert "|train|unet|" in key
+    assert "train, unet, " in key
     assert probed.losses == plain.losses
 
 
@@ -209,16 +213,15 @@ def test_training_and_sampling_probe_on_cuda(tmp_path):
     train(config, tmp_path / "r", tensorboard=False, notify=heard.append)
     assert [line for line in heard if line.startswith("fast path timed on ")]
     record = json.loads(RunDir(tmp_path / "r").probes.read_text())
-    assert any("|train|" in key for key in record)
+    assert any("| train, " in key for key in record)
     heard.clear()
     train(tiny_config('train.device="cuda"', "train.batch_size=8", "train.iters=8"),
           tmp_path / "r", resume=True, tensorboard=False, notify=heard.append)
     assert not [line for line in heard if line.startswith("fast path timed on ")]
     trained = load_trained_run(tmp_path / "r", device="cuda", notify=heard.append)
-    path = trained.fast_path(100, compile_="off", batch=8)
-    images = trained.sample(4, 0, plan=trained.plan("heun", 5), score=trained.score_fn(path))
+    images = trained.sample(4, 0, sampler="heun", steps=5, batch_size=8, compile_="off")
     assert torch.isfinite(images).all() and images.shape == (4, 3, 16, 16)
-    assert any("|sample|" in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
+    assert any("| sample, " in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
 
 
 def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
@@ -229,12 +232,12 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
     runner = CliRunner()
     monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     RunDir(run).probes.unlink(missing_ok=True)
-    load_trained_run(run, device="cpu").fast_path(10, compile_="off", batch=2)
+    load_trained_run(run, device="cpu").job("heun", 5, num=2, compile_="off")
     result = runner.invoke(app, ["device", "--run", str(run), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "device: cpu" in text and "amp auto: off" in text and "compile auto: off" in text
-    assert "fast path timings: 1" in text and "for sample|unet|" in text and "eager float32 " in text
+    assert "fast path timings: 1" in text and "for sample, unet, " in text and "eager float32 " in text
     report = json.loads(runner.invoke(app, ["device", "--run", str(run), "--device", "cpu",
                                             "--json"]).output)
     assert report["device"] == "cpu" and set(report["auto"]) == {"amp", "compile", "channels_last"}
@@ -244,7 +247,7 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
 
 
 def test_the_auto_rules_say_why_per_gpu(monkeypatch):
-    from pegasus.fastpath import compile as compiling
+    from pegasus.fastpath import rules as compiling
 
     for capability, amp, compile_ in (((9, 0), "on:", "on for long work"),
                                       ((7, 5), "off: compute capability 7.5", "on for long work"),

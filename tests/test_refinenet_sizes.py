@@ -8,9 +8,10 @@ import torch
 from pegasus.backbones.refinenet import RefineNet, auto_stages, stages_for
 from pegasus.config import list_presets, load_config
 from pegasus.errors import DatasetError
+from pegasus.model.build import build_score_model
 from pegasus.model.score import ScoreModel
 from pegasus.registry import get_backbone
-from pegasus.run.trained import build_score_model, run_config
+from pegasus.run.resume import run_config
 
 PUBLISHED = {"ncsnv2": 29_694_083, "deeper": 83_445_379, "deepest": 94_132_611}
 

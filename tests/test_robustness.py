@@ -16,7 +16,8 @@ from pegasus.cli import app
 from pegasus.errors import CheckpointError, RunError
 from pegasus.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from pegasus.run.lock import RunLock
-from pegasus.training.trainer import DivergedError, train
+from pegasus.training import train
+from pegasus.training.stops import DivergedError
 from test_errors import one_line
 from tiny import TINY, tiny_config
 

@@ -36,7 +36,7 @@ def test_geometric_sigmas_are_exact_at_both_ends_and_decreasing():
 def _run(seed: int, **kw):
     sigmas = geometric_sigmas(3.0, 0.05, 6)
     g = torch.Generator().manual_seed(seed)
-    x0 = torch.rand(16, 3, 4, 4, generator=g)  # the uniform prior (NOTES.md)
+    x0 = torch.rand(16, 3, 4, 4, generator=g)  # the uniform prior (docs/science.md)
     return annealed_langevin(_gaussian_score(0.5, 0.1), x0, sigmas, steps_per_level=3, eps=1e-4,
                              generator=g, **kw)
 
@@ -163,8 +163,8 @@ def test_graphed_sampler_matches_eager_on_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_batches_fill_the_free_memory_they_are_told_of_on_cuda(monkeypatch):
-    from pegasus.run.job import fill_gpu_batch_size
-    from pegasus.run.trained import build_score_model
+    from pegasus.fastpath.memory import sampling_batch_size as fill_gpu_batch_size
+    from pegasus.model.build import build_score_model
     from tiny import tiny_config
 
     device = torch.device("cuda")
@@ -187,7 +187,7 @@ def test_gpu_batches_fill_the_free_memory_they_are_told_of_on_cuda(monkeypatch):
 def test_gpu_batch_sizing_counts_the_fixed_memory_once(monkeypatch):
     """An evaluation's peak memory is fixed + batch x per_image (a fake allocator here): the
     batch is sized by the per-image part alone, with the fixed part taken off the free memory."""
-    from pegasus.run.job import fill_gpu_batch_size
+    from pegasus.fastpath.memory import sampling_batch_size as fill_gpu_batch_size
 
     fixed, per_image, free, shape = 300e6, 2e6, 40e9, (3, 32, 32)
     peak = {"now": 0}
@@ -239,8 +239,8 @@ def test_a_graphed_score_gives_the_plain_chain_of_every_sampler_and_captures_onc
 
 
 def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_steps(monkeypatch):
-    import pegasus.run.job as sampling
-    from pegasus.samplers import graphs
+    import tiny as sampling
+    from pegasus.fastpath import graphs
     from pegasus.samplers.plan import plan_sampler
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
@@ -260,8 +260,8 @@ def test_sampling_jobs_graph_the_network_once_for_samplers_that_do_not_capture_s
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
-    import pegasus.run.job as sampling
-    from pegasus.samplers import graphs
+    import tiny as sampling
+    from pegasus.fastpath import graphs
     from pegasus.samplers.plan import plan_sampler
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
@@ -283,9 +283,10 @@ def test_graphed_heun_and_cas_match_eager_on_cuda(monkeypatch):
 
 @pytest.mark.parametrize("sampler,captures", [("pc", 1), ("als", 1)])
 def test_an_inpainting_chain_is_graphed_as_a_sampling_job_is(monkeypatch, sampler, captures):
-    from pegasus.samplers import graphs
+    from pegasus.fastpath import graphs
     from pegasus.samplers.plan import plan_sampler
-    from pegasus.tasks.inpaint import builtin_mask, inpaint
+    from pegasus.tasks.inpaint import inpaint
+    from pegasus.tasks.inputs import builtin_mask
 
     schedule = Schedule(3.0, 0.05, 12, 2, 1e-3)
     plan, image, mask = plan_sampler(sampler, schedule, 9), torch.rand(3, 4, 4), builtin_mask("top", 4)
@@ -300,9 +301,10 @@ def test_an_inpainting_chain_is_graphed_as_a_sampling_job_is(monkeypatch, sample
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("sampler", ["pc", "als"])
 def test_graphed_inpainting_matches_eager_on_cuda(monkeypatch, sampler):
-    from pegasus.samplers import graphs
+    from pegasus.fastpath import graphs
     from pegasus.samplers.plan import plan_sampler
-    from pegasus.tasks.inpaint import builtin_mask, inpaint
+    from pegasus.tasks.inpaint import inpaint
+    from pegasus.tasks.inputs import builtin_mask
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ELU(),
                               torch.nn.Conv2d(8, 3, 3, padding=1)).cuda()

@@ -14,7 +14,7 @@ ActName = Literal["elu", "silu"]
 
 
 class InstanceNormPlus(nn.Module):
-    """InstanceNorm++ (NCSNv2, Song & Ermon 2020, appendix B; NOTES.md).
+    """InstanceNorm++ (NCSNv2, Song & Ermon 2020, appendix B; docs/science.md).
 
     out_c = gamma_c ((x - mu_c)/sqrt(s_c^2 + e) + alpha_c (mu_c - mean(mu))/sqrt(var(mu) + e)) + beta_c
 

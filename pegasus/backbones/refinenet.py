@@ -1,4 +1,4 @@
-"""The NCSNv2 RefineNet score network (Song & Ermon 2020; NOTES.md "The NCSNv2 network").
+"""The NCSNv2 RefineNet score network (Song & Ermon 2020; docs/science.md, "The NCSNv2 network").
 
 One builder serves every resolution: the encoder is a list of stages, each two pre-activation
 residual blocks (norm, ELU, conv), and one RefineBlock per stage fuses it with the coarser

@@ -1,4 +1,4 @@
-"""The winged-horses U-Net (NOTES.md "The winged-horses U-Net"), after the DDPM U-Net.
+"""The winged-horses U-Net (docs/science.md, "The winged-horses U-Net"), after the DDPM U-Net.
 
 Three down levels (residual block, average pool, linear self-attention), a middle (residual
 block, attention, residual block) and three up levels (nearest upsample, residual block, linear

@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from pegasus import __version__
 from pegasus.errors import FieldError, PegasusWarning, UserError
+from pegasus.version import __version__
 
 try:  # recent typer releases vendor click; older ones depend on click itself
     from typer._click.exceptions import ClickException
@@ -167,18 +167,37 @@ def sampling_progress(progress, description: str, total: int):
     return lambda info: progress.advance(task)
 
 
-# --run-dir is the same option: torchrun's own parser takes a bare --run for its --run-path.
-RunOpt = Annotated[Path, typer.Option(
-    "--run", "--run-dir", file_okay=False,
-    help="Run folder (config.toml, checkpoints/, samples/, logs/).")]
-OptionalRunOpt = Annotated[Path | None, typer.Option(
-    "--run", "--run-dir", file_okay=False,
-    help="Run folder to draw from (its latest checkpoint).")]
-WeightsOpt = Annotated[Path | None, typer.Option(
-    exists=True, dir_okay=False, help="Exported weights (.safetensors) instead of a run folder.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed: the same seed gives the same images.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. model.ngf=64."),
-]
+class EvaluationBars:
+    """Progress bars for the library's sampling work (a signatures.ProgressBar): each piece of
+    work it announces (a sampling job, each of a blend's runs) gets a bar over its network
+    evaluations. Nothing shows before the first announcement, so an error found while checking
+    the input comes alone."""
+
+    def __init__(self) -> None:
+        self.progress, self.started = progress_bar(), False
+
+    def __call__(self, description: str, total: int):
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        return sampling_progress(self.progress, description, total)
+
+    def __enter__(self) -> EvaluationBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+def load_model(run: Path | None = None, checkpoint: Path | None = None,
+               weights: Path | None = None, device: str = "auto"):
+    """The pegasus.api.Model that --run, --checkpoint and --weights name."""
+    from pegasus.api import load_run
+    from pegasus.errors import RunError
+
+    if weights is not None and (run is not None or checkpoint is not None):
+        raise RunError("give a weights file or a run (or checkpoint), not both")
+    if weights is None and run is None and checkpoint is None:
+        raise RunError("give a run folder (--run), a checkpoint or a weights file")
+    return load_run(run, checkpoint, weights=weights, device=device, warn=warn, notify=note)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from pegasus.cli.app import DeviceOpt, OptionalRunOpt, app, console, examples, user_errors, warn
+from pegasus.cli.app import app, console, examples, user_errors, warn
+from pegasus.cli.options import DeviceOpt, OptionalRunOpt
 from pegasus.errors import UserError
 
 
@@ -99,7 +100,7 @@ def sigmas(
         import tomli_w
 
         from pegasus.atomic import atomic_write, check_writable
-        from pegasus.noise.techniques import max_pairwise_distance, plan_schedule
+        from pegasus.noise.techniques import choose_schedule, max_pairwise_distance
 
         if dataset is None and (dim is None or sigma_max is None):
             raise UserError("give --dataset (with --classes and --res), or --dim and --sigma-max")
@@ -120,17 +121,17 @@ def sigmas(
                 console.print(f"technique 1 on {len(images)} images: {time.perf_counter() - start:.2f} s",
                               highlight=False)
         try:
-            plan = plan_schedule(dim, sigma_max, steps_per_level, sigma_min, levels)
+            chosen = choose_schedule(dim, sigma_max, steps_per_level, sigma_min, levels)
         except ValueError as e:
             raise UserError(str(e)) from None
-        for name, value in [("dimension", plan.dim), ("sigma_1", f"{plan.sigma_max:.4g}"),
-                            ("sigma_L", f"{plan.sigma_min:.4g}"), ("gamma", f"{plan.gamma:.5f}"),
-                            ("levels", plan.levels), ("steps per level", plan.steps_per_level),
-                            ("eps", f"{plan.eps:.3g}"), ("r(eps)", f"{plan.ratio:.4f}"),
-                            ("evaluations per sample", plan.levels * plan.steps_per_level + 1)]:
+        for name, value in [("dimension", chosen.dim), ("sigma_1", f"{chosen.sigma_max:.4g}"),
+                            ("sigma_L", f"{chosen.sigma_min:.4g}"), ("gamma", f"{chosen.gamma:.5f}"),
+                            ("levels", chosen.levels), ("steps per level", chosen.steps_per_level),
+                            ("eps", f"{chosen.eps:.3g}"), ("r(eps)", f"{chosen.ratio:.4f}"),
+                            ("evaluations per sample", chosen.levels * chosen.steps_per_level + 1)]:
             console.print(f"{name}: {value}", highlight=False)
         if write is not None:
-            atomic_write(write, lambda f: tomli_w.dump({"noise": plan.as_config()}, f))
+            atomic_write(write, lambda f: tomli_w.dump({"noise": chosen.as_config()}, f))
             console.print(f"wrote {write}", highlight=False)
 
 
@@ -176,6 +177,22 @@ def backbones() -> None:
 
 def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+@app.command(epilog=examples("pegasus samplers", "pegasus sample --run runs/demo --sampler heun --steps 29"))
+def samplers() -> None:
+    """Show each sampler: what it is, its default budget, and what it can do."""
+    from pegasus.samplers import SAMPLERS, sampler_spec
+
+    table = Table("sampler", "evaluations by default", "starts at", "injects noise", "inpaints",
+                  "what it is")
+    for name in SAMPLERS:
+        spec = sampler_spec(name)
+        budget = "the run's schedule: L*T + 1" if spec.default_steps is None else str(spec.default_steps)
+        start = "uniform noise" if spec.start == "uniform" else "data mean + sigma_1 z"
+        noise = "yes" if spec.stochastic({}) else "no (an ODE)"
+        table.add_row(name, budget, start, noise, "yes" if spec.inpaints else "no", spec.summary)
+    console.print(table)
 
 
 @app.command(epilog=examples("pegasus device", "pegasus device --run runs/demo",

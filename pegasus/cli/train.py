@@ -8,20 +8,8 @@ from typing import Annotated
 
 import typer
 
-from pegasus.cli.app import (
-    DeviceOpt,
-    RunOpt,
-    SeedOpt,
-    SetOpt,
-    StepsBar,
-    app,
-    console,
-    err_console,
-    examples,
-    note,
-    user_errors,
-    warn,
-)
+from pegasus.cli.app import StepsBar, app, console, err_console, examples, note, user_errors, warn
+from pegasus.cli.options import DeviceOpt, RunOpt, SeedOpt, SetOpt
 
 # The config field each flag of `train` sets, so errors about a field name the flag.
 TRAIN_FLAGS = {"data.dataset": "--dataset", "data.classes": "--classes", "data.res": "--res",
@@ -57,8 +45,8 @@ def train(
 ) -> None:
     """Train a score network; Ctrl-C saves a checkpoint and stops (continue with --resume)."""
     with user_errors(TRAIN_FLAGS):
-        from pegasus.run.trained import run_config
-        from pegasus.training.trainer import train as run_training
+        from pegasus.run.resume import run_config
+        from pegasus.training import train as run_training
 
         flags = {"data.dataset": dataset, "data.classes": classes, "data.res": res,
                  "data.data_dir": data_dir, "model.backbone": backbone, "train.iters": iters,
@@ -101,7 +89,7 @@ def train(
 def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,
                       device: str) -> None:
     with user_errors({"iters": "--iters", "batch_size": "--batch-size"}):
-        from pegasus.model.classifier import train_for_run
+        from pegasus.training.guide import train_for_run
 
         with StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,

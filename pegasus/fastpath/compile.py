@@ -1,199 +1,26 @@
-"""The GPU fast path: the score network under bf16 autocast, channels_last where the backbone
-declares it pays (on a CPU too: the RefineNet gains on an H100 and on oneDNN CPUs alike), cuDNN's
-algorithm search, and torch.compile, with the compiled artifacts cached beside the run so the
-second `pegasus sample` (or a resumed training) of a run does not pay the compile again.
+"""torch.compile for the score network (and a guided step's classifier), each input shape's
+compile kept in the run folder (signed: cache.py) so that the second `pegasus sample` of a run,
+or a resumed training, loads it instead of compiling again. Should torch.compile fail (no
+working compiler on the machine), the work goes on uncompiled with a warning: compiling is an
+optimisation, as the cache is.
 
-What stays float32: the Langevin update, the state and the 1/sigma scaling (ScoreModel divides
-the network's output in float32), so bf16 touches the network's arithmetic only. A guided step's
-classifier is compiled with the network but kept float32: it is a small network, so bf16 would
-save little, and its input gradient is the guidance term itself.
-
-Which GPUs: bf16 autocast ("auto") only where the GPU has bf16 tensor cores (compute capability
-8.0, Ampere, and later; older ones lack them, and torch emulates bf16 there), and compilation
-only where inductor's GPU code generator, Triton, runs (compute capability 7.0 and later): a P100
-or a T4, as free notebooks lend, gets the float32 path rather than a slower one or a compiler
-error. Should torch.compile fail anyway (no working compiler on the machine), the work goes on
-uncompiled with a warning: compiling is an optimisation, as the cache below is. These rules
-give the declared path; uncompiled on a GPU, pegasus/probing.py then times the switches left at
-"auto" there (in sampling, the layout only) and keeps a mode only if it is faster.
-
-When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
-saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
-evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
-compile took 31 s and saved 15 ms per evaluation at batch 100 (shared/gpu/FIGURES.md), so it
-repays itself after about 2,000 evaluations. Loading a cached compile costs less (how much is
-still to be measured on a GPU: bench/gpu_checks.sh second).
-
-When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
-TRAIN_AUTO_MIN_STEPS steps remain to run. On an H100 the RefineNet CIFAR-10 preset's first
-training compile took 146 s and then saved 12.3 ms a step (58.3 -> 46.0 ms, FIGURES.md), so an
-uncached compile repays itself after about 12,000 steps. Once the run folder holds that compile
-(a resumed run, or one that compiled before), at least TRAIN_CACHED_MIN_STEPS steps suffice:
-loading is to take at most 15 s (issue 16's target for a second start, still to be measured on
-a GPU), which 12.3 ms a step repays in about 1,200 steps.
+A guided step's classifier is compiled with the network but kept float32: it is a small
+network, so bf16 would save little, and its input gradient is the guidance term itself.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from pegasus.devices import device_name
-from pegasus.errors import FieldError, PegasusWarning, first_line
+from pegasus.errors import PegasusWarning, first_line
+from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
+from pegasus.fastpath.keys import WorkKey
+from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.signatures import ScoreFn
-
-AUTO_MIN_EVALUATIONS = 2000
-TRAIN_AUTO_MIN_STEPS = 20_000
-TRAIN_CACHED_MIN_STEPS = 2_000
-# A switch's values; amp also takes "bf16", the word train.amp uses for on.
-SWITCHES = {"auto": None, "on": True, "bf16": True, "off": False}
-BF16_MIN_CAPABILITY = (8, 0)  # bf16 tensor cores (Ampere)
-COMPILE_MIN_CAPABILITY = (7, 0)  # Triton's oldest GPUs (Volta)
-
-
-def cuda_capability(device: torch.device) -> tuple[int, int] | None:
-    """The CUDA device's compute capability; None off CUDA."""
-    return tuple(torch.cuda.get_device_capability(device)) if device.type == "cuda" else None
-
-
-def bf16_pays(device: torch.device) -> bool:
-    """`amp = "auto"`'s rule, for sampling and training alike: on GPUs with bf16 tensor cores.
-    Not on CPUs: bf16 sampling paid on this project's CPU, which has AMX units, but bf16 training
-    there ran at half the float32 speed (bench/README.md), and most CPUs have no such units."""
-    capability = cuda_capability(device)
-    return capability is not None and capability >= BF16_MIN_CAPABILITY
-
-
-def _switch(value: bool | str, auto: bool) -> bool:
-    """A switch's value (True/False or a word of SWITCHES) as set, or `auto` on "auto"."""
-    want = value if isinstance(value, bool) else SWITCHES[value]
-    return auto if want is None else want
-
-
-def bf16_on(device: torch.device, amp: bool | str) -> bool:
-    """Whether the network runs under bf16 autocast on `device` for the switch value `amp`:
-    as set, or by `bf16_pays` on "auto"."""
-    return _switch(amp, bf16_pays(device))
-
-
-def compiler_runs(device: torch.device) -> bool:
-    """Whether "auto" may compile on `device` at all: CUDA GPUs that Triton supports."""
-    capability = cuda_capability(device)
-    return capability is not None and capability >= COMPILE_MIN_CAPABILITY
-
-
-def auto_rules(device: torch.device) -> dict[str, str]:
-    """What each "auto" switch does on `device`, and why, in words (`pegasus device`)."""
-    capability = cuda_capability(device)
-    gpu = None if capability is None else f"compute capability {capability[0]}.{capability[1]}"
-    if bf16_pays(device):
-        amp = f"on: {gpu} has bf16 tensor cores"
-    elif gpu is None:
-        amp = ("off: most CPUs lack bf16 units, and on this project's CPU, which has them, bf16 "
-               "training ran at half the float32 speed")
-    else:
-        amp = f"off: {gpu} has no bf16 tensor cores (they came with 8.0)"
-    if compiler_runs(device):
-        compile_ = (f"on for long work: sampling {AUTO_MIN_EVALUATIONS:,} evaluations or more, "
-                    f"training {TRAIN_AUTO_MIN_STEPS:,} steps left or more "
-                    f"({TRAIN_CACHED_MIN_STEPS:,} once the run folder caches the compile)")
-    elif gpu is None:
-        compile_ = "off: on a CPU inductor's C++ build costs more than it saves at these sizes"
-    else:
-        compile_ = f"off: Triton does not support {gpu} (it needs 7.0)"
-    layout = "as each backbone declares (pegasus backbones)"
-    if device.type == "cuda":
-        layout += ("; uncompiled, channels_last (and, in training, bf16) are then timed once "
-                   "per run")
-    return {"amp": amp, "compile": compile_, "channels_last": layout}
-
-
-def check_switches(**switches: str) -> None:
-    """Each of the fast path's switches is auto, on or off (amp: bf16 for on, too)."""
-    for name, value in switches.items():
-        if value not in SWITCHES or (value == "bf16" and name != "amp"):
-            words = "auto, on (or bf16) or off" if name == "amp" else "auto, on or off"
-            raise FieldError(name, f"must be {words}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class FastPath:
-    amp: bool  # bf16 autocast for the network
-    channels_last: bool
-    compile: bool
-    backend: str = "inductor"  # torch.compile's backend (tests on CPU use aot_eager)
-
-    @classmethod
-    def choose(cls, device: torch.device, channels_last: bool, evaluations: int,
-               compile_: str = "auto", amp: str = "auto") -> FastPath:
-        """The fast path for `evaluations` network evaluations on `device` (see the module's
-        rule) for a backbone that declares `channels_last`; `compile_` and `amp` are "auto",
-        "on" or "off"."""
-        check_switches(compile=compile_, amp=amp)
-        return cls._settle(device, channels_last, amp=amp, channels_last="auto", compile_=compile_,
-                           long=evaluations >= AUTO_MIN_EVALUATIONS)
-
-    @classmethod
-    def for_training(cls, device: torch.device, channels_last: bool, train, steps: int,
-                     cached: Callable[[FastPath], bool] = lambda path: False) -> FastPath:
-        """Training's fast path on `device` for a backbone that declares `channels_last`, by the
-        config's `train.amp`, `train.channels_last` and `train.compile`, with `steps` steps
-        still to run; `cached(path)` says whether the run folder holds that path's compile
-        (the module's rule)."""
-        def settle(long: bool) -> FastPath:
-            return cls._settle(device, channels_last, amp=train.amp,
-                               channels_last=train.channels_last, compile_=train.compile, long=long)
-
-        path = settle(steps >= TRAIN_AUTO_MIN_STEPS)
-        if not path.compile and steps >= TRAIN_CACHED_MIN_STEPS:
-            compiled = settle(True)  # what "auto" would compile, were the run long enough
-            if compiled.compile and cached(compiled):
-                return compiled
-        return path
-
-    @classmethod
-    def _settle(cls, device: torch.device, declared: bool, *, amp, channels_last, compile_,
-                long: bool) -> FastPath:
-        """Each switch as set (True/False or a word of SWITCHES), or by its "auto" rule: bf16 where
-        it pays, channels_last as the backbone `declared`, compiling for `long` work where the
-        compiler runs. The one place these rules are applied, for sampling and training alike."""
-        return cls(amp=bf16_on(device, amp),
-                   channels_last=_switch(channels_last, declared),
-                   compile=_switch(compile_, long and compiler_runs(device)))
-
-    def autocast(self, device: torch.device):
-        """The context the network runs in on `device`: bf16 autocast when `amp`, else none."""
-        return (torch.autocast(device.type, dtype=torch.bfloat16) if self.amp
-                else contextlib.nullcontext())
-
-    def describe(self) -> str:
-        parts = [name for name, on in (("bf16 autocast", self.amp),
-                                       ("channels_last", self.channels_last),
-                                       ("torch.compile", self.compile)) if on]
-        return ", ".join(parts) if parts else "eager float32"
-
-
-@contextlib.contextmanager
-def conv_autotuning(device: torch.device):
-    """cuDNN's benchmark mode on CUDA for the duration: for each new input shape it times the
-    candidate convolution algorithms once and keeps the fastest. Sampling and training repeat
-    one shape thousands of times (sampling.equal_batches), so the search repays itself at once;
-    the NCSNv2 reference code turns it on for its whole process (main.py). Elsewhere, nothing."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
 
 
 class UncompiledOnFailure:
@@ -231,21 +58,13 @@ def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
                   PegasusWarning, stacklevel=3)
 
 
-def cache_file(folder: Path, model: torch.nn.Module, device: torch.device, key: str) -> Path:
-    """Where in `folder` (a run's compile cache) a compile of this network, described by `key`,
-    on this device and torch is kept."""
-    named = f"{torch.__version__}|{device_name(device)}|{key}|{type(model).__name__}"
-    digest = hashlib.sha256(named.encode())
-    return Path(folder) / f"{digest.hexdigest()[:16]}.bin"
-
-
 def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
-               cache: Path | None = None, key: str = "",
+               cache: Path | None = None, key: WorkKey | None = None,
                notify: Callable[[str], None] | None = None) -> ScoreFn:
-    """The score function sampling should call on `device` under `path`. With a `cache` folder,
-    each input shape's compile (torch.compile specialises on shapes) is loaded from its own
-    file there before its first evaluation and saved there after it; `key` names the network.
-    `notify` hears, before each shape's first evaluation, whether it compiles or loads: the
+    """The score function sampling calls on `device` under `path`. With a `cache` folder (a
+    run's) and the `key` of the work, each input shape's compile (torch.compile specialises on
+    shapes) is loaded from its own file there before its first evaluation and saved there after
+    it. `notify` hears, before each shape's first evaluation, whether it compiles or loads: the
     one wait of the work that no progress bar moves through."""
     if path.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -260,39 +79,31 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
         if path.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         shape = tuple(x.shape)
-        first = path.compile and shape not in seen
         file = None
-        if first:
+        if path.compile and shape not in seen:
             seen.add(shape)
-            if cache is not None:
-                file = cache_file(cache, model, device, f"{key}|{path}|{shape}")
+            if cache is not None and key is not None:
+                file = key.compile_file(cache, device, path, shape)
             if notify is not None:
                 notify(compile_notice(len(x), file))
             load_artifacts(file)  # torch.compile compiles lazily: at the call below
         # cuDNN picks its algorithms at a shape's first (warm-up) call, before any graph capture.
         with autocast, conv_autotuning(device):
             out = network(x, sigma)  # float32: the score model divides by sigma in float32
-        if file is not None and not file.is_file() and not network.failed:
+        if file is not None and not signed(file) and not network.failed:
             save_artifacts(file)
         return out
 
     return score
 
 
-def compile_notice(batch: int, cache: Path | None) -> str:
+def compile_notice(batch: int, file: Path | None) -> str:
     """What a shape's first compiled evaluation is about to do, for a user waiting on it."""
-    if cache is not None and cache.is_file():
+    if signed(file):
         return f"loading the network compiled for batch {batch} from the run's compile cache"
-    kept = ("it is kept in the run folder for the next run" if cache is not None
+    kept = ("it is kept in the run folder for the next run" if file is not None
             else "exported weights keep no compile cache")
     return f"compiling the network for batch {batch}, once: {kept}"
-
-
-def load_artifacts(cache: Path | None) -> None:
-    """Put an earlier process's compile of the same network in place before torch.compile
-    traces, so its kernels are loaded instead of generated."""
-    if cache is not None and cache.is_file():
-        torch.compiler.load_cache_artifacts(cache.read_bytes())
 
 
 def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
@@ -304,19 +115,3 @@ def fast_log_prob(classifier: torch.nn.Module, path: FastPath | None):
         return classifier.log_prob
     return UncompiledOnFailure(
         torch.compile(classifier.log_prob, backend=path.backend, dynamic=False), classifier.log_prob)
-
-
-def save_artifacts(cache: Path) -> None:
-    """Everything this process compiled so far, as one file for `load_artifacts`. A cache is
-    an optimisation: if torch cannot serialise it (or the folder cannot be written), the work
-    goes on uncached, with a warning, rather than losing a training run or a sampling job."""
-    from pegasus.atomic import atomic_write
-
-    try:
-        artifacts = torch.compiler.save_cache_artifacts()
-        if artifacts is not None:
-            data, _ = artifacts
-            atomic_write(cache, lambda f: f.write(data))
-    except Exception as e:  # noqa: BLE001 - any failure of an optional cache
-        warnings.warn(f"the compile was not cached ({cache}): {type(e).__name__}: {e}",
-                      PegasusWarning, stacklevel=2)

@@ -9,14 +9,9 @@ it with the sampler's inputs copied into its static buffers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from pegasus.signatures import ScoreFn
-
-Step = Callable[[], None]
-Capture = Callable[[Step], Step]
+from pegasus.signatures import Capture, ScoreFn, Step
 
 
 def cuda_graph_capture(step: Step) -> Step:

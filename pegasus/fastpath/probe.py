@@ -3,8 +3,9 @@ timed evaluations before the work starts, kept in the run folder so that a run p
 
 Why: the declared choices (bf16 autocast where the GPU has bf16 tensor cores, channels_last where
 the backbone says it pays) were measured on one H100 at one size. There, channels_last made the
-U-Net 0.80x of eager float32 and bf16 alone only 1.05x (shared/gpu/FIGURES.md), and its fast
-path trained at 0.86x, so another GPU, width or resolution can put a declared mode below float32.
+U-Net 0.80x of eager float32 and bf16 alone only 1.05x (bench/README.md, "H100 figures of the
+earlier fast path"), and its fast path trained at 0.86x, so another GPU, width or resolution can
+put a declared mode below float32.
 Timing the candidates where the work runs keeps a slower one from being chosen.
 
 What is probed: in training, each switch left at "auto" (amp only where bf16 pays at all), both
@@ -32,7 +33,8 @@ from pathlib import Path
 import torch
 
 from pegasus.devices import device_name
-from pegasus.fastpath.compile import FastPath, bf16_pays, conv_autotuning
+from pegasus.fastpath.keys import WorkKey
+from pegasus.fastpath.rules import FastPath, bf16_pays, conv_autotuning
 from pegasus.model.loss import dsm_loss
 
 WARMUP = 2  # calls before a candidate's first timing: cuDNN's algorithm search, first blocks
@@ -41,7 +43,7 @@ ROUNDS = 2  # interleaved rounds, the best of each candidate's counting: a GPU's
 # a neighbour's burst then hits every candidate alike instead of the first one timed
 MARGIN = 0.03  # a mode must beat the plainest by 3% to be chosen: what timing noise can fake
 # Sampling is timed at no more images than this: past about 100 a GPU is saturated, and on the
-# H100 the modes ranked the same at 100 and 1,000 images (FIGURES.md), at a tenth of the probe.
+# H100 the modes ranked the same at 100 and 1,000 images (bench/README.md), at a tenth of the cost.
 SAMPLING_BATCH = 256
 
 Workload = Callable[[FastPath], Callable[[], object]]
@@ -58,7 +60,7 @@ def probes(device: torch.device, path: FastPath, setting: bool | str = "auto") -
 
 def candidates(path: FastPath, device: torch.device, *, amp, channels_last) -> list[FastPath]:
     """`path` with each switch whose setting (`amp`, `channels_last`) is "auto" tried both ways;
-    bf16 only where it pays at all (compiling.bf16_pays). The plainest candidate comes first."""
+    bf16 only where it pays at all (rules.bf16_pays). The plainest candidate comes first."""
     amps = [False, True] if amp == "auto" and bf16_pays(device) else [path.amp]
     layouts = [False, True] if channels_last == "auto" else [path.channels_last]
     return [dataclasses.replace(path, amp=a, channels_last=c) for a in amps for c in layouts]
@@ -115,8 +117,8 @@ def _layout(model: torch.nn.Module, x: torch.Tensor, path: FastPath) -> torch.Te
     return x.contiguous(memory_format=fmt)
 
 
-def scoring(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
-            device: torch.device) -> Workload:
+def sampling_workload(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
+                      device: torch.device) -> Workload:
     """One evaluation of the score network on a batch, as sampling runs it."""
     x = torch.rand(batch, *shape, device=device)
     sigma = torch.ones(batch, device=device)
@@ -134,8 +136,8 @@ def scoring(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
     return workload
 
 
-def training(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
-             sigmas: torch.Tensor) -> Workload:
+def training_workload(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
+                      sigmas: torch.Tensor) -> Workload:
     """The loss's forward and backward on a batch, as a training step runs them (Adam and EMA
     do not depend on the mode). Its noise comes from a generator of its own, so the run's
     random streams are untouched."""
@@ -158,16 +160,16 @@ def training(model: torch.nn.Module, batch: int, shape: tuple[int, ...],
 
 
 def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
-          device: torch.device, *, record: Path | None = None, key: str = "",
+          device: torch.device, *, key: WorkKey, record: Path | None = None,
           notify: Callable[[str], None] | None = None) -> FastPath:
     """The fastest of `paths` (candidates' order) for `workload`; with one candidate, that one,
-    untimed. With a `record` file (the run's, RunDir.probes), a choice made before under the
+    untimed. With a `record` file (the run's, RunDir.probes), a choice made before for the
     same `key` on the same GPU and torch is reused instead of timing again. The model is left
     in contiguous memory format: the caller lays it out for the chosen path."""
     if len(paths) < 2:
         return paths[0]
     name = device_name(device)
-    full_key = f"{name}|torch {torch.__version__}|{key}|{[p.describe() for p in paths]}"
+    full_key = key.on(device, [p.describe() for p in paths])
     known = read_record(record)
     entry = known.get(full_key)
     made = entry.get("chosen") if isinstance(entry, dict) else None
@@ -188,7 +190,7 @@ def probe(paths: list[FastPath], workload: Workload, model: torch.nn.Module,
         notify(f"fast path timed on {name}: {timed}; chosen: {chosen.describe()}")
     if record is not None:  # the fields after "chosen" are for readers (`pegasus device`)
         known[full_key] = {"chosen": chosen.describe(), "gpu": name, "torch": torch.__version__,
-                           "work": key, "ms": {p.describe(): round(1e3 * t, 3) if math.isfinite(t)
+                           "work": key.describe(), "ms": {p.describe(): round(1e3 * t, 3) if math.isfinite(t)
                                                else None for p, t in times.items()}}
         _write(record, known)
     return chosen

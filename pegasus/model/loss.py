@@ -1,4 +1,4 @@
-"""Denoising score matching loss (NCSNv2, NOTES.md "Training loss").
+"""Denoising score matching loss (NCSNv2, docs/science.md, "The score and its loss").
 
 For each sample draw a level index uniformly, z ~ N(0, I), x~ = x + sigma z, and
     loss = 1/2 * || sigma * s(x~, sigma) + z ||^2

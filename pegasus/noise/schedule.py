@@ -1,5 +1,5 @@
 """The noise schedule: the geometric sigma sequence a run trains on plus the settings its
-annealed Langevin sampler uses (NCSNv2, NOTES.md). One object, validated in one place.
+annealed Langevin sampler uses (NCSNv2, docs/science.md). One object, validated in one place.
 
 Levels are ordered sigma_1 > sigma_2 > ... > sigma_L: index 0 is the largest noise.
 """

@@ -1,5 +1,5 @@
 """Noise for the samplers: standard normal streams from a generator, and seeded per-image
-streams (each image's uniform prior of annealed Langevin, NOTES.md, and its noise) that make
+streams (each image's uniform prior of annealed Langevin, docs/science.md, and its noise) that make
 an image independent of how many images are drawn with it and how they are batched."""
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ class ImageStreams:
         for row, g in zip(x, self.generators, strict=True):
             torch.randn(tuple(shape), generator=g, device=self.device, out=row)
         return x
+
+    def starting_draws(self, shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's uniform and standard normal starting draws, in the one order every chain
+        of pegasus takes them: the uniform prior, then the normal draw, then the sampler's noise
+        (so a blend's column 0 is the image `pegasus sample` draws with that seed)."""
+        return self.prior(shape), self.normal(shape)
 
     def noise_sampler(self, shape: Sequence[int]) -> NoiseSampler:
         """Standard normal noise for the batch, each row from its image's generator, into one

@@ -1,4 +1,4 @@
-"""Choosing the noise schedule from the data: NCSNv2 Techniques 1, 2 and 4 (NOTES.md).
+"""Choosing the noise schedule from the data: NCSNv2 Techniques 1, 2 and 4 (docs/science.md).
 
 The reference implementation hard-codes its schedules; this module derives them.
 - Technique 1: sigma_1 = the largest Euclidean distance between two training images.
@@ -19,7 +19,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class NoisePlan:
+class ChosenSchedule:
     dim: int
     sigma_max: float
     sigma_min: float
@@ -108,13 +108,13 @@ def choose_eps(gamma: float, sigma_min: float, steps: int) -> float:
     return math.exp(best)
 
 
-def plan_schedule(
+def choose_schedule(
     dim: int,
     sigma_max: float,
     steps_per_level: int,
     sigma_min: float = 0.01,
     levels: int | None = None,
-) -> NoisePlan:
+) -> ChosenSchedule:
     """Techniques 2 and 4 for data of dimension `dim` and a given sigma_1. Given `levels`, the
     ratio follows from it and only eps is chosen."""
     if not sigma_max > sigma_min > 0:
@@ -127,7 +127,7 @@ def plan_schedule(
         raise ValueError(f"levels must be at least 2, got {levels}")
     gamma = (sigma_max / sigma_min) ** (1 / (levels - 1))
     eps = choose_eps(gamma, sigma_min, steps_per_level)
-    return NoisePlan(dim, sigma_max, sigma_min, gamma, levels, steps_per_level, eps,
+    return ChosenSchedule(dim, sigma_max, sigma_min, gamma, levels, steps_per_level, eps,
                      variance_ratio(eps, gamma, sigma_min, steps_per_level))
 
 
@@ -147,7 +147,7 @@ def max_pairwise_distance(images: torch.Tensor, chunk: int = 1024) -> float:
     return float(best.clamp_min(0).sqrt())
 
 
-def plan_for_images(noise, images: torch.Tensor):
+def choose_for_images(noise, images: torch.Tensor):
     """A NoiseConfig with its "auto" fields filled in from the training images."""
     import dataclasses
 
@@ -156,6 +156,6 @@ def plan_for_images(noise, images: torch.Tensor):
     dim = images[0].numel()
     sigma_max = max_pairwise_distance(images) if noise.sigma_max == "auto" else noise.sigma_max
     levels = None if noise.levels == "auto" else noise.levels
-    plan = plan_schedule(dim, sigma_max, noise.steps_per_level, noise.sigma_min, levels)
-    eps = plan.eps if noise.eps == "auto" else noise.eps
-    return dataclasses.replace(noise, sigma_max=sigma_max, levels=plan.levels, eps=eps)
+    chosen = choose_schedule(dim, sigma_max, noise.steps_per_level, noise.sigma_min, levels)
+    eps = chosen.eps if noise.eps == "auto" else noise.eps
+    return dataclasses.replace(noise, sigma_max=sigma_max, levels=chosen.levels, eps=eps)

@@ -23,7 +23,6 @@ import torch
 
 from pegasus.atomic import atomic_write, check_writable, remove_stale_temporaries
 from pegasus.errors import UserError, WriteError, first_line
-from pegasus.fastpath.compile import bf16_on
 from pegasus.images import save_image_atomic, to_uint8
 
 MANIFEST = "pegasus-samples.json"
@@ -42,10 +41,12 @@ class SampleSet:
     grid: str  # digest of the sampler's sigma grid and options
 
     @classmethod
-    def of(cls, trained, plan, *, seed: int, amp: str = "auto") -> SampleSet:
-        """The set that `plan` (samplers.plan.SamplerPlan) draws from `trained` (runs.TrainedRun)
-        with `seed` and the fast path's `amp` switch (compiling.bf16_on; the layout and the
-        compiler change float rounding alone, so they may differ between jobs)."""
+    def of(cls, job, *, seed: int) -> SampleSet:
+        """The set that a sampling job (job.SamplingJob) draws with `seed`: its run's weights,
+        its plan and the data's centre where the plan starts, and whether its fast path runs
+        bf16 (the layout and the compiler change float rounding alone, so they may differ
+        between jobs)."""
+        trained, plan = job.run, job.plan
         weights = hashlib.sha256()
         for name, tensor in sorted(trained.model.state_dict().items()):
             weights.update(name.encode())
@@ -54,9 +55,9 @@ class SampleSet:
         grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
         if plan.start == "normal":  # where such a chain starts: the data's centre
             grid.update(trained.centre.detach().cpu().float().numpy().tobytes())
-        return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations,
-                   bf16=bf16_on(trained.device, amp), res=trained.config.data.res,
-                   weights=weights.hexdigest()[:16], grid=grid.hexdigest()[:16])
+        return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations, bf16=job.path.amp,
+                   res=trained.config.data.res, weights=weights.hexdigest()[:16],
+                   grid=grid.hexdigest()[:16])
 
     def differences(self, other: SampleSet) -> list[str]:
         """Each field in which `other` differs, in words: "seed: 0 there, 1 now"."""
@@ -130,7 +131,8 @@ class SampleFolder:
         fsync release the GIL), so on a GPU the sampler does not wait for the disk: 1,000 32 px
         PNGs took 1.35 s to write atomically on the project's CPU machine, while an H100 draws
         them by cas at 32 evaluations in about 2.6 s (80 ms an evaluation at batch 1,000,
-        shared/gpu/FIGURES.md). At most two batches are held at once."""
+        bench/README.md, "H100 figures of the earlier fast path"). At most two batches are held
+        at once."""
         from concurrent.futures import ThreadPoolExecutor
 
         from PIL import Image

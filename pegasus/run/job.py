@@ -1,107 +1,79 @@
-"""Drawing images: `sample_images` runs any sampler (pegasus.samplers) over a run's schedule in
-batches, each image from its own seeded noise stream, and `fill_gpu_batch_size` sizes batches
-to fill a GPU."""
+"""A sampling job: one plan drawn from a trained run, owning what the drawing needs: the batch
+size (all images at once on a CPU, as many as fit on a GPU), the fast path chosen for the whole
+job's evaluations, the network under it (made once per fast path and run, so a compiled network
+serves every chain of the process), the CUDA graphs its chains replay, and the per-image seeded
+streams (samplers/draw.py). `pegasus sample`, `eval`, `blend` and `inpaint` all run one."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
-from pegasus.fastpath.graphs import chain_graphs
-from pegasus.noise.schedule import Schedule
-from pegasus.noise.streams import ImageStreams
-from pegasus.samplers.plan import SamplerPlan, plan_sampler
-from pegasus.signatures import Callback, ScoreFn
+from pegasus import fastpath
+from pegasus.errors import FieldError
+from pegasus.samplers.draw import draw_batches, equal_batches
+from pegasus.samplers.plan import SamplerPlan
+from pegasus.signatures import Callback, Capture, ScoreFn
 
 
-def sample_batches(
-    score_fn: ScoreFn,
-    schedule: Schedule,
-    *,
-    num: int,
-    res: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    channels: int = 3,
-    callback: Callback | None = None,
-    batch_size: int | None = None,
-    plan: SamplerPlan | None = None,
-    start: int = 0,
-    centre: float | torch.Tensor = 0.5,
-) -> Iterator[torch.Tensor]:
-    """Samples `start` .. `num` - 1 in [0, 1] by `plan` (default: annealed Langevin on the
-    run's schedule), yielded batch by batch, so that tens of thousands of images (for FID) never
-    sit in memory at once. Image i comes from its own seeded stream (`ImageStreams`), so it is
-    the same whatever `num`, `start` and `batch_size` (a stopped job continues from `start`).
-    `centre` is where samplers that start at the noisiest level are centred (the data's mean,
-    broadcastable to one image: SamplerPlan.start_point).
-    `batch_size` None means `default_batch_size` measured on `score_fn` (when `score_fn` is
-    compiled, pass the eager model's instead, as TrainedRun does: measuring would compile it for
-    the probe's batch too). On a GPU every chain replays a CUDA graph (samplers/graphs.py)."""
-    device = torch.device(device)
-    plan = plan or plan_sampler("als", schedule)
-    shape = (channels, res, res)
-    if num <= start:
-        return
-    if batch_size is None:
-        batch_size = default_batch_size(score_fn, num - start, shape, device)
-    batches, size = equal_batches(num - start, batch_size)
-    # On a GPU, annealed Langevin replays its step, the other samplers the network (one graph
-    # for the whole job: every batch has one shape).
-    score_fn, capture = chain_graphs(plan, score_fn, device)
-    for first in range(start, start + batches * size, size):
-        # Every batch has `size` images, the last one padded with the images after `num` (their
-        # own streams, dropped): one shape for the whole job, so a compiled network compiles once.
-        streams = ImageStreams(seed, first, size, device)
-        # The starting point is drawn first from each image's stream, then the sampler's noise.
-        x = plan.start_point(streams.prior(shape), streams.normal(shape), centre)
-        out = plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape),
-                       callback=callback, capture=capture).clamp_(0, 1)
-        yield out[: num - first]
+@dataclass
+class SamplingJob:
+    run: object  # the TrainedRun (trained.py) it draws from
+    plan: SamplerPlan
+    num: int
+    batch_size: int
+    path: fastpath.FastPath
+    score: ScoreFn  # the network under `path`
 
+    @classmethod
+    def make(cls, run, plan: SamplerPlan, *, num: int, batch_size: int | None = None,
+             compile_: str = "auto", amp: str = "auto", chains: int = 1) -> SamplingJob:
+        """The job of `num` images of `run` by `plan`; `chains` times its evaluations run in
+        this process (what the fast path's "auto" rule weighs)."""
+        fastpath.check_switches(compile=compile_, amp=amp)
+        if num < 1:
+            raise FieldError("num", f"must be at least 1, got {num}")
+        if batch_size is not None and batch_size < 1:
+            raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
+        device = run.device
+        if batch_size is None:
+            # Measured on the eager model: measuring a compiled score would compile it for the
+            # probe's batch as well.
+            batch_size = num if device.type != "cuda" else min(
+                num, fastpath.sampling_batch_size(run.model, run.image_shape, device))
+        evaluations = plan.evaluations * equal_batches(num, batch_size)[0] * chains
+        folder = run.run_dir
+        path = fastpath.for_sampling(run.model, device, run.config, evaluations=evaluations,
+                                     batch=batch_size, compile_=compile_, amp=amp,
+                                     record=folder.probes if folder else None, notify=run.notify)
+        if path not in run.scores:
+            run.scores[path] = fastpath.sampling_score(
+                run.model, device, path, run.config, notify=run.notify,
+                cache=folder.compile_cache if folder else None)
+        return cls(run, plan, num, batch_size, path, run.scores[path])
 
-def equal_batches(num: int, batch_size: int) -> tuple[int, int]:
-    """(batches, images per batch): `num` images in the fewest batches of at most `batch_size`,
-    all of one size, which wastes fewer than `batches` images of padding."""
-    batches = -(-num // batch_size)
-    return batches, -(-num // batches)
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations of the whole job, one per chain step of each batch (what a
+        progress bar over the job counts)."""
+        return self.plan.evaluations * equal_batches(self.num, self.batch_size)[0]
 
+    def graphs(self, score_fn: ScoreFn | None = None) -> tuple[ScoreFn, Capture | None]:
+        """The score function (`score_fn`, by default the job's network) and the capture its
+        chains run with: CUDA graphs on a GPU (fastpath/graphs.py), nothing elsewhere."""
+        return fastpath.chain_graphs(self.plan, score_fn or self.score, self.run.device)
 
-def sample_images(score_fn: ScoreFn, schedule: Schedule, **kwargs) -> torch.Tensor:
-    """All the batches of `sample_batches` as one tensor (N, C, H, W)."""
-    return torch.cat(list(sample_batches(score_fn, schedule, **kwargs)))
+    def batches(self, seed: int, *, start: int = 0,
+                callback: Callback | None = None) -> Iterator[torch.Tensor]:
+        """Images `start` .. num - 1 of `seed`, batch by batch (bounded memory); image i is the
+        same whatever num, start and the batch size."""
+        score, capture = self.graphs()
+        return draw_batches(score, self.plan, num=self.num, shape=self.run.image_shape, seed=seed,
+                            device=self.run.device, batch_size=self.batch_size, start=start,
+                            centre=self.run.centre, callback=callback, capture=capture)
 
-
-def default_batch_size(network, num: int, shape: tuple[int, ...], device: torch.device) -> int:
-    """Images per sampling batch when none is asked for: all `num` at once on CPU; on a GPU as
-    many as fit, measured by evaluating `network` (`fill_gpu_batch_size`)."""
-    if device.type != "cuda":
-        return num
-    return min(num, fill_gpu_batch_size(network, shape, device))
-
-
-@torch.no_grad()
-def fill_gpu_batch_size(model, shape: tuple[int, ...], device: torch.device,
-                        fraction: float = 0.8, probe: int = 8) -> int:
-    """The largest batch whose evaluations fit in `fraction` of the free GPU memory. The peak
-    memory of an evaluation is a fixed part (weights' workspaces, cuDNN's) plus a part per image;
-    two probe evaluations, of `probe` and 2 x `probe` images, measure both, so that the fixed
-    part is not counted once per image. The chain's own x, noise and score tensors are added."""
-    def peak(batch: int) -> int:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        model(torch.rand(batch, *shape, device=device), torch.ones(batch, device=device))
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-
-    small, large = peak(probe), peak(2 * probe)
-    per_image = (large - small) / probe
-    if per_image <= 0:  # allocator rounding swamped the difference: the plain average, larger
-        per_image = large / (2 * probe)
-    fixed = max(0.0, small - probe * per_image)
-    per_image += 3 * 4 * math.prod(shape)
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, int((fraction * free - fixed) / per_image))
+    def images(self, seed: int, callback: Callback | None = None) -> torch.Tensor:
+        """All `num` images of `seed`, (num, C, H, W) in [0, 1]."""
+        return torch.cat(list(self.batches(seed, callback=callback)))

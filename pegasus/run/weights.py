@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from pegasus import __version__
 from pegasus.atomic import atomic_write
 from pegasus.config import Config
 from pegasus.errors import CheckpointError, ConfigError
 from pegasus.registry import get_backbone
+from pegasus.version import __version__
 
 FORMAT = "pegasus-weights"
 VERSION = "1"

@@ -1,25 +1,38 @@
-"""The samplers, each a pure function in its own module, and the plan that fits one to a run's
-schedule and an evaluation budget.
+"""The samplers, one module each, every one a pure function over an explicit sigma tensor with
+a seeded generator and an optional callback (as in k-diffusion), and the `SPEC` that declares
+how it fits a run (spec.py). `plan.py` fits one to a run's schedule and an evaluation budget;
+`draw.py` runs a plan over batches of images, each from its own seeded stream.
 
-    als   annealed Langevin (NCSNv2), the default and the reference's sampler   langevin.py
-    heun  probability-flow ODE, Heun steps on a Karras grid (EDM)                 heun.py
-    pc    reverse-diffusion predictor + Langevin corrector (Song et al. 2021)     pc.py
-    cas   consistent annealed sampling (Jolicoeur-Martineau et al. 2021)          cas.py
-
-Each sampler walks its own grid between the run's sigma_1 and sigma_L, snapped to the levels the
-network was trained on (`plan.py` says why: the U-Net's Fourier features of log sigma do not
-interpolate between them). CUDA graphs for the samplers are in `graphs.py`. The names and
-defaults live here, torch-free (the CLI lists them without loading torch); `plan.py` fits a
-sampler to a run.
+A sampler's name is its module's, an underscore written as a hyphen (dpmpp_2m.py is
+`dpmpp-2m`), so the names are known without importing torch: the CLI's help lists them and
+`pegasus samplers` describes each. Adding a sampler is adding its module (and its test).
 
 `steps` is a budget of network evaluations per image: each sampler takes the largest grid that
 fits in it (als keeps the run's T steps per level and re-chooses eps for its coarser levels by
 Technique 4).
 """
 
-SAMPLERS = ("als", "heun", "pc", "cas")
-DEFAULT_STEPS = {"heun": 35, "pc": 200, "cas": 200}  # evaluations; als: the run's own schedule
-SAMPLER_HELP = ("als: annealed Langevin, the run's schedule (NCSNv2); heun: probability-flow ODE "
-                "on a Karras grid, starts at the data's mean + sigma_1 z, since an ODE cannot mix "
-                "away from a wrong start (35 evaluations by default); pc: predictor-corrector "
-                "(200); cas: consistent annealed sampling (200)")
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+HELPERS = ("spec", "plan", "calls", "draw")  # the modules here that are not samplers
+
+
+def _names() -> tuple[str, ...]:
+    modules = (p.stem for p in Path(__file__).parent.glob("*.py"))
+    return tuple(sorted(m.replace("_", "-") for m in modules
+                        if m not in HELPERS and not m.startswith("_")))
+
+
+SAMPLERS = _names()
+
+
+def sampler_spec(name: str):
+    """The SamplerSpec of sampler `name` (spec.py); an unknown name is a FieldError."""
+    if name not in SAMPLERS:
+        from pegasus.errors import FieldError
+
+        raise FieldError("sampler", f"{name!r} is not one of {', '.join(SAMPLERS)}")
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}").SPEC

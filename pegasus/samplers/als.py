@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from pegasus.fastpath.graphs import Capture
-from pegasus.noise.schedule import langevin_step_sizes
+from pegasus.noise.schedule import Schedule, geometric_sigmas, langevin_step_sizes
 from pegasus.noise.streams import gaussian_noise_sampler
-from pegasus.signatures import Callback, NoiseSampler, ScoreFn
+from pegasus.noise.techniques import choose_eps
+from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
+from pegasus.signatures import Callback, Capture, NoiseSampler, ScoreFn
 
 
-class _ChainPlan:
+class _ChainTensors:
     """What a chain needs, on the device before the loop starts (no per-step transfer):
     the sigmas, alpha_i, sqrt(2 alpha_i), and each sigma repeated per sample."""
 
@@ -68,13 +69,13 @@ def annealed_langevin(
     callback that only counts calls (a progress bar) costs no synchronisation.
 
     The step reads its sigma, step size and noise from static tensors refilled before each call.
-    `capture` turns it into a replay once (graphs.py: `cuda_graph_capture`, or
+    `capture` turns it into a replay once (fastpath/graphs.py: `cuda_graph_capture`, or
     `default_capture(device)`); its warm-up runs are undone, so every capture gives the same
     chain as none.
     """
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    plan = _ChainPlan(sigmas, eps, x)
+    plan = _ChainTensors(sigmas, eps, x)
     state, noise = x.clone(), torch.zeros_like(x)
     sigma, alpha, scale = (plan.per_sample[0].clone(), plan.step_sizes[0].clone(),
                            plan.noise_scales[0].clone())
@@ -82,14 +83,7 @@ def annealed_langevin(
     def step() -> None:
         state.addcmul_(score_fn(state, sigma), alpha).addcmul_(noise, scale)
 
-    if capture is None:
-        run = step
-    else:
-        start = state.clone()
-        run = capture(step)
-        state.copy_(start)  # undo the warm-up steps
-        del start
-
+    run = step if capture is None else _captured(step, capture, state)
     index = 0
     for level in range(plan.levels):
         sigma.copy_(plan.per_sample[level])
@@ -103,3 +97,34 @@ def annealed_langevin(
     if denoise:
         plan.tweedie(score_fn, state, callback, steps_per_level, index)
     return state
+
+
+def _captured(step, capture: Capture, state: torch.Tensor):
+    """`step`'s replay, with the state its capture's warm-up runs moved put back."""
+    start = state.clone()
+    run = capture(step)
+    state.copy_(start)
+    return run
+
+
+def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fitted:
+    """The run's own schedule by default; within a budget, as many of its levels as fit at its
+    T steps each, with eps chosen again by Technique 4 for the coarser ratio between them."""
+    t, denoise = schedule.steps_per_level, options["denoise"]
+    if steps is None:
+        return Fitted(schedule.sigmas(), schedule.evaluations,
+                      {"steps_per_level": t, "eps": schedule.eps, **options})
+    levels = min((steps - int(denoise)) // t, schedule.levels)
+    enough("als", levels, 2 * t + int(denoise), steps)
+    grid = snap(geometric_sigmas(schedule.sigma_max, schedule.sigma_min, levels))
+    eps = choose_eps((schedule.sigma_max / schedule.sigma_min) ** (1 / (len(grid) - 1)),
+                     schedule.sigma_min, t)
+    return Fitted(grid, len(grid) * t + int(denoise), {"steps_per_level": t, "eps": eps, **options})
+
+
+SPEC = SamplerSpec(
+    name="als",
+    summary="annealed Langevin dynamics, NCSNv2's sampler (Song & Ermon 2020), on the run's "
+            "schedule: L levels of T steps and the final denoising step",
+    function=annealed_langevin, fit=fit, default_steps=None, start="uniform", inpaints=True,
+    captures_steps=True)

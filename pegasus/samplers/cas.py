@@ -16,8 +16,10 @@ import math
 
 import torch
 
+from pegasus.noise.schedule import Schedule, geometric_sigmas
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
+from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -62,3 +64,20 @@ def consistent_annealed(
             beta = math.sqrt(max(0.0, 1 - ((1 - eta) / gamma) ** 2))
             x.add_(noise_sampler(), alpha=beta * levels[i + 1])
     return x
+
+
+def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fitted:
+    """n geometric levels of one evaluation each, and one more for the denoising step."""
+    steps = SPEC.default_steps if steps is None else steps
+    denoise = options["denoise"]
+    n = steps - int(denoise)
+    enough("cas", n, 2 + int(denoise), steps)
+    grid = snap(geometric_sigmas(schedule.sigma_max, schedule.sigma_min, n))
+    return Fitted(grid, len(grid) + int(denoise), options)
+
+
+SPEC = SamplerSpec(
+    name="cas",
+    summary="consistent annealed sampling (Jolicoeur-Martineau et al. 2021): one step per level, "
+            "its noise exactly the next level's",
+    function=consistent_annealed, fit=fit, default_steps=200, start="normal")

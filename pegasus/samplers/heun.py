@@ -17,8 +17,10 @@ import math
 
 import torch
 
+from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
+from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -80,3 +82,21 @@ def heun_sampler(
     if denoise:
         x.add_(derivative(x, levels[-1], n - 1, 0), alpha=-levels[-1])
     return x
+
+
+def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fitted:
+    """n Karras sigmas cost 2 (n - 1) evaluations, and one more for the denoising step."""
+    steps = SPEC.default_steps if steps is None else steps
+    denoise = options["denoise"]
+    n = (steps + 1) // 2 if denoise else steps // 2 + 1
+    enough("heun", n, 3, steps)
+    grid = snap(karras_sigmas(schedule.sigma_max, schedule.sigma_min, n))
+    return Fitted(grid, 2 * (len(grid) - 1) + int(denoise), options)
+
+
+SPEC = SamplerSpec(
+    name="heun",
+    summary="the probability-flow ODE by Heun's method on a Karras grid (EDM, Karras et al. "
+            "2022); deterministic unless churn > 0",
+    function=heun_sampler, fit=fit, default_steps=35, start="normal",
+    stochastic=lambda options: options.get("churn", 0.0) > 0)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import torch
 
+from pegasus.noise.schedule import Schedule, geometric_sigmas
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
+from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 
 
@@ -60,3 +62,21 @@ def predictor_corrector(
         if not last:
             x.add_(noise_sampler(), alpha=variance**0.5)
     return x
+
+
+def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fitted:
+    """n geometric levels of (corrector_steps + 1) evaluations each; without denoising the last
+    predictor step is left out."""
+    steps = SPEC.default_steps if steps is None else steps
+    denoise, per_level = options["denoise"], options.get("corrector_steps", 1) + 1
+    n = steps // per_level if denoise else (steps + 1) // per_level
+    enough("pc", n, 2 * per_level, steps)
+    grid = snap(geometric_sigmas(schedule.sigma_max, schedule.sigma_min, n))
+    return Fitted(grid, len(grid) * per_level - (not denoise), options)
+
+
+SPEC = SamplerSpec(
+    name="pc",
+    summary="reverse-diffusion predictor and Langevin corrector for the variance-exploding SDE "
+            "(Song et al. 2021)",
+    function=predictor_corrector, fit=fit, default_steps=200, start="normal", inpaints=True)

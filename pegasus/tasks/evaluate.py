@@ -27,12 +27,11 @@ from torch import nn
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError, first_line
-from pegasus.fastpath.compile import FastPath
-from pegasus.model.classifier import Classifier, load_classifier
+from pegasus.model.classifier import Classifier
+from pegasus.run.classifiers import load_classifier
 from pegasus.run.folder import SampleFolder
-from pegasus.run.trained import RunDir, TrainedRun
-from pegasus.samplers.plan import SamplerPlan
-from pegasus.signatures import Callback
+from pegasus.run.layout import RunDir
+from pegasus.signatures import ProgressBar
 
 FEATURES = ("judge", "inception")
 
@@ -136,43 +135,49 @@ def real_images(config: Config, device: torch.device, max_real: int, seed: int) 
     return data[pick].to(device).float() / 255
 
 
-def evaluate_run(run: TrainedRun, run_dir: Path | None, plan: SamplerPlan, *, num: int,
+def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: int = 1000,
                  seed: int = 0, features: str = "judge", inception_weights: Path | None = None,
-                 max_real: int = 5000, batch_size: int | None = None,
-                 callback: Callback | None = None, fast: FastPath | None = None) -> Quality:
-    """`num` samples of `run` by `plan` (its network on the fast path `fast`; None: eager
-    float32), scored batch by batch as they are drawn against up to `max_real` training
-    images."""
+                 max_real: int = 5000, batch_size: int | None = None, compile_: str = "auto",
+                 amp: str = "auto", progress: ProgressBar | None = None) -> Quality:
+    """`num` samples of a TrainedRun by `sampler` (its network on the fast path that `compile_`
+    and `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
+    images. The features are loaded before any sampling."""
     if num < 2:
         raise FieldError("num", f"must be at least 2 for KID and FID, got {num}")
-    feature = feature_extractor(features, run_dir, run.device, inception_weights)
+    plan = run.plan(sampler, steps)
+    folder = run.run_dir.path if run.run_dir is not None else None
+    feature = feature_extractor(features, folder, run.device, inception_weights)
+    job = run.job(plan, num=num, batch_size=batch_size, compile_=compile_, amp=amp)
     real = real_images(run.config, run.device, max_real, seed)
-    fake = run.sample_batches(num, seed, batch_size=batch_size, callback=callback, plan=plan,
-                              score=run.score_fn(fast))
-    kid, kid_std, fid = measure(real, fake, feature, fake_count=num,
-                                inception_weights=inception_weights, seed=seed)
+    callback = progress(f"sample ({sampler})", job.evaluations) if progress else None
+    kid, kid_std, fid = measure(real, job.batches(seed, callback=callback), feature,
+                                fake_count=num, inception_weights=inception_weights, seed=seed)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations)
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
                     num: int | None = None, seed: int = 0, features: str = "judge",
                     inception_weights: Path | None = None, max_real: int = 5000,
-                    progress: Callable[[int], None] | None = None) -> Quality:
-    """The first `num` images (None: all) of a folder of samples (sample_folder.py), drawn by
+                    progress: Callable[[int, int], None] | None = None) -> Quality:
+    """The first `num` images (None: all) of a folder of samples (run/folder.py), drawn by
     however many jobs, scored against up to `max_real` training images of the run in
-    `run_dir`; `progress` hears the count of images scored."""
+    `run_dir`; `progress` hears the count of images scored and of those to score."""
     drawn = samples.recorded()
     config = RunDir(run_dir).read_config()
     if drawn.res != config.data.res:
         raise UserError(f"{samples.path} holds {drawn.res} px samples, but run {run_dir} trains "
                         f"at {config.data.res} px; score them against the run they came from")
     held = samples.count()
+    if num is None and held < 2:
+        raise UserError(f"{samples.path} holds {held} image{'s' * (held != 1)} from 0 on; KID and "
+                        f"FID need at least 2: draw more with pegasus sample --folder")
     num = held if num is None else num
     if num < 2 or num > held:
         raise FieldError("num", f"must be between 2 and the {held} images {samples.path} holds, "
                                 f"got {num}")
     feature = feature_extractor(features, run_dir, device, inception_weights)
     real = real_images(config, device, max_real, seed)
-    kid, kid_std, fid = measure(real, samples.read(num, progress=progress), feature,
+    read = samples.read(num, progress=(lambda done: progress(done, num)) if progress else None)
+    kid, kid_std, fid = measure(real, read, feature,
                                 fake_count=num, inception_weights=inception_weights, seed=seed)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations)

@@ -5,7 +5,7 @@ normal draws p and q are made per strip and shared by all its columns; column k 
     cos(theta_k) p + sin(theta_k) q,   theta_k = k pi / (2 (N + 1)),   k = 0 .. N + 1,
 for the whole trajectory. cos^2 + sin^2 = 1, so every column is still an exact Langevin chain;
 column 0 is the plain chain driven by p, column N + 1 the one driven by q, and the columns
-between move smoothly from one to the other (NOTES.md "Noise interpolation").
+between move smoothly from one to the other (docs/science.md, "Noise interpolation").
 
 A deterministic sampler (the probability-flow ODE) injects no noise to interpolate;
 `slerp_strips` blends its starting noise spherically instead, with the same angles.
@@ -23,9 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from pegasus.samplers.als import Capture
 from pegasus.samplers.plan import SamplerPlan
-from pegasus.signatures import Callback, NoiseSampler, ScoreFn
+from pegasus.signatures import Callback, Capture, NoiseSampler, ScoreFn
 
 LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

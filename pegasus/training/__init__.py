@@ -1,0 +1,110 @@
+"""Training a score network: `train` checks the input, takes the run's lock and runs the
+Trainer (trainer.py). The guide and judge classifiers train in guide.py.
+
+Every check that can fail on the user's input (run folder, classes, backbone, resolution,
+device) runs before any data is loaded or anything is written; whether the folder already holds
+a trained run, and the checkpoint a resumed run continues, are read while holding the run's
+lock, so that two trainers cannot both start one run.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from pegasus import distributed
+from pegasus.atomic import remove_stale_temporaries
+from pegasus.config import Config
+from pegasus.data import check_data_config
+from pegasus.errors import RunError
+from pegasus.fastpath import FastPath
+from pegasus.model.build import build_score_model
+from pegasus.run.checkpoint import step_of
+from pegasus.run.layout import RunDir
+from pegasus.run.lock import RunLock
+from pegasus.run.resume import load_resume_state
+from pegasus.signatures import ProgressFn
+from pegasus.training.stops import StopOnSignal
+from pegasus.training.trainer import StartingPoint, Trainer, TrainResult
+
+__all__ = ["TrainResult", "train"]
+
+
+def train(
+    config: Config,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    tensorboard: bool = True,
+    stop_after: int | None = None,
+    on_start: Callable[[Config, int, FastPath], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
+    good checkpoint there. `on_start` receives the config as the run records it (its "auto"
+    noise fields chosen from the data), the model's parameter count and the fast path it trains
+    on once start-up is done; `warn` hears about damaged checkpoints skipped and files cleaned
+    up, `notify` about the waits of start-up: the fast path's timings on a GPU and whether the
+    first step compiles or loads the compile cached in the run folder. `stop_after` ends the
+    call after that many steps as an interruption would (saving a checkpoint); tests use it to
+    compare a resumed run with an uninterrupted one."""
+    warn = warn or (lambda message: None)
+    run = RunDir(run_dir)
+    run.check_usable()
+    check_data_config(config.data)
+    build_score_model(config, device="meta")  # an unknown backbone, a bad resolution or option
+    ctx = distributed.setup(config.train.device)
+    # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
+    # ends the call cleanly rather than with a KeyboardInterrupt.
+    with StopOnSignal() as stop:
+        try:
+            if not ctx.main:  # rank 0 holds the run's lock for the whole job
+                start = _starting_point(run, resume, warn)
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+                              on_start, None)
+            run.create()
+            with RunLock(run.lock, f"run {run.path}"):
+                start = _starting_point(run, resume, warn)
+                for path in remove_stale_temporaries(run.checkpoints):
+                    warn(f"removed {path.name}, left by an interrupted write")
+                return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+                              on_start, notify)
+        finally:
+            distributed.teardown(ctx)
+
+
+def _starting_point(run: RunDir, resume: bool, warn) -> StartingPoint:
+    """A new run needs a folder without checkpoints; a resumed one its newest good checkpoint."""
+    if not resume:
+        if run.latest_checkpoint() is not None:
+            raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
+                           f"run folder")
+        return StartingPoint(run)
+    state, path = load_resume_state(run, warn)
+    return StartingPoint(run, state, path)
+
+
+def _train(ctx, config: Config, start: StartingPoint, progress, tensorboard, stop_after, stop,
+           on_start, notify) -> TrainResult:
+    trainer = Trainer(ctx, config, start, notify)
+    if ctx.main and tensorboard:
+        trainer.open_tensorboard()
+    try:
+        if distributed.any_rank(ctx, stop.signum is not None):  # stopped during start-up
+            trainer.result.interrupted = stop.signum or signal.SIGTERM
+            return trainer.result
+        if on_start is not None and ctx.main:
+            on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()),
+                     trainer.fast)
+        trainer.loop(progress, stop, stop_after)
+    finally:
+        if trainer.writer is not None:
+            trainer.writer.close()
+    result = trainer.result
+    result.step = trainer.step
+    if result.checkpoint is None or step_of(result.checkpoint) != trainer.step:
+        result.checkpoint = trainer.checkpoint()
+    return result

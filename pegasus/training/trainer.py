@@ -1,15 +1,15 @@
 """The training loop: DSM on a fixed noise schedule with Adam, EMA weights, TensorBoard logs,
 sample grids, atomic checkpoints, exact resume, a clean stop on Ctrl-C or SIGTERM, and a stop
-with the good checkpoints intact when the loss or the weights stop being finite.
+with the good checkpoints intact when the loss or the weights stop being finite (stops.py).
 
 Fast path (NCSNv2 runs are 300k steps): bf16 autocast for the network with the loss and the
 1/sigma scaling in float32, channels_last, fused Adam, a foreach EMA update, data and batch
 indices resident on the device, optional torch.compile, and no host synchronisation inside a
-step: losses are accumulated on the device and read back every `log_every` steps. Under torchrun
-each rank trains on its own shard with DDP; rank 0 alone logs, samples and checkpoints.
+step: losses are accumulated on the device and read back every `log_every` steps (losslog.py).
+Under torchrun each rank trains on its own shard with DDP; rank 0 alone logs, samples and
+checkpoints.
 
-Every check that can fail on the user's input (run folder, resume, classes, backbone,
-resolution, device) runs in `_check` before any data is loaded or anything is written.
+How a training call starts (its checks, the run's lock) is in training/__init__.py.
 """
 
 from __future__ import annotations
@@ -17,44 +17,32 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from pegasus import __version__, distributed
-from pegasus.atomic import remove_stale_temporaries
+from pegasus import distributed, fastpath
 from pegasus.config import Config
-from pegasus.data import check_data_config, load_images
-from pegasus.errors import CheckpointError, RunError, UserError, first_line
-from pegasus.fastpath import probe as probing
-from pegasus.fastpath.compile import (
-    FastPath,
-    cache_file,
-    compile_notice,
-    conv_autotuning,
-    load_artifacts,
-    save_artifacts,
-    warn_uncompiled,
-)
-from pegasus.fastpath.memory import check_training_batch
+from pegasus.data import load_images
+from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
+from pegasus.fastpath.compile import compile_notice, warn_uncompiled
+from pegasus.fastpath.keys import WorkKey
+from pegasus.fastpath.rules import conv_autotuning
 from pegasus.images import save_grid
+from pegasus.model.build import build_score_model
 from pegasus.model.ema import EMA
 from pegasus.model.loss import DSMLoss, dsm_loss
 from pegasus.noise.schedule import Schedule
-from pegasus.noise.techniques import plan_for_images
-from pegasus.registry import get_backbone
-from pegasus.run.checkpoint import save_checkpoint, step_of
-from pegasus.run.job import sample_images
-from pegasus.run.lock import RunLock
-from pegasus.run.trained import RunDir, build_score_model, load_resume_state
-from pegasus.signatures import ProgressFn
-
-
-class DivergedError(UserError):
-    """The loss or the weights stopped being finite; the good checkpoints are kept."""
+from pegasus.noise.techniques import choose_for_images
+from pegasus.run.checkpoint import save_checkpoint
+from pegasus.run.layout import RunDir
+from pegasus.samplers.draw import draw
+from pegasus.samplers.plan import plan_sampler
+from pegasus.training.batches import EpochSampler, batch_of
+from pegasus.training.losslog import LossLog
+from pegasus.training.state import checkpoint_state, restore
+from pegasus.training.stops import all_finite, diverged
 
 
 @dataclass
@@ -65,55 +53,18 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-class EpochSampler:
-    """Batch indices as a function of the step alone: epochs of seeded permutations laid end to
-    end, so resuming at step s draws exactly the batches an uninterrupted run would have. With
-    several ranks, each step takes world * batch_size consecutive indices and rank r its own
-    slice of them: every rank sees its own shard. The current permutation lives on `device`."""
+@dataclass
+class StartingPoint:
+    """Where a training call starts: the run folder and, when resuming, the checkpoint it
+    continues (its state and step)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-                 device: torch.device | str = "cpu") -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world, self.device = rank, world, torch.device(device)
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+    run: RunDir
+    state: dict | None = None
+    path: Path | None = None
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch = epoch
-            self._perm = torch.randperm(self.n, generator=g).to(self.device)
-        return self._perm
-
-    def indices(self, step: int) -> torch.Tensor:
-        start = (step * self.world + self.rank) * self.batch_size
-        parts, need = [], self.batch_size
-        while need:
-            epoch, offset = divmod(start, self.n)
-            take = min(need, self.n - offset)
-            parts.append(self._order(epoch)[offset : offset + take])
-            start, need = start + take, need - take
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-class _StopOnSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks, so it can save and stop cleanly."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._saved: dict[int, object] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+    @property
+    def step(self) -> int:
+        return int(self.state["step"]) if self.state is not None else 0
 
 
 def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tensor,
@@ -129,251 +80,85 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tenso
     return out
 
 
-class LossLog:
-    """Losses summed on the device between log steps (no host read per step), then read back
-    once: the mean, and the mean per range of noise levels for TensorBoard."""
+class Trainer:
+    """One run's training, set up in stages: the data (and the schedule chosen from it), the
+    model, the fast path, the optimiser (with EMA and random streams), the restored state when
+    resuming, then the loop."""
 
-    def __init__(self, sigmas: torch.Tensor, groups: int = 8) -> None:
-        levels, device = len(sigmas), sigmas.device
-        bounds = torch.linspace(0, levels, min(groups, levels) + 1).round().long().tolist()
-        self.groups = list(zip(bounds[:-1], bounds[1:], strict=True))
-        self.names = [f"loss_by_sigma/{float(sigmas[lo]):.3g}-{float(sigmas[hi - 1]):.3g}"
-                      for lo, hi in self.groups]
-        self.total = torch.zeros((), device=device)
-        self.sums = torch.zeros(levels, device=device)
-        self.counts = torch.zeros(levels, device=device)
-        self.one = torch.ones((), device=device)  # each sample counts once for its level
-        self.steps = 0
-
-    def add(self, out: DSMLoss) -> None:
-        self.total += out.loss.detach()
-        self.sums.index_add_(0, out.levels, out.per_sample.detach())
-        self.counts.index_add_(0, out.levels, self.one.expand(len(out.levels)))
-        self.steps += 1
-
-    def read(self, ctx) -> tuple[float, dict[str, float]]:
-        """The mean loss over the ranks and, per level range, this rank's mean; then reset."""
-        mean = distributed.mean(ctx, self.total).item() / self.steps
-        sums, counts = self.sums.tolist(), self.counts.tolist()
-        by_range = {name: sum(sums[lo:hi]) / n for name, (lo, hi) in zip(self.names, self.groups,
-                                                                            strict=True)
-                    if (n := sum(counts[lo:hi]))}
-        self.total.zero_(), self.sums.zero_(), self.counts.zero_()
-        self.steps = 0
-        return mean, by_range
-
-
-def _finite(tensors) -> bool:
-    """Whether every tensor is finite: one host read for all of them."""
-    flags = [t.isfinite().all() for t in tensors if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
-
-
-@dataclass
-class _Start:
-    """What the checks found: the run folder and, when resuming, the state to continue."""
-
-    run: RunDir
-    resume_state: dict | None
-    resume_path: Path | None
-
-
-def _check(config: Config, run_dir: Path, resume: bool, warn) -> _Start:
-    """Every check on the user's input, before data, planning or any output."""
-    run = RunDir(run_dir)
-    run.check_usable()
-    check_data_config(config.data)
-    build_score_model(config)  # an unknown backbone, an unsupported resolution, bad options
-    if not resume:
-        if run.latest_checkpoint() is not None:
-            raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
-                           f"run folder")
-        return _Start(run, None, None)
-    state, path = load_resume_state(run, warn)
-    return _Start(run, state, path)
-
-
-def _restore(state, model, ema: EMA, optimizer, g: torch.Generator, ctx, config: Config,
-             path: Path) -> int:
-    """Load a checkpoint's weights, EMA, optimizer and random streams; return its step."""
-    try:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"], int(state["ema_updates"]))
-        optimizer.load_state_dict(state["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        theirs = state.get("config", {}).get("model", {})
-        raise CheckpointError(
-            f"{path} does not fit this run's model ({config.model.backbone} "
-            f"{config.model.options}); the checkpoint holds {theirs.get('backbone', '?')} "
-            f"({type(e).__name__}: {first_line(e)[:200]})") from None
-    # The optimizer's saved state carries its hyper-parameters; the run's config (with any
-    # override given on resume) is what holds now.
-    for group in optimizer.param_groups:
-        group["lr"], group["eps"] = config.train.lr, config.train.adam_eps
-    generators = state["rng"]["generators"]
-    if len(generators) == ctx.world:  # same world size: continue each rank's stream exactly
-        g.set_state(generators[ctx.rank].cpu())
-    torch.set_rng_state(state["rng"]["torch"].cpu())
-    return int(state["step"])
-
-
-def _wrap(model, ctx, fast: FastPath, cache: Path | None):
-    """The network the loop calls: DDP across ranks, then torch.compile when the fast path
-    compiles (from the cached artifacts when there are some)."""
-    net = model
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                      else None)
-    if not fast.compile:
-        return net
-    load_artifacts(cache)
-    return torch.compile(net, backend=fast.backend)
-
-
-def train(
-    config: Config,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-    tensorboard: bool = True,
-    stop_after: int | None = None,
-    on_start: Callable[[Config, int, FastPath], None] | None = None,
-    warn: Callable[[str], None] | None = None,
-    notify: Callable[[str], None] | None = None,
-) -> TrainResult:
-    """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
-    good checkpoint there. `on_start` receives the config as the run records it (its "auto"
-    noise fields planned from the data), the model's parameter count and the fast path it trains
-    on (compiling.FastPath) once start-up is done;
-    `warn` hears about damaged checkpoints skipped and files cleaned up, `notify` about the
-    waits of start-up: the fast path's timings on a GPU (probing.py) and whether the first step
-    compiles or loads the compile cached in the run folder. `stop_after` ends the
-    call after that many steps as an interruption would (saving a checkpoint); tests use it to
-    compare a resumed run with an uninterrupted one."""
-    warn = warn or (lambda message: None)
-    ctx = distributed.setup(config.train.device)
-    # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
-    # ends the call cleanly rather than with a KeyboardInterrupt.
-    with _StopOnSignal() as stop:
-        try:
-            start = _check(config, Path(run_dir), resume, warn)
-            if not ctx.main:
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start,
-                              notify)
-            start.run.create()
-            with RunLock(start.run.lock, f"run {start.run.path}"):
-                for path in remove_stale_temporaries(start.run.checkpoints):
-                    warn(f"removed {path.name}, left by an interrupted write")
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop, on_start,
-                              notify)
-        finally:
-            distributed.teardown(ctx)
-
-
-def _train(ctx, config: Config, start: _Start, progress, tensorboard, stop_after, stop,
-           on_start, notify) -> TrainResult:
-    trainer = _Trainer(ctx, config, start, notify if ctx.main else None)
-    if ctx.main and tensorboard:
-        trainer.open_tensorboard()
-    try:
-        if distributed.any_rank(ctx, stop.signum is not None):  # stopped during start-up
-            trainer.result.interrupted = stop.signum or signal.SIGTERM
-            return trainer.result
-        if on_start is not None and ctx.main:
-            on_start(trainer.config, sum(p.numel() for p in trainer.model.parameters()),
-                     trainer.fast)
-        trainer.loop(progress, stop, stop_after)
-    finally:
-        if trainer.writer is not None:
-            trainer.writer.close()
-    result = trainer.result
-    result.step = trainer.step
-    if result.checkpoint is None or step_of(result.checkpoint) != trainer.step:
-        result.checkpoint = trainer.checkpoint()
-    return result
-
-
-def _diverged(step: int, what: str, last_good: Path | None, lr: float) -> str:
-    kept = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
-    return (f"training diverged at step {step}: {what} are no longer finite (nan or inf); {kept}; "
-            f"lower train.lr (now {lr:g}) and train again")
-
-
-class _Trainer:
-    """One run's training state: data on the device, the schedule (planned from the data when
-    asked), the model, EMA, optimizer and random streams, restored when resuming."""
-
-    def __init__(self, ctx, config: Config, start: _Start, notify=None) -> None:
+    def __init__(self, ctx, config: Config, start: StartingPoint, notify=None) -> None:
         self.ctx, self.run, self.notify = ctx, start.run, notify  # notify: rank 0's, else None
-        tc, device = config.train, ctx.device
-        cuda = device.type == "cuda"
-        torch.manual_seed(tc.seed)
+        torch.manual_seed(config.train.seed)
+        self.config = self._data(config)
+        self._model()
+        self._fast_path(steps_left=config.train.iters - start.step)
+        self._optimiser()
+        self.step = start.step
+        if start.state is not None:
+            restore(start.state, self.model, self.ema, self.optimizer, self.g, ctx, self.config,
+                    start.path)
+            start.state = None  # the loop does not need the old tensors
+        self.compile_cache = self._compile_cache(self.fast) if self.fast.compile else None
+        self.net = self._wrap(self.compile_cache)
+        self.writer = None
+        self.result = TrainResult(step=self.step, checkpoint=start.path)
+        if ctx.main:
+            self.run.write_config(self.config)
 
+    def _data(self, config: Config) -> Config:
+        """The training images on the device, their per-channel mean, and the schedule: the
+        config's, or Techniques 1, 2 and 4 on this very data (the run records what it chose)."""
+        device = self.ctx.device
         self.images = load_images(config.data).images.to(device)
-        # The per-channel mean of the training images, kept with every checkpoint: the centre of
-        # the noisiest marginal, where the samplers that start there begin (SamplerPlan.start_point).
+        # The centre of the noisiest marginal, kept with every checkpoint: where the samplers
+        # that start at the noisiest level begin (SamplerPlan.start_point).
         self.data_mean = self.images.mean(dim=(0, 2, 3), dtype=torch.float64).div(255).float().cpu()
-        if not config.noise.planned:  # Techniques 1, 2, 4 on this very data; the run records them
-            config = dataclasses.replace(config, noise=plan_for_images(config.noise, self.images))
-        self.config = config
+        if not config.noise.planned:
+            config = dataclasses.replace(config, noise=choose_for_images(config.noise, self.images))
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
-        self.model, self.plugin = build_score_model(config, channels=self.images.shape[1])
-        self.model.to(device)
-        resumed = int(start.resume_state["step"]) if start.resume_state is not None else 0
-        self.fast = FastPath.for_training(
-            device, get_backbone(config.model.backbone)[0].channels_last, tc,
-            steps=tc.iters - resumed, cached=lambda path: self._compile_cache(path).is_file())
-        shape = tuple(self.images.shape[1:])
-        check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
-                             self.fast.autocast(device))
-        # Uncompiled on a GPU, the switches left at auto are timed there (probing.py). Under DDP
-        # rank 0 times them and every rank takes its choice: all ranks must train one path.
-        if probing.probes(device, self.fast, tc.probe):
-            paths = probing.candidates(self.fast, device, amp=tc.amp,
-                                       channels_last=tc.channels_last)
-            probed = None
-            if ctx.main:
-                probed = probing.probe(
-                    paths, probing.training(self.model, tc.batch_size, shape, self.sigmas),
-                    self.model, device, record=self.run.probes, notify=notify,
-                    key=f"train|{config.model.backbone}|{config.model.options}|{shape}|"
-                        f"{tc.batch_size}")
-            probed = paths[distributed.gather(ctx, paths.index(probed) if ctx.main else None)[0]]
-            if probed.amp != self.fast.amp:  # float32 takes more memory than bf16
-                check_training_batch(self.model, tc.batch_size, shape, self.sigmas,
-                                     probed.autocast(device))
-            self.fast = probed
+        return config
+
+    def _model(self) -> None:
+        self.model, self.plugin = build_score_model(self.config, channels=self.images.shape[1])
+        self.model.to(self.ctx.device)
+
+    def _fast_path(self, steps_left: int) -> None:
+        self.fast = fastpath.for_training(
+            self.model, self.ctx, self.config, steps=steps_left,
+            shape=tuple(self.images.shape[1:]), sigmas=self.sigmas, record=self.run.probes,
+            cached=lambda path: signed(self._compile_cache(path)), notify=self.notify)
         if self.fast.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, tc.ema)
-        self.autocast = self.fast.autocast(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
-                                          fused=cuda)
-        self.g = torch.Generator(device=device).manual_seed(tc.seed + 7919 * ctx.rank)
-        self.sampler = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
-                                    device)
-        self.step = 0
-        if start.resume_state is not None:
-            self.step = _restore(start.resume_state, self.model, self.ema, self.optimizer, self.g,
-                                 ctx, config, start.resume_path)
-            start.resume_state = None  # the loop does not need the old tensors
-        self.compile_cache = self._compile_cache(self.fast) if self.fast.compile else None
-        self.net = _wrap(self.model, ctx, self.fast, self.compile_cache)
-        self.writer = None
-        self.result = TrainResult(step=self.step, checkpoint=start.resume_path)
-        if ctx.main:
-            self.run.write_config(config)
+        self.autocast = self.fast.autocast(self.ctx.device)
 
-    def _compile_cache(self, path: FastPath) -> Path:
+    def _optimiser(self) -> None:
+        """EMA, Adam (fused on CUDA), the noise generator (one stream per rank) and the batches."""
+        tc, ctx = self.config.train, self.ctx
+        self.ema = EMA(self.model, tc.ema)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
+                                          fused=ctx.device.type == "cuda")
+        self.g = torch.Generator(device=ctx.device).manual_seed(tc.seed + 7919 * ctx.rank)
+        self.sampler = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
+                                    ctx.device)
+
+    def _compile_cache(self, path: fastpath.FastPath) -> Path:
         """Where the run folder keeps the training compile of `path`."""
-        config = self.config
-        key = (f"train|{config.model.backbone}|{config.model.options}|{config.data.res}|"
-               f"{config.train.batch_size}|{self.ctx.world}|{path}")
-        return cache_file(self.run.compile_cache, self.model, self.ctx.device, key)
+        key = WorkKey.of("train", self.config, self.config.train.batch_size, self.ctx.world)
+        return key.compile_file(self.run.compile_cache, self.ctx.device, path)
+
+    def _wrap(self, cache: Path | None):
+        """The network the loop calls: DDP across ranks, then torch.compile when the fast path
+        compiles (from the cached artifacts when there are some)."""
+        net = self.model
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.ctx.device.type == "cuda"
+            net = DistributedDataParallel(net, device_ids=[self.ctx.device.index] if cuda else None)
+        if not self.fast.compile:
+            return net
+        load_artifacts(cache)
+        return torch.compile(net, backend=self.fast.backend)
 
     def open_tensorboard(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -384,32 +169,24 @@ class _Trainer:
         """Save (rank 0), after checking the weights are finite: a diverged model never
         replaces or rotates out a good checkpoint."""
         generators = distributed.gather(self.ctx, self.g.get_state())  # every rank takes part
-        if not _finite(self.ema.state_dict().values()) or not _finite(self.model.parameters()):
-            raise DivergedError(_diverged(self.step, "the weights", self.result.checkpoint,
-                                          self.config.train.lr))
+        if not all_finite(self.ema.state_dict().values()) or not all_finite(self.model.parameters()):
+            raise diverged(self.step, "the weights", self.result.checkpoint, self.config.train.lr)
         if not self.ctx.main:
             return None
-        config = self.config
-        return save_checkpoint(self.run.checkpoints, {
-            "config": config.to_dict(),
-            "sigmas": self.sigmas.cpu(),
-            "data_mean": self.data_mean,
-            "backbone": self.plugin.record(config.model.backbone),
-            "pegasus_version": __version__,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "ema_updates": self.ema.updates,
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "world_size": self.ctx.world,
-            "rng": {"generators": [s.cpu() for s in generators], "torch": torch.get_rng_state()},
-        }, keep=config.train.keep)
+        return save_checkpoint(self.run.checkpoints, checkpoint_state(
+            config=self.config, sigmas=self.sigmas, data_mean=self.data_mean,
+            backbone=self.plugin.record(self.config.model.backbone), model=self.model,
+            ema=self.ema, optimizer=self.optimizer, step=self.step, world=self.ctx.world,
+            generators=generators), keep=self.config.train.keep)
 
     def grid(self) -> None:
-        """A grid of EMA samples (the same seed every time, so grids show progress, not luck)."""
-        x = sample_images(self.ema.module.eval(), self.schedule, num=self.config.train.grid,
-                          res=self.config.data.res, seed=self.config.train.seed,
-                          device=self.ctx.device, channels=self.images.shape[1])
+        """A grid of EMA samples by annealed Langevin (the same seed every time, so grids show
+        progress, not luck)."""
+        model, device = self.ema.module.eval(), self.ctx.device
+        score, capture = fastpath.chain_graphs(plan := plan_sampler("als", self.schedule), model,
+                                               device)
+        x = draw(score, plan, num=self.config.train.grid, shape=tuple(self.images.shape[1:]),
+                 seed=self.config.train.seed, device=device, capture=capture)
         save_grid(x, self.run.sample_grid(self.step))
         if self.writer is not None:
             from torchvision.utils import make_grid
@@ -417,16 +194,66 @@ class _Trainer:
             self.writer.add_image("samples", make_grid(x.cpu()), self.step)
 
     def loop(self, progress, stop, stop_after) -> None:
-        ctx, tc, device = self.ctx, self.config.train, self.ctx.device
-        log = LossLog(self.sigmas)
-        first = self.step
-        if progress is not None and ctx.main:
+        """Steps until the run's end, an interruption or `stop_after` steps of this call."""
+        tc, first, log = self.config.train, self.step, LossLog(self.sigmas)
+        if progress is not None and self.ctx.main:
             progress(self.step, tc.iters, None)  # a resumed run starts where it left off
         if self.notify is not None and self.fast.compile:
             self.notify(compile_notice(tc.batch_size, self.compile_cache))
         self.net.train()
-        with conv_autotuning(device):
-            self._run_steps(log, first, progress, stop, stop_after)
+        with conv_autotuning(self.ctx.device):
+            while self.step < tc.iters:
+                x = batch_of(self.images, self.sampler.indices(self.step), flip=self.config.data.flip,
+                             channels_last=self.fast.channels_last, generator=self.g)
+                log.add(self._step(x, first=self.step == first))
+                self.step += 1
+                if self.step == first + 1:
+                    self._keep_compile()
+                mean = self._log(log) if self._logs(self.step) else None
+                if progress is not None and self.ctx.main:
+                    progress(self.step, tc.iters, mean)
+                self._keep()
+                if self._stopping(stop, logged=mean is not None):
+                    self.result.interrupted = stop.signum or signal.SIGTERM
+                    break
+                if stop_after is not None and self.step - first >= stop_after:
+                    break
+
+    def _logs(self, step: int) -> bool:
+        return step % self.config.train.log_every == 0 or step == self.config.train.iters
+
+    def _log(self, log: LossLog) -> float:
+        """The one host read: the mean loss since the last log, to the result and TensorBoard."""
+        mean, by_range = log.read(self.ctx)
+        if not math.isfinite(mean):
+            raise diverged(self.step, "the losses", self.result.checkpoint, self.config.train.lr)
+        self.result.losses.append((self.step, mean))
+        if self.writer is not None:
+            self.writer.add_scalar("loss", mean, self.step)
+            for name, value in by_range.items():
+                self.writer.add_scalar(name, value, self.step)
+        return mean
+
+    def _keep(self) -> None:
+        """A sample grid and a checkpoint when their intervals come round."""
+        tc = self.config.train
+        if tc.sample_every and self.step % tc.sample_every == 0 and self.ctx.main:
+            self.grid()
+            self.net.train()
+        if self.step % tc.checkpoint_every == 0 and self.step < tc.iters:
+            self.result.checkpoint = self.checkpoint()
+
+    def _stopping(self, stop, logged: bool) -> bool:
+        """Whether a signal asked to stop; under DDP the ranks agree on it at log steps only,
+        to keep steps free of synchronisation."""
+        if self.ctx.distributed and not logged:
+            return False
+        return distributed.any_rank(self.ctx, stop.signum is not None)
+
+    def _keep_compile(self) -> None:
+        """After the process's first step, forward and backward are compiled: kept for next time."""
+        if self.compile_cache is not None and self.ctx.main and not signed(self.compile_cache):
+            save_artifacts(self.compile_cache)
 
     def _step(self, x: torch.Tensor, first: bool) -> DSMLoss:
         """One training step. The process's `first` step under torch.compile is the one that
@@ -444,51 +271,8 @@ class _Trainer:
             warn_uncompiled(e, "train.compile = false")
             self.fast = dataclasses.replace(self.fast, compile=False)
             self.compile_cache = None
-            self.net = _wrap(self.model, self.ctx, self.fast, None)
+            self.net = self._wrap(None)
             self.net.train()
             if noise is not None:
                 self.g.set_state(noise)
             return self._step(x, first=False)
-
-    def _run_steps(self, log, first: int, progress, stop, stop_after) -> None:
-        """Steps until the run's end, an interruption or `stop_after` steps of this call."""
-        ctx, tc, device, result = self.ctx, self.config.train, self.ctx.device, self.result
-        while self.step < tc.iters:
-            x = self.images[self.sampler.indices(self.step)].float() / 255
-            if self.config.data.flip:
-                flip = torch.rand(len(x), device=device, generator=self.g) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            if self.fast.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            log.add(self._step(x, first=self.step == first))
-            self.step += 1
-            step = self.step
-            if step == first + 1 and self.compile_cache is not None and ctx.main:
-                if not self.compile_cache.is_file():  # forward and backward are compiled by now
-                    save_artifacts(self.compile_cache)
-
-            logging = step % tc.log_every == 0 or step == tc.iters
-            mean = None
-            if logging:  # the one host read: every log_every steps
-                mean, by_range = log.read(ctx)
-                if not math.isfinite(mean):
-                    raise DivergedError(_diverged(step, "the losses", result.checkpoint, tc.lr))
-                result.losses.append((step, mean))
-                if self.writer is not None:
-                    self.writer.add_scalar("loss", mean, step)
-                    for name, value in by_range.items():
-                        self.writer.add_scalar(name, value, step)
-            if progress is not None and ctx.main:
-                progress(step, tc.iters, mean)
-            if tc.sample_every and step % tc.sample_every == 0 and ctx.main:
-                self.grid()
-                self.net.train()
-            if step % tc.checkpoint_every == 0 and step < tc.iters:
-                result.checkpoint = self.checkpoint()
-            # Under DDP the ranks agree on stopping at log steps only, to keep steps sync-free.
-            if not ctx.distributed or logging:
-                if distributed.any_rank(ctx, stop.signum is not None):
-                    result.interrupted = stop.signum or signal.SIGTERM
-                    break
-            if stop_after is not None and step - first >= stop_after:
-                break

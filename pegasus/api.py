@@ -1,0 +1,167 @@
+"""The Python front door: `pegasus.load(path)` gives a Model, the object a notebook reads first.
+
+    import pegasus
+    model = pegasus.load("runs/demo")                    # a run folder, a checkpoint (.pt) or
+    images = model.sample(16, seed=0, sampler="cas", steps=32)   # exported weights (.safetensors)
+    strips = model.blend(n=15, k=9, strips=4, source="horse", target="bird", guidance=10).strips
+    filled = model.inpaint("horse.png", mask="right-half", num=4).completions
+    s = model.score(x, sigma)                            # x in [0, 1], sigma shaped (B,)
+
+Every image is a float tensor in [0, 1], (N, 3, H, W). The CLI's verbs call these methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pegasus.run.layout import RunDir
+from pegasus.run.load import load_trained_run
+from pegasus.run.trained import TrainedRun
+from pegasus.signatures import ProgressBar
+from pegasus.tasks import sample as sampling
+from pegasus.tasks.blend import Blend, BlendRequest, blend
+from pegasus.tasks.evaluate import Quality, evaluate_run
+from pegasus.tasks.inpaint import Inpainting, inpaint_run
+
+
+def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None, warn=None,
+         notify=None) -> Model:
+    """The trained model at `path`: a run folder (its newest checkpoint), a checkpoint file of
+    one (.pt; `run` names its run folder when it lies elsewhere), or exported weights
+    (.safetensors). `device` is cpu, cuda, cuda:N or auto; `warn` hears of damaged checkpoints
+    skipped, `notify` of compiles and timings."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_run(weights=path, device=device, warn=warn, notify=notify)
+    if path.suffix in (".pt", ".pth") and not path.is_dir():
+        return load_run(run or _run_of(path), path, device=device, warn=warn, notify=notify)
+    return load_run(path, device=device, warn=warn, notify=notify)
+
+
+def load_run(run: str | Path | None = None, checkpoint: str | Path | None = None, *,
+             weights: str | Path | None = None, device: str = "cpu", warn=None,
+             notify=None) -> Model:
+    """The model of a run folder (its newest checkpoint, or `checkpoint`), or of exported
+    weights: what the CLI's --run, --checkpoint and --weights name."""
+    return Model(load_trained_run(run and Path(run), checkpoint and Path(checkpoint), device,
+                                  weights=weights and Path(weights), warn=warn, notify=notify))
+
+
+def _run_of(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file sits in (run/checkpoints/checkpoint-N.pt), if any."""
+    folder = checkpoint.resolve().parent.parent
+    return folder if RunDir(folder).config.is_file() else None
+
+
+class Model:
+    """A trained score model: its config, schedule and step, its score, and what it makes."""
+
+    def __init__(self, run: TrainedRun) -> None:
+        self.run = run
+
+    @property
+    def config(self):
+        return self.run.config
+
+    @property
+    def schedule(self):
+        return self.run.schedule
+
+    @property
+    def step(self) -> int:
+        return self.run.step
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    def __repr__(self) -> str:
+        return (f"Model({self.config.model.backbone} at {self.config.data.res} px, step "
+                f"{self.step}, from {self.run.source})")
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """s(x, sigma) = network(x, sigma) / sigma for images x in [0, 1] and noise levels sigma
+        (shape (B,) or a scalar), on the model's device."""
+        return self.run.model(x.to(self.device), torch.as_tensor(sigma, device=self.device))
+
+    def job(self, sampler: str = "als", steps: int | None = None, *, num: int,
+            batch_size: int | None = None, compile: str = "auto", amp: str = "auto"):
+        """The sampling job of `num` images (run/job.py), for drawing batch by batch."""
+        return self.run.job(sampler, steps, num=num, batch_size=batch_size, compile_=compile,
+                            amp=amp)
+
+    def sample(self, num: int = 16, seed: int = 0, *, sampler: str = "als",
+               steps: int | None = None, batch_size: int | None = None, compile: str = "auto",
+               amp: str = "auto", progress: ProgressBar | None = None) -> torch.Tensor:
+        """`num` images of `seed` (image i the same whatever num and batch_size)."""
+        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
+        callback = progress(f"sample ({sampler})", job.evaluations) if progress else None
+        return job.images(seed, callback=callback)
+
+    def sample_to_image(self, out: str | Path, num: int = 16, seed: int = 0, *,
+                        sampler: str = "als", steps: int | None = None,
+                        batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
+                        progress: ProgressBar | None = None) -> sampling.Written:
+        """`num` images as one grid picture (.png, .jpg or .webp), small images enlarged."""
+        from pegasus.images import image_format
+
+        image_format(Path(out))
+        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
+        return sampling.write_grid(job, Path(out), seed, progress)
+
+    def sample_to_folder(self, folder: str | Path, num: int, seed: int = 0, *,
+                         sampler: str = "als", steps: int | None = None,
+                         batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
+                         progress: sampling.Progress | None = None) -> sampling.Written:
+        """Images 0 .. num - 1 as <folder>/NNNNNN.png, continuing the same job's folder."""
+        from pegasus.run.folder import SampleFolder
+
+        samples = SampleFolder(Path(folder))
+        samples.check()
+        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
+        return sampling.write_folder(job, samples, seed, progress)
+
+    def sample_to_npz(self, out: str | Path, num: int, seed: int = 0, *, sampler: str = "als",
+                      steps: int | None = None, batch_size: int | None = None,
+                      compile: str = "auto", amp: str = "auto",
+                      progress: sampling.Progress | None = None) -> sampling.Written:
+        """`num` images as one uint8 array (N, H, W, C) in an .npz file, for FID tools."""
+        from pegasus.images import check_npz
+
+        check_npz(Path(out))
+        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
+        return sampling.write_npz(job, Path(out), seed, progress)
+
+    def blend(self, n: int = 15, k: int = 9, strips: int = 8, seed: int = 0, *,
+              source: str | None = None, target: str | None = None, guidance: float = 0.0,
+              sampler: str = "als", steps: int | None = None, mode: str = "eq4",
+              image: str | None = None, mask: str | None = None, report: bool = False,
+              compile: str = "auto", amp: str = "auto",
+              progress: ProgressBar | None = None) -> Blend:
+        """Strips of two classes blended by eq. 4 (tasks/blend.py); `.strips` is
+        (strips, n + 2, 3, H, W) and, with `report`, `.reports` the judge's scores."""
+        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
+                               guidance=guidance, sampler=sampler, steps=steps, mode=mode,
+                               image=image, mask=mask)
+        return blend(self.run, request, report=report, compile_=compile, amp=amp,
+                     progress=progress)
+
+    def inpaint(self, image: str | Path, mask: str = "right-half", num: int = 8, seed: int = 0,
+                *, sampler: str = "als", steps: int | None = None, compile: str = "auto",
+                amp: str = "auto", progress: ProgressBar | None = None) -> Inpainting:
+        """`num` completions of an image (a file or "sample:SEED") where the mask is white."""
+        return inpaint_run(self.run, str(image), mask, num=num, seed=seed, sampler=sampler,
+                           steps=steps, compile_=compile, amp=amp, progress=progress)
+
+    def evaluate(self, num: int = 1000, seed: int = 0, *, sampler: str = "als",
+                 steps: int | None = None, features: str = "judge",
+                 inception_weights: str | Path | None = None, batch_size: int | None = None,
+                 compile: str = "auto", amp: str = "auto",
+                 progress: ProgressBar | None = None) -> Quality:
+        """KID and FID of `num` samples against the run's training images (tasks/evaluate.py)."""
+        return evaluate_run(self.run, sampler=sampler, steps=steps, num=num, seed=seed,
+                            features=features, inception_weights=inception_weights,
+                            batch_size=batch_size, compile_=compile, amp=amp, progress=progress)

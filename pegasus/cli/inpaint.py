@@ -1,0 +1,66 @@
+"""`pegasus inpaint`: keep part of an image and regenerate the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
+from pegasus.cli.options import (
+    FAST_FLAGS,
+    AmpOpt,
+    CompileOpt,
+    DeviceOpt,
+    ImageOpt,
+    MaskOpt,
+    OptionalRunOpt,
+    OutImage,
+    SamplerOpt,
+    SeedOpt,
+    StepsOpt,
+    WeightsOpt,
+)
+
+
+@app.command(epilog=examples(
+    "pegasus inpaint --run runs/demo --image horse.png --mask right-half --num 8",
+    "pegasus inpaint --run runs/demo --image sample:3 --mask box:2,2,10,8 --out wings.png",
+    "pegasus inpaint --run runs/demo --image photo.jpg --mask wings-mask.png --sampler heun",
+))
+def inpaint(
+    run: OptionalRunOpt = None,
+    weights: WeightsOpt = None,
+    image: ImageOpt = None,
+    mask: MaskOpt = "right-half",
+    num: Annotated[int, typer.Option(min=1, help="Completions to draw.")] = 8,
+    seed: SeedOpt = 0,
+    out: OutImage = Path("inpaint.png"),
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
+    device: DeviceOpt = "auto",
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
+) -> None:
+    """Keep part of an image and regenerate the rest (white in the mask).
+
+    Writes a row of the input, the mask, what is kept and the completions."""
+    with user_errors({"image": "--image", "mask": "--mask", "steps": "--steps",
+                      "sampler": "--sampler", "num": "--num", **FAST_FLAGS}):
+        from pegasus.errors import UserError
+        from pegasus.fastpath import check_switches
+        from pegasus.images import image_format, save_grid
+
+        if image is None:
+            raise UserError("give the image to complete: --image FILE or --image sample:SEED")
+        image_format(out)
+        check_switches(compile=compile_, amp=amp)
+        model = load_model(run, None, weights, device)
+        with EvaluationBars() as bars:
+            result = model.inpaint(image, mask, num, seed, sampler=sampler, steps=steps,
+                                   compile=compile_, amp=amp, progress=bars)
+        row = result.row()
+        save_grid(row, out, nrow=len(row), upscale=True)
+        console.print(f"wrote {out}: the image, the mask, what is kept, and {num} completions "
+                      f"({sampler}, {result.evaluations} evaluations)", highlight=False)

@@ -1,0 +1,51 @@
+"""The options several verbs share, each declared once (its flag, type and help)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pegasus.samplers import SAMPLERS
+
+# --run-dir is the same option: torchrun's own parser takes a bare --run for its --run-path.
+RunOpt = Annotated[Path, typer.Option(
+    "--run", "--run-dir", file_okay=False,
+    help="Run folder (config.toml, checkpoints/, samples/, logs/).")]
+OptionalRunOpt = Annotated[Path | None, typer.Option(
+    "--run", "--run-dir", file_okay=False,
+    help="Run folder to draw from (its latest checkpoint).")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="Exported weights (.safetensors) instead of a run folder.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed: the same seed gives the same images.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. model.ngf=64."),
+]
+SamplerOpt = Annotated[str, typer.Option(help=f"Sampler: {', '.join(SAMPLERS)} (`pegasus samplers` "
+                                              f"says what each is and its default budget).")]
+StepsOpt = Annotated[int | None, typer.Option(
+    min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
+                "that fits; als keeps T steps per level and re-plans eps).")]
+ImageOpt = Annotated[str | None, typer.Option(
+    help="An image file (centre-cropped and resized to the run's resolution) or sample:SEED, a "
+         "sample of the run itself.")]
+MaskOpt = Annotated[str | None, typer.Option(
+    help="Where to regenerate: a black-and-white PNG (white = regenerate), or right-half, "
+         "left-half, top, bottom, centre, box:x0,y0,x1,y1 (pixels of the run's resolution).")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
+OutImage = Annotated[Path, typer.Option(
+    dir_okay=False, help="Image file to write: .png, .jpg or .webp.")]
+CompileOpt = Annotated[str, typer.Option(
+    "--compile", help="torch.compile the network: auto (on a GPU of compute capability 7.0 or "
+                      "later, for long work; cached in the run folder), on or off.")]
+AmpOpt = Annotated[str, typer.Option(
+    help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
+         "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]
+FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); it "
+                "changes speed and memory, never the images.")]

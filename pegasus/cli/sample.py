@@ -1,0 +1,122 @@
+"""`pegasus sample` and `export`: drawing from a trained run or shared weights, and sharing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pegasus.cli.app import (
+    EvaluationBars,
+    StepsBar,
+    app,
+    console,
+    examples,
+    load_model,
+    user_errors,
+)
+from pegasus.cli.options import (
+    FAST_FLAGS,
+    AmpOpt,
+    BatchSizeOpt,
+    CheckpointOpt,
+    CompileOpt,
+    DeviceOpt,
+    OptionalRunOpt,
+    OutImage,
+    RunOpt,
+    SamplerOpt,
+    SeedOpt,
+    StepsOpt,
+    WeightsOpt,
+)
+
+
+@app.command(epilog=examples(
+    "pegasus sample --run runs/demo --num 64 --seed 0 --out samples.png",
+    "pegasus sample --run runs/demo --num 4 --seed 0    # the first 4 of the 64 above",
+    "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
+    "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
+    "pegasus sample --run runs/cifar --num 10000 --folder fid-samples/    # one PNG per image",
+    "pegasus sample --run runs/cifar --num 50000 --folder fid-samples/    # continues it to 50000",
+    "pegasus sample --run runs/cifar --num 10000 --out samples.npz        # uint8 NHWC, for FID",
+))
+def sample(
+    run: OptionalRunOpt = None,
+    weights: WeightsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    num: Annotated[int, typer.Option(min=1, help="Number of images.")] = 64,
+    seed: SeedOpt = 0,
+    out: OutImage = Path("samples.png"),
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = "auto",
+    sampler: SamplerOpt = "als",
+    steps: StepsOpt = None,
+    compile_: CompileOpt = "auto",
+    amp: AmpOpt = "auto",
+    folder: Annotated[Path | None, typer.Option(
+        file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
+                              "images, bounded memory), instead of one grid. A folder begun by "
+                              "the same job (weights, sampler, seed, precision) is continued "
+                              "from its first missing image.")] = None,
+) -> None:
+    """Draw images from a run's EMA weights (or exported weights).
+
+    Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
+    with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
+                      "batch_size": "--batch-size", **FAST_FLAGS}):
+        from pegasus.fastpath import check_switches
+        from pegasus.images import check_npz, image_format
+        from pegasus.run.folder import SampleFolder
+
+        # Before any slow work: the output can be written and the switches are valid.
+        if folder is not None:
+            SampleFolder(folder).check()
+        elif out.suffix == ".npz":
+            check_npz(out)
+        else:
+            image_format(out)
+        check_switches(compile=compile_, amp=amp)
+        model = load_model(run, checkpoint, weights, device)
+        how = dict(sampler=sampler, steps=steps, batch_size=batch_size, compile=compile_, amp=amp)
+        if folder is not None or out.suffix == ".npz":
+            with StepsBar(f"sample ({sampler})", "") as bar:
+                progress = lambda done, total: bar.report(done, total, None)  # noqa: E731
+                if folder is not None:
+                    written = model.sample_to_folder(folder, num, seed, progress=progress, **how)
+                else:
+                    written = model.sample_to_npz(out, num, seed, progress=progress, **how)
+        else:
+            with EvaluationBars() as bars:
+                written = model.sample_to_image(out, num, seed, progress=bars, **how)
+        if written.count == 0:
+            console.print(f"{folder} already holds {written.first} samples of this job, the "
+                          f"{num} asked for among them; nothing to draw", highlight=False)
+            return
+        which = f"(images {written.first} to {num - 1}) " if written.first else ""
+        console.print(f"wrote {written.count} samples {which}from step {model.step} to "
+                      f"{written.path} ({sampler}, {written.evaluations} evaluations per image)",
+                      highlight=False)
+
+
+@app.command(epilog=examples(
+    "pegasus export --run runs/demo --out model.safetensors",
+    "pegasus sample --weights model.safetensors --num 16",
+))
+def export(
+    run: RunOpt,
+    out: Annotated[Path | None, typer.Option(
+        dir_okay=False, help="The .safetensors file to write (default: the run's "
+                             "exports/weights-<step>.safetensors).")] = None,
+    checkpoint: CheckpointOpt = None,
+) -> None:
+    """Export a run's EMA weights as safetensors, to share: `sample --weights` draws from it.
+
+    The config, sigmas and backbone go in the file's metadata (JSON); no run folder and no
+    pickle is needed to use it."""
+    with user_errors():
+        from pegasus.run.export import export_run
+
+        path = export_run(run, out, checkpoint)
+        console.print(f"wrote {path}", highlight=False)

@@ -1,0 +1,134 @@
+"""The run folder's layout: what a run folder holds and where. Every other module asks this one.
+
+A run folder holds:
+    config.toml     the resolved config the run trains with (written by tomli-w)
+    checkpoints/    checkpoint-<step>.pt and `latest` (checkpoint.py names them)
+    samples/        step-<step>.png grids from the EMA weights
+    logs/           TensorBoard event files
+    guide.pt        the noise-conditional classifier for guided blends (classifiers.py)
+    judge.pt        the independent clean-image classifier for reports
+    exports/        shared weights (safetensors, weights.py)
+    compile-cache/  torch.compile artifacts of sampling and training, per network, fast path,
+                    input shape, device and torch version, signed by the user who wrote them
+                    (fastpath/cache.py), so that a second start loads them instead of compiling
+    fast-path.json  the fast path's timings on each GPU (fastpath/probe.py)
+    .lock           held by the one process training the run (lock.py)
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pegasus.atomic import atomic_write
+from pegasus.config import Config, read_toml
+from pegasus.errors import RunError
+from pegasus.run.checkpoint import latest_checkpoint
+
+CONFIG_FILE = "config.toml"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
+LOGS = "logs"
+GUIDE_FILE = "guide.pt"
+JUDGE_FILE = "judge.pt"
+EXPORTS = "exports"
+COMPILE_CACHE = "compile-cache"
+PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GPU (fastpath/probe.py)
+LOCK_FILE = ".lock"
+CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where each part of a run lives."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def samples(self) -> Path:
+        return self.path / SAMPLES
+
+    @property
+    def logs(self) -> Path:
+        return self.path / LOGS
+
+    @property
+    def exports(self) -> Path:
+        return self.path / EXPORTS
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.path / COMPILE_CACHE
+
+    @property
+    def probes(self) -> Path:
+        return self.path / PROBES_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def classifier(self, kind: str) -> Path:
+        return self.path / CLASSIFIER_FILES[kind]
+
+    def sample_grid(self, step: int) -> Path:
+        return self.samples / f"step-{step:08d}.png"
+
+    def export_file(self, step: int) -> Path:
+        return self.exports / f"weights-{step:08d}.safetensors"
+
+    def check_usable(self) -> None:
+        """A run path must be a folder (or not exist yet) that can be created and written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"run path {self.path} is a file, not a folder; choose another run folder")
+
+    def create(self) -> None:
+        self.check_usable()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            reason = ("the name is longer than the file system allows"
+                      if e.errno == errno.ENAMETOOLONG else e.strerror)
+            raise RunError(f"cannot create run folder {self.path}: {reason}") from None
+
+    def latest_checkpoint(self, warn=None) -> Path | None:
+        return latest_checkpoint(self.checkpoints, warn)
+
+    def require(self) -> None:
+        if not self.path.is_dir():
+            raise RunError(f"run folder {self.path} does not exist; train a run there first")
+
+    def require_checkpoint(self, warn=None) -> Path:
+        self.require()
+        found = self.latest_checkpoint(warn)
+        if found is None:
+            raise RunError(f"run {self.path} has no checkpoint yet; train it first")
+        return found
+
+    def read_config(self) -> Config:
+        if not self.config.is_file():
+            raise RunError(f"{self.config} does not exist: {self.path} is not a pegasus run")
+        return Config.from_dict(read_toml(self.config))
+
+    def write_config(self, config: Config) -> None:
+        atomic_write(self.config, lambda f: tomli_w.dump(_toml_ready(config.to_dict()), f))
+
+
+def _toml_ready(data: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: fields left as None are omitted, as the loader's defaults fill them."""
+    return {k: _toml_ready(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}

@@ -1,0 +1,87 @@
+"""Resuming a run: the newest checkpoint that loads, and the config a training command trains
+with (a new run's, or a resumed run's own with the overrides asked for now)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pegasus.config import Config, build_config, resolve_model_options
+from pegasus.errors import CheckpointError, ConfigError, DatasetError, RunError
+from pegasus.run.checkpoint import list_checkpoints
+from pegasus.run.layout import RunDir
+from pegasus.run.load import config_of, score_checkpoint
+
+
+def load_resume_state(run: RunDir, warn=None, mmap: bool = False) -> tuple[dict[str, Any], Path]:
+    """The newest checkpoint of `run` that loads, falling back past damaged ones (each skipped
+    one is reported through `warn`)."""
+    first = run.latest_checkpoint(warn)
+    if first is None:
+        raise RunError(f"cannot resume: {run.checkpoints} holds no checkpoint; train the run "
+                       f"first, without resuming")
+    candidates = [first] + [p for p in reversed(list_checkpoints(run.checkpoints)) if p != first]
+    problems = []
+    for path in candidates:
+        try:
+            return score_checkpoint(path, mmap), path
+        except CheckpointError as e:
+            problems.append(str(e))
+            if warn is not None and path != candidates[-1]:
+                warn(f"{e}; falling back to the previous checkpoint")
+    raise CheckpointError(f"cannot resume {run.path}: no checkpoint loads; the newest: {problems[0]}")
+
+
+def run_config(
+    run_dir: Path,
+    *,
+    preset: str | None = None,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    warn=None,
+) -> Config:
+    """The config a training command trains with. A new run: preset, flags, overrides. A resumed
+    run: exactly the config its checkpoint was trained with, plus the overrides asked for now;
+    a config.toml edited since (a section lost, a field changed) is refused rather than trusted,
+    unless it already holds those overrides."""
+    if not resume:
+        config = build_config(preset, flags, overrides)
+        _check_preset_folder(preset, config)
+        return config
+    run = RunDir(run_dir)
+    state, path = load_resume_state(run, warn, mmap=True)
+    trained = resolve_model_options(config_of(state, path))
+    config = build_config(preset, flags, overrides, saved=trained)
+    on_disk = resolve_model_options(run.read_config())
+    if on_disk != trained and on_disk != config:
+        field = _first_difference(on_disk.to_dict(), trained.to_dict())
+        raise ConfigError(
+            f"{run.config} no longer matches the config {path.name} was trained with ({field}); "
+            f"restore it, or change fields on purpose with overrides (section.field=value)")
+    return config
+
+
+def _check_preset_folder(preset: str | None, config: Config) -> None:
+    """The presets of datasets pegasus cannot download read folder:PATH; a missing folder is
+    one line naming the preset and the layout it expects."""
+    dataset = config.data.dataset
+    if preset is None or not dataset.startswith("folder:"):
+        return
+    folder = Path(dataset.removeprefix("folder:")).expanduser()
+    if not folder.is_dir():
+        layout = ", ".join(f"{folder / c}/" for c in config.data.classes)
+        raise DatasetError(f"preset {preset!r} reads {dataset}, which does not exist; pegasus "
+                           f"cannot download this dataset: put its images in {layout} or point "
+                           f"data.dataset at another folder:PATH")
+
+
+def _first_difference(a: dict[str, Any], b: dict[str, Any], where: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        name = f"{where}.{key}" if where else key
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            if a[key] != b[key]:
+                return _first_difference(a[key], b[key], name)
+        elif a.get(key) != b.get(key):
+            return f"{name} is {a.get(key)!r} there, {b.get(key)!r} in the checkpoint"
+    return "no field differs"

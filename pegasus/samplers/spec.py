@@ -1,0 +1,55 @@
+"""What a sampler declares (`SPEC` in its own module) and how a plan reads it.
+
+A sampler module holds its pure function and a `SamplerSpec`: the function, its default budget,
+how it fits a run's schedule within a budget (its grid and what that grid costs), where its
+chains start, whether they inject noise (what eq. 4 blends need), whether they take Langevin
+steps (what inpainting and masked blends need), and whether it captures its own step in a CUDA
+graph. `plan.plan_sampler`, the CLI, blends and inpainting read these fields; nothing else
+knows a sampler by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pegasus.errors import FieldError
+from pegasus.noise.schedule import Schedule
+
+# A grid laid on the levels the network knows (plan.py: each grid sigma moved to the nearest
+# trained level, duplicates merged), or left as it is for a network that knows every sigma.
+Snap = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A sampler fitted to a schedule and a budget."""
+
+    sigmas: torch.Tensor  # the grid it walks, largest first (CPU, float32)
+    evaluations: int  # network evaluations per image on that grid
+    options: dict[str, Any]  # the options its function is called with
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    summary: str  # one line for `pegasus samplers`: what it is, after which paper
+    # (score_fn, x, sigmas, *, generator, noise_sampler, callback, **options) -> x
+    function: Callable[..., torch.Tensor]
+    # (schedule, budget of evaluations or None for the default, options, snap) -> Fitted
+    fit: Callable[[Schedule, int | None, dict[str, Any], Snap], Fitted]
+    default_steps: int | None  # the default budget; None: the run's own schedule
+    start: str  # "uniform" (annealed Langevin's prior) or "normal" (centre + sigma_1 z)
+    stochastic: Callable[[dict[str, Any]], bool] = lambda options: True  # injects noise
+    inpaints: bool = False  # takes Langevin steps, which fit regenerated pixels to kept ones
+    captures_steps: bool = False  # given a capture, graphs its whole step (update included)
+
+
+def enough(name: str, points: int, least: int, steps: int) -> None:
+    """Refuse a budget that leaves a sampler fewer than two grid points."""
+    if points < 2:
+        raise FieldError("steps", f"{steps} is too few for {name}: it needs at least {least} "
+                         f"evaluations")

@@ -1,0 +1,117 @@
+"""Training a run's classifiers: the noise-conditional guide p(class | x, sigma) that steers
+guided blends, and the independent clean-image judge that scores them."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pegasus.data import load_images
+from pegasus.devices import resolve_device
+from pegasus.errors import FieldError, UserError
+from pegasus.model.classifier import KINDS, Classifier, ClassifierSpec
+from pegasus.run.classifiers import save_classifier
+from pegasus.run.layout import RunDir
+from pegasus.run.load import trained_schedule
+from pegasus.signatures import ProgressFn
+
+
+def train_classifier(
+    spec: ClassifierSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    sigmas: torch.Tensor | None,
+    iters: int,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> Classifier:
+    """Cross-entropy on uint8 `images` with random flips; with `sigmas`, each image is first
+    perturbed at a uniformly drawn level, as in score training."""
+    device = images.device
+    torch.manual_seed(seed)
+    model = Classifier(spec).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator(device=device).manual_seed(seed)
+    for step in range(1, iters + 1):
+        idx = torch.randint(len(images), (batch_size,), device=device, generator=g)
+        x = images[idx].float() / 255
+        flip = torch.rand(batch_size, device=device, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        sigma = None
+        if sigmas is not None:
+            sigma = sigmas[torch.randint(len(sigmas), (batch_size,), device=device, generator=g)]
+            x = x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, device=device, generator=g)
+        loss = F.cross_entropy(model(x, sigma), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step, iters, loss.item() if step % 50 == 0 or step == iters else None)
+    return model.eval().requires_grad_(False)
+
+
+@dataclass
+class TrainedClassifier:
+    model: Classifier
+    path: Path
+    accuracy: dict[str, float]  # held-out accuracy: "clean", or per noise level for the guide
+
+
+def train_for_run(
+    run_dir: Path,
+    kind: str,
+    *,
+    iters: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+) -> TrainedClassifier:
+    """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
+    images only; on `sprites` a fresh sample drawn with another seed, so it never sees the
+    images the score model and the guide were trained on). 10% of the images are held out."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be guide or judge, got {kind!r}")
+    if iters < 1:
+        raise FieldError("iters", f"must be at least 1, got {iters}")
+    if batch_size < 1:
+        raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
+    dev = resolve_device(device)
+    config, schedule = trained_schedule(run_dir)
+    if len(config.data.classes) < 2:
+        raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
+                        f"{kind} tells classes apart and needs a run of two or more")
+    data_config = config.data
+    if kind == "judge" and data_config.dataset == "sprites":
+        data_config = dataclasses.replace(data_config, seed=data_config.seed + 1)
+    data = load_images(data_config)
+    order = torch.randperm(len(data.images), generator=torch.Generator().manual_seed(seed))
+    held = order[: len(order) // 10]
+    used = order[len(order) // 10 :]
+    images, labels = data.images.to(dev), data.labels.to(dev)
+    sigmas = schedule.sigmas(dev) if kind == "guide" else None
+    spec = ClassifierSpec(list(data.classes), config.data.res, images.shape[1],
+                          noise_conditional=kind == "guide")
+    model = train_classifier(spec, images[used.to(dev)], labels[used.to(dev)], sigmas=sigmas,
+                             iters=iters, batch_size=batch_size, seed=seed, progress=progress)
+    x, y = images[held.to(dev)].float() / 255, labels[held.to(dev)]
+    accuracy = {}
+    with torch.no_grad():
+        if sigmas is None:
+            accuracy["clean"] = (model(x).argmax(1) == y).float().mean().item()
+        else:
+            g = torch.Generator(device=dev).manual_seed(seed)
+            for i in (len(sigmas) - 1, len(sigmas) // 2, 0):
+                s = sigmas[i].expand(len(x))
+                noisy = x + s.view(-1, 1, 1, 1) * torch.randn(x.shape, device=dev, generator=g)
+                accuracy[f"sigma={float(sigmas[i]):.3g}"] = (
+                    (model(noisy, s).argmax(1) == y).float().mean().item())
+    path = save_classifier(model, RunDir(run_dir).classifier(kind), accuracy=accuracy)
+    return TrainedClassifier(model, path, accuracy)
