@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pegasus.config import load_config
+from pegasus.config import build_config
 from pegasus.training import train
 
 
 def curve(preset: str, steps: int, log_every: int, amp: str, channels_last: bool,
           extra: list[str]) -> list[float]:
-    config = load_config(preset, overrides=[
+    config = build_config(preset, overrides=[
         f"train.iters={steps}", f"train.log_every={log_every}", "train.sample_every=0",
         f"train.checkpoint_every={steps}", f'train.amp="{amp}"',
         f"train.channels_last={'true' if channels_last else 'false'}", *extra])

@@ -189,21 +189,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
 
 
-def load_config(
-    preset: str | None = None,
-    overrides: list[str] | None = None,
-    base: dict[str, Any] | None = None,
-) -> Config:
-    """Defaults, then a preset (name or path) or `base`, then `--set` overrides; validated,
-    with the backbone's options checked against its declared config and filled in."""
-    data: dict[str, Any] = base if base is not None else {}
-    if preset is not None:
-        data = read_toml(find_preset(preset))
-    data = apply_overrides(_deep_copy(data), overrides or [])
-    config = Config.from_dict(data)
-    return resolve_model_options(config)
-
-
 def build_config(
     preset: str | None = None,
     flags: dict[str, Any] | None = None,

@@ -9,7 +9,6 @@ from pegasus.config import (
     build_config,
     find_preset,
     list_presets,
-    load_config,
     parse_value,
     resolve_model_options,
 )
@@ -18,7 +17,7 @@ from pegasus.config import (
 def test_default_schedule_is_planned_from_the_data_and_the_rest_is_published():
     """No fixed schedule fits every resolution, so sigma_1, L and eps default to "auto"
     (Techniques 1, 2, 4 at the start of training); sigma_L, T and the optimiser are NCSNv2's."""
-    c = load_config()
+    c = build_config()
     assert (c.noise.sigma_max, c.noise.levels, c.noise.eps) == ("auto", "auto", "auto")
     assert not c.noise.planned
     assert (c.noise.sigma_min, c.noise.steps_per_level) == (0.01, 5)
@@ -29,11 +28,11 @@ def test_default_schedule_is_planned_from_the_data_and_the_rest_is_published():
 def test_every_preset_loads_and_validates():
     assert {"cifar10", "sprites-demo"} <= set(list_presets())
     for name in list_presets():
-        load_config(name)
+        build_config(name)
 
 
 def test_cifar10_preset_matches_notes():
-    c = load_config("cifar10")
+    c = build_config("cifar10")
     assert (c.noise.sigma_max, c.noise.levels, c.noise.steps_per_level, c.noise.eps) == (
         50.0, 232, 5, 6.2e-6)
     assert c.data.res == 32 and c.train.batch_size == 128
@@ -55,11 +54,11 @@ def test_cifar10_preset_matches_notes():
 ])
 def test_bad_fields_name_the_culprit(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(overrides=[override])
+        build_config(overrides=[override])
 
 
 def test_set_reaches_backbone_options_and_parses_toml_values():
-    c = load_config(overrides=["model.ngf=64", "train.lr=3e-4", "data.flip=false"])
+    c = build_config(overrides=["model.ngf=64", "train.lr=3e-4", "data.flip=false"])
     assert c.model.options["ngf"] == 64 and c.train.lr == 3e-4 and c.data.flip is False
     assert parse_value("horse") == "horse" and parse_value("[1, 2]") == [1, 2]
 
@@ -73,7 +72,7 @@ def test_flags_then_overrides_and_switching_backbone_drops_foreign_options():
 
 
 def test_config_round_trips_through_toml():
-    c = load_config("sprites-demo")
+    c = build_config("sprites-demo")
     again = resolve_model_options(Config.from_dict(tomllib.loads(tomli_w.dumps(c.to_dict()))))
     assert again == c
 
@@ -82,13 +81,13 @@ def test_malformed_toml_is_a_config_error(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[data\nres = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_config(str(bad))
+        build_config(str(bad))
     with pytest.raises(ConfigError, match="no preset named"):
         find_preset("no-such-preset")
 
 
 def test_resume_keeps_the_run_config(tmp_path):
-    saved = load_config()
+    saved = build_config()
     c = build_config(flags={"train.iters": 10}, saved=saved)
     assert c.train.iters == 10
     with pytest.raises(ConfigError, match="cannot change the data section"):
@@ -107,7 +106,7 @@ def test_winged_horses_presets_follow_the_text(name, dataset, res, batch, images
 
     from pegasus.model.build import build_score_model
 
-    c = load_config(name)
+    c = build_config(name)
     assert (c.data.dataset, c.data.res, c.data.flip) == (dataset, res, True)
     assert c.data.classes == ["horse", "bird"]
     assert c.model.backbone == "unet" and len(c.model.options["mults"]) == 3

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pegasus.backbones.refinenet import RefineNet, auto_stages, stages_for
-from pegasus.config import list_presets, load_config
+from pegasus.config import build_config, list_presets
 from pegasus.errors import DatasetError
 from pegasus.model.build import build_score_model
 from pegasus.model.score import ScoreModel
@@ -72,7 +72,7 @@ def test_any_stage_list_can_be_asked_for():
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_validates_and_builds_its_model(name):
-    config = load_config(name, [f"model.{k}={v}" for k, v in _small(load_config(name)).items()])
+    config = build_config(name, overrides=[f"model.{k}={v}" for k, v in _small(build_config(name)).items()])
     model, _ = build_score_model(config)
     res = config.data.res
     with torch.no_grad():
@@ -91,7 +91,7 @@ def _small(config):
     ("ffhq", 348, 2311, 3, 9e-7, 32, 1e-3, 256),
 ])
 def test_published_presets(name, sigma, levels, steps, eps, batch, adam_eps, res):
-    c = load_config(name)
+    c = build_config(name)
     assert (c.noise.sigma_max, c.noise.levels, c.noise.steps_per_level, c.noise.eps) == (
         sigma, levels, steps, eps)
     assert (c.train.batch_size, c.train.adam_eps, c.data.res, c.train.lr, c.train.ema) == (
@@ -107,9 +107,9 @@ def test_a_preset_whose_folder_is_missing_names_itself_and_the_layout(tmp_path, 
 
 def test_stl10_96_presets_keep_the_native_size():
     for name in ("winged-horses-stl10-96", "ncsnv2-stl10-96", "ncsnv2-stl10-64"):
-        c = load_config(name)
+        c = build_config(name)
         assert c.data.dataset == "stl10" and c.data.classes == ["horse", "bird"]
-    assert load_config("ncsnv2-stl10-96").data.res == 96 == load_config("winged-horses-stl10-96").data.res
+    assert build_config("ncsnv2-stl10-96").data.res == 96 == build_config("winged-horses-stl10-96").data.res
 
 
 def test_largest_training_batch_arithmetic():

@@ -1,6 +1,6 @@
 """A tiny, fast configuration for training tests."""
 
-from pegasus.config import load_config
+from pegasus.config import build_config
 
 TINY = [
     "data.dataset=sprites", "data.res=16", "data.size=12",
@@ -13,7 +13,7 @@ TINY = [
 
 
 def tiny_config(*extra: str):
-    return load_config(overrides=TINY + list(extra))
+    return build_config(overrides=TINY + list(extra))
 
 
 def sample_images(score_fn, schedule, *, num, res, seed, batch_size=None, plan=None,
