@@ -25,6 +25,8 @@ from pegasus.tasks.blend import Blend, BlendRequest, blend
 from pegasus.tasks.evaluate import Quality, evaluate_run
 from pegasus.tasks.inpaint import Inpainting, inpaint_run
 
+MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
+
 
 def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None, warn=None,
          notify=None) -> Model:
@@ -106,9 +108,13 @@ class Model:
                         batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
                         progress: ProgressBar | None = None) -> sampling.Written:
         """`num` images as one grid picture (.png, .jpg or .webp), small images enlarged."""
+        from pegasus.errors import FieldError
         from pegasus.images import image_format
 
         image_format(Path(out))
+        if num > MAX_GRID:
+            raise FieldError("num", f"{num:,} images are too many for one picture (at most "
+                                    f"{MAX_GRID:,}); write them to a folder or an .npz instead")
         job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
         return sampling.write_grid(job, Path(out), seed, progress)
 

@@ -61,11 +61,33 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
+    except RuntimeError as e:
+        # torch's zip writer reports a failed write (a full disk, mostly) as a RuntimeError of
+        # its own ("[enforce fail at inline_container.cc] ... unexpected pos"), not an OSError.
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if "PytorchStreamWriter" not in str(e) and "inline_container" not in str(e):
+            raise
+        raise WriteError(f"cannot write {path}: {_why_not_written(path.parent)}") from None
     except BaseException:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _why_not_written(folder: Path) -> str:
+    """What most likely stopped a write that reported no OS error: a full disk, or else an
+    input/output error of the file system."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "the file system refused the write"
+    if free < 64 * 2**20:
+        return f"No space left on device ({free / 2**20:.1f} MiB free)"
+    return "the file system refused the write (an input/output error)"
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

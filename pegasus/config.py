@@ -27,6 +27,7 @@ PRESET_DIRS = (
 
 
 Auto = Literal["auto"]
+MAX_RES = 1024
 
 
 @dataclass
@@ -44,6 +45,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "res", "size")
+        if self.res > MAX_RES:
+            raise ValueError(f"res must be at most {MAX_RES} px (NCSNv2's largest published "
+                             f"network is 256 px), got {self.res}")
 
 
 @dataclass

@@ -214,3 +214,103 @@ def test_each_commands_summary_is_one_line():
     for command in app.registered_commands:
         summary = command.callback.__doc__.strip().split("\n\n")[0]
         assert "\n" not in summary, command.callback.__name__
+
+
+def _weights_with(tmp_path, run, name, edit_config=None, edit_tensors=None):
+    """The run's exported weights with their metadata's config or their tensors changed."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from pegasus.run.export import export_run
+
+    plain = export_run(run, tmp_path / "plain.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(plain, framework="pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(plain)
+    if edit_config is not None:
+        config = json.loads(metadata["config"])
+        edit_config(config)
+        metadata["config"] = json.dumps(config)
+    if edit_tensors is not None:
+        tensors = {k: edit_tensors(v) for k, v in tensors.items()}
+    save_file(tensors, tmp_path / name, metadata=metadata)
+    return tmp_path / name
+
+
+def test_untrustworthy_inputs_are_one_line_each_before_any_work(tmp_path, run):
+    """Files that did not come from pegasus, or were altered, and absurd sizes: each refused in
+    one line, exit 2, before any allocation or progress bar."""
+    from PIL import Image
+
+    png = tmp_path / "picture.png"
+    Image.new("RGB", (16, 16)).save(png)
+    torch_file = tmp_path / "model.pt"
+    torch.save({"a": torch.ones(2)}, torch_file)
+    out = ["--out", str(tmp_path / "x.png")]
+    wide = _weights_with(tmp_path, run, "wide.safetensors",
+                         edit_config=lambda c: c["model"].update(width=1_000_000))
+    elsewhere = _weights_with(tmp_path, run, "other.safetensors",
+                              edit_config=lambda c: c["model"].update(backbone="nosuch"))
+    ints = _weights_with(tmp_path, run, "int8.safetensors",
+                         edit_tensors=lambda t: t.to(torch.int8))
+    nans = _weights_with(tmp_path, run, "nan.safetensors",
+                         edit_tensors=lambda t: torch.full_like(t, float("nan")))
+    cases = [
+        (["sample", "--checkpoint", str(png), *out], "is a PNG image, not a pegasus checkpoint"),
+        (["sample", "--weights", str(torch_file), *out], "give it as the checkpoint instead"),
+        (["sample", "--weights", str(wide), *out], "do not fit backbone 'unet'"),
+        (["sample", "--weights", str(elsewhere), *out],
+         "needs backbone 'nosuch', which no installed plugin provides"),
+        (["sample", "--weights", str(ints), *out], "holds torch.int8 values"),
+        (["sample", "--weights", str(nans), *out], "holds nan or inf values"),
+        (["sample", "--run", str(run), "--sampler", "heun", "--steps", "1000000000", *out],
+         "--steps must be between 1 and 100,000"),
+        (["sample", "--run", str(run), "--num", "1000000000000", "--out", str(tmp_path / "x.npz")],
+         "--num must be between 1"),
+        (["sample", "--run", str(run), "--num", "20000", *out], "too many for one picture"),
+        (["sample", "--run", str(run), "--batch-size", "1000000000", *out], "do not fit"),
+        (["blend", "--run", str(run), "--strips", "1000000000", "--n", "3", "--k", "1",
+          "--out", str(tmp_path / "b.png")], "--strips"),
+        (["blend", "--run", str(run), "--n", "1000000000", "--k", "1",
+          "--out", str(tmp_path / "b.png")], "--n"),
+        (["inpaint", "--run", str(run), "--image", "sample:1", "--sampler", "heun", *out],
+         "--sampler heun takes no Langevin steps"),
+        (["inpaint", "--run", str(run), "--image", "sample:-1", *out], "seed of 0 or more"),
+        (["train", "--run", str(tmp_path / "new"), *[a for s in TINY for a in ("--set", s)],
+          "--set", "train.batch_size=1000000000"], "1,000,000,000 does not fit in this machine's"),
+        (["train", "--run", str(tmp_path / "new"), *[a for s in TINY for a in ("--set", s)],
+          "--set", "data.res=100000"], "res must be at most 1024"),
+    ]
+    for args, needle in cases:
+        result = runner.invoke(app, args)
+        one_line(result, needle)
+        assert result.output.startswith("error:"), (args, result.output)  # nothing before it
+    assert not (tmp_path / "new").exists()
+
+
+def test_odd_pictures_are_converted_with_a_note_or_refused(tmp_path):
+    """Grey, RGBA and 16-bit pictures are converted, each with a one-line note (16-bit scaled
+    to 8 bits, not clipped white); a 1x1 picture is refused."""
+    import numpy as np
+    from PIL import Image
+
+    from pegasus.errors import PegasusWarning, UserError
+    from pegasus.tasks.inputs import read_image
+
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((16, 16), 30000, dtype=np.uint16)).save(deep)
+    with pytest.warns(PegasusWarning, match="scaled to 8 bits"):
+        x = read_image(deep, 16)
+    assert abs(float(x.mean()) - 30000 / 65535) < 0.01  # not 1.0, which clipping gives
+    for mode, needle in (("L", "grey image"), ("RGBA", "alpha channel")):
+        path = tmp_path / f"{mode}.png"
+        Image.new(mode, (20, 20)).save(path)
+        with pytest.warns(PegasusWarning, match=needle):
+            assert read_image(path, 16).shape == (3, 16, 16)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    with pytest.raises(UserError, match="1 x 1 px"):
+        read_image(tiny, 16)

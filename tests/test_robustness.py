@@ -208,3 +208,93 @@ def test_sigkill_at_random_moments_never_corrupts_a_kept_checkpoint(tmp_path):
     result = runner.invoke(app, ["train", "--run", str(run), "--resume", "--set", "train.iters=401"])
     assert result.exit_code == 0, result.output
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_a_resume_to_a_step_already_passed_is_one_line_and_leaves_the_run_as_it_was(tmp_path):
+    train(tiny_config("train.iters=4"), tmp_path, tensorboard=False)
+    before = (tmp_path / "config.toml").read_bytes()
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--iters", "2"])
+    one_line(result, "--iters is 2, but the run is at step 4; give a value above 4")
+    assert (tmp_path / "config.toml").read_bytes() == before
+    # Resuming a finished run with its own iters is no error: it is done.
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume"])
+    assert result.exit_code == 0 and "done: step 4" in result.output, result.output
+
+
+def test_an_override_given_on_resume_is_accepted_by_the_next_resume(tmp_path):
+    """A resume with an override writes config.toml at once; stopped before its first checkpoint,
+    it leaves config.toml and the checkpoint apart. The next resume, with another override, must
+    still go: pegasus recognises its own write. An edit by hand is still refused."""
+    from pegasus.run.layout import RunDir
+
+    train(tiny_config("train.iters=4"), tmp_path, tensorboard=False)
+    run = RunDir(tmp_path)
+    run.write_config(tiny_config("train.iters=6"))  # what a resume --iters 6 killed at once leaves
+    result = runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--iters", "8"])
+    assert result.exit_code == 0 and "done: step 8" in result.output, result.output
+    text = run.config.read_text().replace("lr = 0.001", "lr = 0.5")
+    run.config.write_text(text)  # by hand
+    one_line(runner.invoke(app, ["train", "--run", str(tmp_path), "--resume", "--iters", "9"]),
+             "no longer matches")
+
+
+def _train_second(path, arrived, wait_for, results):
+    """The second trainer: it comes to the lock first, then takes it only once the first
+    trainer has finished its run."""
+    from pegasus.errors import UserError
+    from pegasus.run import lock
+
+    enter = lock.RunLock.__enter__
+
+    def late(self):
+        arrived.set()
+        wait_for.wait(60)
+        return enter(self)
+
+    lock.RunLock.__enter__ = late
+    try:
+        train(tiny_config("train.iters=2"), path, tensorboard=False)
+        results.put("trained")
+    except UserError as e:
+        results.put(f"refused: {e}")
+
+
+def test_a_second_trainer_reaching_the_lock_after_the_first_finished_does_not_retrain(tmp_path):
+    """Two `train --run R` at once: the checks that the folder holds no trained run run under the
+    lock, so the one that gets it second is refused even when the first has finished by then."""
+    import multiprocessing
+
+    # spawn, not fork: a process forked after torch's thread pools started can hang in them.
+    ctx = multiprocessing.get_context("spawn")
+    arrived, finished, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    second = ctx.Process(target=_train_second, args=(tmp_path, arrived, finished, results))
+    second.start()
+    assert arrived.wait(120)  # the second is at the lock, every check before it done
+    first = train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
+    trained_at = first.checkpoint.stat().st_mtime_ns
+    finished.set()
+    outcome = results.get(timeout=120)
+    second.join(30)
+    assert outcome.startswith("refused:") and "already holds a trained run" in outcome, outcome
+    assert first.checkpoint.stat().st_mtime_ns == trained_at
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+def test_a_real_full_disk_is_one_line_naming_the_file_and_the_room_a_run_needs(tmp_path):
+    """torch's zip writer reports a full disk as its own RuntimeError; on a real 3 MB tmpfs the
+    first checkpoint (about 20 MiB) cannot be written, and the command says so in one line."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("this machine does not let the tests mount a tmpfs")
+    try:
+        sets = [a for s in TINY if not s.startswith("model.width") for a in ("--set", s)]
+        result = runner.invoke(app, ["train", "--run", str(disk / "run"), *sets,
+                                     "--set", "model.width=32", "--set", "train.iters=2"])
+        one_line(result, "No space left on device")
+        line = next(x for x in result.output.splitlines() if x.startswith("error:"))
+        assert "checkpoint-00000002.pt" in line and "keep + 1 = 4 checkpoints of about" in line
+        assert "intact (none yet)" in line
+        assert not list((disk / "run" / "checkpoints").glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(disk)])

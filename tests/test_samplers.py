@@ -92,7 +92,7 @@ def test_budgets_and_grids():
 
 
 @pytest.mark.parametrize("name,steps,needle", [("ddim", None, "is not one of"),
-                                               ("heun", 0, "at least 1"),
+                                               ("heun", 0, "between 1 and 100,000"),
                                                ("heun", 2, "too few")])
 def test_bad_sampler_requests(name, steps, needle):
     with pytest.raises(FieldError, match=needle):

@@ -11,6 +11,7 @@ from rich.table import Table
 from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
 from pegasus.cli.options import (
     FAST_FLAGS,
+    SOURCE_FLAGS,
     AmpOpt,
     CompileOpt,
     DeviceOpt,
@@ -61,7 +62,7 @@ def blend(
     """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
     with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
                       "steps": "--steps", "sampler": "--sampler", "mode": "--mode",
-                      "image": "--image", "mask": "--mask", **FAST_FLAGS}):
+                      "image": "--image", "mask": "--mask", **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
         from pegasus.tasks.blend_files import check_blend_output

@@ -10,6 +10,7 @@ import typer
 from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
 from pegasus.cli.options import (
     FAST_FLAGS,
+    SOURCE_FLAGS,
     AmpOpt,
     CompileOpt,
     DeviceOpt,
@@ -47,7 +48,7 @@ def inpaint(
 
     Writes a row of the input, the mask, what is kept and the completions."""
     with user_errors({"image": "--image", "mask": "--mask", "steps": "--steps",
-                      "sampler": "--sampler", "num": "--num", **FAST_FLAGS}):
+                      "sampler": "--sampler", "num": "--num", **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
         from pegasus.images import image_format, save_grid

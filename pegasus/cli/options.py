@@ -45,7 +45,8 @@ CompileOpt = Annotated[str, typer.Option(
 AmpOpt = Annotated[str, typer.Option(
     help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
          "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]
-FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}
+FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}  # the flags that set these fields
+SOURCE_FLAGS = {"weights": "--weights", "checkpoint": "--checkpoint"}
 BatchSizeOpt = Annotated[int | None, typer.Option(
     min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); it "
                 "changes speed and memory, never the images.")]

@@ -18,6 +18,7 @@ from pegasus.cli.app import (
 )
 from pegasus.cli.options import (
     FAST_FLAGS,
+    SOURCE_FLAGS,
     AmpOpt,
     BatchSizeOpt,
     CheckpointOpt,
@@ -65,7 +66,7 @@ def sample(
 
     Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
-                      "batch_size": "--batch-size", **FAST_FLAGS}):
+                      "batch_size": "--batch-size", **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.fastpath import check_switches
         from pegasus.images import check_npz, image_format
         from pegasus.run.folder import SampleFolder

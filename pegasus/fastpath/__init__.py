@@ -6,8 +6,8 @@ timing the modes left at "auto" there (probe.py), the choice kept in the run fol
 door also refuses a batch that cannot fit (memory.py). `sampling_score` is the network under
 the chosen path, its compile cached in the run folder and signed (compile.py, cache.py);
 `chain_graphs` says what each chain replays as a CUDA graph (graphs.py); `sampling_batch_size`
-sizes sampling batches to the free GPU memory (memory.py). Every cache and probe record is keyed
-by one key type (keys.py).
+sizes sampling batches to the free GPU memory, `estimated_batch` estimates a CPU's (memory.py).
+Every cache and probe record is keyed by one key type (keys.py).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pegasus.fastpath import probe
 from pegasus.fastpath.compile import fast_log_prob, fast_score
 from pegasus.fastpath.graphs import chain_graphs
 from pegasus.fastpath.keys import WorkKey
-from pegasus.fastpath.memory import check_training_batch, sampling_batch_size
+from pegasus.fastpath.memory import check_training_batch, estimated_batch, sampling_batch_size
 from pegasus.fastpath.rules import FastPath, bf16_on, check_switches
 from pegasus.registry import get_backbone
 
-__all__ = ["FastPath", "WorkKey", "bf16_on", "chain_graphs", "check_switches", "fast_log_prob",
-           "for_sampling", "for_training", "sampling_batch_size", "sampling_score"]
+__all__ = ["FastPath", "WorkKey", "bf16_on", "chain_graphs", "check_switches", "estimated_batch",
+           "fast_log_prob", "for_sampling", "for_training", "sampling_batch_size", "sampling_score"]
 
 Notify = Callable[[str], None] | None
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pegasus.atomic import atomic_write
-from pegasus.errors import CheckpointError, WriteError, first_line
+from pegasus.errors import CheckpointError, FieldError, WriteError, first_line
 
 FORMAT = "pegasus-checkpoint"
 VERSION = 1
@@ -44,12 +44,26 @@ def save_checkpoint(folder: Path, state: dict[str, Any], *, keep: int) -> Path:
         atomic_write(path, lambda f: torch.save(payload, f))
     except WriteError as e:
         kept = ", ".join(p.name for p in list_checkpoints(folder)) or "none yet"
+        size = _tensor_bytes(payload)
+        each = f" of about {size / 2**20:.1f} MiB" if size else ""
         raise CheckpointError(f"{e}; the checkpoints already there are intact ({kept}); a run "
-                              f"needs room for keep + 1 = {max(keep, 1) + 1} checkpoints") from None
+                              f"needs room for keep + 1 = {max(keep, 1) + 1} checkpoints{each}; "
+                              f"free some space, or lower train.keep") from None
     atomic_write(folder / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
     for old in list_checkpoints(folder)[:-max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _tensor_bytes(state) -> int:
+    """The bytes of every tensor in a checkpoint's (nested) dict: about the file's size."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_tensor_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_tensor_bytes(v) for v in state)
+    return 0
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -91,6 +105,27 @@ def latest_checkpoint(folder: Path, warn=None) -> Path | None:
     return found[-1] if found else None
 
 
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"RIFF", "a WebP image"), (b"PK\x03\x04", "a torch checkpoint (a zip archive)"))
+
+
+def file_kind(path: Path) -> str | None:
+    """What a file is, by its first bytes: an image, a torch checkpoint, safetensors weights;
+    None when it is none of these."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    # safetensors: an 8-byte little-endian header length, then the JSON header itself.
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors weights"
+    return None
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
                     mmap: bool = False) -> dict[str, Any]:
     """A checkpoint's dict; `mmap` maps the tensors instead of reading them (cheap when only the
@@ -98,6 +133,12 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind == "safetensors weights":
+        raise FieldError("checkpoint", f"{path} is exported safetensors weights, not a "
+                                       f"checkpoint; give it as the weights instead")
+    if kind is not None and "checkpoint" not in kind:
+        raise CheckpointError(f"{path} is {kind}, not a pegasus checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:

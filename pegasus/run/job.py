@@ -17,6 +17,31 @@ from pegasus.samplers.draw import draw_batches, equal_batches
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, Capture, ScoreFn
 
+# The most images one job draws: 200 times the 50,000 an FID measurement takes.
+MAX_IMAGES = 10_000_000
+
+
+def fitting_batch(run, num: int, batch_size: int | None, field: str = "batch_size") -> int:
+    """The images per batch: `batch_size` if given and it fits the device's free memory (else
+    one line naming the largest that fits), or as many as fit, at most `num`. A GPU is measured
+    on the eager model (measuring a compiled score would compile it for the probe's batch as
+    well); a CPU is estimated from the network's shapes (fastpath/memory.py)."""
+    device = run.device
+    if device.type == "cuda":
+        fits = fastpath.sampling_batch_size(run.model, run.image_shape, device)
+        most = max(1, int(fits / 0.8 * 0.95))  # measured at 80% of the free memory
+    else:
+        fits = most = fastpath.estimated_batch(run.model, run.image_shape, device, training=False)
+        if fits is None:  # a network the estimate cannot run: all at once, as asked
+            return batch_size or num
+    if batch_size is None:
+        return max(1, min(num, fits))
+    if batch_size > max(most, 1):
+        where = "GPU" if device.type == "cuda" else "machine"
+        raise FieldError(field, f"{batch_size:,} images at once do not fit in this {where}'s free "
+                                f"memory; the most that fit are about {max(most, 1):,}")
+    return batch_size
+
 
 @dataclass
 class SamplingJob:
@@ -33,16 +58,12 @@ class SamplingJob:
         """The job of `num` images of `run` by `plan`; `chains` times its evaluations run in
         this process (what the fast path's "auto" rule weighs)."""
         fastpath.check_switches(compile=compile_, amp=amp)
-        if num < 1:
-            raise FieldError("num", f"must be at least 1, got {num}")
+        if not 1 <= num <= MAX_IMAGES:
+            raise FieldError("num", f"must be between 1 and {MAX_IMAGES:,} images, got {num:,}")
         if batch_size is not None and batch_size < 1:
             raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
+        batch_size = fitting_batch(run, num, batch_size)
         device = run.device
-        if batch_size is None:
-            # Measured on the eager model: measuring a compiled score would compile it for the
-            # probe's batch as well.
-            batch_size = num if device.type != "cuda" else min(
-                num, fastpath.sampling_batch_size(run.model, run.image_shape, device))
         evaluations = plan.evaluations * equal_batches(num, batch_size)[0] * chains
         folder = run.run_dir
         path = fastpath.for_sampling(run.model, device, run.config, evaluations=evaluations,

@@ -1,7 +1,8 @@
 """The run folder's layout: what a run folder holds and where. Every other module asks this one.
 
 A run folder holds:
-    config.toml     the resolved config the run trains with (written by tomli-w)
+    config.toml     the resolved config the run trains with (written by tomli-w; its digest in
+                    .config.sha256 tells pegasus's own writes from edits by hand)
     checkpoints/    checkpoint-<step>.pt and `latest` (checkpoint.py names them)
     samples/        step-<step>.png grids from the EMA weights
     logs/           TensorBoard event files
@@ -18,6 +19,7 @@ A run folder holds:
 from __future__ import annotations
 
 import errno
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from pegasus.errors import RunError
 from pegasus.run.checkpoint import latest_checkpoint
 
 CONFIG_FILE = "config.toml"
+CONFIG_DIGEST = ".config.sha256"  # what pegasus last wrote to config.toml
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 LOGS = "logs"
@@ -125,8 +128,24 @@ class RunDir:
             raise RunError(f"{self.config} does not exist: {self.path} is not a pegasus run")
         return Config.from_dict(read_toml(self.config))
 
+    @property
+    def config_digest(self) -> Path:
+        """The digest of the config.toml pegasus last wrote: an override given on resume is kept
+        there, so a later resume tells it from an edit by hand (resume.py)."""
+        return self.path / CONFIG_DIGEST
+
     def write_config(self, config: Config) -> None:
-        atomic_write(self.config, lambda f: tomli_w.dump(_toml_ready(config.to_dict()), f))
+        data = tomli_w.dumps(_toml_ready(config.to_dict())).encode()
+        atomic_write(self.config, lambda f: f.write(data))
+        atomic_write(self.config_digest, lambda f: f.write(hashlib.sha256(data).hexdigest().encode()))
+
+    def config_written_by_pegasus(self) -> bool:
+        """Whether config.toml is, byte for byte, what pegasus last wrote there."""
+        try:
+            written = self.config_digest.read_text().strip()
+            return hashlib.sha256(self.config.read_bytes()).hexdigest() == written
+        except OSError:
+            return False
 
 
 def _toml_ready(data: dict[str, Any]) -> dict[str, Any]:

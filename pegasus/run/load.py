@@ -25,12 +25,17 @@ from pegasus.run.trained import TrainedRun
 SCORE_KEYS = ("config", "sigmas", "ema", "step")
 
 
-def _missing_backbone_message(backbone: dict[str, Any]) -> str:
-    name, dist = backbone.get("name", "?"), backbone.get("distribution", "?")
-    return (
-        f"this model needs backbone {name!r} from package {dist} {backbone.get('version', '')}".rstrip()
-        + f"; install it (pip install {dist}) and try again"
-    )
+def _missing_backbone_message(name: str, record: dict[str, Any]) -> str:
+    """The backbone the config names is not installed: which package provides it, when the
+    file's record of its backbone says so (and is about that very backbone)."""
+    installed = ", ".join(sorted(registry().backbones)) or "none"
+    where = ""
+    if record.get("name") == name and record.get("distribution") not in (None, "?", "unknown"):
+        dist = record["distribution"]
+        where = f"; it comes from package {dist} {record.get('version', '')}".rstrip()
+        where += f": install it (pip install {dist}) and try again"
+    return (f"this model needs backbone {name!r}, which no installed plugin provides (installed: "
+            f"{installed}){where}")
 
 
 def check_tensors(config: Config, weights: dict[str, torch.Tensor], source: Path) -> None:
@@ -65,7 +70,7 @@ def model_from_state(config: Config, weights: dict[str, torch.Tensor], backbone:
     """Build the config's model and load `weights` into it, each failure one clear line."""
     reg = registry()
     if config.model.backbone not in reg.backbones and config.model.backbone not in reg.conflicts:
-        raise RunError(_missing_backbone_message(backbone))
+        raise RunError(_missing_backbone_message(config.model.backbone, backbone))
     check_tensors(config, weights, source)
     model, _ = build_score_model(config)
     model.load_state_dict(weights)

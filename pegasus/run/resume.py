@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pegasus.config import Config, build_config, resolve_model_options
-from pegasus.errors import CheckpointError, ConfigError, DatasetError, RunError
+from pegasus.errors import CheckpointError, ConfigError, DatasetError, FieldError, RunError
 from pegasus.run.checkpoint import list_checkpoints
 from pegasus.run.layout import RunDir
 from pegasus.run.load import config_of, score_checkpoint
@@ -53,8 +53,15 @@ def run_config(
     state, path = load_resume_state(run, warn, mmap=True)
     trained = resolve_model_options(config_of(state, path))
     config = build_config(preset, flags, overrides, saved=trained)
+    step = int(state["step"])
+    if config.train.iters != trained.train.iters and config.train.iters <= step:
+        raise FieldError("train.iters", f"is {config.train.iters}, but the run is at step {step}; "
+                                        f"give a value above {step} to train on")
     on_disk = resolve_model_options(run.read_config())
-    if on_disk != trained and on_disk != config:
+    # An override given on an earlier resume that stopped before its first checkpoint is in
+    # config.toml as pegasus wrote it: accepted. A hand edit is not, since resuming trains with
+    # the checkpoint's config and the edit would be silently ignored.
+    if on_disk != trained and on_disk != config and not run.config_written_by_pegasus():
         field = _first_difference(on_disk.to_dict(), trained.to_dict())
         raise ConfigError(
             f"{run.config} no longer matches the config {path.name} was trained with ({field}); "

@@ -17,8 +17,9 @@ import torch
 
 from pegasus.atomic import atomic_write
 from pegasus.config import Config
-from pegasus.errors import CheckpointError, ConfigError
+from pegasus.errors import CheckpointError, ConfigError, FieldError
 from pegasus.registry import get_backbone
+from pegasus.run.checkpoint import file_kind
 from pegasus.version import __version__
 
 FORMAT = "pegasus-weights"
@@ -64,6 +65,12 @@ def read_weights(path: Path) -> ExportedWeights:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind is not None and "checkpoint" in kind:
+        raise FieldError("weights", f"{path} is a torch checkpoint (.pt), not exported safetensors "
+                                    f"weights; give it as the checkpoint instead")
+    if kind is not None and kind != "safetensors weights":
+        raise CheckpointError(f"{path} is {kind}, not exported safetensors weights")
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}

@@ -16,6 +16,7 @@ from pegasus.model.classifier import Classifier
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import ImageStreams
 from pegasus.run.classifiers import load_classifier
+from pegasus.run.job import MAX_IMAGES, fitting_batch
 from pegasus.samplers import sampler_spec
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import Callback, ProgressBar
@@ -135,8 +136,10 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
         given = given_image(request.image, run.config.data.res)
         mask = resolve_mask(request.mask, run.config.data.res, request.image).to(run.device)
     runs = request.runs(report)
-    job = run.job(plan, num=request.strips * (request.n + 2), chains=len(runs),
-                  batch_size=request.strips * (request.n + 2), compile_=compile_, amp=amp)
+    images = request.strips * (request.n + 2)
+    check_fits(run, request, images)
+    job = run.job(plan, num=images, chains=len(runs), batch_size=images, compile_=compile_,
+                  amp=amp)
     if request.mask is not None:
         kept = Kept(resolve_image(run, given), mask)
     results = [blend_strips_of(job, r, guide, kept,
@@ -148,6 +151,25 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
         reports = [judge_strips(strips, judge, source, target, r.guidance)
                    for r, strips in zip(runs, results, strict=True)]
     return Blend(request, results[0], reports)
+
+
+def check_fits(run, request: BlendRequest, images: int) -> None:
+    """A blend runs all its strips at once: they must fit the device's free memory."""
+    if request.n + 2 > MAX_IMAGES:
+        raise FieldError("n", f"is {request.n:,}: a strip of N + 2 images may hold at most "
+                              f"{MAX_IMAGES:,}")
+    if images > MAX_IMAGES:
+        raise FieldError("strips", f"{request.strips:,} strips of N + 2 = {request.n + 2:,} images "
+                                   f"are {images:,} images; a blend draws at most {MAX_IMAGES:,}")
+    fits = fitting_batch(run, images, None)
+    if fits >= images:
+        return
+    if fits < request.n + 2:
+        raise FieldError("n", f"is {request.n:,}: one strip of N + 2 images does not fit in the "
+                              f"free memory; the largest N that fits is about {max(fits - 2, 1):,}")
+    raise FieldError("strips", f"{request.strips:,} strips of N + 2 = {request.n + 2} images do not "
+                               f"fit in the free memory at once; the most that fit are about "
+                               f"{fits // (request.n + 2):,}")
 
 
 def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,

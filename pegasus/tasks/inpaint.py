@@ -29,6 +29,7 @@ import torch
 from pegasus.errors import FieldError
 from pegasus.fastpath.graphs import chain_graphs
 from pegasus.noise.streams import ImageStreams
+from pegasus.run.job import MAX_IMAGES, fitting_batch
 from pegasus.samplers import SAMPLERS, sampler_spec
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, ProgressBar, ScoreFn
@@ -106,6 +107,9 @@ def inpaint_run(run, image: str, mask: str = "right-half", *, num: int = 8, seed
     check_sampler(plan)
     given = given_image(image, run.config.data.res)
     region = resolve_mask(mask, run.config.data.res, image).to(run.device)
+    if num > MAX_IMAGES or fitting_batch(run, num, None) < num:
+        raise FieldError("num", f"{num:,} completions do not fit in the free memory at once; the "
+                                f"most that fit are about {fitting_batch(run, MAX_IMAGES, None):,}")
     job = run.job(plan, num=num, batch_size=num, compile_=compile_, amp=amp)
     given = resolve_image(run, given)
     callback = progress(f"inpaint ({sampler})", plan.evaluations) if progress else None

@@ -17,8 +17,10 @@ from pegasus import distributed
 from pegasus.atomic import remove_stale_temporaries
 from pegasus.config import Config
 from pegasus.data import check_data_config
-from pegasus.errors import RunError
+from pegasus.devices import resolve_device
+from pegasus.errors import FieldError, RunError
 from pegasus.fastpath import FastPath
+from pegasus.fastpath.memory import check_estimated_training_batch
 from pegasus.model.build import build_score_model
 from pegasus.run.checkpoint import step_of
 from pegasus.run.layout import RunDir
@@ -56,18 +58,21 @@ def train(
     run.check_usable()
     check_data_config(config.data)
     build_score_model(config, device="meta")  # an unknown backbone, a bad resolution or option
+    device = resolve_device(config.train.device)
+    if device.type == "cpu":  # a GPU measures the batch's memory once the model is on it
+        check_estimated_training_batch(build_score_model(config)[0], config, device)
     ctx = distributed.setup(config.train.device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     with StopOnSignal() as stop:
         try:
             if not ctx.main:  # rank 0 holds the run's lock for the whole job
-                start = _starting_point(run, resume, warn)
+                start = _starting_point(run, resume, warn, config.train.iters)
                 return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                               on_start, None)
             run.create()
             with RunLock(run.lock, f"run {run.path}"):
-                start = _starting_point(run, resume, warn)
+                start = _starting_point(run, resume, warn, config.train.iters)
                 for path in remove_stale_temporaries(run.checkpoints):
                     warn(f"removed {path.name}, left by an interrupted write")
                 return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
@@ -76,15 +81,20 @@ def train(
             distributed.teardown(ctx)
 
 
-def _starting_point(run: RunDir, resume: bool, warn) -> StartingPoint:
-    """A new run needs a folder without checkpoints; a resumed one its newest good checkpoint."""
+def _starting_point(run: RunDir, resume: bool, warn, iters: int) -> StartingPoint:
+    """A new run needs a folder without checkpoints; a resumed one its newest good checkpoint,
+    at a step no later than the `iters` it is to train to."""
     if not resume:
         if run.latest_checkpoint() is not None:
             raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
                            f"run folder")
         return StartingPoint(run)
     state, path = load_resume_state(run, warn)
-    return StartingPoint(run, state, path)
+    start = StartingPoint(run, state, path)
+    if start.step > iters:
+        raise FieldError("train.iters", f"is {iters}, but the run is at step {start.step}; give a "
+                                        f"value above {start.step} to train on")
+    return start
 
 
 def _train(ctx, config: Config, start: StartingPoint, progress, tensorboard, stop_after, stop,
