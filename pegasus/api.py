@@ -1,8 +1,9 @@
 """The Python front door: `pegasus.load(path)` gives a Model, the object a notebook reads first.
 
     import pegasus
-    model = pegasus.load("runs/demo")                    # a run folder, a checkpoint (.pt) or
-    images = model.sample(16, seed=0, sampler="cas", steps=32)   # exported weights (.safetensors)
+    model = pegasus.load("runs/demo")       # a run folder, a checkpoint (.pt), exported weights
+                                            # (.safetensors) or a reference NCSNv2 .pth
+    images = model.sample(16, seed=0, sampler="cas", steps=32)
     strips = model.blend(n=15, k=9, strips=4, source="horse", target="bird", guidance=10).strips
     filled = model.inpaint("horse.png", mask="right-half", num=4).completions
     s = model.score(x, sigma)                            # x in [0, 1], sigma shaped (B,)
@@ -28,13 +29,22 @@ from pegasus.tasks.inpaint import Inpainting, inpaint_run
 MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
 
 
-def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None, warn=None,
-         notify=None) -> Model:
+def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None,
+         config: str | Path | None = None, warn=None, notify=None) -> Model:
     """The trained model at `path`: a run folder (its newest checkpoint), a checkpoint file of
-    one (.pt; `run` names its run folder when it lies elsewhere), or exported weights
-    (.safetensors). `device` is cpu, cuda, cuda:N or auto; `warn` hears of damaged checkpoints
-    skipped, `notify` of compiles and timings."""
+    one (.pt; `run` names its run folder when it lies elsewhere), exported weights
+    (.safetensors), or a checkpoint of the reference NCSNv2 code (.pth; `config` is its
+    config.yml or a pegasus preset when none lies beside it: interop/ncsnv2.py). `device` is
+    cpu, cuda, cuda:N or auto; `warn` hears of damaged checkpoints skipped, `notify` of compiles
+    and timings."""
     path = Path(path)
+    if path.suffix == ".pth":  # the reference NCSNv2 code's checkpoints
+        from pegasus.devices import resolve_device
+        from pegasus.interop.ncsnv2 import load_reference
+        from pegasus.run.load import trained_from_state
+
+        state = load_reference(path, config, warn)
+        return Model(trained_from_state(state, path, resolve_device(device), notify=notify))
     if path.suffix == ".safetensors":
         return load_run(weights=path, device=device, warn=warn, notify=notify)
     if path.suffix in (".pt", ".pth") and not path.is_dir():

@@ -203,7 +203,9 @@ def build_config(
     then the common flags ({"data.res": 32, ...}; None means not given), then overrides
     ("section.field=value").
 
-    When resuming, only the train section may change: data, noise and model must match the run.
+    When resuming, the noise and model sections must match the run, and the data's resolution;
+    the train section may change, and so may the data (fine-tuning a run on other images or
+    classes, an imported network on horse and bird, say).
     """
     if saved is not None:
         if preset is not None:
@@ -224,11 +226,14 @@ def build_config(
         table[name] = value
     config = resolve_model_options(Config.from_dict(apply_overrides(data, overrides or [])))
     if saved is not None:
-        for section in ("data", "noise", "model"):
+        for section in ("noise", "model"):
             if getattr(config, section) != getattr(saved, section):
                 raise ConfigError(
                     f"cannot change the {section} section when resuming; start a new run instead"
                 )
+        if config.data.res != saved.data.res:
+            raise ConfigError(f"cannot change data.res when resuming (the run trains at "
+                              f"{saved.data.res} px); start a new run instead")
     return config
 
 

@@ -21,6 +21,8 @@ CASES = {
     "data_first_batch": (["cpu", "--technique1-images", "64"], "technique 1 on 64 images"),
     "cli_startup": (["--repeats", "1"], "pegasus --help (example plugin on)"),
     "instancenorm": (["--repeats", "1", "--batch", "2"], "whole forward"),
+    "import_memory": (["--stages", "ncsnv2", "--ngf", "4", "--res", "32", "--levels", "10"],
+                      "the file; the pegasus checkpoint written is"),
     "profile_kernels": (["--case", "small", "--batch", "2", "--evaluations", "1", "--top", "3",
                          "--backend", "aot_eager", "--device", "cpu"], "per evaluation"),
 }

@@ -90,8 +90,13 @@ def test_resume_keeps_the_run_config(tmp_path):
     saved = build_config()
     c = build_config(flags={"train.iters": 10}, saved=saved)
     assert c.train.iters == 10
-    with pytest.raises(ConfigError, match="cannot change the data section"):
+    with pytest.raises(ConfigError, match="cannot change data.res"):
         build_config(flags={"data.res": 64}, saved=saved)
+    with pytest.raises(ConfigError, match="cannot change the noise section"):
+        build_config(overrides=["noise.levels=9"], saved=saved)
+    # Fine-tuning on other data: the classes and the dataset may change.
+    c = build_config(flags={"data.classes": ["cat", "dog"], "data.dataset": "cifar10"}, saved=saved)
+    assert c.data.classes == ["cat", "dog"] and c.model == saved.model
 
 
 @pytest.mark.parametrize("name,dataset,res,batch,images", [

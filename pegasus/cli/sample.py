@@ -104,19 +104,36 @@ def sample(
 @app.command(epilog=examples(
     "pegasus export --run runs/demo --out model.safetensors",
     "pegasus sample --weights model.safetensors --num 16",
+    "pegasus export --run runs/cifar --format ncsnv2 --out exp/logs/cifar/checkpoint_300000.pth",
 ))
 def export(
     run: RunOpt,
     out: Annotated[Path | None, typer.Option(
-        dir_okay=False, help="The .safetensors file to write (default: the run's "
-                             "exports/weights-<step>.safetensors).")] = None,
+        dir_okay=False, help="The file to write (safetensors: default the run's "
+                             "exports/weights-<step>.safetensors; ncsnv2: a .pth).")] = None,
     checkpoint: CheckpointOpt = None,
+    format_: Annotated[str, typer.Option(
+        "--format", help="safetensors: the EMA weights to share; ncsnv2: the reference NCSNv2 "
+                         "code's checkpoint list, with a config.yml beside it.")] = "safetensors",
 ) -> None:
-    """Export a run's EMA weights as safetensors, to share: `sample --weights` draws from it.
+    """Export a run: safetensors to share (`sample --weights`), or the reference's format.
 
-    The config, sigmas and backbone go in the file's metadata (JSON); no run folder and no
-    pickle is needed to use it."""
-    with user_errors():
+    safetensors: the EMA weights with the config, sigmas and backbone in the file's metadata
+    (JSON); no run folder and no pickle is needed to use it. ncsnv2: what the reference's runner
+    saves (raw weights, Adam, epoch, step, EMA), for it to load with strict=True."""
+    with user_errors({"format": "--format"}):
+        from pegasus.errors import FieldError
+
+        if format_ == "ncsnv2":
+            from pegasus.interop.ncsnv2 import export_checkpoint
+
+            if out is None:
+                raise FieldError("out", "is needed with --format ncsnv2: name the .pth to write")
+            path = export_checkpoint(run, out, checkpoint)
+            console.print(f"wrote {path} and {path.with_name('config.yml')}", highlight=False)
+            return
+        if format_ != "safetensors":
+            raise FieldError("format", f"must be safetensors or ncsnv2, got {format_!r}")
         from pegasus.run.export import export_run
 
         path = export_run(run, out, checkpoint)

@@ -135,27 +135,31 @@ def load_trained_run(
         from pegasus.run.weights import read_weights
 
         exported = read_weights(weights)
-        config, source, step = exported.config, Path(weights), exported.step
-        tensors, sigmas, backbone = exported.tensors, exported.sigmas, exported.backbone
-        data_mean = exported.data_mean
-    else:
-        if checkpoint is None:
-            if run_dir is None:
-                raise RunError("give a run folder, a checkpoint or a weights file")
-            checkpoint = RunDir(run_dir).require_checkpoint(warn)
-        source = Path(checkpoint)
-        state = score_checkpoint(source)
-        config = config_of(state, source)
-        tensors, sigmas, backbone = state["ema"], state["sigmas"], state.get("backbone", {})
-        step = int(state["step"])
-        data_mean = state.get("data_mean")
-    schedule = schedule_of(config, sigmas, source)
-    model = model_from_state(config, tensors, backbone, source)
-    model.to(dev).eval().requires_grad_(False)
-    centre = None if data_mean is None else centre_of(data_mean, source).to(dev)
-    return TrainedRun(config, model, schedule, step, source, dev,
-                      RunDir(run_dir) if run_dir is not None else None, notify, centre,
-                      centre_recorded=centre is not None)
+        state = {"config": exported.config.to_dict(), "sigmas": exported.sigmas,
+                 "ema": exported.tensors, "backbone": exported.backbone, "step": exported.step,
+                 "data_mean": exported.data_mean}
+        return trained_from_state(state, Path(weights), dev, None, notify)
+    if checkpoint is None:
+        if run_dir is None:
+            raise RunError("give a run folder, a checkpoint or a weights file")
+        checkpoint = RunDir(run_dir).require_checkpoint(warn)
+    source = Path(checkpoint)
+    return trained_from_state(score_checkpoint(source), source, dev,
+                              RunDir(run_dir) if run_dir is not None else None, notify)
+
+
+def trained_from_state(state: dict[str, Any], source: Path, device: torch.device,
+                       run_dir: RunDir | None = None, notify=None) -> TrainedRun:
+    """The TrainedRun of a score-model checkpoint's dict (its EMA weights), from a file or made
+    in memory (an imported reference checkpoint: interop/ncsnv2.py)."""
+    config = config_of(state, source)
+    schedule = schedule_of(config, state["sigmas"], source)
+    model = model_from_state(config, state["ema"], state.get("backbone", {}), source)
+    model.to(device).eval().requires_grad_(False)
+    mean = state.get("data_mean")
+    centre = None if mean is None else centre_of(mean, source).to(device)
+    return TrainedRun(config, model, schedule, int(state["step"]), source, device, run_dir,
+                      notify, centre, centre_recorded=centre is not None)
 
 
 def trained_schedule(run_dir: Path, warn=None) -> tuple[Config, Schedule]:

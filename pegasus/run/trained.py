@@ -56,7 +56,7 @@ class TrainedRun:
         plan = plan_sampler(sampler, self.schedule, steps, **options)
         if plan.start == "normal" and not self.centre_recorded and self.notify is not None:
             self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
-                        f"its training images (it was written before pegasus kept one)")
+                        f"its training images (imported, or written before pegasus kept one)")
         return plan
 
     def job(self, sampler: str | SamplerPlan = "als", steps: int | None = None, *, num: int,

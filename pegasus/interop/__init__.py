@@ -1,0 +1,1 @@
+"""Other programs' files: the reference NCSNv2 code's checkpoints and configs (ncsnv2.py)."""
