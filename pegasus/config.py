@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pegasus.coerce import from_mapping, parse_value
 from pegasus.devices import check_device_name
 from pegasus.errors import ConfigError, RegistryError
+from pegasus.noise.draws import P_MEAN, P_STD
 from pegasus.noise.schedule import check_schedule_numbers
 from pegasus.registry import get_backbone
 
@@ -66,10 +67,17 @@ class NoiseConfig:
     steps_per_level: int = 5
     eps: float | Auto = "auto"
     denoise: bool = True  # the final Tweedie denoising step
+    # Where training draws each image's sigma (noise/draws.py): "levels" (NCSNv2, the default),
+    # "log-uniform" or "log-normal" over [sigma_L, sigma_1]; p_mean and p_std are log-normal's.
+    training: Literal["levels", "log-uniform", "log-normal"] = "levels"
+    p_mean: float = P_MEAN
+    p_std: float = P_STD
 
     def __post_init__(self) -> None:
         check_schedule_numbers(self.sigma_max, self.sigma_min, self.levels, self.steps_per_level,
                                self.eps)
+        if not self.p_std > 0:
+            raise ValueError(f"p_std must be positive, got {self.p_std}")
 
     @property
     def planned(self) -> bool:

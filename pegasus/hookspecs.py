@@ -51,6 +51,12 @@ class Backbone:
     # declared, so that a backbone nobody measured is never made slower than eager float32 by it.
     # Uncompiled on a GPU, both layouts are then timed there anyway (pegasus/fastpath/probe.py).
     channels_last: bool = False
+    # Whether the network's sigma input interpolates between the levels it was trained on, so
+    # that samplers may walk any grid of a run trained on NCSNv2's discrete levels (the
+    # RefineNet's only dependence on sigma is the 1/sigma scaling, so it does). Off unless
+    # declared: the U-Net's Fourier features of log sigma do not (samplers/plan.py). A run
+    # trained on continuous sigmas (noise.training) knows every sigma either way.
+    interpolates: bool = False
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
         try:

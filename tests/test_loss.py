@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from pegasus.model.loss import dsm_loss
@@ -67,3 +69,74 @@ def test_levels_are_drawn_uniformly():
                    generator=torch.Generator().manual_seed(3))
     counts = torch.bincount(out.levels, minlength=4).float() / 8000
     assert torch.all((counts - 0.25).abs() < 0.02)
+
+
+def test_continuous_draws_cover_the_range_and_name_the_nearest_level():
+    from pegasus.noise.draws import SigmaDraw
+    from pegasus.noise.schedule import geometric_sigmas
+
+    sigmas = geometric_sigmas(14.2, 0.01, 93)
+    g = torch.Generator().manual_seed(0)
+    for kind in ("log-uniform", "log-normal"):
+        sigma, levels = SigmaDraw(kind, sigmas)(20000, g, torch.device("cpu"))
+        assert sigma.min() >= 0.01 * (1 - 1e-6) and sigma.max() <= 14.2 * (1 + 1e-6)
+        nearest = (sigma.double().log()[:, None] - sigmas.double().log()[None]).abs().argmin(1)
+        assert torch.equal(levels, nearest)
+        assert len(torch.unique(sigma)) > 19000  # a continuum, not the 93 levels
+    log = SigmaDraw("log-uniform", sigmas)(20000, g, torch.device("cpu"))[0].log()
+    assert abs(log.mean().item() - (math.log(14.2) + math.log(0.01)) / 2) < 0.05
+    log = SigmaDraw("log-normal", sigmas, p_mean=-1.0, p_std=0.5)(20000, g, torch.device("cpu"))[0].log()
+    assert abs(log.mean().item() + 1.0) < 0.02 and abs(log.std().item() - 0.5) < 0.02
+
+
+def test_continuous_training_learns_the_score_between_the_levels():
+    """An MLP trained on log-uniform sigmas over [0.1, 10]: the DSM loss falls, and its score at
+    sigmas between any 12 levels matches the analytic score of the perturbed mixture."""
+    from test_gmm_score import MLPBackbone
+
+    from gmm import GaussianMixture
+    from pegasus.model.score import ScoreModel
+    from pegasus.noise.draws import SigmaDraw
+    from pegasus.noise.schedule import geometric_sigmas
+
+    mixture = GaussianMixture(weights=[0.5, 0.5], means=[[-3.0, 0.0], [3.0, 0.0]], stds=[0.6, 0.6])
+    sigmas = geometric_sigmas(10.0, 0.1, 12)
+    draw = SigmaDraw("log-uniform", sigmas)
+    torch.manual_seed(0)
+    model = ScoreModel(MLPBackbone(64))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    fixed = mixture.sample(4000, generator=torch.Generator().manual_seed(5))
+
+    def held_out() -> float:
+        with torch.no_grad():
+            return dsm_loss(model, fixed, sigmas, generator=torch.Generator().manual_seed(6),
+                            draw=draw).loss.item()
+
+    before = held_out()
+    for _ in range(1500):
+        loss = dsm_loss(model, mixture.sample(256, generator=g), sigmas, generator=g, draw=draw).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert held_out() < 0.6 * before
+    for sigma in (0.13, 0.77, 3.3):  # none of them a level
+        x = fixed + sigma * torch.randn(fixed.shape, generator=g)
+        truth = mixture.score(x, sigma)
+        with torch.no_grad():
+            learned = model(x, torch.full((len(x),), sigma))
+        rel = (learned - truth).square().sum(1).mean() / truth.square().sum(1).mean()
+        assert rel < 0.15, (sigma, rel.item())
+
+
+def test_the_default_draw_is_ncsnv2s_bit_for_bit():
+    """Without a draw the loss takes the levels and the noise from the generator as it always
+    did: one of the run's sigmas uniformly, then the noise."""
+    sigmas = torch.tensor([5.0, 1.0, 0.2])
+    x = torch.rand(6, 3, 4, 4)
+    a = dsm_loss(lambda y, s: -y, x, sigmas, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    levels = torch.randint(3, (6,), generator=g)
+    noise = torch.randn(x.shape, generator=g)
+    b = dsm_loss(lambda y, s: -y, x, sigmas, levels=levels, noise=noise)
+    assert torch.equal(a.levels, b.levels) and torch.equal(a.per_sample, b.per_sample)

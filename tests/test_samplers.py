@@ -63,12 +63,13 @@ def test_heun_lands_on_the_analytic_mean_and_variance_of_a_gaussian():
 
 
 @pytest.mark.parametrize("name,options", [("als", {}), ("heun", {}), ("heun", {"churn": 10.0}),
-                                          ("pc", {}), ("cas", {})])
+                                          ("pc", {}), ("cas", {}), ("dpmpp-2m", {}),
+                                          ("dpmpp-2m-sde", {})])
 def test_seeded_samplers_are_bit_reproducible(name, options):
     steps = 61 if name == "als" else 30
     a = _sample(name, steps, n=64, seed=5, **options)[1]
     assert torch.equal(a, _sample(name, steps, n=64, seed=5, **options)[1])
-    if name != "heun" or options:  # the plain ODE is deterministic given its start
+    if name not in ("heun", "dpmpp-2m") or options:  # an ODE is deterministic given its start
         assert not torch.equal(a, _sample(name, steps, n=64, seed=6, **options)[1])
 
 
@@ -155,3 +156,74 @@ def test_samplers_started_at_the_datas_centre_land_on_its_mean(name, steps):
     assert abs(mean - 0.6) < 0.01, (name, mean)
     assert torch.all((shares - 0.5).abs() < 0.03), (name, shares.tolist())
     assert mean_of(0.0)[0] < 0.57  # heun 0.44, pc 0.55, cas 0.52
+
+
+def _free(name, steps, n=6000, seed=2, **options):
+    """A sampler on its own grid (the exact score knows every sigma), from sigma_1 z."""
+    plan = plan_sampler(name, SCHEDULE, steps, trained_levels=False, **options)
+    g = torch.Generator().manual_seed(seed)
+    x0 = plan.start_point(None, torch.randn(n, 2, generator=g), 0.0)
+    return plan, plan.run(score, x0, generator=g)
+
+
+@pytest.mark.parametrize("name,grid", [("dpmpp-2m", "log-uniform"), ("dpmpp-2m", "karras"),
+                                       ("dpmpp-2m-sde", "log-uniform"), ("heun", None)])
+def test_the_ode_and_sde_solvers_recover_the_mixture_weights_in_about_20_evaluations(name, grid):
+    options = {"grid": grid} if grid else {}
+    plan, x = _free(name, 21 if name == "heun" else 20, **options)
+    assert plan.evaluations == (21 if name == "heun" else 20)  # unsnapped: the whole budget
+    shares = torch.bincount(MIXTURE.nearest(x), minlength=3).double() / len(x)
+    assert torch.all((shares - MIXTURE.weights).abs() < 0.02), (name, grid, shares.tolist())
+    spread = (x.double() - MIXTURE.means[MIXTURE.nearest(x)]).norm(dim=1).median()
+    assert spread < 1.3 * 0.6 * 1.1774
+
+
+@pytest.mark.parametrize("name,steps", [("dpmpp-2m", 24), ("dpmpp-2m-sde", 48)])
+def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps):
+    """Data N(m, s^2) in 4 dimensions: the exact score of its perturbation; from N(m, s^2 +
+    sigma_1^2) both end on N(m, s^4 / (s^2 + sigma_L^2)), Tweedie's last step included. The ODE
+    carries each point to its exact image, m + (x0 - m) sqrt((s^2 + sigma_L^2) / (s^2 +
+    sigma_1^2)) then Tweedie, to second order: 4x closer for twice the steps."""
+    m, s, top, bottom = 0.3, 0.2, 20.0, 0.01
+
+    def gaussian(x, sigma):
+        return -(x - m) / (s**2 + sigma.view(-1, *([1] * (x.dim() - 1))) ** 2)
+
+    schedule = Schedule(top, bottom, 50, 3, 1e-5)
+    g = torch.Generator().manual_seed(0)
+    x0 = m + math.sqrt(top**2 + s**2) * torch.randn(20000, 4, generator=g, dtype=torch.float64)
+    x = plan_sampler(name, schedule, steps, trained_levels=False).run(gaussian, x0, generator=g)
+    assert abs(x.mean().item() - m) < 0.005
+    assert abs(x.var().item() / (s**4 / (s**2 + bottom**2)) - 1) < 0.03
+    if name == "dpmpp-2m":
+        at_bottom = m + (x0 - m) * math.sqrt((s**2 + bottom**2) / (s**2 + top**2))
+        exact = m + s**2 / (s**2 + bottom**2) * (at_bottom - m)
+
+        def error(n):
+            y = plan_sampler(name, schedule, n, trained_levels=False).run(gaussian, x0)
+            return ((y - exact).norm() / (exact - m).norm()).item()
+
+        assert error(steps) < 0.01 and error(2 * steps) < error(steps) / 3.5
+
+
+def test_a_continuous_run_walks_its_own_grid_and_a_discrete_unet_keeps_to_its_levels():
+    from pegasus.config import build_config
+    from pegasus.run.trained import TrainedRun
+
+    def run(training, backbone):
+        config = build_config(None, overrides=[f'model.backbone="{backbone}"',
+                                               f'noise.training="{training}"', "noise.sigma_max=10.0",
+                                               "noise.levels=20", "noise.eps=1e-5"])
+        return TrainedRun(config, None, Schedule.from_noise(config.noise), 0, None,
+                          torch.device("cpu"))
+
+    levels = set(run("levels", "unet").schedule.sigmas().tolist())
+    for training, backbone, snapped in (("levels", "unet", True), ("log-uniform", "unet", False),
+                                        ("log-normal", "unet", False),
+                                        ("levels", "refinenet", False)):
+        trained = run(training, backbone)
+        assert trained.knows_every_sigma is not snapped
+        plan = trained.plan("heun", 61)
+        on_levels = set(plan.sigmas.tolist()) <= levels
+        assert on_levels is snapped, (training, backbone)
+        assert (plan.evaluations < 61) is snapped  # 20 levels hold fewer grid points

@@ -38,6 +38,7 @@ def register_backbones(register):
         config=RefineNetConfig,
         resolutions=(32, 48, 64, 96, 128, 256),
         channels_last=True,  # measured faster in NHWC (bf16 1.23x -> 1.42x eager fp32, H100)
+        interpolates=True,  # its only dependence on sigma is the score's 1/sigma
     ))
 
 

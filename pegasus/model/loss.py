@@ -20,7 +20,7 @@ from pegasus.signatures import ScoreFn
 class DSMLoss:
     loss: torch.Tensor  # scalar, the mean over the batch
     per_sample: torch.Tensor  # (B,) loss of each sample
-    levels: torch.Tensor  # (B,) the level index drawn for each sample
+    levels: torch.Tensor  # (B,) the level drawn for each sample (or the one nearest its sigma)
 
 
 def dsm_loss(
@@ -31,18 +31,23 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     levels: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    draw=None,
 ) -> DSMLoss:
-    """The loss on a batch of clean images x.
+    """The loss on a batch of clean images x, each at a sigma `draw` picks (a noise/draws.py
+    SigmaDraw; by default one of `sigmas`, uniformly: NCSNv2).
 
     `levels` and `noise` may be given explicitly (tests do, to check the closed form);
     otherwise they are drawn from `generator`.
     """
     batch = x.shape[0]
-    if levels is None:
-        levels = torch.randint(len(sigmas), (batch,), device=x.device, generator=generator)
+    if draw is not None and levels is None:
+        sigma, levels = draw(batch, generator, x.device)
+    else:
+        if levels is None:
+            levels = torch.randint(len(sigmas), (batch,), device=x.device, generator=generator)
+        sigma = sigmas[levels]
     if noise is None:
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    sigma = sigmas[levels]
     sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
     perturbed = x + sigma_b * noise
     score = score_fn(perturbed, sigma)

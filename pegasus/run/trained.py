@@ -51,9 +51,20 @@ class TrainedRun:
         """(channels, res, res) of one image."""
         return (3, self.config.data.res, self.config.data.res)
 
+    @property
+    def knows_every_sigma(self) -> bool:
+        """Whether the network is right between its schedule's levels: trained on continuous
+        sigmas (noise.training), or a backbone whose sigma input interpolates."""
+        from pegasus.registry import get_backbone
+
+        return (self.config.noise.training != "levels"
+                or get_backbone(self.config.model.backbone)[0].interpolates)
+
     def plan(self, sampler: str = "als", steps: int | None = None, **options) -> SamplerPlan:
-        """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers)."""
-        plan = plan_sampler(sampler, self.schedule, steps, **options)
+        """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers),
+        its grid on the trained levels unless the network knows every sigma."""
+        plan = plan_sampler(sampler, self.schedule, steps,
+                            trained_levels=not self.knows_every_sigma, **options)
         if plan.start == "normal" and not self.centre_recorded and self.notify is not None:
             self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
                         f"its training images (imported, or written before pegasus kept one)")

@@ -69,23 +69,25 @@ class SamplerPlan:
                                   **self.options, **extra)
 
 
-def plan_sampler(name: str, schedule: Schedule, steps: int | None = None,
-                 **options: Any) -> SamplerPlan:
+def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
+                 trained_levels: bool = True, **options: Any) -> SamplerPlan:
     """Fit sampler `name` to `schedule` within `steps` evaluations (None: its default).
 
-    Every grid is snapped to the run's own trained levels: a noise-conditional network is
-    trained at those sigmas only, and the U-Net's Fourier features of log sigma (scale 16) turn
-    over several radians between neighbouring levels, so it does not interpolate between them
-    (annealed Langevin on 40 evenly re-spaced levels of the demo run scored KID 339e-3 against
-    16e-3 on its own 93). Snapping merges grid points that fall on one level, so a plan may use
-    fewer evaluations than its budget."""
+    With `trained_levels` (a network that knows the run's discrete levels only), every grid is
+    snapped to them: a noise-conditional network trained at those sigmas alone, whose sigma
+    input does not interpolate, is wrong between them; the U-Net's Fourier features of log sigma
+    (scale 16) turn over several radians between neighbouring levels (annealed Langevin on 40
+    evenly re-spaced levels of the demo run scored KID 339e-3 against 16e-3 on its own 93).
+    Snapping merges grid points that fall on one level, so a plan may then use fewer evaluations
+    than its budget. A network trained on continuous sigmas, or one whose sigma input
+    interpolates (TrainedRun.knows_every_sigma), walks each sampler's own grid."""
     spec = sampler_spec(name)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise FieldError("steps", f"must be between 1 and {MAX_STEPS:,} network evaluations per "
                                   f"image, got {steps:,}")
     trained = schedule.sigmas()
-    fitted = spec.fit(schedule, steps, {"denoise": schedule.denoise, **options},
-                      lambda grid: on_levels(grid, trained))
+    snap = (lambda grid: on_levels(grid, trained)) if trained_levels else (lambda grid: grid)
+    fitted = spec.fit(schedule, steps, {"denoise": schedule.denoise, **options}, snap)
     return SamplerPlan(spec, fitted.sigmas, fitted.evaluations, fitted.options)
 
 

@@ -33,6 +33,7 @@ from pegasus.images import save_grid
 from pegasus.model.build import build_score_model
 from pegasus.model.ema import EMA
 from pegasus.model.loss import DSMLoss, dsm_loss
+from pegasus.noise.draws import SigmaDraw
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_for_images
 from pegasus.run.checkpoint import save_checkpoint
@@ -68,11 +69,12 @@ class StartingPoint:
 
 
 def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tensor,
-                  generator: torch.Generator, autocast) -> DSMLoss:
-    """One DSM step: loss under `autocast` (the loss itself is float32), backward, Adam, EMA.
-    Nothing in it reads a value back to the host."""
+                  generator: torch.Generator, autocast, draw: SigmaDraw | None = None) -> DSMLoss:
+    """One DSM step: loss under `autocast` (the loss itself is float32), backward, Adam, EMA;
+    each image's sigma by `draw` (None: one of `sigmas`, NCSNv2). Nothing in it reads a value
+    back to the host."""
     with autocast:
-        out = dsm_loss(net, x, sigmas, generator=generator)
+        out = dsm_loss(net, x, sigmas, generator=generator, draw=draw)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -116,6 +118,9 @@ class Trainer:
             config = dataclasses.replace(config, noise=choose_for_images(config.noise, self.images))
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
+        noise = config.noise
+        self.draw = (None if noise.training == "levels" else
+                     SigmaDraw(noise.training, self.sigmas, noise.p_mean, noise.p_std))
         return config
 
     def _model(self) -> None:
@@ -262,7 +267,7 @@ class Trainer:
         noise = self.g.get_state() if first and self.fast.compile else None
         try:
             return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
-                                 self.autocast)
+                                 self.autocast, self.draw)
         except torch._dynamo.exc.TorchDynamoException as e:
             if not self.fast.compile:
                 raise
