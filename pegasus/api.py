@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pegasus.allocator import keep_freed_memory
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
 from pegasus.run.trained import TrainedRun
@@ -37,6 +38,7 @@ def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None
     config.yml or a pegasus preset when none lies beside it: interop/ncsnv2.py). `device` is
     cpu, cuda, cuda:N or auto; `warn` hears of damaged checkpoints skipped, `notify` of compiles
     and timings."""
+    keep_freed_memory()
     path = Path(path)
     if path.suffix == ".pth":  # the reference NCSNv2 code's checkpoints
         from pegasus.devices import resolve_device

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent / "pegasus"
 # from one above. A name is a module or a package (all its modules).
 LAYERS = [
     ("base", ["errors", "signatures", "version", "coerce", "atomic", "devices", "images",
-              "distributed"]),
+              "distributed", "allocator"]),
     ("noise", ["noise"]),
     ("plugins", ["hookspecs", "backbones", "registry"]),
     ("config", ["config"]),

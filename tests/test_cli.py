@@ -99,3 +99,15 @@ def test_train_announces_the_schedule_it_planned(tmp_path):
     assert "fast path: eager float32" in result.output
     train = tomllib.loads((tmp_path / "run" / "config.toml").read_text())["train"]
     assert train["compile"] == "auto"
+
+
+def test_the_allocator_keeps_freed_blocks_on_glibc():
+    """pegasus raises glibc's mmap and trim thresholds once (pegasus/allocator.py): a chain's
+    large activations are then reused instead of handed back to the kernel at every step."""
+    import platform
+
+    from pegasus import allocator
+
+    done = allocator.keep_freed_memory()
+    assert done is (platform.libc_ver()[0] == "glibc")
+    assert allocator.keep_freed_memory() is done  # once per process, idempotent

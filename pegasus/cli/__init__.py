@@ -19,8 +19,10 @@ for _verbs in ("train", "sample", "blend", "inpaint", "evaluate", "imports", "in
 
 def main() -> None:
     """Entry point: report broken plugins (one line each), then run the command."""
+    from pegasus.allocator import keep_freed_memory
     from pegasus.registry import registry
 
+    keep_freed_memory()
     show_library_warnings()
     for line in registry().problems():
         warn(line)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pegasus import distributed
+from pegasus.allocator import keep_freed_memory
 from pegasus.atomic import remove_stale_temporaries
 from pegasus.config import Config
 from pegasus.data import check_data_config
@@ -54,6 +55,7 @@ def train(
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one."""
     warn = warn or (lambda message: None)
+    keep_freed_memory()
     run = RunDir(run_dir)
     run.check_usable()
     check_data_config(config.data)
