@@ -29,7 +29,8 @@ from pegasus.data import load_images
 from pegasus.errors import UserError
 from pegasus.run.job import SamplingJob
 from pegasus.run.load import load_trained_run
-from pegasus.tasks.evaluate import feature_extractor, measure
+from pegasus.tasks.evaluate import measure
+from pegasus.tasks.features import feature_extractor
 
 
 def main() -> int:

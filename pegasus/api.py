@@ -24,8 +24,11 @@ from pegasus.run.trained import TrainedRun
 from pegasus.signatures import ProgressBar
 from pegasus.tasks import sample as sampling
 from pegasus.tasks.blend import Blend, BlendRequest, blend
+from pegasus.tasks.encode import Latent, decode, encode, ode_plan
 from pegasus.tasks.evaluate import Quality, evaluate_run
 from pegasus.tasks.inpaint import Inpainting, inpaint_run
+from pegasus.tasks.likelihood import Likelihood, evaluate_likelihood, log_likelihood
+from pegasus.tasks.pictures import PictureBlend, PictureRequest, blend_pictures
 
 MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
 
@@ -174,12 +177,57 @@ class Model:
         return inpaint_run(self.run, str(image), mask, num=num, seed=seed, sampler=sampler,
                            steps=steps, compile_=compile, amp=amp, progress=progress)
 
+    def encode(self, images: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
+               progress: ProgressBar | None = None) -> Latent:
+        """The probability-flow ODE's latents at sigma_1 of images (N, 3, H, W) in [0, 1]."""
+        plan = ode_plan(self.run, sampler, steps)
+        callback = progress("encode", plan.evaluations) if progress else None
+        return encode(self.run, images, sampler=sampler, steps=steps, callback=callback)
+
+    def decode(self, latent: Latent, *, progress: ProgressBar | None = None) -> torch.Tensor:
+        """The images of latents this run encoded, (N, 3, H, W) in [0, 1]."""
+        latent.check(self.run)  # before the progress bar: another run's latent is refused first
+        plan = ode_plan(self.run, latent.sampler, latent.steps)
+        callback = progress("decode", plan.evaluations) if progress else None
+        return decode(self.run, latent, callback=callback)
+
+    def log_likelihood(self, x: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
+                       probes: int = 1, seed: int = 0) -> torch.Tensor:
+        """log p(x) in nats per image (N, 3, H, W) in [0, 1], by the probability-flow ODE and
+        Hutchinson's estimator (tasks/likelihood.py): the density of the data blurred by
+        sigma_L. bits_per_dim(log_p, D) turns it into bits per dimension of 8-bit images."""
+        plan = ode_plan(self.run, sampler, steps)
+        return log_likelihood(self.run.model, x.to(self.device), plan.sigmas,
+                              centre=self.run.centre, probes=probes,
+                              generator=torch.Generator().manual_seed(seed))
+
+    def likelihood(self, num: int = 64, seed: int = 0, *, sampler: str = "heun",
+                   steps: int | None = None, probes: int = 1,
+                   progress: ProgressBar | None = None) -> Likelihood:
+        """The mean negative log-likelihood in bits per dimension, with its standard error, of
+        `num` held-out images (or training images) of the run's data (tasks/likelihood.py)."""
+        return evaluate_likelihood(self.run, ode_plan(self.run, sampler, steps), num=num,
+                                   seed=seed, probes=probes, progress=progress)
+
+    def blend_pictures(self, image_a: str, image_b: str, *, mode: str = "ode", n: int = 15,
+                       k: int = 9, strips: int = 1, seed: int = 0, strength: str = "0.5",
+                       sampler: str | None = None, steps: int | None = None,
+                       source: str | None = None, target: str | None = None,
+                       guidance: float = 0.0, mask: str | None = None, compile: str = "auto",
+                       amp: str = "auto", progress: ProgressBar | None = None) -> PictureBlend:
+        """Strips between two given pictures (files or "sample:SEED"): their ODE latents
+        interpolated (mode ode) or both noised to `strength` and blended by eq. 4 (sdedit)."""
+        request = PictureRequest(image_a, image_b, mode, n, k, strips, seed, str(strength),
+                                 sampler, steps, source, target, guidance, mask)
+        return blend_pictures(self.run, request, compile_=compile, amp=amp, progress=progress)
+
     def evaluate(self, num: int = 1000, seed: int = 0, *, sampler: str = "als",
                  steps: int | None = None, features: str = "judge",
                  inception_weights: str | Path | None = None, batch_size: int | None = None,
-                 compile: str = "auto", amp: str = "auto",
-                 progress: ProgressBar | None = None) -> Quality:
+                 compile: str = "auto", amp: str = "auto", progress: ProgressBar | None = None,
+                 neighbours: str | Path | None = None) -> Quality:
         """KID and FID of `num` samples against the run's training images (tasks/evaluate.py)."""
         return evaluate_run(self.run, sampler=sampler, steps=steps, num=num, seed=seed,
                             features=features, inception_weights=inception_weights,
-                            batch_size=batch_size, compile_=compile, amp=amp, progress=progress)
+                            batch_size=batch_size, compile_=compile, amp=amp, progress=progress,
+                            neighbours=Path(neighbours) if neighbours else None)

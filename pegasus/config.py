@@ -43,9 +43,16 @@ class DataConfig:
     train_plus_test: bool = False  # CIFAR-10: add the test split to the training images
     size: int = 5000  # images per class for the generated `sprites` dataset
     seed: int = 0  # seed of the generated `sprites` dataset
+    limit: int = 0  # the first N images of each class only (0: all): a small training set
+    # Images of each class kept out of training (the last N) to log the held-out DSM loss; the
+    # built-in sprites draw theirs with another seed instead.
+    held_out: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "res", "size")
+        if self.limit < 0 or self.held_out < 0:
+            raise ValueError(f"limit and held_out must be 0 or positive, got {self.limit} and "
+                             f"{self.held_out}")
         if self.res > MAX_RES:
             raise ValueError(f"res must be at most {MAX_RES} px (NCSNv2's largest published "
                              f"network is 256 px), got {self.res}")
@@ -104,6 +111,9 @@ class TrainConfig:
     checkpoint_every: int = 5000
     keep: int = 3  # checkpoints kept besides the newest
     grid: int = 64  # images in each sample grid
+    # Stop when the held-out DSM loss (training/heldout.py) has not reached a new low for this
+    # many logs in a row (0: never); the run keeps its checkpoint of that step.
+    early_stop: int = 0
     # The fast path. "auto" turns bf16 autocast on for GPUs with bf16 tensor cores (compute
     # capability 8.0 and later) and off elsewhere (older GPUs emulate bf16; on CPUs bf16 training
     # is slower), and channels_last on when the backbone declares that it pays

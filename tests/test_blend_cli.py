@@ -9,9 +9,9 @@ from pegasus.cli import app
 runner = CliRunner()
 
 
-def _blend(run, *args):
+def _blend(run, *args, env=None):
     return runner.invoke(app, ["blend", "--run", str(run), "--n", "3", "--k", "2", "--strips", "2",
-                               *args])
+                               *args], env=env)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -45,7 +45,8 @@ def test_guide_judge_and_report(run, tmp_path):
         assert result.exit_code == 0, result.output
         assert "held-out accuracy" in result.output
     result = _blend(run, "--from", "bird", "--to", "horse", "--guidance", "2", "--report",
-                    "--out", str(tmp_path / "g.png"))
+                    "--out", str(tmp_path / "g.png"), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "bird left and horse right" in result.output
-    assert result.output.count("%") >= 2  # a guided and an unguided row
+    assert "copies of training images" in result.output
+    assert result.output.count("%") >= 4  # a guided and an unguided row, two shares each

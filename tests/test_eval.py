@@ -8,7 +8,8 @@ from pegasus.cli import app
 from pegasus.config import DataConfig
 from pegasus.data import load_images
 from pegasus.model.classifier import Classifier, ClassifierSpec
-from pegasus.tasks.evaluate import JudgeFeatures, measure
+from pegasus.tasks.evaluate import measure
+from pegasus.tasks.features import JudgeFeatures
 from test_errors import one_line
 
 runner = CliRunner()

@@ -13,14 +13,19 @@ from pegasus.cli.options import (
     FAST_FLAGS,
     SOURCE_FLAGS,
     AmpOpt,
+    BlendModeOpt,
+    BlendOutOpt,
     CompileOpt,
     DeviceOpt,
+    ImageAOpt,
+    ImageBOpt,
     ImageOpt,
     MaskOpt,
     OptionalRunOpt,
-    SamplerOpt,
     SeedOpt,
     StepsOpt,
+    StrengthOpt,
+    StripsOpt,
     WeightsOpt,
 )
 
@@ -37,54 +42,86 @@ def blend(
     k: Annotated[int, typer.Option("--k", help="Which column to write: 0 .. N+1 (eq. 4).")] = 9,
     n: Annotated[int, typer.Option("--n", help="N: interpolated images between the two "
                                    "chains.")] = 15,
-    strips: Annotated[int, typer.Option(min=1, help="Number of strips (each shares one starting "
-                                        "point).")] = 8,
+    strips: StripsOpt = None,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option(dir_okay=False, help="Image of the k-th images; the strips "
-                                      "go beside it as <out>-strips.")] = Path("blend.png"),
+    out: BlendOutOpt = Path("blend.png"),
     source: Annotated[str | None, typer.Option("--from", help="Class at k = 0 (with --guidance).")] = None,
     target: Annotated[str | None, typer.Option("--to", help="Class at k = N+1 (with --guidance).")] = None,
     guidance: Annotated[float, typer.Option(min=0, help="Classifier guidance weight W; 0 is plain "
                                             "eq. 4.")] = 0.0,
-    report: Annotated[bool, typer.Option(help="Score the strips with the run's judge; with "
-                                         "--guidance, also unguided strips of the same seed.")] = False,
+    report: Annotated[bool, typer.Option(help="Score the strips with the run's judge (and with "
+                                         "--guidance unguided ones of the seed).")] = False,
     device: DeviceOpt = "auto",
-    sampler: SamplerOpt = "als",
+    sampler: Annotated[str | None, typer.Option(
+        help="Sampler (`pegasus samplers`): default als, and heun for two pictures by ode.")] = None,
     steps: StepsOpt = None,
-    mode: Annotated[str, typer.Option(
-        help="eq4: interpolate the noise injected at every step (als, pc, cas, heun with churn); "
-             "slerp: interpolate the starting noise spherically (heun, the deterministic ODE).")] = "eq4",
+    mode: BlendModeOpt = None,
     image: ImageOpt = None,
     mask: MaskOpt = None,
+    image_a: ImageAOpt = None,
+    image_b: ImageBOpt = None,
+    strength: StrengthOpt = "0.5",
     compile_: CompileOpt = "auto",
     amp: AmpOpt = "auto",
 ) -> None:
     """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
-    with user_errors({"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
-                      "steps": "--steps", "sampler": "--sampler", "mode": "--mode",
-                      "image": "--image", "mask": "--mask", **SOURCE_FLAGS, **FAST_FLAGS}):
+    flags = {"k": "--k", "n": "--n", "strips": "--strips", "guidance": "--guidance",
+             "steps": "--steps", "sampler": "--sampler", "mode": "--mode", "image": "--image",
+             "mask": "--mask", "image_a": "--image-a", "image_b": "--image-b",
+             "strength": "--strength"}
+    with user_errors({**flags, **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
         from pegasus.tasks.blend_files import check_blend_output
 
         check_blend_output(out)
         check_switches(compile=compile_, amp=amp)
+        if image_a is not None or image_b is not None:
+            _blend_pictures(run, weights, device, image_a, image_b, mode or "ode", n, k, strips,
+                            seed, strength, sampler, steps, source, target, guidance, mask,
+                            compile_, amp, out)
+            return
         if (image is None) != (mask is None):
             raise UserError("a masked blend needs both --image and --mask")
         model = load_model(run, None, weights, device)
         with EvaluationBars() as bars:
-            result = model.blend(n, k, strips, seed, source=source, target=target,
-                                 guidance=guidance, sampler=sampler, steps=steps, mode=mode,
-                                 image=image, mask=mask, report=report, compile=compile_, amp=amp,
-                                 progress=bars)
+            result = model.blend(n, k, strips or 8, seed, source=source, target=target,
+                                 guidance=guidance, sampler=sampler or "als", steps=steps,
+                                 mode=mode or "eq4", image=image, mask=mask, report=report,
+                                 compile=compile_, amp=amp, progress=bars)
         kth, strips_png = result.save(out)
         console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
                       f"{strips_png}", highlight=False)
         if result.reports:
-            src, tgt = result.reports[0].source, result.reports[0].target
-            table = Table("guidance W", "strips", f"{src} left and {tgt} right",
-                          f"mean p({src}) along the strip, k = 0..{n + 1}")
-            for r in result.reports:
-                table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
-                              " ".join(f"{p:.2f}" for p in r.source_probability))
-            console.print(table)
+            _print_reports(result.reports, k, n)
+
+
+def _print_reports(reports, k: int, n: int) -> None:
+    src, tgt = reports[0].source, reports[0].target
+    table = Table("guidance W", "strips", f"{src} left and {tgt} right",
+                  f"mean p({src}) along the strip, k = 0..{n + 1}",
+                  f"k={k} copies of training images")
+    for r in reports:
+        table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
+                      " ".join(f"{p:.2f}" for p in r.source_probability),
+                      f"{100 * r.memorised:.1f}%")
+    console.print(table)
+
+
+def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, seed, strength,
+                    sampler, steps, source, target, guidance, mask, compile_, amp, out) -> None:
+    from pegasus.errors import UserError
+    from pegasus.tasks.blend_files import save_blend
+
+    if image_a is None or image_b is None:
+        raise UserError("blending two pictures needs both --image-a and --image-b")
+    model = load_model(run, None, weights, device)
+    strips = strips or (1 if mode == "ode" else 4)
+    with EvaluationBars() as bars:
+        result = model.blend_pictures(image_a, image_b, mode=mode, n=n, k=k, strips=strips,
+                                      seed=seed, strength=strength, sampler=sampler, steps=steps,
+                                      source=source, target=target, guidance=guidance,
+                                      mask=mask, compile=compile_, amp=amp, progress=bars)
+    kth, strips_png = save_blend(result.strips, k, out)
+    console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
+                  f"{strips_png}; {result.describe()}", highlight=False)

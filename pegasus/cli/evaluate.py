@@ -26,6 +26,8 @@ from pegasus.cli.options import (
     "pegasus eval --run runs/demo --sampler heun --steps 35 --num 500",
     "pegasus eval --run runs/cifar --features inception --inception-weights pt_inception.pth",
     "pegasus eval --run runs/cifar --samples fid/ --features inception    # score drawn samples",
+    "pegasus eval --run runs/demo --likelihood --num 64 --steps 61        # bits per dimension",
+    "pegasus eval --run runs/demo --num 500 --neighbours copies.png        # are they new?",
 ))
 def eval_(
     run: RunOpt,
@@ -48,30 +50,55 @@ def eval_(
         exists=True, file_okay=False,
         help="Score the images a `pegasus sample --folder` job wrote there (by one job or several "
              "continuing it) instead of drawing new ones; the sampling options do not apply.")] = None,
+    likelihood: Annotated[bool, typer.Option(
+        help="Instead of KID and FID: the negative log-likelihood in bits per dimension of --num "
+             "images (default 64) by the probability-flow ODE (--sampler heun) and Hutchinson's "
+             "estimator.")] = False,
+    probes: Annotated[int, typer.Option(
+        min=1, help="Rademacher probes per image for --likelihood's trace estimate.")] = 1,
+    neighbours: Annotated[Path | None, typer.Option(
+        dir_okay=False, help="Write a picture of the first 8 samples, each beside its 3 nearest "
+                             "training images in pixels and in features (.png).")] = None,
 ) -> None:
     """Score a run's samples: KID and FID against its training images (torchmetrics)."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
+                      "probes": "--probes",
                       "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
         from pegasus.fastpath import check_switches
+        from pegasus.images import image_format
 
+        if neighbours is not None:
+            image_format(neighbours)
         if samples is not None:
-            from pegasus.devices import resolve_device
-            from pegasus.run.folder import SampleFolder
-            from pegasus.tasks.evaluate import evaluate_folder
-
-            folder = SampleFolder(samples)
-            with StepsBar("score (images)", "") as bar:
-                quality = evaluate_folder(
-                    run, folder, device=resolve_device(device), num=num, seed=seed,
-                    features=features, inception_weights=inception_weights,
-                    progress=lambda done, total: bar.report(done, total, None))
-            console.print(quality.describe(), highlight=False)
+            _score_folder(run, samples, device, num, seed, features, inception_weights, neighbours)
             return
         check_switches(compile=compile_, amp=amp)
         model = load_model(run, None, None, device)
+        if likelihood:
+            with EvaluationBars() as bars:
+                result = model.likelihood(64 if num is None else num, seed,
+                                          sampler="heun" if sampler == "als" else sampler,
+                                          steps=steps, probes=probes, progress=bars)
+            console.print(result.describe(), highlight=False)
+            return
         with EvaluationBars() as bars:
             quality = model.evaluate(1000 if num is None else num, seed, sampler=sampler,
                                      steps=steps, features=features,
                                      inception_weights=inception_weights, batch_size=batch_size,
-                                     compile=compile_, amp=amp, progress=bars)
+                                     compile=compile_, amp=amp, progress=bars,
+                                     neighbours=neighbours)
         console.print(quality.describe(), highlight=False)
+
+
+def _score_folder(run, samples, device, num, seed, features, inception_weights, neighbours):
+    from pegasus.devices import resolve_device
+    from pegasus.run.folder import SampleFolder
+    from pegasus.tasks.evaluate import evaluate_folder
+
+    with StepsBar("score (images)", "") as bar:
+        quality = evaluate_folder(run, SampleFolder(samples), device=resolve_device(device),
+                                  num=num, seed=seed, features=features,
+                                  inception_weights=inception_weights,
+                                  progress=lambda done, total: bar.report(done, total, None),
+                                  neighbours=neighbours)
+    console.print(quality.describe(), highlight=False)

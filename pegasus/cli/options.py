@@ -50,3 +50,21 @@ SOURCE_FLAGS = {"weights": "--weights", "checkpoint": "--checkpoint"}
 BatchSizeOpt = Annotated[int | None, typer.Option(
     min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); it "
                 "changes speed and memory, never the images.")]
+
+# What `pegasus blend` blends and writes: the mode, two given pictures, the strips.
+StripsOpt = Annotated[int | None, typer.Option(
+    min=1, help="Number of strips (each shares one starting point; default 8, one for two "
+                "pictures by ode, 4 by sdedit).")]
+BlendOutOpt = Annotated[Path, typer.Option(
+    dir_okay=False, help="Image of the k-th images; the strips go beside it as <out>-strips.")]
+BlendModeOpt = Annotated[str | None, typer.Option(
+    help="Drawn strips: eq4 (the default) interpolates the noise injected at every step "
+         "(als, pc, cas, dpmpp-2m-sde, heun with churn); slerp the starting noise (an ODE: "
+         "heun, dpmpp-2m). Two given pictures: ode (the default) interpolates their ODE "
+         "latents; sdedit noises both to --strength and blends by eq. 4 from there.")]
+ImageAOpt = Annotated[str | None, typer.Option(
+    help="Blend two given pictures: the first (a file or sample:SEED), at k = 0.")]
+ImageBOpt = Annotated[str | None, typer.Option(help="The second picture, at k = N+1.")]
+StrengthOpt = Annotated[str, typer.Option(
+    help="With --mode sdedit: how far both pictures are noised, a fraction of the schedule "
+         "(0: sigma_L, 1: sigma_1) or sigma=VALUE.")]

@@ -83,6 +83,11 @@ def train(
                 console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
                               f"continue with: pegasus train --run {run} --resume")
             raise typer.Exit(128 + result.interrupted)
+        if result.stopped_early:
+            console.print(f"stopped early at step {result.step}: the held-out DSM loss has not "
+                          f"fallen for {cfg.train.early_stop} logs (train.early_stop); checkpoint "
+                          f"{result.checkpoint}", highlight=False)
+            return
         console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
 
 

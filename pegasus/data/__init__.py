@@ -8,6 +8,7 @@ means STL-10, as in the winged-horses work.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ def check_data_config(config: DataConfig) -> None:
 
 
 def load_images(config: DataConfig) -> ImageSet:
+    """The images of a data config, filtered by class, at its resolution; with `limit`, the
+    first `limit` images of each class (a small training set: data.limit)."""
     check_data_config(config)
     dataset = resolve_dataset(config)
     if dataset == "sprites":
@@ -93,8 +96,31 @@ def load_images(config: DataConfig) -> ImageSet:
 
         images = [draw_sprites(c, config.size, config.res, seed=config.seed) for c in config.classes]
         labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
-        return ImageSet(torch.cat(images), torch.cat(labels), list(config.classes), dataset)
-    return _load_from_disk(dataset, config)
+        found = ImageSet(torch.cat(images), torch.cat(labels), list(config.classes), dataset)
+    else:
+        found = _load_from_disk(dataset, config)
+    if config.held_out:  # the last images of each class are kept out of training
+        found = _per_class(found, slice(None, -config.held_out))
+    return _per_class(found, slice(None, config.limit)) if config.limit else found
+
+
+def load_held_out(config: DataConfig, per_class: int = 64) -> ImageSet:
+    """Images of the run's classes it does not train on: sprites drawn with another seed (as
+    many as `per_class`), or the last data.held_out images of each class of a dataset on disk;
+    empty when data.held_out is 0 there."""
+    if resolve_dataset(config) == "sprites":
+        return load_images(dataclasses.replace(config, seed=config.seed + 1,
+                                               size=min(per_class, config.size), limit=0))
+    every = load_images(dataclasses.replace(config, held_out=0, limit=0))
+    return _per_class(every, slice(len(every.images) if not config.held_out else -config.held_out,
+                                   None))
+
+
+def _per_class(found: ImageSet, part: slice) -> ImageSet:
+    """The images of each class in `part` of its own order."""
+    keep = torch.cat([torch.nonzero(found.labels == i).flatten()[part]
+                      for i in range(len(found.classes))])
+    return dataclasses.replace(found, images=found.images[keep], labels=found.labels[keep])
 
 
 def _sources(dataset: str, config: DataConfig, root: Path) -> tuple[list[Path], list[str]]:

@@ -47,16 +47,12 @@ class SampleSet:
         bf16 (the layout and the compiler change float rounding alone, so they may differ
         between jobs)."""
         trained, plan = job.run, job.plan
-        weights = hashlib.sha256()
-        for name, tensor in sorted(trained.model.state_dict().items()):
-            weights.update(name.encode())
-            weights.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         grid = hashlib.sha256(plan.sigmas.detach().cpu().float().numpy().tobytes())
         grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
         if plan.start == "normal":  # where such a chain starts: the data's centre
             grid.update(trained.centre.detach().cpu().float().numpy().tobytes())
         return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations, bf16=job.path.amp,
-                   res=trained.config.data.res, weights=weights.hexdigest()[:16],
+                   res=trained.config.data.res, weights=trained.weights_digest(),
                    grid=grid.hexdigest()[:16])
 
     def differences(self, other: SampleSet) -> list[str]:

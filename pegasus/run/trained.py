@@ -3,6 +3,7 @@ sampling jobs it runs (job.py)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,16 @@ class TrainedRun:
 
         return (self.config.noise.training != "levels"
                 or get_backbone(self.config.model.backbone)[0].interpolates)
+
+    def weights_digest(self) -> str:
+        """A digest of the EMA weights, bit for bit: what says two files hold one network (a
+        sample folder's manifest, a latent's record). Read from the weights each time: a caller
+        may change them."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()[:16]
 
     def plan(self, sampler: str = "als", steps: int | None = None, **options) -> SamplerPlan:
         """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers),

@@ -62,9 +62,10 @@ def heun_sampler(
     levels = sigmas.tolist()  # the grid is known up front: no host read inside the loop
     n = len(levels)
     hats = []  # each step's raised sigma (the level itself without churn)
+    top = max(levels)  # a grid may run upward too: encoding an image (tasks/encode.py)
     for sigma in levels[:-1]:
         gamma = min(churn / n, math.sqrt(2) - 1) if churn > 0 and s_min <= sigma <= s_max else 0.0
-        hats.append(min(sigma * (1 + gamma), levels[0]))
+        hats.append(min(sigma * (1 + gamma), top))
     score = ScoreCalls(score_fn, x, levels + hats, callback)
     x = x.clone()
 
@@ -99,4 +100,4 @@ SPEC = SamplerSpec(
     summary="the probability-flow ODE by Heun's method on a Karras grid (EDM, Karras et al. "
             "2022); deterministic unless churn > 0",
     function=heun_sampler, fit=fit, default_steps=35, start="normal",
-    stochastic=lambda options: options.get("churn", 0.0) > 0)
+    stochastic=lambda options: options.get("churn", 0.0) > 0, reversible=True)

@@ -46,6 +46,9 @@ class SamplerSpec:
     stochastic: Callable[[dict[str, Any]], bool] = lambda options: True  # injects noise
     inpaints: bool = False  # takes Langevin steps, which fit regenerated pixels to kept ones
     captures_steps: bool = False  # given a capture, graphs its whole step (update included)
+    # An ODE solver that walks its grid either way: from an image up to its latent noise and
+    # back (tasks/encode.py), when it injects no noise.
+    reversible: bool = False
 
 
 def enough(name: str, points: int, least: int, steps: int) -> None:

@@ -21,6 +21,7 @@ from pegasus.samplers import sampler_spec
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import Callback, ProgressBar
 from pegasus.tasks.blend_files import save_blend
+from pegasus.tasks.features import JudgeFeatures, features_of
 from pegasus.tasks.inpaint import check_sampler, masked_score, paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import (
@@ -29,6 +30,8 @@ from pegasus.tasks.interpolation import (
     guided_score,
     slerp_strips,
 )
+from pegasus.tasks.neighbours import Reference
+from pegasus.tasks.novelty import memorisation
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
 MODES = ("eq4", "slerp")
@@ -150,6 +153,11 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
         source, target = (run.classes[i] for i in endpoints(request, run.classes))
         reports = [judge_strips(strips, judge, source, target, r.guidance)
                    for r, strips in zip(runs, results, strict=True)]
+        feature = JudgeFeatures(judge).eval()
+        reference = Reference.of(run.config, run.device, feature, "judge", None, request.seed)
+        for r, strips in zip(reports, results, strict=True):
+            kth = features_of(strips[:, request.k].to(run.device), feature)
+            r.memorised = memorisation(kth.cpu(), reference.features, reference.held)[0]
     return Blend(request, results[0], reports)
 
 
@@ -172,6 +180,24 @@ def check_fits(run, request: BlendRequest, images: int) -> None:
                                f"{fits // (request.n + 2):,}")
 
 
+def column_score(job, request, guide: Classifier | None, kept: Kept | None):
+    """The score a strip's columns are drawn with: the job's network, guided toward the source
+    class at k = 0 and the target at k = N + 1 (weights moving with the noise angle), and, with
+    a mask, the exact score of the kept picture outside it. `request` holds n, strips,
+    guidance, source and target."""
+    run, score = job.run, job.score
+    if request.guidance > 0:
+        if guide is None:
+            raise UserError("guidance needs the run's guide classifier; train the guide first")
+        source, target = endpoints(request, run.classes)
+        weights = endpoint_class_weights(request.n, source, target, len(run.classes))
+        weights = weights.repeat(request.strips, 1).to(run.device)
+        score = guided_score(score, fast_log_prob(guide, job.path), weights, request.guidance)
+    if kept is not None:  # outside the mask every column keeps the image; guidance acts inside
+        score = masked_score(score, kept.image, kept.mask)
+    return score
+
+
 def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
                     kept: Kept | None = None, callback: Callback | None = None) -> torch.Tensor:
     """Strips (M, N + 2, C, H, W) in [0, 1] of a sampling job's run by its plan (and network on
@@ -183,16 +209,7 @@ def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
     uniform_p, normal_p = p.starting_draws(shape)
     _, normal_q = q.starting_draws(shape)  # q's noise then follows as in a plain chain
-    score = job.score
-    if request.guidance > 0:
-        if guide is None:
-            raise UserError("guidance needs the run's guide classifier; train the guide first")
-        source, target = endpoints(request, run.classes)
-        weights = endpoint_class_weights(request.n, source, target, len(run.classes))
-        weights = weights.repeat(request.strips, 1).to(device)
-        score = guided_score(score, fast_log_prob(guide, job.path), weights, request.guidance)
-    if kept is not None:  # outside the mask every column keeps the image; guidance acts inside
-        score = masked_score(score, kept.image, kept.mask)
+    score = column_score(job, request, guide, kept)
     # On a GPU a chain replays a CUDA graph (fastpath/graphs.py). A guided step differentiates
     # the classifier: torch can capture that backward pass too, but no GPU has checked it against
     # the eager chain yet (the check is test_graphed_guided_blend_matches_eager_on_cuda), so
@@ -217,6 +234,7 @@ class JudgeReport:
     target: str
     ends_correct: float  # share of strips whose left end is the source and right end the target
     source_probability: list[float] = field(default_factory=list)  # mean p(source) per column
+    memorised: float | None = None  # the share of column k's images that copy a training image
 
 
 @torch.no_grad()

@@ -99,10 +99,12 @@ def blend_strips(
     noise_q: NoiseSampler,
     callback: Callback | None = None,
     capture: Capture | None = None,
+    per_column: bool = False,
 ) -> torch.Tensor:
     """Strips (M, N + 2, ...) from starting points x0 (M, ...) by eq. 4 noise interpolation,
     with any sampler that injects noise (`plan.stochastic`); `noise_p` and `noise_q` each give
-    (M, ...) standard normal noise per call.
+    (M, ...) standard normal noise per call. With `per_column`, x0 is (M, N + 2, ...): a start
+    for each column (two given pictures noised and mixed: tasks/pictures.py).
 
     `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
     built with `guided_score` uses class weights laid out the same way. `capture` is passed to
@@ -111,10 +113,11 @@ def blend_strips(
     if not plan.stochastic:
         raise ValueError(f"eq. 4 interpolates injected noise, and sampler {plan.name!r} injects "
                          f"none here; blend its starting noise instead (slerp)")
-    strips, shape = x0.shape[0], tuple(x0.shape[1:])
+    strips, shape = x0.shape[0], tuple(x0.shape[2 if per_column else 1:])
     noise = InterpolatedNoise(strips, n, shape, noise_p=noise_p, noise_q=noise_q,
                               device=x0.device, dtype=x0.dtype)
-    x = x0[:, None].expand(strips, n + 2, *shape).reshape(strips * (n + 2), *shape)
+    x = (x0 if per_column else x0[:, None].expand(strips, n + 2, *shape))
+    x = x.reshape(strips * (n + 2), *shape)
     out = plan.run(score_fn, x, noise_sampler=noise, callback=callback, capture=capture)
     return out.view(strips, n + 2, *shape)
 

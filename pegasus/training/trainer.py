@@ -41,6 +41,7 @@ from pegasus.run.layout import RunDir
 from pegasus.samplers.draw import draw
 from pegasus.samplers.plan import plan_sampler
 from pegasus.training.batches import EpochSampler, batch_of
+from pegasus.training.heldout import HeldOut
 from pegasus.training.losslog import LossLog
 from pegasus.training.state import checkpoint_state, restore
 from pegasus.training.stops import all_finite, diverged
@@ -52,6 +53,8 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log
     interrupted: int | None = None  # the signal number that stopped training early
     checkpoint: Path | None = None
+    held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out DSM loss)
+    stopped_early: int | None = None  # the step the held-out loss's patience ran out at
 
 
 @dataclass
@@ -121,6 +124,7 @@ class Trainer:
         noise = config.noise
         self.draw = (None if noise.training == "levels" else
                      SigmaDraw(noise.training, self.sigmas, noise.p_mean, noise.p_std))
+        self.held_out = HeldOut(config, device) if self.ctx.main else None
         return config
 
     def _model(self) -> None:
@@ -219,7 +223,8 @@ class Trainer:
                     progress(self.step, tc.iters, mean)
                 self._keep()
                 if self._stopping(stop, logged=mean is not None):
-                    self.result.interrupted = stop.signum or signal.SIGTERM
+                    if stop.signum is not None or not self.result.stopped_early:
+                        self.result.interrupted = stop.signum or signal.SIGTERM
                     break
                 if stop_after is not None and self.step - first >= stop_after:
                     break
@@ -233,8 +238,16 @@ class Trainer:
         if not math.isfinite(mean):
             raise diverged(self.step, "the losses", self.result.checkpoint, self.config.train.lr)
         self.result.losses.append((self.step, mean))
+        held = self.held_out.loss(self.ema.module, self.sigmas, self.draw) if self.held_out else None
+        if held is not None:
+            self.result.held_out.append((self.step, held))
+            patience = self.config.train.early_stop
+            if patience and self.held_out.since_best >= patience:
+                self.result.stopped_early = self.step
         if self.writer is not None:
             self.writer.add_scalar("loss", mean, self.step)
+            if held is not None:
+                self.writer.add_scalar("held_out_loss", held, self.step)
             for name, value in by_range.items():
                 self.writer.add_scalar(name, value, self.step)
         return mean
@@ -249,11 +262,13 @@ class Trainer:
             self.result.checkpoint = self.checkpoint()
 
     def _stopping(self, stop, logged: bool) -> bool:
-        """Whether a signal asked to stop; under DDP the ranks agree on it at log steps only,
-        to keep steps free of synchronisation."""
+        """Whether a signal asked to stop, or the held-out loss stopped falling (early_stop);
+        under DDP the ranks agree on it at log steps only, to keep steps free of
+        synchronisation."""
         if self.ctx.distributed and not logged:
             return False
-        return distributed.any_rank(self.ctx, stop.signum is not None)
+        wants = stop.signum is not None or self.result.stopped_early is not None
+        return distributed.any_rank(self.ctx, wants)
 
     def _keep_compile(self) -> None:
         """After the process's first step, forward and backward are compiled: kept for next time."""

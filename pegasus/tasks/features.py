@@ -1,0 +1,85 @@
+"""The features KID, FID and the novelty figures compare images on, extracted the way
+torchmetrics does:
+
+  inception  the standard Inception-v3 pool features (torchmetrics through torch-fidelity, the
+             `inception` extra); offline, an `inception_weights` file holds a copy of them
+  judge      the run's independent judge classifier (`train-judge`): its penultimate features,
+             with no download; numbers on it compare samplers and runs of one project, and are
+             not comparable with published FIDs
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pegasus.errors import FieldError, UserError, first_line
+from pegasus.model.classifier import Classifier
+from pegasus.run.classifiers import load_classifier
+
+FEATURES = ("judge", "inception")
+
+
+class JudgeFeatures(nn.Module):
+    """The judge's pooled features for images in [0, 1], any size (the network pools globally)."""
+
+    def __init__(self, judge: Classifier) -> None:
+        super().__init__()
+        self.judge = judge
+        self.num_features = judge.head.in_features  # torchmetrics reads it instead of probing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.judge.features(x.float())
+
+
+def feature_extractor(features: str, run_dir: Path | None, device: torch.device,
+                      inception_weights: Path | None = None) -> nn.Module | int:
+    """What torchmetrics takes as `feature`: a module (judge) or Inception's 2048 features."""
+    if features not in FEATURES:
+        raise FieldError("features", f"must be one of {', '.join(FEATURES)}, got {features!r}")
+    if features == "judge":
+        if run_dir is None:
+            raise UserError("judge features need a run folder with a trained judge")
+        return JudgeFeatures(load_classifier(run_dir, "judge", device)).eval()
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        raise UserError(f"Inception weights file {inception_weights} does not exist; give the path "
+                        f"of an offline copy of torch-fidelity's pt_inception-2015-12-05 weights")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        raise UserError("Inception features need torch-fidelity: pip install 'pegasus-score[inception]'"
+                        "; or measure with the run's judge features") from None
+    return 2048
+
+
+def metrics(feature, inception_weights: Path | None, subset_size: int, device: torch.device):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    extra = {} if isinstance(feature, nn.Module) or inception_weights is None else {
+        "feature_extractor_weights_path": str(inception_weights)}
+    try:
+        with warnings.catch_warnings():
+            # KID keeps every feature vector for its subsets, as it must; its warning says so.
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            kid = KernelInceptionDistance(feature=feature, subset_size=subset_size, normalize=True,
+                                          **extra)
+            fid = FrechetInceptionDistance(feature=feature, normalize=True, **extra)
+    except (OSError, RuntimeError, ValueError) as e:  # offline download, a bad weights file
+        where = f"from {inception_weights}" if inception_weights else "(downloaded on first use)"
+        raise UserError(f"cannot load the Inception weights {where}: {first_line(e)}; "
+                        f"offline, give a local copy as inception_weights") from None
+    return kid.to(device), fid.to(device)
+
+
+@torch.no_grad()
+def features_of(images: torch.Tensor, feature, inception_weights: Path | None = None,
+                batch: int = 256) -> torch.Tensor:
+    """The features KID compares, of images in [0, 1]: through torchmetrics' own extraction."""
+    kid, _ = metrics(feature, inception_weights, 2, images.device)
+    for chunk in images.split(batch):
+        kid.update(chunk, real=True)
+    return torch.cat(kid.real_features)

@@ -1,0 +1,201 @@
+"""Blending two given pictures (a horse of the user's and a bird, say), in two modes.
+
+ode     Both pictures are encoded by the probability-flow ODE to their latents at sigma_1
+        (encode.py); strip column k decodes the latents' spherical interpolation at
+        t = k / (N + 1) about the data's centre. The end columns are the pictures again, up to
+        the ODE's reconstruction error (their PSNR is reported).
+sdedit  SDEdit (Meng et al. 2022): both pictures noised to a level S (a fraction of the schedule
+        or a sigma), column k starting from (1 - w_k) A + w_k B + S z with w_k = sin^2 theta_k
+        and one z per strip, and eq. 4's noise interpolation running from there with any
+        stochastic sampler on the schedule's levels below S. The ends keep each picture's
+        layout; their distance to A and B (mean absolute pixel difference) says how much.
+
+Both modes take class guidance toward a class at each end and a mask (the first picture kept
+where it is black), as noise blends do (blend.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from pegasus.errors import FieldError, UserError
+from pegasus.fastpath import chain_graphs
+from pegasus.noise.schedule import Schedule
+from pegasus.noise.streams import ImageStreams
+from pegasus.run.classifiers import load_classifier
+from pegasus.samplers.plan import SamplerPlan, plan_sampler
+from pegasus.signatures import ProgressBar
+from pegasus.tasks.blend import Q_STREAM, Kept, column_score
+from pegasus.tasks.encode import integrate, ode_plan, psnr
+from pegasus.tasks.inpaint import paste
+from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
+from pegasus.tasks.interpolation import blend_strips, interpolation_angles
+
+MODES = ("ode", "sdedit")
+
+
+@dataclass(frozen=True)
+class PictureRequest:
+    image_a: str  # a file or sample:SEED
+    image_b: str
+    mode: str = "ode"
+    n: int = 15
+    k: int = 9
+    strips: int = 1  # sdedit: strips of other noise; ode is deterministic, one strip
+    seed: int = 0
+    strength: str = "0.5"  # sdedit: a fraction of the schedule, or sigma=VALUE
+    sampler: str | None = None  # default: heun for ode, als for sdedit
+    steps: int | None = None
+    source: str | None = None
+    target: str | None = None
+    guidance: float = 0.0
+    mask: str | None = None
+
+
+@dataclass
+class PictureBlend:
+    strips: torch.Tensor  # (M, N + 2, C, H, W) in [0, 1]
+    a: torch.Tensor
+    b: torch.Tensor
+    ends: dict[str, float] = field(default_factory=dict)  # how near the end columns are A and B
+
+    def describe(self) -> str:
+        return "; ".join(f"{name} {value:.4g}" for name, value in self.ends.items())
+
+
+def strength_sigma(schedule: Schedule, strength: str) -> float:
+    """SDEdit's level: a fraction f of the schedule in log sigma (0: sigma_L, 1: sigma_1), or
+    sigma=VALUE, inside [sigma_L, sigma_1]."""
+    text = str(strength).strip()
+    low, high = schedule.sigma_min, schedule.sigma_max
+    try:
+        value = float(text.removeprefix("sigma="))
+    except ValueError:
+        raise FieldError("strength", f"{text!r} is neither a fraction in [0, 1] nor "
+                                     f"sigma=VALUE") from None
+    if text.startswith("sigma="):
+        sigma = value
+    elif 0 <= value <= 1:
+        sigma = math.exp(math.log(low) + value * (math.log(high) - math.log(low)))
+    else:
+        raise FieldError("strength", f"is {value:g}; a fraction of the schedule lies in [0, 1] "
+                                     f"(or give sigma=VALUE)")
+    if not low * (1 - 1e-6) <= sigma <= high * (1 + 1e-6):
+        raise FieldError("strength", f"sigma {sigma:g} lies outside the run's schedule, "
+                                     f"[{low:g}, {high:g}]")
+    return sigma
+
+
+def below(schedule: Schedule, sigma: float) -> Schedule:
+    """The part of the schedule from its level nearest `sigma` down to sigma_L (at least two
+    levels), with the same ratio, T and eps."""
+    levels = schedule.sigmas().double().log()
+    top = int((levels - math.log(sigma)).abs().argmin())
+    top = min(top, schedule.levels - 2)
+    return Schedule(float(schedule.sigmas()[top]), schedule.sigma_min, schedule.levels - top,
+                    schedule.steps_per_level, schedule.eps, schedule.denoise)
+
+
+def blend_pictures(run, request: PictureRequest, *, compile_: str = "auto", amp: str = "auto",
+                   progress: ProgressBar | None = None) -> PictureBlend:
+    """Strips between two given pictures, every input checked before any chain runs."""
+    _check(request, run)
+    res = run.config.data.res
+    given = [given_image(request.image_a, res, "image_a"), given_image(request.image_b, res, "image_b")]
+    mask = resolve_mask(request.mask, res, request.image_a).to(run.device) if request.mask else None
+    guide = (load_classifier(run.run_dir.path, "guide", run.device)
+             if request.guidance > 0 else None)
+    if request.mode == "ode":
+        plan = ode_plan(run, request.sampler or "heun", request.steps)
+    else:
+        plan = _sdedit_plan(run, request)
+    columns = request.strips * (request.n + 2)
+    job = run.job(plan, num=columns, batch_size=columns, compile_=compile_, amp=amp)
+    a, b = (resolve_image(run, g) for g in given)
+    kept = Kept(a, mask) if mask is not None else None
+    score = column_score(job, request, guide, kept)
+    if request.mode == "ode":
+        strips = _ode_strips(run, job, request, score, a, b, progress)
+        ends = {"PSNR of k=0 to A (dB)": psnr(strips[0, 0], a),
+                f"PSNR of k={request.n + 1} to B (dB)": psnr(strips[0, -1], b)}
+    else:
+        strips = _sdedit_strips(run, job, request, score, a, b, progress)
+        ends = {"mean |k=0 - A|": float((strips[:, 0] - a).abs().mean()),
+                f"mean |k={request.n + 1} - B|": float((strips[:, -1] - b).abs().mean())}
+    if kept is not None:
+        strips = paste(strips, a, mask)
+    return PictureBlend(strips, a, b, ends)
+
+
+def _check(request: PictureRequest, run) -> None:
+    if request.mode not in MODES:
+        raise FieldError("mode", f"must be {' or '.join(MODES)} for two given pictures, got "
+                                 f"{request.mode!r}")
+    if request.n < 1 or not 0 <= request.k <= request.n + 1:
+        raise FieldError("k", f"must be between 0 and N+1 = {request.n + 1}, got {request.k}")
+    if request.strips < 1:
+        raise FieldError("strips", f"must be at least 1, got {request.strips}")
+    if request.mode == "ode" and request.strips != 1:
+        raise FieldError("strips", "is 1 in mode ode: decoding the two pictures' latents is "
+                                   "deterministic")
+    if (request.guidance > 0) and run.run_dir is None:
+        raise UserError("guidance needs a run folder (its guide); exported weights carry none")
+    for name in (request.source, request.target):
+        if name is not None and name not in run.classes:
+            raise UserError(f"unknown class {name!r} for this run; its classes: "
+                            f"{', '.join(run.classes)}")
+
+
+def _sdedit_plan(run, request: PictureRequest) -> SamplerPlan:
+    sub = below(run.schedule, strength_sigma(run.schedule, request.strength))
+    plan = plan_sampler(request.sampler or "als", sub, request.steps,
+                        trained_levels=not run.knows_every_sigma)
+    if not plan.stochastic:
+        raise FieldError("sampler", f"{plan.name} injects no noise here, and eq. 4 interpolates "
+                                    f"injected noise: blend by sdedit with als, pc, cas or "
+                                    f"dpmpp-2m-sde, or use mode ode")
+    return plan
+
+
+def _slerp(u: torch.Tensor, v: torch.Tensor, t: float) -> torch.Tensor:
+    """The spherical interpolation of two vectors (each flattened), their norms interpolated too."""
+    uf, vf = u.flatten(), v.flatten()
+    cos = torch.dot(uf, vf) / (uf.norm() * vf.norm())
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if float(omega) < 1e-6:
+        return (1 - t) * u + t * v
+    return (torch.sin((1 - t) * omega) * u + torch.sin(t * omega) * v) / torch.sin(omega)
+
+
+def _ode_strips(run, job, request, score, a, b, progress) -> torch.Tensor:
+    plan = job.plan
+    encode_score, _ = chain_graphs(plan, job.score, run.device)
+    callback = progress("encode (A and B)", plan.evaluations) if progress else None
+    z = integrate(encode_score, torch.stack([a, b]), plan, upward=True, callback=callback)
+    u, v = z[0] - run.centre, z[1] - run.centre
+    ts = [k / (request.n + 1) for k in range(request.n + 2)]
+    latents = torch.stack([run.centre + _slerp(u, v, t) for t in ts])
+    score, _ = chain_graphs(plan, score, run.device) if request.guidance == 0 else (score, None)
+    callback = progress(f"decode W={request.guidance:g}", plan.evaluations) if progress else None
+    out = integrate(score, latents, plan, upward=False, callback=callback).clamp_(0, 1)
+    return out[None]
+
+
+def _sdedit_strips(run, job, request, score, a, b, progress) -> torch.Tensor:
+    plan, shape, device = job.plan, run.image_shape, run.device
+    sigma = float(plan.sigmas[0])
+    p = ImageStreams(request.seed, 0, request.strips, device)
+    q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
+    z = p.normal(shape)
+    w = interpolation_angles(request.n).sin().square().to(device, torch.float32)
+    w = w.view(1, -1, *([1] * len(shape)))
+    starts = (1 - w) * a + w * b + sigma * z[:, None]
+    score, capture = chain_graphs(plan, score, device) if request.guidance == 0 else (score, None)
+    callback = progress(f"sdedit from sigma {sigma:.3g}", plan.evaluations) if progress else None
+    out = blend_strips(score, starts, plan, n=request.n, noise_p=p.noise_sampler(shape),
+                       noise_q=q.noise_sampler(shape), callback=callback, capture=capture,
+                       per_column=True)
+    return out.clamp(0, 1)
