@@ -136,14 +136,16 @@ class Model:
     def sample_to_folder(self, folder: str | Path, num: int, seed: int = 0, *,
                          sampler: str = "als", steps: int | None = None,
                          batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
-                         progress: sampling.Progress | None = None) -> sampling.Written:
-        """Images 0 .. num - 1 as <folder>/NNNNNN.png, continuing the same job's folder."""
+                         progress: sampling.Progress | None = None,
+                         ctx=None) -> sampling.Written:
+        """Images 0 .. num - 1 as <folder>/NNNNNN.png, continuing the same job's folder; with
+        `ctx` (distributed.group under torchrun) this rank's share of them."""
         from pegasus.run.folder import SampleFolder
 
         samples = SampleFolder(Path(folder))
         samples.check()
         job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
-        return sampling.write_folder(job, samples, seed, progress)
+        return sampling.write_folder(job, samples, seed, progress, ctx)
 
     def sample_to_npz(self, out: str | Path, num: int, seed: int = 0, *, sampler: str = "als",
                       steps: int | None = None, batch_size: int | None = None,
@@ -203,11 +205,12 @@ class Model:
 
     def likelihood(self, num: int = 64, seed: int = 0, *, sampler: str = "heun",
                    steps: int | None = None, probes: int = 1,
-                   progress: ProgressBar | None = None) -> Likelihood:
+                   progress: ProgressBar | None = None, ctx=None) -> Likelihood:
         """The mean negative log-likelihood in bits per dimension, with its standard error, of
-        `num` held-out images (or training images) of the run's data (tasks/likelihood.py)."""
+        `num` held-out images (or training images) of the run's data (tasks/likelihood.py);
+        with `ctx` (distributed.group under torchrun) this rank's share of them."""
         return evaluate_likelihood(self.run, ode_plan(self.run, sampler, steps), num=num,
-                                   seed=seed, probes=probes, progress=progress)
+                                   seed=seed, probes=probes, progress=progress, ctx=ctx)
 
     def blend_pictures(self, image_a: str, image_b: str, *, mode: str = "ode", n: int = 15,
                        k: int = 9, strips: int = 1, seed: int = 0, strength: str = "0.5",
@@ -225,9 +228,11 @@ class Model:
                  steps: int | None = None, features: str = "judge",
                  inception_weights: str | Path | None = None, batch_size: int | None = None,
                  compile: str = "auto", amp: str = "auto", progress: ProgressBar | None = None,
-                 neighbours: str | Path | None = None) -> Quality:
-        """KID and FID of `num` samples against the run's training images (tasks/evaluate.py)."""
+                 neighbours: str | Path | None = None, ctx=None) -> Quality:
+        """KID and FID of `num` samples against the run's training images, and whether they
+        copy them (tasks/evaluate.py); with `ctx` (distributed.group under torchrun) this rank
+        draws its share of the samples."""
         return evaluate_run(self.run, sampler=sampler, steps=steps, num=num, seed=seed,
                             features=features, inception_weights=inception_weights,
                             batch_size=batch_size, compile_=compile, amp=amp, progress=progress,
-                            neighbours=Path(neighbours) if neighbours else None)
+                            neighbours=Path(neighbours) if neighbours else None, ctx=ctx)

@@ -1,18 +1,23 @@
-"""Data-parallel training under torchrun (torch.distributed, DDP): gloo on CPU, nccl on GPU.
+"""Several processes under torchrun (torch.distributed): gloo on CPU, nccl on GPU. Training
+runs data-parallel (DDP); sampling, evaluation and the classifiers share their images out by
+rank (docs/distributed.md).
 
-torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them everything here is a no-op and
-training runs as one process.
+torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them everything here is a no-op and the
+work runs as one process.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from pegasus.devices import resolve_device
+from pegasus.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,37 @@ def setup(device_name: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), device, owns)
 
 
+def alone(device: torch.device) -> Context:
+    """The context of one process on `device`, no group."""
+    return Context(0, 1, device, False)
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def quiet_rank() -> bool:
+    """Whether this process is a rank other than 0 of several, which leaves what is said (the
+    progress bars, the results, the errors) to rank 0."""
+    return os.environ.get("RANK", "0") != "0"
+
+
+def restarted() -> bool:
+    """Whether torchrun restarted this group after a worker failed (--max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+@contextmanager
+def group(device_name: str) -> Iterator[Context]:
+    """The process group of a job for its whole length (one process without torchrun)."""
+    ctx = setup(device_name)
+    try:
+        yield ctx
+    finally:
+        teardown(ctx)
+
+
 def teardown(ctx: Context) -> None:
     if ctx.owns_group and dist.is_initialized():
         # All ranks leave together: a rank that tears gloo down while rank 0 is still writing
@@ -79,3 +115,44 @@ def gather(ctx: Context, obj):
     out = [None] * ctx.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def share(ctx: Context, n: int) -> tuple[int, int]:
+    """This rank's contiguous share [start, stop) of n items, the ranks' shares in rank order
+    making up 0 .. n - 1 (so that what they gather is in one process's order)."""
+    return ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
+
+
+def gather_rows(ctx: Context, rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows` (N_r, ...) concatenated in rank order, on every rank, on the CPU.
+    The shares may differ in length: each is padded to the longest for the collective."""
+    if not ctx.distributed:
+        return rows.cpu()
+    local = rows.to(ctx.device).contiguous()
+    lengths = [torch.zeros(1, dtype=torch.long, device=ctx.device) for _ in range(ctx.world)]
+    dist.all_gather(lengths, torch.tensor([len(local)], device=ctx.device))
+    longest = max(int(n) for n in lengths)
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=ctx.device)
+    padded[:len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(ctx.world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:int(n)] for p, n in zip(parts, lengths, strict=True)]).cpu()
+
+
+def first_error(ctx: Context, error: Exception | None) -> None:
+    """Raise, on every rank, an error of a check every rank made: one rank refusing alone would
+    leave the others waiting at their next collective. A rank raises its own error; a rank
+    without one raises the first rank's, in words (UserError)."""
+    if ctx.distributed:
+        said = gather(ctx, None if error is None else str(error))
+        if error is None and any(said):
+            rank, words = next((r, w) for r, w in enumerate(said) if w)
+            raise UserError(f"rank {rank}: {words}")
+    if error is not None:
+        raise error
+

@@ -23,6 +23,7 @@ CASES = {
     "instancenorm": (["--repeats", "1", "--batch", "2"], "whole forward"),
     "import_memory": (["--stages", "ncsnv2", "--ngf", "4", "--res", "32", "--levels", "10"],
                       "the file; the pegasus checkpoint written is"),
+    "encode_cost": (["--res", "16", "--steps", "5", "--repeats", "1"], "encode / draw"),
     "profile_kernels": (["--case", "small", "--batch", "2", "--evaluations", "1", "--top", "3",
                          "--backend", "aot_eager", "--device", "cpu"], "per evaluation"),
 }

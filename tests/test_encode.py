@@ -57,21 +57,22 @@ def test_encode_then_decode_returns_the_input_and_encode_is_the_exact_transport(
     assert ((back - x).norm() / (x - m).norm()).item() < 0.002
 
 
-def test_the_likelihood_is_the_closed_form_gaussian_density_within_a_hundredth_of_a_nat():
+def test_the_likelihood_is_the_closed_form_gaussian_density_within_1_percent():
     """NLL by the ODE and Hutchinson's estimator (32 Rademacher probes; the covariance is not
     diagonal, so a single probe is noisy) against log N(x; m, cov + sigma_L^2 I) in closed form:
-    the mean over 200 points agrees within 0.01 nats per dimension (Heun's bias here is 0.13 nats
-    per point at 81 evaluations, 0.012 at 321, the probes' noise 0.017)."""
+    the mean over 200 points agrees within 1% and within 0.01 nats per dimension (measured:
+    0.026 nats of 10.7, the probes' noise 0.015)."""
     d, m = 8, torch.full((8,), 0.5, dtype=torch.float64)
-    cov = _covariance(d, seed=2)
-    plan = plan_sampler("heun", SCHEDULE, 321, trained_levels=False)
+    cov = _covariance(d, seed=2) / 10
+    plan = plan_sampler("heun", SCHEDULE, 161, trained_levels=False)
     g = torch.Generator().manual_seed(3)
     x = m + torch.randn(200, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
     estimate = log_likelihood(gaussian(m, cov), x, plan.sigmas.double(), centre=0.5, probes=32,
                               generator=g)
     full = cov + 0.01**2 * torch.eye(d, dtype=torch.float64)
     exact = torch.distributions.MultivariateNormal(m, full).log_prob(x)
-    assert abs((estimate - exact).mean().item()) < 0.01 * d
+    error = (estimate - exact).mean().item()
+    assert abs(error / exact.mean().item()) < 0.01 and abs(error) < 0.01 * d, error
     # Bits per dimension of 8-bit pixels: the log2 of the bin width 1/256 added per dimension.
     assert bits_per_dim(torch.tensor([0.0]), 4).item() == 8.0
 
@@ -165,3 +166,38 @@ def test_bad_inputs_of_encoding_and_picture_blends_are_one_line_each(run, tmp_pa
         result = runner.invoke(app, args)
         one_line(result, needle)
         assert result.output.startswith("error:"), (args, result.output)
+
+
+def test_masks_keep_the_first_picture_and_guidance_changes_the_strips(run, tmp_path):
+    import pegasus
+
+    a, b = _pictures(tmp_path)
+    model = pegasus.load(run)
+    for mode, sampler, steps in (("ode", "heun", 9), ("sdedit", "cas", 3)):
+        masked = model.blend_pictures(str(a), str(b), mode=mode, n=2, k=1, sampler=sampler,
+                                      steps=steps, mask="right-half")
+        # Black (the left half) keeps picture A in every column, exactly.
+        left = masked.strips[..., :8]
+        assert torch.equal(left, masked.a[..., :8].expand_as(left).to(left.device)), mode
+    assert runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "3", "--batch-size",
+                               "8"]).exit_code == 0
+    plain = model.blend_pictures(str(a), str(b), mode="ode", n=2, k=1, steps=9)
+    guided = model.blend_pictures(str(a), str(b), mode="ode", n=2, k=1, steps=9, source="horse",
+                                  target="bird", guidance=5.0)
+    assert guided.strips.isfinite().all() and not torch.equal(guided.strips, plain.strips)
+
+
+def test_grey_transparent_and_odd_sized_pictures_are_converted_with_a_note(run, tmp_path):
+    import pegasus
+    from pegasus.errors import PegasusWarning
+
+    grey, rgba = tmp_path / "grey.png", tmp_path / "rgba.png"
+    Image.new("L", (20, 24), 128).save(grey)
+    Image.new("RGBA", (16, 16), (10, 200, 30, 90)).save(rgba)
+    with pytest.warns(PegasusWarning) as notes:
+        result = pegasus.load(run).blend_pictures(str(grey), str(rgba), n=2, k=1, steps=9)
+    text = " ".join(str(n.message) for n in notes)
+    assert "grey image: repeated to three channels" in text
+    assert "20 x 24 px: centre-cropped and resized" in text
+    assert "has an alpha channel: dropped" in text
+    assert result.strips.shape == (1, 4, 3, 16, 16)

@@ -31,7 +31,7 @@ def test_kid_of_a_set_against_itself_is_near_zero_and_a_shift_is_far():
     assert shifted_kid > 10 * max(same_kid, same_std) and shifted_fid > 5 * same_fid
     assert measure(a, b, features) == (same_kid, same_std, same_fid)  # seeded subsets
     # Streamed batch by batch (as drawn or read from a folder): the same figures.
-    streamed = measure(a, iter(b.split(70)), features, fake_count=len(b))
+    streamed = measure(a, iter(b.split(70)), features)
     assert streamed == pytest.approx((same_kid, same_std, same_fid), rel=1e-4, abs=1e-6)
 
 

@@ -5,6 +5,7 @@ that `pegasus --help` stays fast."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,8 +22,12 @@ try:  # recent typer releases vendor click; older ones depend on click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
-console = Console()
-err_console = Console(stderr=True)
+# Under torchrun every rank runs the verb; rank 0 alone speaks (bars, results, errors, which
+# distributed.first_error brings to it from the other ranks). RANK is read here, not through
+# pegasus.distributed, which would import torch before `pegasus --help`.
+_QUIET = os.environ.get("RANK", "0") != "0"
+console = Console(quiet=_QUIET)
+err_console = Console(stderr=True, quiet=_QUIET)
 
 
 def error_line(message: str) -> None:

@@ -28,6 +28,7 @@ from pegasus.cli.options import (
     "pegasus eval --run runs/cifar --samples fid/ --features inception    # score drawn samples",
     "pegasus eval --run runs/demo --likelihood --num 64 --steps 61        # bits per dimension",
     "pegasus eval --run runs/demo --num 500 --neighbours copies.png        # are they new?",
+    "torchrun --nproc_per_node 8 -m pegasus -- eval --run runs/cifar --samples fid/ --features inception",
 ))
 def eval_(
     run: RunOpt,
@@ -64,41 +65,41 @@ def eval_(
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
                       "probes": "--probes",
                       "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
+        from pegasus.distributed import group
         from pegasus.fastpath import check_switches
         from pegasus.images import image_format
 
         if neighbours is not None:
             image_format(neighbours)
-        if samples is not None:
-            _score_folder(run, samples, device, num, seed, features, inception_weights, neighbours)
-            return
-        check_switches(compile=compile_, amp=amp)
-        model = load_model(run, None, None, device)
-        if likelihood:
+        with group(device) as ctx:
+            if samples is not None:
+                _score_folder(run, samples, ctx, num, seed, features, inception_weights,
+                              neighbours)
+                return
+            check_switches(compile=compile_, amp=amp)
+            model = load_model(run, None, None, str(ctx.device))
             with EvaluationBars() as bars:
-                result = model.likelihood(64 if num is None else num, seed,
-                                          sampler="heun" if sampler == "als" else sampler,
-                                          steps=steps, probes=probes, progress=bars)
+                if likelihood:
+                    result = model.likelihood(64 if num is None else num, seed,
+                                              sampler="heun" if sampler == "als" else sampler,
+                                              steps=steps, probes=probes, progress=bars, ctx=ctx)
+                else:
+                    result = model.evaluate(1000 if num is None else num, seed, sampler=sampler,
+                                            steps=steps, features=features,
+                                            inception_weights=inception_weights,
+                                            batch_size=batch_size, compile=compile_, amp=amp,
+                                            progress=bars, neighbours=neighbours, ctx=ctx)
             console.print(result.describe(), highlight=False)
-            return
-        with EvaluationBars() as bars:
-            quality = model.evaluate(1000 if num is None else num, seed, sampler=sampler,
-                                     steps=steps, features=features,
-                                     inception_weights=inception_weights, batch_size=batch_size,
-                                     compile=compile_, amp=amp, progress=bars,
-                                     neighbours=neighbours)
-        console.print(quality.describe(), highlight=False)
 
 
-def _score_folder(run, samples, device, num, seed, features, inception_weights, neighbours):
-    from pegasus.devices import resolve_device
+def _score_folder(run, samples, ctx, num, seed, features, inception_weights, neighbours):
     from pegasus.run.folder import SampleFolder
     from pegasus.tasks.evaluate import evaluate_folder
 
     with StepsBar("score (images)", "") as bar:
-        quality = evaluate_folder(run, SampleFolder(samples), device=resolve_device(device),
-                                  num=num, seed=seed, features=features,
+        quality = evaluate_folder(run, SampleFolder(samples), device=ctx.device, num=num,
+                                  seed=seed, features=features,
                                   inception_weights=inception_weights,
                                   progress=lambda done, total: bar.report(done, total, None),
-                                  neighbours=neighbours)
+                                  neighbours=neighbours, ctx=ctx)
     console.print(quality.describe(), highlight=False)

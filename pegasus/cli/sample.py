@@ -42,6 +42,7 @@ from pegasus.cli.options import (
     "pegasus sample --run runs/cifar --num 10000 --folder fid-samples/    # one PNG per image",
     "pegasus sample --run runs/cifar --num 50000 --folder fid-samples/    # continues it to 50000",
     "pegasus sample --run runs/cifar --num 10000 --out samples.npz        # uint8 NHWC, for FID",
+    "torchrun --nproc_per_node 8 -m pegasus -- sample --run runs/cifar --num 50000 --folder fid/",
 ))
 def sample(
     run: OptionalRunOpt = None,
@@ -59,8 +60,9 @@ def sample(
     folder: Annotated[Path | None, typer.Option(
         file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
                               "images, bounded memory), instead of one grid. A folder begun by "
-                              "the same job (weights, sampler, seed, precision) is continued "
-                              "from its first missing image.")] = None,
+                              "the same job (weights, sampler, seed, precision) is continued: "
+                              "the images missing there are drawn. Under torchrun each rank "
+                              "draws its share.")] = None,
 ) -> None:
     """Draw images from a run's EMA weights (or exported weights).
 
@@ -79,18 +81,8 @@ def sample(
         else:
             image_format(out)
         check_switches(compile=compile_, amp=amp)
-        model = load_model(run, checkpoint, weights, device)
         how = dict(sampler=sampler, steps=steps, batch_size=batch_size, compile=compile_, amp=amp)
-        if folder is not None or out.suffix == ".npz":
-            with StepsBar(f"sample ({sampler})", "") as bar:
-                progress = lambda done, total: bar.report(done, total, None)  # noqa: E731
-                if folder is not None:
-                    written = model.sample_to_folder(folder, num, seed, progress=progress, **how)
-                else:
-                    written = model.sample_to_npz(out, num, seed, progress=progress, **how)
-        else:
-            with EvaluationBars() as bars:
-                written = model.sample_to_image(out, num, seed, progress=bars, **how)
+        model, written = _draw(run, checkpoint, weights, device, out, folder, num, seed, how)
         if written.count == 0:
             console.print(f"{folder} already holds {written.first} samples of this job, the "
                           f"{num} asked for among them; nothing to draw", highlight=False)
@@ -99,6 +91,36 @@ def sample(
         console.print(f"wrote {written.count} samples {which}from step {model.step} to "
                       f"{written.path} ({sampler}, {written.evaluations} evaluations per image)",
                       highlight=False)
+
+
+def _draw(run, checkpoint, weights, device, out, folder, num, seed, how):
+    """The model, and what its drawing wrote: under torchrun a shared folder, else one file."""
+    from pegasus.distributed import group, launched
+    from pegasus.errors import UserError
+
+    if launched():
+        if folder is None:
+            raise UserError("under torchrun, sample writes a --folder, each rank its share "
+                            "of the images; a grid or an .npz is one process's work")
+        with group(device) as ctx:
+            model = load_model(run, checkpoint, weights, str(ctx.device))
+            return model, _to_folder(model, folder, num, seed, how, ctx)
+    model = load_model(run, checkpoint, weights, device)
+    if folder is not None:
+        return model, _to_folder(model, folder, num, seed, how, None)
+    if out.suffix == ".npz":
+        with StepsBar(f"sample ({how['sampler']})", "") as bar:
+            return model, model.sample_to_npz(
+                out, num, seed, progress=lambda done, total: bar.report(done, total, None), **how)
+    with EvaluationBars() as bars:
+        return model, model.sample_to_image(out, num, seed, progress=bars, **how)
+
+
+def _to_folder(model, folder: Path, num: int, seed: int, how: dict, ctx):
+    with StepsBar(f"sample ({how['sampler']})", "") as bar:
+        return model.sample_to_folder(folder, num, seed, ctx=ctx,
+                                      progress=lambda done, total: bar.report(done, total, None),
+                                      **how)
 
 
 @app.command(epilog=examples(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -53,8 +52,6 @@ def train(
                  "train.batch_size": batch_size, "train.device": device}
         cfg = run_config(run, preset=config, flags=flags, overrides=set_ or [], resume=resume,
                          warn=warn)
-        quiet = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 alone reports
-        console.quiet = quiet
         with StepsBar("train", ".2f") as bar:
 
             def announce(resolved, parameters: int, fast) -> None:

@@ -89,11 +89,11 @@ class SampleFolder:
                              f"earlier job's samples to continue; give a new folder")
         check_writable(self.image(0))
 
-    def begin(self, wanted: SampleSet, source: str = "") -> int:
-        """The first image index still to draw for `wanted` (0 for a new folder), after
-        checking that the images already there were drawn as `wanted` would draw them; the
-        manifest is written first, so even a job stopped before its first image can be
-        continued. `source` (the checkpoint and its step, say) is kept there for the reader."""
+    def begin(self, wanted: SampleSet, source: str = "") -> None:
+        """Make the folder ready for `wanted`'s images: a new one gets its manifest first (so
+        even a job stopped before its first image can be continued), and one begun earlier is
+        checked to hold images drawn as `wanted` draws them, its half-written files removed.
+        `source` (the checkpoint and its step, say) is kept in the manifest for the reader."""
         self.check()
         if self.manifest.is_file():
             there = self._read()
@@ -103,25 +103,44 @@ class SampleFolder:
                                  + "); continue it with the same settings and weights, or give "
                                    "a new folder")
             remove_stale_temporaries(self.path)  # half-written images of a stopped job
-            return self.count()
+            return
         body = {"pegasus": "samples", **dataclasses.asdict(wanted), "source": source}
         atomic_write(self.manifest, lambda f: f.write(json.dumps(body, indent=1).encode()))
-        return 0
 
     def count(self) -> int:
-        """How many images, from 0 on without a gap, the folder holds: where a continued job
-        starts. Each image is written atomically; a stopped job may leave a few written past a
-        gap (a batch is written by several threads), which the continued job keeps."""
-        names = {p.name for p in self.path.iterdir()}
+        """How many images, from 0 on without a gap, the folder holds."""
+        names = self._names()
         done = 0
         while self.image(done).name in names:
             done += 1
         return done
 
-    def write(self, batches: Iterable[torch.Tensor], first: int,
+    def missing(self, num: int) -> list[tuple[int, int]]:
+        """The images of 0 .. num - 1 not in the folder, as runs [start, stop) in order: what a
+        continued job draws. Each image is written atomically, so one there is whole; a job
+        stopped on several ranks, or mid-batch (a batch is written by several threads), leaves
+        gaps, each refilled, and the images after them are kept."""
+        names, runs, start = self._names(), [], None
+        for i in range(num):
+            if self.image(i).name not in names:
+                start = i if start is None else start
+            elif start is not None:
+                runs.append((start, i))
+                start = None
+        return runs if start is None else [*runs, (start, num)]
+
+    def present(self, num: int) -> int:
+        """How many of the images 0 .. num - 1 the folder holds."""
+        return num - sum(b - a for a, b in self.missing(num))
+
+    def _names(self) -> set[str]:
+        return {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+
+    def write(self, batches: Iterable[tuple[int, torch.Tensor]],
               progress: Callable[[int], None] | None = None, workers: int = 4) -> int:
-        """Each image of each batch (in [0, 1], N C H W) as a PNG, numbered from `first`; an
-        image already there is kept. `progress` hears the count of images written. Returns it.
+        """Each image of each (first index, batch) pair (images in [0, 1], N C H W) as a PNG,
+        numbered from that index; an image already there is kept. `progress` hears the count of
+        images this call has written. Returns it.
 
         A batch is written by `workers` threads while the next one is drawn (PIL's encoder and
         fsync release the GIL), so on a GPU the sampler does not wait for the disk: 1,000 32 px
@@ -137,13 +156,13 @@ class SampleFolder:
             if not self.image(index).exists():  # after a gap (a stopped job): kept, not redrawn
                 save_image_atomic(Image.fromarray(pixels), self.image(index))
 
-        done = first
+        done = 0
         with ThreadPoolExecutor(workers) as pool:
             writing: list = []
-            for batch in batches:  # drawing this batch overlapped the writing of the last one
+            for first, batch in batches:  # drawing this batch overlapped writing the last one
                 pixels = to_uint8(batch).numpy()
                 done = self._finish(writing, done, progress)
-                writing = [pool.submit(save, done + i, image) for i, image in enumerate(pixels)]
+                writing = [pool.submit(save, first + i, image) for i, image in enumerate(pixels)]
             return self._finish(writing, done, progress)
 
     @staticmethod
@@ -155,10 +174,10 @@ class SampleFolder:
             progress(done)
         return done
 
-    def read(self, num: int, batch: int = 256,
-             progress: Callable[[int], None] | None = None) -> Iterator[torch.Tensor]:
-        """Images 0 .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time;
-        `progress` hears the count read so far."""
+    def read(self, num: int, batch: int = 256, progress: Callable[[int], None] | None = None,
+             start: int = 0) -> Iterator[torch.Tensor]:
+        """Images `start` .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time;
+        `progress` hears the index reached so far."""
         import numpy as np
         from PIL import Image
 
@@ -170,7 +189,7 @@ class SampleFolder:
                 raise UserError(f"cannot read {self.image(index)}: {first_line(e)}; draw it "
                                 f"again (delete it and continue the job)") from None
 
-        for first in range(0, num, batch):
+        for first in range(start, num, batch):
             stop = min(num, first + batch)
             pixels = np.stack([load(i) for i in range(first, stop)])
             yield torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)

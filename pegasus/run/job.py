@@ -13,7 +13,7 @@ import torch
 
 from pegasus import fastpath
 from pegasus.errors import FieldError
-from pegasus.samplers.draw import draw_batches, equal_batches
+from pegasus.samplers.draw import blocks, draw_block, equal_batches
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, Capture, ScoreFn
 
@@ -86,14 +86,29 @@ class SamplingJob:
         chains run with: CUDA graphs on a GPU (fastpath/graphs.py), nothing elsewhere."""
         return fastpath.chain_graphs(self.plan, score_fn or self.score, self.run.device)
 
-    def batches(self, seed: int, *, start: int = 0,
+    def batches(self, seed: int, *, start: int = 0, stop: int | None = None,
                 callback: Callback | None = None) -> Iterator[torch.Tensor]:
-        """Images `start` .. num - 1 of `seed`, batch by batch (bounded memory); image i is the
-        same whatever num, start and the batch size."""
+        """Images `start` .. `stop` - 1 (default num - 1) of `seed`, batch by batch (bounded
+        memory); image i is the same whatever num, start and the batch size."""
+        stop = self.num if stop is None else stop
+        for (first, _), images in zip(self.blocks(start, stop),
+                                      self.draw_blocks(seed, self.blocks(start, stop), callback),
+                                      strict=True):
+            yield images[: stop - first]
+
+    def blocks(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The batches (first image, size) of this job's batch size that draw start .. stop - 1."""
+        return blocks(start, stop, self.batch_size)
+
+    def draw_blocks(self, seed: int, todo: list[tuple[int, int]],
+                    callback: Callback | None = None) -> Iterator[torch.Tensor]:
+        """Each block's images in turn (all `size` of them, padding included), by one set of
+        chain graphs."""
         score, capture = self.graphs()
-        return draw_batches(score, self.plan, num=self.num, shape=self.run.image_shape, seed=seed,
-                            device=self.run.device, batch_size=self.batch_size, start=start,
-                            centre=self.run.centre, callback=callback, capture=capture)
+        for first, size in todo:
+            yield draw_block(score, self.plan, first=first, size=size,
+                             shape=self.run.image_shape, seed=seed, device=self.run.device,
+                             centre=self.run.centre, callback=callback, capture=capture)
 
     def images(self, seed: int, callback: Callback | None = None) -> torch.Tensor:
         """All `num` images of `seed`, (num, C, H, W) in [0, 1]."""

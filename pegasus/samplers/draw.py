@@ -32,16 +32,32 @@ def draw_batches(score_fn: ScoreFn, plan: SamplerPlan, *, num: int, shape: tuple
     CUDA graph is captured once. `batch_size` None draws them all at once. `centre` is where a
     plan that starts at the noisiest level is centred (SamplerPlan.start_point); `capture`
     reaches a sampler that captures its own step (fastpath/graphs.py)."""
-    device = torch.device(device)
-    if num <= start:
-        return
-    batches, size = equal_batches(num - start, batch_size or num - start)
-    for first in range(start, start + batches * size, size):
-        streams = ImageStreams(seed, first, size, device)
-        x = plan.start_point(*streams.starting_draws(shape), centre)
-        out = plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape),
-                       callback=callback, capture=capture).clamp_(0, 1)
+    for first, size in blocks(start, num, batch_size):
+        out = draw_block(score_fn, plan, first=first, size=size, shape=shape, seed=seed,
+                         device=device, centre=centre, callback=callback, capture=capture)
         yield out[: num - first]
+
+
+def blocks(start: int, stop: int, batch_size: int | None) -> list[tuple[int, int]]:
+    """The batches (first image, size) that draw images `start` .. `stop` - 1: equal ones, the
+    last reaching past `stop` by its padding. Ranks that share a job out draw these very
+    blocks, so that each image comes from the same float operations as in one process."""
+    if stop <= start:
+        return []
+    batches, size = equal_batches(stop - start, batch_size or stop - start)
+    return [(first, size) for first in range(start, start + batches * size, size)]
+
+
+def draw_block(score_fn: ScoreFn, plan: SamplerPlan, *, first: int, size: int,
+               shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu",
+               centre: float | torch.Tensor = 0.5, callback: Callback | None = None,
+               capture: Capture | None = None) -> torch.Tensor:
+    """Images `first` .. `first` + `size` - 1 of `seed`, as one batch, in [0, 1]."""
+    device = torch.device(device)
+    streams = ImageStreams(seed, first, size, device)
+    x = plan.start_point(*streams.starting_draws(shape), centre)
+    return plan.run(score_fn, x, noise_sampler=streams.noise_sampler(shape), callback=callback,
+                    capture=capture).clamp_(0, 1)
 
 
 def draw(score_fn: ScoreFn, plan: SamplerPlan, **kwargs) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pegasus.samplers import sampler_spec
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import Callback, ProgressBar
 from pegasus.tasks.blend_files import save_blend
-from pegasus.tasks.features import JudgeFeatures, features_of
+from pegasus.tasks.features import Extractor, JudgeFeatures
 from pegasus.tasks.inpaint import check_sampler, masked_score, paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import (
@@ -153,10 +153,10 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
         source, target = (run.classes[i] for i in endpoints(request, run.classes))
         reports = [judge_strips(strips, judge, source, target, r.guidance)
                    for r, strips in zip(runs, results, strict=True)]
-        feature = JudgeFeatures(judge).eval()
-        reference = Reference.of(run.config, run.device, feature, "judge", None, request.seed)
+        extract = Extractor(JudgeFeatures(judge).eval(), None, run.device)
+        reference = Reference.of(run.config, extract.of, request.seed)
         for r, strips in zip(reports, results, strict=True):
-            kth = features_of(strips[:, request.k].to(run.device), feature)
+            kth = extract.of(strips[:, request.k])
             r.memorised = memorisation(kth.cpu(), reference.features, reference.held)[0]
     return Blend(request, results[0], reports)
 

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
+from pegasus import distributed
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError
 from pegasus.run.folder import SampleFolder
 from pegasus.run.layout import RunDir
 from pegasus.signatures import ProgressBar
-from pegasus.tasks.features import feature_extractor, metrics
+from pegasus.tasks.features import Extractor, feature_extractor, scores
 from pegasus.tasks.neighbours import FirstImages, Reference, save_neighbours
 from pegasus.tasks.novelty import Novelty, novelty
 
@@ -48,35 +49,16 @@ class Quality:
         return text if self.novelty is None else f"{text}\n{self.novelty.describe()}"
 
 
-@torch.no_grad()
 def measure(real: torch.Tensor, fake: torch.Tensor | Iterable[torch.Tensor], feature, *,
-            fake_count: int | None = None, inception_weights: Path | None = None, seed: int = 0,
+            inception_weights: Path | None = None, seed: int = 0,
             batch: int = 256) -> tuple[float, float, float]:
     """(KID, its std over subsets, FID) between two image sets in [0, 1], seeded. `fake` is a
-    tensor, or batches of `fake_count` images in all as they are drawn or read: only their
-    features are kept, never the images."""
-    return measure_with_features(real, fake, feature, fake_count=fake_count,
-                                 inception_weights=inception_weights, seed=seed, batch=batch)[:3]
-
-
-@torch.no_grad()
-def measure_with_features(real, fake, feature, *, fake_count=None, inception_weights=None,
-                          seed: int = 0, batch: int = 256):
-    """`measure`'s (KID, std, FID), and the samples' features (what novelty.py compares)."""
-    device = real.device
-    fake_count = len(fake) if isinstance(fake, torch.Tensor) else fake_count
-    # Subsets of half the smaller set: their spread is a (conservative) standard error of the
-    # KID of the whole set; subsets as large as the set would all be the set itself.
-    subset = max(2, min(1000, len(real) // 2, fake_count // 2))
-    kid, fid = metrics(feature, inception_weights, subset, device)
-    fakes = fake.split(batch) if isinstance(fake, torch.Tensor) else fake
-    for images, is_real in ((real.split(batch), True), (fakes, False)):
-        for chunk in images:
-            kid.update(chunk.to(device), real=is_real)
-            fid.update(chunk.to(device), real=is_real)
-    torch.manual_seed(seed)  # KID's random subsets
-    kid_mean, kid_std = kid.compute()
-    return float(kid_mean), float(kid_std), float(fid.compute()), torch.cat(kid.fake_features).cpu()
+    tensor, or batches of images as they are drawn or read: only their features are kept,
+    never the images."""
+    extract = Extractor(feature, inception_weights, real.device)
+    fakes = [fake] if isinstance(fake, torch.Tensor) else fake
+    return scores(extract.stream([real], batch), extract.stream(fakes, batch), seed=seed,
+                  device=real.device)
 
 
 def real_images(config: Config, device: torch.device, max_real: int, seed: int) -> torch.Tensor:
@@ -90,26 +72,32 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
                  seed: int = 0, features: str = "judge", inception_weights: Path | None = None,
                  max_real: int = 5000, batch_size: int | None = None, compile_: str = "auto",
                  amp: str = "auto", progress: ProgressBar | None = None,
-                 neighbours: Path | None = None, neighbours_of: int = 8) -> Quality:
+                 neighbours: Path | None = None, neighbours_of: int = 8,
+                 ctx: distributed.Context | None = None) -> Quality:
     """`num` samples of a TrainedRun by `sampler` (its network on the fast path that `compile_`
     and `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
     images, and checked for copies of the training images (novelty.py; with `neighbours`, a
     picture of the first `neighbours_of` samples beside their nearest training images). The
-    features are loaded before any sampling."""
+    features are loaded before any sampling. Under torchrun (`ctx` of several ranks) each rank
+    draws its share of the samples and extracts its share of every image set's features; the
+    features gathered in one process's order, every rank scores them alike."""
+    ctx = ctx or distributed.alone(run.device)
     if num < 2:
         raise FieldError("num", f"must be at least 2 for KID and FID, got {num}")
     plan = run.plan(sampler, steps)
     folder = run.run_dir.path if run.run_dir is not None else None
     feature = feature_extractor(features, folder, run.device, inception_weights)
     job = run.job(plan, num=num, batch_size=batch_size, compile_=compile_, amp=amp)
-    real = real_images(run.config, run.device, max_real, seed)
-    callback = progress(f"sample ({sampler})", job.evaluations) if progress else None
+    extract = Extractor(feature, inception_weights, run.device)
+    real = _features(ctx, extract, real_images(run.config, run.device, max_real, seed))
+    lo, hi = distributed.share(ctx, num)
+    callback = (progress(f"sample ({sampler})", plan.evaluations * len(job.blocks(lo, hi)))
+                if progress else None)
     first = FirstImages(neighbours_of)
-    kid, kid_std, fid, fake = measure_with_features(
-        real, first.keep(job.batches(seed, callback=callback)), feature, fake_count=num,
-        inception_weights=inception_weights, seed=seed)
-    found = _novelty(run.config, run.device, (feature, features, inception_weights), seed, fake,
-                     first, neighbours)
+    fake = _gathered(ctx, lambda: extract.stream(first.keep(
+        job.batches(seed, start=lo, stop=hi, callback=callback))))
+    kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
+    found = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found)
 
 
@@ -117,10 +105,13 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
                     num: int | None = None, seed: int = 0, features: str = "judge",
                     inception_weights: Path | None = None, max_real: int = 5000,
                     progress: Callable[[int, int], None] | None = None,
-                    neighbours: Path | None = None, neighbours_of: int = 8) -> Quality:
+                    neighbours: Path | None = None, neighbours_of: int = 8,
+                    ctx: distributed.Context | None = None) -> Quality:
     """The first `num` images (None: all) of a folder of samples (run/folder.py), drawn by
     however many jobs, scored against up to `max_real` training images of the run in
-    `run_dir`; `progress` hears the count of images scored and of those to score."""
+    `run_dir`; `progress` hears the count of images scored and of those to score (this rank's
+    share of them under torchrun, as in evaluate_run)."""
+    ctx = ctx or distributed.alone(device)
     drawn = samples.recorded()
     config = RunDir(run_dir).read_config()
     if drawn.res != config.data.res:
@@ -135,25 +126,43 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
         raise FieldError("num", f"must be between 2 and the {held} images {samples.path} holds, "
                                 f"got {num}")
     feature = feature_extractor(features, run_dir, device, inception_weights)
-    real = real_images(config, device, max_real, seed)
-    read = samples.read(num, progress=(lambda done: progress(done, num)) if progress else None)
+    extract = Extractor(feature, inception_weights, device)
+    real = _features(ctx, extract, real_images(config, device, max_real, seed))
+    lo, hi = distributed.share(ctx, num)
+    read = samples.read(hi, start=lo, progress=(lambda done: progress(done - lo, hi - lo))
+                        if progress else None)
     first = FirstImages(neighbours_of)
-    kid, kid_std, fid, fake = measure_with_features(real, first.keep(read), feature,
-                                                    fake_count=num,
-                                                    inception_weights=inception_weights, seed=seed)
-    found = _novelty(config, device, (feature, features, inception_weights), seed, fake, first,
-                     neighbours)
+    fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
+    kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
+    found = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations,
                    found)
 
 
-def _novelty(config: Config, device: torch.device, extractor, seed: int, fake: torch.Tensor,
-             first: FirstImages, neighbours: Path | None) -> Novelty:
-    """The samples' novelty figures against the run's training and held-out images, and the
-    neighbours picture when one is asked for."""
-    feature, features, inception_weights = extractor
-    reference = Reference.of(config, device, feature, features, inception_weights, seed)
+def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:
+    """The features of `images`, each rank extracting its share, gathered in order."""
+    lo, hi = distributed.share(ctx, len(images))
+    return _gathered(ctx, lambda: extract.of(images[lo:hi]))
+
+
+def _gathered(ctx: distributed.Context, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Every rank's rows of `make()` in rank order; an input error of one rank (a damaged
+    sample file, say) is raised on all of them, not left to hang the others."""
+    rows, error = None, None
+    try:
+        rows = make()
+    except UserError as e:
+        error = e
+    distributed.first_error(ctx, error)
+    return distributed.gather_rows(ctx, rows)
+
+
+def _novelty(ctx: distributed.Context, config: Config, extract: Extractor, features: str,
+             seed: int, fake: torch.Tensor, first: FirstImages, neighbours: Path | None) -> Novelty:
+    """The samples' novelty figures against the run's training and held-out images, and (on
+    rank 0) the neighbours picture when one is asked for."""
+    reference = Reference.of(config, lambda x: _features(ctx, extract, x), seed)
     found = novelty(fake, reference.features, reference.held, features=features, seed=seed)
-    if neighbours is not None:
+    if neighbours is not None and ctx.main:
         save_neighbours(first.images, fake[:len(first.images)], reference, neighbours)
     return found

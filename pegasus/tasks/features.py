@@ -11,6 +11,7 @@ torchmetrics does:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -75,11 +76,57 @@ def metrics(feature, inception_weights: Path | None, subset_size: int, device: t
     return kid.to(device), fid.to(device)
 
 
+class Extractor:
+    """The features of images in [0, 1], as torchmetrics extracts them: the judge's module, or
+    torchmetrics' own Inception (8-bit pixels, as its `normalize=True` makes them)."""
+
+    def __init__(self, feature, inception_weights: Path | None, device: torch.device) -> None:
+        if isinstance(feature, nn.Module):
+            self.module, self.eight_bit = feature, False
+            self.num_features = feature.num_features
+        else:
+            kid, _ = metrics(feature, inception_weights, 2, device)
+            self.module, self.eight_bit, self.num_features = kid.inception, True, feature
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device)
+        return self.module((x * 255).byte() if self.eight_bit else x)
+
+    def of(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of a tensor of images, (N, F) on the CPU."""
+        return self.stream([images])
+
+    def stream(self, batches: Iterable[torch.Tensor], batch: int = 256) -> torch.Tensor:
+        """The features of every image of `batches`, in order, (N, F) on the CPU."""
+        out = [self(chunk).cpu() for images in batches for chunk in images.split(batch)]
+        return torch.cat(out) if out else torch.empty(0, self.num_features)
+
+
+class _Given(nn.Module):
+    """Features already extracted, handed to torchmetrics as its "feature extractor"."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 @torch.no_grad()
-def features_of(images: torch.Tensor, feature, inception_weights: Path | None = None,
-                batch: int = 256) -> torch.Tensor:
-    """The features KID compares, of images in [0, 1]: through torchmetrics' own extraction."""
-    kid, _ = metrics(feature, inception_weights, 2, images.device)
-    for chunk in images.split(batch):
-        kid.update(chunk, real=True)
-    return torch.cat(kid.real_features)
+def scores(real: torch.Tensor, fake: torch.Tensor, *, seed: int = 0,
+           device: torch.device | str = "cpu", batch: int = 4096) -> tuple[float, float, float]:
+    """(KID, its std over subsets, FID) by torchmetrics between two sets of features. KID's
+    subsets are half the smaller set: their spread is a (conservative) standard error of the
+    KID of the whole set; subsets as large as the set would all be the set itself."""
+    subset = max(2, min(1000, len(real) // 2, len(fake) // 2))
+    kid, fid = metrics(_Given(real.shape[1]), None, subset, torch.device(device))
+    for features, is_real in ((real, True), (fake, False)):
+        for chunk in features.split(batch):
+            kid.update(chunk.to(device), real=is_real)
+            fid.update(chunk.to(device), real=is_real)
+    torch.manual_seed(seed)  # KID's random subsets
+    kid_mean, kid_std = kid.compute()
+    return float(kid_mean), float(kid_std), float(fid.compute())

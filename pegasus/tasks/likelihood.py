@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pegasus import distributed
 from pegasus.data import load_held_out, load_images
 from pegasus.errors import FieldError
 from pegasus.samplers.plan import SamplerPlan
@@ -91,10 +92,14 @@ def bits_per_dim(log_p: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, probes: int = 1,
-                        batch_size: int = 64, progress=None) -> Likelihood:
+                        batch_size: int = 64, progress=None,
+                        ctx: distributed.Context | None = None) -> Likelihood:
     """The mean bits per dimension of `num` images of the run's data, dequantised with seeded
     noise: held-out images where the run has them (data.load_held_out), else the training
-    images."""
+    images. Batch b's probes come from a generator of its own (seed, b), so that under torchrun
+    (`ctx` of several ranks), each rank taking its share of the batches, every image gets the
+    figure one process gives it."""
+    ctx = ctx or distributed.alone(run.device)
     if num < 2:
         raise FieldError("num", f"must be at least 2 for a standard error, got {num}")
     if not plan.spec.reversible:
@@ -106,14 +111,17 @@ def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, prob
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]
     g = torch.Generator().manual_seed(seed)
     x = (images[pick].double() + torch.rand(images[pick].shape, generator=g, dtype=torch.float64))
-    x = (x / 256).float()
+    chunks = list((x / 256).float().split(batch_size))
+    lo, hi = distributed.share(ctx, len(chunks))
     evaluations = 2 * (len(plan.sigmas) - 1)
-    callback = progress("likelihood", evaluations * -(-len(x) // batch_size)) if progress else None
-    values = []
-    for chunk in x.split(batch_size):
-        log_p = log_likelihood(run.model, chunk.to(run.device), plan.sigmas, centre=run.centre,
-                               probes=probes, generator=g, callback=callback)
-        values.append(bits_per_dim(log_p, chunk[0].numel()).cpu())
-    bpd = torch.cat(values)
+    callback = progress("likelihood", evaluations * (hi - lo)) if progress else None
+    values = [torch.empty(0)]
+    for b in range(lo, hi):
+        probe_seeds = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        log_p = log_likelihood(run.model, chunks[b].to(run.device), plan.sigmas,
+                               centre=run.centre, probes=probes, generator=probe_seeds,
+                               callback=callback)
+        values.append(bits_per_dim(log_p, chunks[b][0].numel()).cpu())
+    bpd = distributed.gather_rows(ctx, torch.cat(values))
     return Likelihood(float(bpd.mean()), float(bpd.std() / math.sqrt(len(bpd))), len(bpd),
                       evaluations, probes, which, run.schedule.sigma_min)

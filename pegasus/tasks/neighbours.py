@@ -3,7 +3,7 @@ with their features; and the picture of samples beside their nearest training im
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,6 @@ import torch
 from pegasus.config import Config
 from pegasus.data import load_held_out, load_images
 from pegasus.images import save_image_atomic
-from pegasus.tasks.features import features_of
 from pegasus.tasks.novelty import nearest
 
 HELD_FRACTION = 0.1  # of the training images, kept out where no unseen images can be made
@@ -27,10 +26,11 @@ class Reference:
     rule: str
 
     @classmethod
-    def of(cls, config: Config, device: torch.device, feature, features: str,
-           inception_weights: Path | None, seed: int) -> Reference:
+    def of(cls, config: Config, extract: Callable[[torch.Tensor], torch.Tensor],
+           seed: int) -> Reference:
         """Every training image, and held-out images the run never saw (data.load_held_out),
-        else a seeded tenth of the training images, then left out of the reference."""
+        else a seeded tenth of the training images, then left out of the reference; `extract`
+        gives the features of images in [0, 1]."""
         images = load_images(config.data).images
         unseen = load_held_out(config.data, per_class=MOST_HELD // len(config.data.classes))
         if len(unseen.images):
@@ -40,11 +40,7 @@ class Reference:
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
             cut = min(MOST_HELD, max(10, int(HELD_FRACTION * len(images))))
             held, images, rule = images[order[:cut]], images[order[cut:]], "a tenth held out"
-
-        def extract(x: torch.Tensor) -> torch.Tensor:
-            return features_of(x.to(device).float() / 255, feature, inception_weights).cpu()
-
-        return cls(images, extract(images), extract(held), rule)
+        return cls(images, extract(images.float() / 255), extract(held.float() / 255), rule)
 
 
 def _held_rule(config: Config) -> str:

@@ -4,10 +4,13 @@ of PNGs that a stopped job continues (run/folder.py), or an .npz of uint8 pixels
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pegasus import distributed
+from pegasus.errors import UserError
 from pegasus.images import save_grid, save_npz
 from pegasus.run.folder import SampleFolder, SampleSet
 from pegasus.signatures import ProgressBar
@@ -23,18 +26,83 @@ class Written:
     evaluations: int  # network evaluations per image
 
 
-def write_folder(job, folder: SampleFolder, seed: int, progress: Progress | None = None) -> Written:
-    """Images 0 .. num - 1 of `seed` in `folder`, continuing from the first image missing there
-    when the folder holds this very job's earlier images (and refusing any other job's)."""
-    start = folder.begin(SampleSet.of(job, seed=seed),
-                         source=f"{job.run.source} (step {job.run.step})")
-    if start >= job.num:
-        return Written(folder.path, start, 0, job.plan.evaluations)
-    if progress is not None:
-        progress(start, job.num)
-    report = (lambda done: progress(done, job.num)) if progress is not None else None
-    folder.write(job.batches(seed, start=start), start, report)
-    return Written(folder.path, start, job.num - start, job.plan.evaluations)
+def write_folder(job, folder: SampleFolder, seed: int, progress: Progress | None = None,
+                 ctx: distributed.Context | None = None) -> Written:
+    """Images 0 .. num - 1 of `seed` in `folder`, drawing those missing there when the folder
+    holds this very job's earlier images (and refusing any other job's). Under torchrun (`ctx`
+    of several ranks) rank 0 writes the manifest, every rank draws its share of the missing
+    images' batches, no two the same file, and rank 0's `progress` counts every rank's images
+    (the files in the folder)."""
+    ctx = ctx or distributed.alone(job.run.device)
+    wanted = SampleSet.of(job, seed=seed)
+    error = None
+    if ctx.main:
+        try:
+            folder.begin(wanted, source=f"{job.run.source} (step {job.run.step})")
+        except UserError as e:
+            error = e
+    distributed.first_error(ctx, error)
+    differing = [s for s in distributed.gather(ctx, wanted) if s != wanted]
+    if differing:  # every rank sees the same sets, so every rank refuses
+        raise UserError("the ranks would draw different images ("
+                        + "; ".join(wanted.differences(differing[0]))
+                        + "); give every rank the same kind of device and --amp")
+    missing = folder.missing(job.num)
+    todo = [b for a, stop in missing for b in job.blocks(a, stop)]
+    start, stop = distributed.share(ctx, len(todo))
+    count = sum(b - a for a, b in missing)
+    mine = todo[start:stop]
+    with _Counter(folder, job.num, progress if ctx.main else None, ctx.distributed) as counter:
+        drawn = zip(mine, job.draw_blocks(seed, mine), strict=True)
+        # A block's padding past its run of missing images is dropped: those images are in
+        # the folder already, or past num.
+        folder.write(((first, images[: _run_end(missing, first) - first])
+                      for (first, _), images in drawn), counter.written)
+        distributed.barrier(ctx)
+    return Written(folder.path, missing[0][0] if missing else job.num, count,
+                   job.plan.evaluations)
+
+
+def _run_end(missing: list[tuple[int, int]], first: int) -> int:
+    """Where the run of missing images that holds `first` ends."""
+    return next(b for a, b in missing if a <= first < b)
+
+
+class _Counter:
+    """Reports the images the folder holds to `progress`: after each batch in one process, or
+    from a thread every half second on rank 0 of several (it cannot hear the other ranks'
+    batches, only see their files)."""
+
+    def __init__(self, folder: SampleFolder, num: int, progress: Progress | None,
+                 threaded: bool) -> None:
+        self.folder, self.num, self.progress, self.threaded = folder, num, progress, threaded
+        self.done = threading.Event()
+
+    def written(self, _count: int) -> None:
+        if not self.threaded:
+            self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.folder.present(self.num), self.num)
+
+    def _poll(self) -> None:
+        while not self.done.wait(0.5):
+            self.report()
+
+    def __enter__(self) -> _Counter:
+        self.report()
+        if self.progress is not None and self.threaded:
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        if self.progress is not None and self.threaded:
+            self.thread.join()
+        if exc[0] is None:
+            self.report()
 
 
 def write_npz(job, out: Path, seed: int, progress: Progress | None = None) -> Written:
