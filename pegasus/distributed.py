@@ -74,6 +74,12 @@ def restarted() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
+def job_id() -> str | None:
+    """The torchrun job's rendezvous id (--rdzv-id; a fresh one per --standalone launch), the
+    same in every restart of the job; None without torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID")
+
+
 @contextmanager
 def group(device_name: str) -> Iterator[Context]:
     """The process group of a job for its whole length (one process without torchrun)."""
@@ -130,7 +136,8 @@ def share(ctx: Context, n: int) -> tuple[int, int]:
 
 def gather_rows(ctx: Context, rows: torch.Tensor) -> torch.Tensor:
     """Every rank's `rows` (N_r, ...) concatenated in rank order, on every rank, on the CPU.
-    The shares may differ in length: each is padded to the longest for the collective."""
+    The shares may differ in length (each is padded to the longest for the collective), not in
+    dtype or trailing shape."""
     if not ctx.distributed:
         return rows.cpu()
     local = rows.to(ctx.device).contiguous()

@@ -48,3 +48,44 @@ def test_torchrun_two_ranks_train_and_resume(tmp_path):
     again = _torchrun(tmp_path, "--set", "train.iters=6", "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 6
+
+
+def test_a_restarted_torchrun_job_resumes_only_its_own_checkpoints(tmp_path, monkeypatch):
+    from pegasus.run.layout import RunDir
+    from pegasus.training import _record_job, _restarted_job, train
+    from tiny import tiny_config
+
+    train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
+    run = RunDir(tmp_path)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-a")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    assert not _restarted_job(run)  # a first attempt never resumes by itself
+    _record_job(run)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert _restarted_job(run)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-b")  # another job's checkpoints
+    assert not _restarted_job(run)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_two_ranks_write_the_folder_one_process_writes(tmp_path):
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    train(tiny_config("train.iters=2"), tmp_path / "run", tensorboard=False)
+    job = ["sample", "--run", str(tmp_path / "run"), "--num", "9", "--batch-size", "2",
+           "--sampler", "heun", "--steps", "5", "--folder"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "pegasus",
+                          "--", *job, str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "pegasus", *job, str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
+    assert len(names) == 9
+    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
+    assert all((tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes()
+               for n in names)

@@ -91,17 +91,21 @@ def train(
 def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,
                       device: str) -> None:
     with user_errors({"iters": "--iters", "batch_size": "--batch-size"}):
+        from pegasus.distributed import group
         from pegasus.training.guide import train_for_run
 
-        with StepsBar(f"train {kind}", ".3f") as bar:
+        with group(device) as ctx, StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
-                                   device=device, progress=bar.report)
+                                   progress=bar.report, ctx=ctx)
         accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())
         console.print(f"wrote {result.path}; held-out accuracy {accuracy}")
 
 
-@app.command("train-guide", epilog=examples("pegasus train-guide --run runs/demo",
-                                            "pegasus train-guide --run runs/demo --iters 3000"))
+@app.command("train-guide", epilog=examples(
+    "pegasus train-guide --run runs/demo",
+    "pegasus train-guide --run runs/demo --iters 3000",
+    "torchrun --nproc_per_node 4 -m pegasus -- train-guide --run runs/cifar    # 4 x 64 per step",
+))
 def train_guide(
     run: RunOpt,
     iters: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1500,
@@ -109,7 +113,9 @@ def train_guide(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train the noise-conditional classifier p(class | x, sigma) that guides `blend --guidance`."""
+    """Train the noise-conditional classifier p(class | x, sigma) that guides `blend --guidance`.
+
+    Under torchrun, data-parallel: each rank takes --batch-size images per step."""
     _train_classifier(run, "guide", iters, batch_size, seed, device)
 
 
@@ -121,5 +127,7 @@ def train_judge(
     seed: SeedOpt = 1,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train the independent clean-image classifier that scores blends (`blend --report`)."""
+    """Train the independent clean-image classifier that scores blends (`blend --report`).
+
+    Under torchrun, data-parallel: each rank takes --batch-size images per step."""
     _train_classifier(run, "judge", iters, batch_size, seed, device)

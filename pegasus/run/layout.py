@@ -14,6 +14,8 @@ A run folder holds:
                     (fastpath/cache.py), so that a second start loads them instead of compiling
     fast-path.json  the fast path's timings on each GPU (fastpath/probe.py)
     .lock           held by the one process training the run (lock.py)
+    .torchrun-job   the torchrun job (its rendezvous id) training the run, so that the job,
+                    restarted by torchrun after a worker failed, resumes its own checkpoints
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ EXPORTS = "exports"
 COMPILE_CACHE = "compile-cache"
 PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GPU (fastpath/probe.py)
 LOCK_FILE = ".lock"
+JOB_FILE = ".torchrun-job"
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
 
 
@@ -85,6 +88,10 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.path / LOCK_FILE
+
+    @property
+    def job(self) -> Path:
+        return self.path / JOB_FILE
 
     def classifier(self, kind: str) -> Path:
         return self.path / CLASSIFIER_FILES[kind]

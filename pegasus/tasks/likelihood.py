@@ -115,13 +115,14 @@ def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, prob
     lo, hi = distributed.share(ctx, len(chunks))
     evaluations = 2 * (len(plan.sigmas) - 1)
     callback = progress("likelihood", evaluations * (hi - lo)) if progress else None
-    values = [torch.empty(0)]
+    # One dtype on every rank, a rank without a batch included: the gather needs it.
+    values = [torch.empty(0, dtype=torch.float64)]
     for b in range(lo, hi):
         probe_seeds = torch.Generator().manual_seed(seed * 1_000_003 + b)
         log_p = log_likelihood(run.model, chunks[b].to(run.device), plan.sigmas,
                                centre=run.centre, probes=probes, generator=probe_seeds,
                                callback=callback)
-        values.append(bits_per_dim(log_p, chunks[b][0].numel()).cpu())
+        values.append(bits_per_dim(log_p, chunks[b][0].numel()).double().cpu())
     bpd = distributed.gather_rows(ctx, torch.cat(values))
     return Likelihood(float(bpd.mean()), float(bpd.std() / math.sqrt(len(bpd))), len(bpd),
                       evaluations, probes, which, run.schedule.sigma_min)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pegasus import distributed
 from pegasus.allocator import keep_freed_memory
-from pegasus.atomic import remove_stale_temporaries
+from pegasus.atomic import atomic_write, remove_stale_temporaries
 from pegasus.config import Config
 from pegasus.data import check_data_config
 from pegasus.devices import resolve_device
@@ -53,7 +53,10 @@ def train(
     up, `notify` about the waits of start-up: the fast path's timings on a GPU and whether the
     first step compiles or loads the compile cached in the run folder. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
-    compare a resumed run with an uninterrupted one."""
+    compare a resumed run with an uninterrupted one.
+
+    Under torchrun, a job that torchrun restarts after a worker failed (--max-restarts) resumes
+    the checkpoints it wrote itself before the failure, with or without `resume`."""
     warn = warn or (lambda message: None)
     keep_freed_memory()
     run = RunDir(run_dir)
@@ -64,6 +67,7 @@ def train(
     if device.type == "cpu":  # a GPU measures the batch's memory once the model is on it
         check_estimated_training_batch(build_score_model(config)[0], config, device)
     ctx = distributed.setup(config.train.device)
+    resume = resume or _restarted_job(run)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     with StopOnSignal() as stop:
@@ -75,12 +79,31 @@ def train(
             run.create()
             with RunLock(run.lock, f"run {run.path}"):
                 start = _starting_point(run, resume, warn, config.train.iters)
+                _record_job(run)
                 for path in remove_stale_temporaries(run.checkpoints):
                     warn(f"removed {path.name}, left by an interrupted write")
                 return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                               on_start, notify)
         finally:
             distributed.teardown(ctx)
+
+
+def _restarted_job(run: RunDir) -> bool:
+    """Whether this is torchrun's restart of the job that wrote the run's checkpoints. Every
+    rank decides alike: the job file was written in the job's first attempt, before any
+    failure could restart it."""
+    if not distributed.restarted() or run.latest_checkpoint() is None:
+        return False
+    try:
+        return run.job.read_text() == distributed.job_id()
+    except OSError:
+        return False
+
+
+def _record_job(run: RunDir) -> None:
+    job = distributed.job_id()
+    if job is not None and not distributed.restarted():
+        atomic_write(run.job, lambda f: f.write(job.encode()))
 
 
 def _starting_point(run: RunDir, resume: bool, warn, iters: int) -> StartingPoint:

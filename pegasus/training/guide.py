@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pegasus import distributed
 from pegasus.data import load_images
 from pegasus.devices import resolve_device
 from pegasus.errors import FieldError, UserError
@@ -31,14 +32,25 @@ def train_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    ctx: distributed.Context | None = None,
 ) -> Classifier:
     """Cross-entropy on uint8 `images` with random flips; with `sigmas`, each image is first
-    perturbed at a uniformly drawn level, as in score training."""
+    perturbed at a uniformly drawn level, as in score training. Under torchrun (`ctx` of several
+    ranks) it is data-parallel as `train` is: each rank draws `batch_size` images of its own per
+    step from a generator of its own, and DDP averages the gradients, so every rank ends with
+    the same weights."""
     device = images.device
-    torch.manual_seed(seed)
+    ctx = ctx or distributed.alone(device)
+    torch.manual_seed(seed)  # the same initial weights on every rank
     model = Classifier(spec).to(device)
+    net = model
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed + 7919 * ctx.rank)
     for step in range(1, iters + 1):
         idx = torch.randint(len(images), (batch_size,), device=device, generator=g)
         x = images[idx].float() / 255
@@ -48,11 +60,11 @@ def train_classifier(
         if sigmas is not None:
             sigma = sigmas[torch.randint(len(sigmas), (batch_size,), device=device, generator=g)]
             x = x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, device=device, generator=g)
-        loss = F.cross_entropy(model(x, sigma), labels[idx])
+        loss = F.cross_entropy(net(x, sigma), labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if progress is not None:
+        if progress is not None and ctx.main:
             progress(step, iters, loss.item() if step % 50 == 0 or step == iters else None)
     return model.eval().requires_grad_(False)
 
@@ -73,17 +85,20 @@ def train_for_run(
     seed: int = 0,
     device: str = "auto",
     progress: ProgressFn | None = None,
+    ctx: distributed.Context | None = None,
 ) -> TrainedClassifier:
     """Train the run's guide (noisy, sigma-conditional, on the run's own data) or judge (clean
     images only; on `sprites` a fresh sample drawn with another seed, so it never sees the
-    images the score model and the guide were trained on). 10% of the images are held out."""
+    images the score model and the guide were trained on). 10% of the images are held out.
+    Under torchrun (`ctx`), data-parallel (train_classifier); rank 0 writes the file."""
     if kind not in KINDS:
         raise ValueError(f"kind must be guide or judge, got {kind!r}")
     if iters < 1:
         raise FieldError("iters", f"must be at least 1, got {iters}")
     if batch_size < 1:
         raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
-    dev = resolve_device(device)
+    ctx = ctx or distributed.alone(resolve_device(device))
+    dev = ctx.device
     config, schedule = trained_schedule(run_dir)
     if len(config.data.classes) < 2:
         raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
@@ -100,7 +115,8 @@ def train_for_run(
     spec = ClassifierSpec(list(data.classes), config.data.res, images.shape[1],
                           noise_conditional=kind == "guide")
     model = train_classifier(spec, images[used.to(dev)], labels[used.to(dev)], sigmas=sigmas,
-                             iters=iters, batch_size=batch_size, seed=seed, progress=progress)
+                             iters=iters, batch_size=batch_size, seed=seed, progress=progress,
+                             ctx=ctx)
     x, y = images[held.to(dev)].float() / 255, labels[held.to(dev)]
     accuracy = {}
     with torch.no_grad():
@@ -113,5 +129,8 @@ def train_for_run(
                 noisy = x + s.view(-1, 1, 1, 1) * torch.randn(x.shape, device=dev, generator=g)
                 accuracy[f"sigma={float(sigmas[i]):.3g}"] = (
                     (model(noisy, s).argmax(1) == y).float().mean().item())
-    path = save_classifier(model, RunDir(run_dir).classifier(kind), accuracy=accuracy)
+    path = RunDir(run_dir).classifier(kind)
+    if ctx.main:
+        save_classifier(model, path, accuracy=accuracy)
+    distributed.barrier(ctx)
     return TrainedClassifier(model, path, accuracy)
