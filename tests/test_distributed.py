@@ -89,3 +89,52 @@ def test_two_ranks_write_the_folder_one_process_writes(tmp_path):
     assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
     assert all((tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes()
                for n in names)
+
+
+def _rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker of rank `rank` that torchrun process `parent` started."""
+    for p in Path("/proc").iterdir():
+        try:
+            if not p.name.isdigit() or int((p / "stat").read_text().split()[3]) != parent:
+                continue
+            if f"RANK={rank}".encode() in (p / "environ").read_bytes().split(b"\0"):
+                return int(p.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None or not Path("/proc").is_dir(),
+                    reason="needs torchrun and /proc")
+def test_a_rank_killed_mid_training_restarts_and_ends_as_an_uninterrupted_run(tmp_path):
+    import signal
+    import time
+
+    sets = [a for s in TINY + ["train.iters=60", "train.checkpoint_every=5"] for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(run, *extra):
+        return [TORCHRUN, "--standalone", "--nproc_per_node", "2", *extra, "-m", "pegasus", "--",
+                "train", "--run", str(run), *sets]
+
+    job = subprocess.Popen(command(tmp_path / "killed", "--max-restarts", "1"), env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed, deadline = False, time.time() + 300
+    while job.poll() is None and time.time() < deadline:
+        found = latest_checkpoint(tmp_path / "killed" / "checkpoints")
+        if not killed and found is not None and int(found.stem.split("-")[1]) >= 10:
+            pid = _rank_pid(job.pid, 1)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    _, err = job.communicate(timeout=60)
+    assert killed and job.returncode == 0, err[-3000:]
+    whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    a = load_checkpoint(latest_checkpoint(tmp_path / "killed" / "checkpoints"))
+    b = load_checkpoint(latest_checkpoint(tmp_path / "whole" / "checkpoints"))
+    assert a["step"] == b["step"] == 60
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in b["ema"])
