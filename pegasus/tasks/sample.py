@@ -42,12 +42,15 @@ def write_folder(job, folder: SampleFolder, seed: int, progress: Progress | None
         except UserError as e:
             error = e
     distributed.first_error(ctx, error)
-    differing = [s for s in distributed.gather(ctx, wanted) if s != wanted]
+    # Rank 0 lists what is missing before anyone draws, and every rank takes its list: a rank
+    # listing the folder itself could see rank 0's first new files and share out other blocks.
+    said = distributed.gather(ctx, (wanted, folder.missing(job.num) if ctx.main else None))
+    differing = [s for s, _ in said if s != wanted]
     if differing:  # every rank sees the same sets, so every rank refuses
         raise UserError("the ranks would draw different images ("
                         + "; ".join(wanted.differences(differing[0]))
                         + "); give every rank the same kind of device and --amp")
-    missing = folder.missing(job.num)
+    missing = said[0][1]
     todo = [b for a, stop in missing for b in job.blocks(a, stop)]
     start, stop = distributed.share(ctx, len(todo))
     count = sum(b - a for a, b in missing)
