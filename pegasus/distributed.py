@@ -49,18 +49,15 @@ def setup(device_name: str) -> Context:
         device = torch.device("cpu")
     owns = not dist.is_initialized()
     if owns:
-        backend = "nccl" if use_cuda else "gloo"
-        attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-        if attempt:
-            # torchrun keeps one store across the restarts of a job, so a restarted group would
-            # read the dead attempt's addresses and connect to them: keys of its own attempt.
-            from torch.distributed.rendezvous import rendezvous
+        # torchrun keeps one store across the restarts of a job (--max-restarts): each
+        # attempt's group takes keys of its own there, or a restarted group would read the dead
+        # attempt's addresses and connect to them.
+        from torch.distributed.rendezvous import rendezvous
 
-            store, rank, world = next(rendezvous("env://"))
-            dist.init_process_group(backend, store=dist.PrefixStore(f"attempt-{attempt}", store),
-                                    rank=rank, world_size=world)
-        else:
-            dist.init_process_group(backend=backend)
+        store, rank, world = next(rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                store=dist.PrefixStore(f"attempt-{attempt}", store))
     return Context(dist.get_rank(), dist.get_world_size(), device, owns)
 
 
