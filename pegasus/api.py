@@ -143,7 +143,10 @@ class Model:
         from pegasus.run.folder import SampleFolder
 
         samples = SampleFolder(Path(folder))
-        samples.check()
+        if ctx is None or ctx.main:
+            # Rank 0 alone: another rank checking could see rank 0's half-written manifest
+            # (write_folder has rank 0 check again and every rank raise what it finds).
+            samples.check()
         job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
         return sampling.write_folder(job, samples, seed, progress, ctx)
 

@@ -94,15 +94,20 @@ def group(device_name: str) -> Iterator[Context]:
     ctx = setup(device_name)
     try:
         yield ctx
-    finally:
-        teardown(ctx)
+    except BaseException:
+        teardown(ctx, failed=True)
+        raise
+    teardown(ctx)
 
 
-def teardown(ctx: Context) -> None:
+def teardown(ctx: Context, failed: bool = False) -> None:
     if ctx.owns_group and dist.is_initialized():
         # All ranks leave together: a rank that tears gloo down while rank 0 is still writing
-        # the last checkpoint can abort in gloo's background thread.
-        dist.barrier()
+        # the last checkpoint can abort in gloo's background thread. A rank that failed leaves
+        # at once: the others may wait at another collective that it never reaches, and its
+        # exit is what makes torchrun stop them (waiting at a barrier, it would hang the job).
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -67,6 +67,30 @@ def test_a_restarted_torchrun_job_resumes_only_its_own_checkpoints(tmp_path, mon
     assert not _restarted_job(run)
 
 
+FAILING_RANK = """
+import sys
+import torch.distributed as dist
+from pegasus import distributed
+with distributed.group("cpu") as ctx:
+    if ctx.rank == 1:
+        raise SystemExit(3)  # a check that only rank 1 failed
+    dist.all_gather_object([None, None], "ok")  # a collective that rank 1 never reaches
+"""
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_a_rank_failing_alone_ends_the_job_instead_of_hanging_it(tmp_path):
+    # Rank 1 leaving through the group's clean exit would wait at its barrier for rank 0,
+    # which waits at another: the job would hang until gloo's 30-minute timeout.
+    script = tmp_path / "job.py"
+    script.write_text(FAILING_RANK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode != 0
+    assert "exitcode  : 3" in done.stderr, done.stderr[-2000:]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
 def test_two_ranks_write_the_folder_one_process_writes(tmp_path):

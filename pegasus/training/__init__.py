@@ -74,18 +74,22 @@ def train(
         try:
             if not ctx.main:  # rank 0 holds the run's lock for the whole job
                 start = _starting_point(run, resume, warn, config.train.iters)
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
-                              on_start, None)
-            run.create()
-            with RunLock(run.lock, f"run {run.path}"):
-                start = _starting_point(run, resume, warn, config.train.iters)
-                _record_job(run)
-                for path in remove_stale_temporaries(run.checkpoints):
-                    warn(f"removed {path.name}, left by an interrupted write")
-                return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
-                              on_start, notify)
-        finally:
-            distributed.teardown(ctx)
+                trained = _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+                                 on_start, None)
+            else:
+                run.create()
+                with RunLock(run.lock, f"run {run.path}"):
+                    start = _starting_point(run, resume, warn, config.train.iters)
+                    _record_job(run)
+                    for path in remove_stale_temporaries(run.checkpoints):
+                        warn(f"removed {path.name}, left by an interrupted write")
+                    trained = _train(ctx, config, start, progress, tensorboard, stop_after,
+                                     stop, on_start, notify)
+        except BaseException:
+            distributed.teardown(ctx, failed=True)
+            raise
+        distributed.teardown(ctx)
+        return trained
 
 
 def _restarted_job(run: RunDir) -> bool:
