@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from pegasus.devices import resolve_device
-from pegasus.errors import UserError
+from pegasus.errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,17 @@ def setup(device_name: str) -> Context:
         # attempt's addresses and connect to them.
         from torch.distributed.rendezvous import rendezvous
 
-        store, rank, world = next(rendezvous("env://"))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                store=dist.PrefixStore(f"attempt-{attempt}", store))
+        try:
+            store, rank, world = next(rendezvous("env://"))
+            dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
+                                    store=dist.PrefixStore(f"attempt-{attempt}", store))
+        except (RuntimeError, ValueError) as e:  # torch's DistError is a RuntimeError
+            where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+            raise UserError(f"cannot join the group of {world} processes at {where}: "
+                            f"{first_line(e)}; start every process with torchrun, each node "
+                            "with the same --rdzv-endpoint and --nnodes "
+                            "(docs/distributed.md)") from None
     return Context(dist.get_rank(), dist.get_world_size(), device, owns)
 
 
@@ -141,10 +148,15 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-def share(ctx: Context, n: int) -> tuple[int, int]:
+def share(ctx: Context, n: int, block: int = 1) -> tuple[int, int]:
     """This rank's contiguous share [start, stop) of n items, the ranks' shares in rank order
-    making up 0 .. n - 1 (so that what they gather is in one process's order)."""
-    return ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
+    making up 0 .. n - 1 (so that what they gather is in one process's order). A share is made
+    of whole blocks of `block` items (the last block may be short): work done in batches
+    starting at the share's start (features, batch by batch) then meets the same batches as
+    one process, so the same float operations."""
+    blocks = -(-n // block)
+    return (min(n, ctx.rank * blocks // ctx.world * block),
+            min(n, (ctx.rank + 1) * blocks // ctx.world * block))
 
 
 def gather_rows(ctx: Context, rows: torch.Tensor) -> torch.Tensor:

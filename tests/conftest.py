@@ -1,13 +1,22 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, and for the processes they start, or their
+    # thread pools contend and each runs far slower than half speed.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    # xdist's workers are given COLUMNS=80, which the CLI's console would take as its fixed
+    # width when imported; tests that set COLUMNS for one invocation need it read then.
+    os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _user_cache(tmp_path_factory):
     """The user's cache folder (the compile cache's signing key: fastpath/cache.py) is a fresh
     one of the test session's, never the real ~/.cache; subprocesses inherit it."""
-    import os
-
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
     yield
 

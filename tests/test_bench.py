@@ -58,6 +58,7 @@ def judged_run(run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judged-run")  # one worker trains the judge for both
 def test_sample_quality_prints_its_table_and_plot(judged_run, tmp_path):
     done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run", str(judged_run),
                            "--num", "8", "--real", "12", "--budgets", "heun=5;pc=4;cas=3;als=5",
@@ -68,6 +69,7 @@ def test_sample_quality_prints_its_table_and_plot(judged_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("judged-run")
 def test_bf16_quality_compares_the_same_seed_in_both_precisions(judged_run):
     done = subprocess.run([sys.executable, str(BENCH / "bf16_quality.py"), "--run", str(judged_run),
                            "--num", "8", "--real", "12", "--sampler", "als", "--steps", "10",

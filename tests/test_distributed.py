@@ -2,9 +2,13 @@
 
 import json
 import os
+import random
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,64 @@ from pegasus.training.batches import EpochSampler
 from tiny import TINY
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("n,block,world", [(9, 1, 2), (9, 256, 2), (600, 256, 2), (1000, 256, 3),
+                                            (5, 2, 4)])
+def test_shares_are_whole_blocks_in_rank_order_that_cover_the_items(n, block, world):
+    from pegasus.distributed import Context, share
+
+    shares = [share(Context(r, world, torch.device("cpu"), False), n, block) for r in range(world)]
+    assert shares[0][0] == 0 and shares[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(shares, shares[1:], strict=False))
+    assert all(lo % block == 0 for lo, hi in shares if lo < hi)
+    counts = sorted(-(-(hi - lo) // block) for lo, hi in shares)
+    assert counts[-1] - counts[0] <= 1  # the blocks are shared out evenly
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launchers(args, nodes: int, extra=()) -> list[list[str]]:
+    """torchrun command lines running `pegasus ARGS` as 2 ranks: one launcher of 2 processes,
+    or two launchers ("nodes") of 1 process each meeting at a c10d rendezvous on localhost."""
+    if nodes == 1:
+        return [[TORCHRUN, "--standalone", "--nproc_per_node", "2", *extra, "-m", "pegasus", "--",
+                 *args]]
+    port = _free_port()
+    return [[TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--nproc_per_node", "1",
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+             "--rdzv-id", f"pegasus-test-{port}", "--local-addr", "127.0.0.1", *extra,
+             "-m", "pegasus", "--", *args] for rank in range(2)]
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    # A session of its own, so that a launcher past its time is killed with its workers.
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, start_new_session=True)
+
+
+def _finish(job: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The job's stdout and stderr once it has ended well; a job still running after `timeout`
+    seconds is killed, workers and all, and fails the test instead of hanging it."""
+    try:
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        pytest.fail(f"still running after {timeout} s: {' '.join(job.args)}\n{err[-3000:]}")
+    assert job.returncode == 0, err[-3000:]
+    return out, err
+
+
+def _two_ranks(args, nodes: int = 1, timeout: float = 240, extra=()) -> str:
+    """`pegasus ARGS` on 2 ranks; what all the launchers printed."""
+    jobs = [_start(c) for c in _launchers(args, nodes, extra)]
+    return "".join(o + e for o, e in (_finish(j, timeout) for j in jobs))
 
 
 def test_ranks_see_disjoint_shards_that_cover_the_epoch():
@@ -24,30 +86,37 @@ def test_ranks_see_disjoint_shards_that_cover_the_epoch():
     assert sorted(torch.cat(seen).tolist()) == list(range(16))
 
 
-def _torchrun(run: Path, *extra: str):
-    sets = [a for s in TINY for a in ("--set", s)]
-    cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "pegasus", "train",
-           "--run-dir", str(run), *sets, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+def _train(run: Path, *sets: str, resume: bool = False, nodes: int = 1) -> str:
+    return _two_ranks(["train", "--run-dir", str(run), *(["--resume"] if resume else []),
+                       *[a for s in [*TINY, *sets] for a in ("--set", s)]], nodes)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
-def test_torchrun_two_ranks_train_and_resume(tmp_path):
+def test_two_nodes_train_and_two_ranks_of_one_node_resume(tmp_path):
     # With the probe on, rank 0 times the layouts and both ranks take its choice (a collective
     # every rank must reach, or the run hangs).
-    first = _torchrun(tmp_path, "--set", "train.iters=4", "--set", "train.probe=true")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert (first.stdout + first.stderr).count("fast path timed on cpu") == 1
+    said = _train(tmp_path, "train.iters=4", "train.probe=true", nodes=2)
+    assert said.count("fast path timed on cpu") == 1
     assert len(json.loads((tmp_path / "fast-path.json").read_text())) == 1
     state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
     assert state["step"] == 4 and state["world_size"] == 2
     assert len(state["rng"]["generators"]) == 2
     assert not torch.equal(state["rng"]["generators"][0], state["rng"]["generators"][1])
-    again = _torchrun(tmp_path, "--set", "train.iters=6", "--resume")
-    assert again.returncode == 0, again.stderr[-3000:]
+    _train(tmp_path, "train.iters=6", resume=True)
     assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 6
+
+
+def test_a_process_outside_torchrun_that_cannot_join_its_group_is_one_line(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+    from test_errors import one_line
+
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": None}
+    one_line(CliRunner().invoke(app, ["sample", "--run", str(run), "--num", "2", "--folder",
+                                      str(tmp_path / "f")], env=env),
+             "cannot join the group of 2 processes")
 
 
 def test_a_restarted_torchrun_job_resumes_only_its_own_checkpoints(tmp_path, monkeypatch):
@@ -84,35 +153,62 @@ def test_a_rank_failing_alone_ends_the_job_instead_of_hanging_it(tmp_path):
     # which waits at another: the job would hang until gloo's 30-minute timeout.
     script = tmp_path / "job.py"
     script.write_text(FAILING_RANK)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script)],
-                          capture_output=True, text=True, timeout=60, env=env)
-    assert done.returncode != 0
-    assert "exitcode  : 3" in done.stderr, done.stderr[-2000:]
+    job = _start([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script)])
+    with pytest.raises(AssertionError) as failed:
+        _finish(job, timeout=60)
+    # Which rank torchrun names as the root cause is a race: rank 0's collective fails too
+    # once rank 1's connection closes.
+    assert "job.py FAILED" in str(failed.value)
+
+
+def _same_folders(a: Path, b: Path, num: int) -> None:
+    names = sorted(p.name for p in a.glob("*.png"))
+    assert len(names) == num and names == sorted(p.name for p in b.glob("*.png"))
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def _scores(said: str) -> tuple[float, float]:
+    text = " ".join(said.split())
+    return float(text.split("KID ")[1].split(" ± ")[0]), float(text.split("FID ")[1].split()[0])
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
-def test_two_ranks_write_the_folder_one_process_writes(tmp_path):
+def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
     from pegasus.training import train
     from tiny import tiny_config
 
-    train(tiny_config("train.iters=2"), tmp_path / "run", tensorboard=False)
-    job = ["sample", "--run", str(tmp_path / "run"), "--num", "9", "--batch-size", "2",
-           "--sampler", "heun", "--steps", "5", "--folder"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "pegasus",
-                          "--", *job, str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "pegasus", *job, str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    names = sorted(p.name for p in (tmp_path / "one").glob("*.png"))
-    assert len(names) == 9
-    assert names == sorted(p.name for p in (tmp_path / "two").glob("*.png"))
-    assert all((tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes()
-               for n in names)
+    run = tmp_path / "run"
+    train(tiny_config("train.iters=2"), run, tensorboard=False)
+    job = ["sample", "--run", str(run), "--num", "9", "--batch-size", "2", "--sampler", "heun",
+           "--steps", "5", "--folder"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _finish(_start([sys.executable, "-m", "pegasus", *job, str(one)]), timeout=120)
+    _two_ranks([*job, str(two)], nodes=2)  # two nodes of one process each
+    _same_folders(one, two, 9)
+    # What a job stopped at a random moment leaves: images missing here and there (each is
+    # written whole) and a half-written one. Continued on 1 process, then on 2 ranks.
+    rng = random.Random(0)
+    for continued_on in (1, 2):
+        for name in rng.sample(sorted(p.name for p in two.glob("*.png")), 4):
+            (two / name).unlink()
+        (two / ".000004.png.x1y2.tmp").write_bytes(b"half an image")
+        if continued_on == 1:
+            _finish(_start([sys.executable, "-m", "pegasus", *job, str(two)]), timeout=120)
+        else:
+            _two_ranks([*job, str(two)])
+        _same_folders(one, two, 9)
+        assert not list(two.glob(".*.tmp"))
+    # eval on 2 ranks: each extracts its share of the features, rank 0 scores them once.
+    runner = CliRunner()
+    assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "2"]).exit_code == 0
+    alone = runner.invoke(app, ["eval", "--run", str(run), "--samples", str(one)])
+    assert alone.exit_code == 0, alone.output
+    shared = _two_ranks(["eval", "--run", str(run), "--samples", str(one)])
+    assert _scores(shared) == pytest.approx(_scores(alone.output), rel=1e-3, abs=1e-6)
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
@@ -128,37 +224,60 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
+def _kill_rank_when(job: subprocess.Popen, rank: int, ready, timeout: float = 240) -> str:
+    """SIGKILL the worker of `rank` of torchrun `job` once `ready()` holds, then let the job
+    finish (torchrun restarts the group); what it printed."""
+    killed, deadline = False, time.time() + timeout
+    while not killed and job.poll() is None and time.time() < deadline:
+        pid = _rank_pid(job.pid, rank) if ready() else None
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.02)
+    out, err = _finish(job, timeout)
+    assert killed, "the job ended before its rank could be killed"
+    return out + err
+
+
+KILLABLE = pytest.mark.skipif(TORCHRUN is None or not Path("/proc").is_dir(),
+                              reason="needs torchrun and /proc")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(TORCHRUN is None or not Path("/proc").is_dir(),
-                    reason="needs torchrun and /proc")
+@KILLABLE
 def test_a_rank_killed_mid_training_restarts_and_ends_as_an_uninterrupted_run(tmp_path):
-    import signal
-    import time
+    sets = ["train.iters=30", "train.checkpoint_every=5"]
+    killed = tmp_path / "killed"
+    job = _start(_launchers(["train", "--run", str(killed),
+                             *[a for s in [*TINY, *sets] for a in ("--set", s)]], 1,
+                            ("--max-restarts", "1"))[0])
 
-    sets = [a for s in TINY + ["train.iters=60", "train.checkpoint_every=5"] for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    def past_step_10() -> bool:
+        found = latest_checkpoint(killed / "checkpoints")
+        return found is not None and int(found.stem.split("-")[1]) >= 10
 
-    def command(run, *extra):
-        return [TORCHRUN, "--standalone", "--nproc_per_node", "2", *extra, "-m", "pegasus", "--",
-                "train", "--run", str(run), *sets]
-
-    job = subprocess.Popen(command(tmp_path / "killed", "--max-restarts", "1"), env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    killed, deadline = False, time.time() + 300
-    while job.poll() is None and time.time() < deadline:
-        found = latest_checkpoint(tmp_path / "killed" / "checkpoints")
-        if not killed and found is not None and int(found.stem.split("-")[1]) >= 10:
-            pid = _rank_pid(job.pid, 1)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-        time.sleep(0.05)
-    _, err = job.communicate(timeout=60)
-    assert killed and job.returncode == 0, err[-3000:]
-    whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    a = load_checkpoint(latest_checkpoint(tmp_path / "killed" / "checkpoints"))
+    _kill_rank_when(job, 1, past_step_10)
+    _train(tmp_path / "whole", *sets)
+    a = load_checkpoint(latest_checkpoint(killed / "checkpoints"))
     b = load_checkpoint(latest_checkpoint(tmp_path / "whole" / "checkpoints"))
-    assert a["step"] == b["step"] == 60
+    assert a["step"] == b["step"] == 30
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in b["ema"])
+
+
+@pytest.mark.slow
+@KILLABLE
+def test_a_rank_killed_while_sampling_a_folder_restarts_and_completes_the_same_images(tmp_path):
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    run = tmp_path / "run"
+    # Continuous noise levels, so that heun takes the budget asked for (not the few trained
+    # levels): blocks of one image at 101 evaluations, slow enough for rank 1 to be mid-job.
+    train(tiny_config("train.iters=2", 'noise.training="log-uniform"'), run, tensorboard=False)
+    job = ["sample", "--run", str(run), "--num", "8", "--batch-size", "1", "--sampler", "heun",
+           "--steps", "101", "--folder"]
+    killed, one = tmp_path / "killed", tmp_path / "one"
+    launched = _start(_launchers([*job, str(killed)], 1, ("--max-restarts", "1"))[0])
+    _kill_rank_when(launched, 1, lambda: any(killed.glob("0*.png")))
+    _finish(_start([sys.executable, "-m", "pegasus", *job, str(one)]), timeout=180)
+    _same_folders(one, killed, 8)

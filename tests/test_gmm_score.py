@@ -12,6 +12,9 @@ from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import Schedule
 from pegasus.samplers.als import annealed_langevin
 
+# One worker trains the module's MLP once for all its tests (tests/conftest.py: xdist).
+pytestmark = pytest.mark.xdist_group("gmm")
+
 MIXTURE = GaussianMixture(
     weights=[0.2, 0.3, 0.5], means=[[-4.0, 0.0], [4.0, 0.0], [0.0, 5.0]], stds=[0.6, 0.6, 0.6]
 )

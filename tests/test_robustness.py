@@ -205,7 +205,10 @@ def test_sigkill_at_random_moments_never_corrupts_a_kept_checkpoint(tmp_path):
         proc.wait()
         for path in list_checkpoints(run / "checkpoints"):
             assert load_checkpoint(path)["step"] >= 1
-    result = runner.invoke(app, ["train", "--run", str(run), "--resume", "--set", "train.iters=401"])
+    # One step past the newest kept checkpoint: the resume must load it and write the next.
+    step = load_checkpoint(latest_checkpoint(run / "checkpoints"))["step"]
+    result = runner.invoke(app, ["train", "--run", str(run), "--resume", "--set",
+                                 f"train.iters={step + 1}"])
     assert result.exit_code == 0, result.output
     assert not list((run / "checkpoints").glob("*.tmp"))
 

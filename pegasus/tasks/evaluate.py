@@ -25,7 +25,7 @@ from pegasus.errors import FieldError, UserError
 from pegasus.run.folder import SampleFolder
 from pegasus.run.layout import RunDir
 from pegasus.signatures import ProgressBar
-from pegasus.tasks.features import Extractor, feature_extractor, scores
+from pegasus.tasks.features import FEATURE_BATCH, Extractor, feature_extractor, scores
 from pegasus.tasks.neighbours import FirstImages, Reference, save_neighbours
 from pegasus.tasks.novelty import Novelty, novelty
 
@@ -90,12 +90,17 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     job = run.job(plan, num=num, batch_size=batch_size, compile_=compile_, amp=amp)
     extract = Extractor(feature, inception_weights, run.device)
     real = _features(ctx, extract, real_images(run.config, run.device, max_real, seed))
-    lo, hi = distributed.share(ctx, num)
-    callback = (progress(f"sample ({sampler})", plan.evaluations * len(job.blocks(lo, hi)))
+    # Each rank draws whole blocks of one process's job (the same batches: the same images to
+    # the bit on CPU), and extracts their features block by block as one process does.
+    todo = job.blocks(0, num)
+    lo, hi = distributed.share(ctx, len(todo))
+    mine = todo[lo:hi]
+    callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
     first = FirstImages(neighbours_of)
-    fake = _gathered(ctx, lambda: extract.stream(first.keep(
-        job.batches(seed, start=lo, stop=hi, callback=callback))))
+    drawn = (images[: num - start] for (start, _), images
+             in zip(mine, job.draw_blocks(seed, mine, callback), strict=True))
+    fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found)
@@ -128,9 +133,9 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     feature = feature_extractor(features, run_dir, device, inception_weights)
     extract = Extractor(feature, inception_weights, device)
     real = _features(ctx, extract, real_images(config, device, max_real, seed))
-    lo, hi = distributed.share(ctx, num)
-    read = samples.read(hi, start=lo, progress=(lambda done: progress(done - lo, hi - lo))
-                        if progress else None)
+    lo, hi = distributed.share(ctx, num, FEATURE_BATCH)
+    read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
+                        progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
     first = FirstImages(neighbours_of)
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
@@ -141,7 +146,7 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
 
 def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:
     """The features of `images`, each rank extracting its share, gathered in order."""
-    lo, hi = distributed.share(ctx, len(images))
+    lo, hi = distributed.share(ctx, len(images), FEATURE_BATCH)
     return _gathered(ctx, lambda: extract.of(images[lo:hi]))
 
 

@@ -62,6 +62,9 @@ def metrics(feature, inception_weights: Path | None, subset_size: int, device: t
 
     extra = {} if isinstance(feature, nn.Module) or inception_weights is None else {
         "feature_extractor_weights_path": str(inception_weights)}
+    # Every rank is handed every rank's features already (tasks/evaluate.py gathers them);
+    # torchmetrics' own gathering across a process group would count each of them world times.
+    extra["sync_on_compute"] = False
     try:
         with warnings.catch_warnings():
             # KID keeps every feature vector for its subsets, as it must; its warning says so.
@@ -74,6 +77,9 @@ def metrics(feature, inception_weights: Path | None, subset_size: int, device: t
         raise UserError(f"cannot load the Inception weights {where}: {first_line(e)}; "
                         f"offline, give a local copy as inception_weights") from None
     return kid.to(device), fid.to(device)
+
+
+FEATURE_BATCH = 256  # images per forward pass of the feature network
 
 
 class Extractor:
@@ -98,7 +104,7 @@ class Extractor:
         """The features of a tensor of images, (N, F) on the CPU."""
         return self.stream([images])
 
-    def stream(self, batches: Iterable[torch.Tensor], batch: int = 256) -> torch.Tensor:
+    def stream(self, batches: Iterable[torch.Tensor], batch: int = FEATURE_BATCH) -> torch.Tensor:
         """The features of every image of `batches`, in order, (N, F) on the CPU."""
         out = [self(chunk).cpu() for images in batches for chunk in images.split(batch)]
         return torch.cat(out) if out else torch.empty(0, self.num_features)

@@ -51,24 +51,22 @@ def write_folder(job, folder: SampleFolder, seed: int, progress: Progress | None
                         + "; ".join(wanted.differences(differing[0]))
                         + "); give every rank the same kind of device and --amp")
     missing = said[0][1]
-    todo = [b for a, stop in missing for b in job.blocks(a, stop)]
+    # The blocks of one uninterrupted job that hold a missing image, each drawn whole: every
+    # image comes from the same batch, so the same float operations, as in that job (a
+    # continued folder equals it bit for bit on CPU). The images of a block that are there
+    # already are kept (folder.write), and its padding past num is dropped.
+    todo = [(first, size) for first, size in job.blocks(0, job.num)
+            if any(a < first + size and first < b for a, b in missing)]
     start, stop = distributed.share(ctx, len(todo))
     count = sum(b - a for a, b in missing)
     mine = todo[start:stop]
     with _Counter(folder, job.num, progress if ctx.main else None, ctx.distributed) as counter:
         drawn = zip(mine, job.draw_blocks(seed, mine), strict=True)
-        # A block's padding past its run of missing images is dropped: those images are in
-        # the folder already, or past num.
-        folder.write(((first, images[: _run_end(missing, first) - first])
-                      for (first, _), images in drawn), counter.written)
+        folder.write(((first, images[: job.num - first]) for (first, _), images in drawn),
+                     counter.written)
         distributed.barrier(ctx)
     return Written(folder.path, missing[0][0] if missing else job.num, count,
                    job.plan.evaluations)
-
-
-def _run_end(missing: list[tuple[int, int]], first: int) -> int:
-    """Where the run of missing images that holds `first` ends."""
-    return next(b for a, b in missing if a <= first < b)
 
 
 class _Counter:
