@@ -9,7 +9,7 @@ RUN ?= runs/demo
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --locked
+	$(UV) sync --locked --compile-bytecode
 
 demo: setup
 	bash scripts/demo.sh "$(RUN)" "$(OUT)"

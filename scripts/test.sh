@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=$(command -v uv 2>/dev/null || echo "python3 -m uv")
-$UV run --locked pytest -q tests plugins/pegasus-resnet/tests
+# Two workers (pytest-xdist), one thread each (tests/conftest.py): the suite is mostly
+# short processes and single-threaded Python, which one process leaves a core idle for.
+$UV run --locked pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup tests plugins/pegasus-resnet/tests
