@@ -60,12 +60,22 @@ def judged_run(run):
 @pytest.mark.slow
 @pytest.mark.xdist_group("judged-run")  # one worker trains the judge for both
 def test_sample_quality_prints_its_table_and_plot(judged_run, tmp_path):
-    done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run", str(judged_run),
-                           "--num", "8", "--real", "12", "--budgets", "heun=5;pc=4;cas=3;als=5",
-                           "--plot", str(tmp_path / "q.png"), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "smallest budget within noise" in done.stdout and (tmp_path / "q.png").is_file()
+    def study(budgets: str):
+        done = subprocess.run([sys.executable, str(BENCH / "sample_quality.py"), "--run",
+                               str(judged_run), "--num", "8", "--real", "12", "--budgets", budgets,
+                               "--rows", str(tmp_path / "rows.jsonl"), "--plot",
+                               str(tmp_path / "q.png"), "--device", "cpu"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    said = study("heun=5;cas=3")
+    assert "smallest budget within noise" in said and (tmp_path / "q.png").is_file()
+    assert "measured earlier" not in said
+    # Continued with one budget more: only that one is measured, the rest read back.
+    again = study("heun=5;cas=3;pc=4")
+    assert again.count("(measured earlier)") == 3  # als, heun, cas
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 4
 
 
 @pytest.mark.slow
