@@ -13,7 +13,7 @@ CASES = {
     "train_throughput": (["--case", "small", "--steps", "1", "--device", "cpu"],
                          "speed-up (fast / eager fp32)"),
     "sample_throughput": (["--case", "small", "--images", "2", "--levels", "2", "--steps-per-level", "1",
-                           "--batches", "2,3", "--evaluations", "1", "--backend", "aot_eager",
+                           "--batches", "2", "--evaluations", "1", "--backend", "aot_eager",
                            "--repeats", "1", "--device", "cpu"],
                           "speed-up (fast sampler / eager fp32 sampler)"),
     "loss_curve": (["--preset", "sprites-demo", "--steps", "12", "--log-every", "2", "--amp", "bf16",
