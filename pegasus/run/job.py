@@ -91,24 +91,25 @@ class SamplingJob:
         """Images `start` .. `stop` - 1 (default num - 1) of `seed`, batch by batch (bounded
         memory); image i is the same whatever num, start and the batch size."""
         stop = self.num if stop is None else stop
-        for (first, _), images in zip(self.blocks(start, stop),
-                                      self.draw_blocks(seed, self.blocks(start, stop), callback),
-                                      strict=True):
-            yield images[: stop - first]
+        for _, images in self.draw_blocks(seed, self.blocks(start, stop), callback, stop=stop):
+            yield images
 
     def blocks(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The batches (first image, size) of this job's batch size that draw start .. stop - 1."""
         return blocks(start, stop, self.batch_size)
 
     def draw_blocks(self, seed: int, todo: list[tuple[int, int]],
-                    callback: Callback | None = None) -> Iterator[torch.Tensor]:
-        """Each block's images in turn (all `size` of them, padding included), by one set of
-        chain graphs."""
+                    callback: Callback | None = None, *,
+                    stop: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first image, images) of each block in turn, its padding past `stop` (default num)
+        dropped, by one set of chain graphs."""
+        stop = self.num if stop is None else stop
         score, capture = self.graphs()
         for first, size in todo:
-            yield draw_block(score, self.plan, first=first, size=size,
-                             shape=self.run.image_shape, seed=seed, device=self.run.device,
-                             centre=self.run.centre, callback=callback, capture=capture)
+            images = draw_block(score, self.plan, first=first, size=size,
+                                shape=self.run.image_shape, seed=seed, device=self.run.device,
+                                centre=self.run.centre, callback=callback, capture=capture)
+            yield first, images[: stop - first]
 
     def images(self, seed: int, callback: Callback | None = None) -> torch.Tensor:
         """All `num` images of `seed`, (num, C, H, W) in [0, 1]."""

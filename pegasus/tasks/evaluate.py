@@ -98,8 +98,7 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
     first = FirstImages(neighbours_of)
-    drawn = (images[: num - start] for (start, _), images
-             in zip(mine, job.draw_blocks(seed, mine, callback), strict=True))
+    drawn = (images for _, images in job.draw_blocks(seed, mine, callback))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)

@@ -54,16 +54,14 @@ def write_folder(job, folder: SampleFolder, seed: int, progress: Progress | None
     # The blocks of one uninterrupted job that hold a missing image, each drawn whole: every
     # image comes from the same batch, so the same float operations, as in that job (a
     # continued folder equals it bit for bit on CPU). The images of a block that are there
-    # already are kept (folder.write), and its padding past num is dropped.
+    # already are kept (folder.write).
     todo = [(first, size) for first, size in job.blocks(0, job.num)
             if any(a < first + size and first < b for a, b in missing)]
     start, stop = distributed.share(ctx, len(todo))
     count = sum(b - a for a, b in missing)
     mine = todo[start:stop]
     with _Counter(folder, job.num, progress if ctx.main else None, ctx.distributed) as counter:
-        drawn = zip(mine, job.draw_blocks(seed, mine), strict=True)
-        folder.write(((first, images[: job.num - first]) for (first, _), images in drawn),
-                     counter.written)
+        folder.write(job.draw_blocks(seed, mine), counter.written)
         distributed.barrier(ctx)
     return Written(folder.path, missing[0][0] if missing else job.num, count,
                    job.plan.evaluations)

@@ -66,30 +66,22 @@ def train(
     device = resolve_device(config.train.device)
     if device.type == "cpu":  # a GPU measures the batch's memory once the model is on it
         check_estimated_training_batch(build_score_model(config)[0], config, device)
-    ctx = distributed.setup(config.train.device)
-    resume = resume or _restarted_job(run)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
-    with StopOnSignal() as stop:
-        try:
-            if not ctx.main:  # rank 0 holds the run's lock for the whole job
-                start = _starting_point(run, resume, warn, config.train.iters)
-                trained = _train(ctx, config, start, progress, tensorboard, stop_after, stop,
-                                 on_start, None)
-            else:
-                run.create()
-                with RunLock(run.lock, f"run {run.path}"):
-                    start = _starting_point(run, resume, warn, config.train.iters)
-                    _record_job(run)
-                    for path in remove_stale_temporaries(run.checkpoints):
-                        warn(f"removed {path.name}, left by an interrupted write")
-                    trained = _train(ctx, config, start, progress, tensorboard, stop_after,
-                                     stop, on_start, notify)
-        except BaseException:
-            distributed.teardown(ctx, failed=True)
-            raise
-        distributed.teardown(ctx)
-        return trained
+    with StopOnSignal() as stop, distributed.group(config.train.device) as ctx:
+        resume = resume or _restarted_job(run)
+        if not ctx.main:  # rank 0 holds the run's lock for the whole job
+            start = _starting_point(run, resume, warn, config.train.iters)
+            return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+                          on_start, None)
+        run.create()
+        with RunLock(run.lock, f"run {run.path}"):
+            start = _starting_point(run, resume, warn, config.train.iters)
+            _record_job(run)
+            for path in remove_stale_temporaries(run.checkpoints):
+                warn(f"removed {path.name}, left by an interrupted write")
+            return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+                          on_start, notify)
 
 
 def _restarted_job(run: RunDir) -> bool:
