@@ -111,3 +111,27 @@ def test_the_allocator_keeps_freed_blocks_on_glibc():
     done = allocator.keep_freed_memory()
     assert done is (platform.libc_ver()[0] == "glibc")
     assert allocator.keep_freed_memory() is done  # once per process, idempotent
+
+
+SAMPLE_AND_LIST = """
+import runpy, sys
+sys.argv = ["pegasus", *sys.argv[1:]]
+try:
+    runpy.run_module("pegasus", run_name="__main__")
+except SystemExit as done:
+    assert not done.code, done.code
+print(sorted(m for m in ("torch._dynamo", "torchvision") if m in sys.modules))
+"""
+
+
+@pytest.mark.slow
+def test_a_sampling_job_imports_neither_torchs_compiler_nor_torchvision(run, tmp_path):
+    # Each costs every CLI call seconds before any work (1.4 s and 2.7 s here): building the
+    # network on the meta device (out-of-place arithmetic there runs torch's Python meta
+    # kernels, which import the compiler) and a grid by torchvision's make_grid once did.
+    done = subprocess.run([sys.executable, "-c", SAMPLE_AND_LIST, "sample", "--run", str(run),
+                           "--num", "4", "--sampler", "heun", "--steps", "3", "--out",
+                           str(tmp_path / "grid.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert (tmp_path / "grid.png").is_file()

@@ -186,7 +186,9 @@ def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(
     job = ["sample", "--run", str(run), "--num", "9", "--batch-size", "2", "--sampler", "heun",
            "--steps", "5", "--folder"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _finish(_start([sys.executable, "-m", "pegasus", *job, str(one)]), timeout=120)
+    runner = CliRunner()
+    alone = runner.invoke(app, [*job, str(one)])  # one process: this one
+    assert alone.exit_code == 0, alone.output
     _two_ranks([*job, str(two)], nodes=2)  # two nodes of one process each
     _same_folders(one, two, 9)
     # What a job stopped at a random moment leaves: images missing here and there (each is
@@ -197,13 +199,12 @@ def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(
             (two / name).unlink()
         (two / ".000004.png.x1y2.tmp").write_bytes(b"half an image")
         if continued_on == 1:
-            _finish(_start([sys.executable, "-m", "pegasus", *job, str(two)]), timeout=120)
+            assert runner.invoke(app, [*job, str(two)]).exit_code == 0
         else:
             _two_ranks([*job, str(two)])
         _same_folders(one, two, 9)
         assert not list(two.glob(".*.tmp"))
     # eval on 2 ranks: each extracts its share of the features, rank 0 scores them once.
-    runner = CliRunner()
     assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "2"]).exit_code == 0
     alone = runner.invoke(app, ["eval", "--run", str(run), "--samples", str(one)])
     assert alone.exit_code == 0, alone.output
@@ -267,6 +268,9 @@ def test_a_rank_killed_mid_training_restarts_and_ends_as_an_uninterrupted_run(tm
 @pytest.mark.slow
 @KILLABLE
 def test_a_rank_killed_while_sampling_a_folder_restarts_and_completes_the_same_images(tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
     from pegasus.training import train
     from tiny import tiny_config
 
@@ -279,5 +283,6 @@ def test_a_rank_killed_while_sampling_a_folder_restarts_and_completes_the_same_i
     killed, one = tmp_path / "killed", tmp_path / "one"
     launched = _start(_launchers([*job, str(killed)], 1, ("--max-restarts", "1"))[0])
     _kill_rank_when(launched, 1, lambda: any(killed.glob("0*.png")))
-    _finish(_start([sys.executable, "-m", "pegasus", *job, str(one)]), timeout=180)
+    alone = CliRunner().invoke(app, [*job, str(one)])  # one process: this one
+    assert alone.exit_code == 0, alone.output
     _same_folders(one, killed, 8)

@@ -25,8 +25,8 @@ class InstanceNormPlus(nn.Module):
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
-        self.gamma = nn.Parameter(1 + 0.02 * torch.randn(channels))
-        self.alpha = nn.Parameter(1 + 0.02 * torch.randn(channels))
+        self.gamma = nn.Parameter(torch.randn(channels).mul_(0.02).add_(1))
+        self.alpha = nn.Parameter(torch.randn(channels).mul_(0.02).add_(1))
         self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,10 @@ class GaussianFourierEmbedding(nn.Module):
 
     def __init__(self, dim: int, scale: float = 16.0) -> None:
         super().__init__()
-        self.register_buffer("weight", torch.randn(dim // 2) * scale)
+        # In place: an out-of-place product on the meta device (build_score_model's shapes-only
+        # network) goes through torch's Python meta kernels, whose first use imports dynamo (1.4 s
+        # of every CLI call that loads a run).
+        self.register_buffer("weight", torch.randn(dim // 2).mul_(scale))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * t[:, None].float() * self.weight[None, :]

@@ -11,7 +11,7 @@ import torch
 
 from pegasus.config import Config
 from pegasus.data import load_held_out, load_images
-from pegasus.images import save_image_atomic
+from pegasus.images import save_image_atomic, tile, to_uint8
 from pegasus.tasks.novelty import nearest
 
 HELD_FRACTION = 0.1  # of the training images, kept out where no unseen images can be made
@@ -71,8 +71,6 @@ def save_neighbours(samples: torch.Tensor, sample_features: torch.Tensor, refere
                     out: Path, k: int = 3) -> Path:
     """Each sample beside its k nearest training images, in pixel space (left panel) and in
     feature space (right panel), one row per sample, the sample in the first column of each."""
-    from torchvision.utils import make_grid
-
     train = reference.images.float() / 255
     by_pixels = nearest(samples.flatten(1), train.flatten(1), k)[1]
     by_features = nearest(sample_features, reference.features, k)[1]
@@ -81,10 +79,8 @@ def save_neighbours(samples: torch.Tensor, sample_features: torch.Tensor, refere
         rows += [sample, *train[by_pixels[i]], torch.ones_like(sample), sample,
                  *train[by_features[i]]]
     factor = max(1, 48 // samples.shape[-1])
-    grid = make_grid(torch.stack(rows).repeat_interleave(factor, -1).repeat_interleave(factor, -2),
-                     nrow=2 * (k + 1) + 1, padding=2, pad_value=1.0)
+    grid = tile(torch.stack(rows).repeat_interleave(factor, -1).repeat_interleave(factor, -2),
+                nrow=2 * (k + 1) + 1, padding=2, pad_value=1.0)
     from PIL import Image
-
-    from pegasus.images import to_uint8
 
     return save_image_atomic(Image.fromarray(to_uint8(grid[None])[0].numpy()), out)

@@ -29,7 +29,7 @@ from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
 from pegasus.fastpath.compile import compile_notice, warn_uncompiled
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import conv_autotuning
-from pegasus.images import save_grid
+from pegasus.images import save_grid, tile
 from pegasus.model.build import build_score_model
 from pegasus.model.ema import EMA
 from pegasus.model.loss import DSMLoss, dsm_loss
@@ -198,9 +198,7 @@ class Trainer:
                  seed=self.config.train.seed, device=device, capture=capture)
         save_grid(x, self.run.sample_grid(self.step))
         if self.writer is not None:
-            from torchvision.utils import make_grid
-
-            self.writer.add_image("samples", make_grid(x.cpu()), self.step)
+            self.writer.add_image("samples", tile(x.cpu()), self.step)
 
     def loop(self, progress, stop, stop_after) -> None:
         """Steps until the run's end, an interruption or `stop_after` steps of this call."""
