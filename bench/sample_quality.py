@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-from pegasus.coerce import parse_value
 from pegasus.data import load_images
 from pegasus.errors import UserError
 from pegasus.run.load import load_trained_run
+from pegasus.samplers import split_sampler
 from pegasus.tasks.evaluate import measure
 from pegasus.tasks.features import feature_extractor
 
@@ -52,14 +52,10 @@ def parse_budgets(text: str) -> list[tuple[str, dict, list[int]]]:
     out = []
     for part in text.split(";"):
         head, _, values = part.strip().rpartition("=") if "]" in part else part.strip().partition("=")
-        m = _PART.match(head.strip())
-        if m is None:
+        if _PART.match(head.strip()) is None:
             raise SystemExit(f"error: cannot read the budget {part!r}")
-        options = {}
-        for item in filter(None, (m.group(2) or "").split(",")):
-            key, _, value = item.partition("=")
-            options[key.strip()] = parse_value(value.strip())
-        out.append((m.group(1), options, [int(v) for v in values.split(",") if v.strip()]))
+        name, options = split_sampler(head.strip())
+        out.append((name, options, [int(v) for v in values.split(",") if v.strip()]))
     return out
 
 

@@ -135,3 +135,27 @@ def test_a_sampling_job_imports_neither_torchs_compiler_nor_torchvision(run, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines()[-1] == "[]"
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_a_sampler_takes_its_options_on_the_command_line(run, tmp_path):
+    from PIL import Image
+
+    from test_errors import one_line
+
+    def pixels(sampler, name, seed="0"):
+        out = tmp_path / f"{name}.png"
+        done = CliRunner().invoke(app, ["sample", "--run", str(run), "--num", "4", "--seed", seed,
+                                        "--sampler", sampler, "--steps", "7", "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        return Image.open(out).tobytes()
+
+    churned = pixels("heun[churn=10]", "a")
+    assert churned == pixels("heun[churn=10]", "b")  # seeded
+    assert churned != pixels("heun", "c") and churned != pixels("heun[churn=10]", "d", seed="1")
+    # eq. 4 blends injected noise: heun blends by it once churn injects some.
+    done = CliRunner().invoke(app, ["blend", "--run", str(run), "--n", "2", "--k", "1", "--sampler",
+                                    "heun[churn=10]", "--steps", "7", "--out",
+                                    str(tmp_path / "blend.png")])
+    assert done.exit_code == 0, done.output
+    one_line(CliRunner().invoke(app, ["sample", "--run", str(run), "--sampler", "heun[churn=1",
+                                      "--out", str(tmp_path / "e.png")]), "heun[churn=1")

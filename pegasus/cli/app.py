@@ -31,7 +31,11 @@ err_console = Console(stderr=True, quiet=_QUIET)
 
 
 def error_line(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    from rich.markup import escape
+
+    # Escaped: a message may quote what the user wrote, such as "heun[churn=10]".
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True,
+                      markup=True)
 
 
 class OneLineErrors(TyperGroup):

@@ -183,15 +183,17 @@ def _show(value: Any) -> str:
 def samplers() -> None:
     """Show each sampler: what it is, its default budget, and what it can do."""
     from pegasus.samplers import SAMPLERS, sampler_spec
+    from pegasus.samplers.plan import sampler_options
 
     table = Table("sampler", "evaluations by default", "starts at", "injects noise", "inpaints",
-                  "what it is")
+                  "options", "what it is")
     for name in SAMPLERS:
         spec = sampler_spec(name)
         budget = "the run's schedule: L*T + 1" if spec.default_steps is None else str(spec.default_steps)
         start = "uniform noise" if spec.start == "uniform" else "data mean + sigma_1 z"
         noise = "yes" if spec.stochastic({}) else "no (an ODE)"
-        table.add_row(name, budget, start, noise, "yes" if spec.inpaints else "no", spec.summary)
+        table.add_row(name, budget, start, noise, "yes" if spec.inpaints else "no",
+                      ", ".join(sampler_options(spec)), spec.summary)
     console.print(table)
 
 

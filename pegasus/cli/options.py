@@ -25,7 +25,8 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. model.ngf=64."),
 ]
 SamplerOpt = Annotated[str, typer.Option(help=f"Sampler: {', '.join(SAMPLERS)} (`pegasus samplers` "
-                                              f"says what each is and its default budget).")]
+                                              f"says what each is, its default budget and its "
+                                              f"options), options in brackets: 'heun\\[churn=10]'.")]
 StepsOpt = Annotated[int | None, typer.Option(
     min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
                 "that fits; als keeps T steps per level and re-plans eps).")]

@@ -29,8 +29,31 @@ def _names() -> tuple[str, ...]:
 SAMPLERS = _names()
 
 
+def split_sampler(text: str) -> tuple[str, dict]:
+    """A sampler written with its options, as the CLI's --sampler takes it, "heun[churn=10,
+    s_min=0.05]" or "dpmpp-2m[grid=karras]", as its name and options (a value in TOML syntax
+    when it parses, else a string); a plain name has none."""
+    from pegasus.coerce import parse_value
+    from pegasus.errors import FieldError
+
+    name, bracket, rest = text.partition("[")
+    if not bracket:
+        return text, {}
+    if not rest.endswith("]"):
+        raise FieldError("sampler", f"{text!r}: write a sampler's options as NAME[KEY=VALUE,...]")
+    options = {}
+    for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise FieldError("sampler", f"{text!r}: the option {item!r} is not KEY=VALUE")
+        options[key.strip()] = parse_value(value.strip())
+    return name.strip(), options
+
+
 def sampler_spec(name: str):
-    """The SamplerSpec of sampler `name` (spec.py); an unknown name is a FieldError."""
+    """The SamplerSpec of sampler `name` (spec.py), options in brackets allowed; an unknown name
+    is a FieldError."""
+    name = split_sampler(name)[0]
     if name not in SAMPLERS:
         from pegasus.errors import FieldError
 

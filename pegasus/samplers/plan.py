@@ -3,6 +3,7 @@ and the one place a plan's chain is started and run."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from pegasus.errors import FieldError
 from pegasus.noise.schedule import Schedule
-from pegasus.samplers import sampler_spec
+from pegasus.samplers import sampler_spec, split_sampler
 from pegasus.samplers.spec import SamplerSpec
 from pegasus.signatures import Callback, Capture, NoiseSampler, ScoreFn
 
@@ -81,7 +82,18 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
     Snapping merges grid points that fall on one level, so a plan may then use fewer evaluations
     than its budget. A network trained on continuous sigmas, or one whose sigma input
     interpolates (TrainedRun.knows_every_sigma), walks each sampler's own grid."""
+    name, written = split_sampler(name)
     spec = sampler_spec(name)
+    options = {**written, **options}
+    allowed = sampler_options(spec)
+    for key, value in options.items():
+        if key not in allowed:
+            raise FieldError("sampler", f"{name} takes no option {key!r}; its options: "
+                                        f"{', '.join(sorted(allowed)) or 'none'}")
+        if _kind(value) != allowed[key]:
+            raise FieldError("sampler", f"{name}'s option {key} must be a {allowed[key]}"
+                                        f"{' (true or false)' if allowed[key] == 'flag' else ''}, "
+                                        f"got {value!r}")
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise FieldError("steps", f"must be between 1 and {MAX_STEPS:,} network evaluations per "
                                   f"image, got {steps:,}")
@@ -89,6 +101,26 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
     snap = (lambda grid: on_levels(grid, trained)) if trained_levels else (lambda grid: grid)
     fitted = spec.fit(schedule, steps, {"denoise": schedule.denoise, **options}, snap)
     return SamplerPlan(spec, fitted.sigmas, fitted.evaluations, fitted.options)
+
+
+def sampler_options(spec: SamplerSpec) -> dict[str, str]:
+    """The options a user may give `spec`'s sampler, each with its kind ("number", "flag" or
+    "word"): its function's keyword-only parameters, less what every chain is handed
+    (plan.run)."""
+    given = {"generator", "noise_sampler", "callback", "capture"}
+
+    def kind(annotation) -> str:
+        types = {t.strip() for t in str(annotation).split("|")}
+        return "number" if types & {"float", "int"} else "flag" if "bool" in types else "word"
+
+    return {p.name: kind(p.annotation) for p in inspect.signature(spec.function).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in given}
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "flag"
+    return "number" if isinstance(value, int | float) else "word"
 
 
 def on_levels(grid: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -72,10 +72,11 @@ class BlendRequest:
             if name is not None and name not in classes:
                 raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
 
-    def plan(self, schedule: Schedule) -> SamplerPlan:
-        """The sampler this blend runs, fitted to `schedule` within `steps` evaluations; `mode`
-        needs its kind: eq. 4 interpolates injected noise, slerp a deterministic start."""
-        plan = plan_sampler(self.sampler, schedule, self.steps)
+    def plan(self, schedule: Schedule, trained_levels: bool = True) -> SamplerPlan:
+        """The sampler this blend runs, fitted to `schedule` within `steps` evaluations (its grid
+        on the trained levels with `trained_levels`, as plan_sampler); `mode` needs its kind:
+        eq. 4 interpolates injected noise, slerp a deterministic start."""
+        plan = plan_sampler(self.sampler, schedule, self.steps, trained_levels=trained_levels)
         if self.mode == "eq4" and not plan.stochastic:
             raise FieldError("sampler", f"{self.sampler} without churn is deterministic and eq. 4 "
                                         f"needs injected noise: blend with mode slerp, or add churn")
@@ -128,7 +129,7 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
     """Blend as asked, every input checked before any chain runs. With `report`, the run's judge
     scores the strips (and a guided request is compared with the unguided one of its seed)."""
     request.validate(run.classes)
-    plan = request.plan(run.schedule)
+    plan = request.plan(run.schedule, trained_levels=not run.knows_every_sigma)
     if (request.guidance > 0 or report) and run.run_dir is None:
         raise UserError("guidance and reports need a run folder (its guide and judge); exported "
                         "weights carry neither")
