@@ -11,6 +11,7 @@ from gmm import GaussianMixture
 from pegasus.errors import FieldError
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import gaussian_noise_sampler
+from pegasus.samplers.cas import consistent_annealed
 from pegasus.samplers.heun import heun_sampler, karras_sigmas
 from pegasus.samplers.plan import plan_sampler
 from pegasus.tasks.interpolation import blend_strips, slerp_strips
@@ -114,6 +115,13 @@ def test_a_sampler_written_with_its_options_plans_as_options_given_in_python():
                                                ("heun[churn=lots]", None, "must be a number"),
                                                ("dpmpp-2m[grid=3]", None, "must be a word"),
                                                ("heun[churn]", None, "is not KEY=VALUE"),
+                                               ("heun[churn=-1]", None, "must be 0 or more"),
+                                               ("heun[churn=nan]", None, "must be 0 or more"),
+                                               ("pc[corrector_steps=0.5]", None,
+                                                "must be a whole number"),
+                                               ("cas[eta=0.01]", 20, "eta must be in"),
+                                               ("als[steps_per_level=2]", None,
+                                                "takes no option 'steps_per_level'"),
                                                ("heun[churn=1", None, "NAME[KEY=VALUE,...]")])
 def test_bad_sampler_requests(name, steps, needle):
     with pytest.raises(FieldError, match=re.escape(needle)):
@@ -121,9 +129,11 @@ def test_bad_sampler_requests(name, steps, needle):
 
 
 def test_cas_refuses_an_inconsistent_eta():
-    plan = plan_sampler("cas", SCHEDULE, 20, eta=0.01)
+    with pytest.raises(FieldError, match="eta must be in"):  # before any work, as a plan
+        plan_sampler("cas", SCHEDULE, 20, eta=0.01)
+    plan = plan_sampler("cas", SCHEDULE, 20)  # the pure function checks its own callers too
     with pytest.raises(ValueError, match="eta must be in"):
-        plan.run(score, torch.zeros(2, 2))
+        consistent_annealed(score, torch.zeros(2, 2), plan.sigmas, eta=0.01)
 
 
 @pytest.mark.parametrize("name,options", [("pc", {}), ("cas", {}), ("heun", {"churn": 20.0})])

@@ -127,4 +127,4 @@ SPEC = SamplerSpec(
     summary="annealed Langevin dynamics, NCSNv2's sampler (Song & Ermon 2020), on the run's "
             "schedule: L levels of T steps and the final denoising step",
     function=annealed_langevin, fit=fit, default_steps=None, start="uniform", inpaints=True,
-    captures_steps=True)
+    captures_steps=True, fixed=("steps_per_level",))

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from pegasus.errors import FieldError
 from pegasus.noise.schedule import Schedule, geometric_sigmas
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
@@ -73,6 +74,10 @@ def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fit
     n = steps - int(denoise)
     enough("cas", n, 2 + int(denoise), steps)
     grid = snap(geometric_sigmas(schedule.sigma_max, schedule.sigma_min, n))
+    eta, gamma = options.get("eta"), float((grid[1:] / grid[:-1]).min())
+    if eta is not None and not (0 < eta <= 1 and 1 - eta <= gamma + 1e-12):
+        raise FieldError("sampler", f"cas's eta must be in (1 - gamma, 1] = ({1 - gamma:.4g}, 1] "
+                                    f"on this grid of {len(grid)} levels, got {eta}")
     return Fitted(grid, len(grid) + int(denoise), options)
 
 

@@ -90,10 +90,12 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
         if key not in allowed:
             raise FieldError("sampler", f"{name} takes no option {key!r}; its options: "
                                         f"{', '.join(sorted(allowed)) or 'none'}")
-        if _kind(value) != allowed[key]:
+        if allowed[key] not in _kinds(value):
             raise FieldError("sampler", f"{name}'s option {key} must be a {allowed[key]}"
                                         f"{' (true or false)' if allowed[key] == 'flag' else ''}, "
                                         f"got {value!r}")
+        if "number" in _kinds(value) and not value >= 0:  # every one is a level, rate or count
+            raise FieldError("sampler", f"{name}'s option {key} must be 0 or more, got {value!r}")
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise FieldError("steps", f"must be between 1 and {MAX_STEPS:,} network evaluations per "
                                   f"image, got {steps:,}")
@@ -106,21 +108,26 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
 def sampler_options(spec: SamplerSpec) -> dict[str, str]:
     """The options a user may give `spec`'s sampler, each with its kind ("number", "flag" or
     "word"): its function's keyword-only parameters, less what every chain is handed
-    (plan.run)."""
-    given = {"generator", "noise_sampler", "callback", "capture"}
+    (plan.run) and what its fit takes from the run's schedule (SamplerSpec.fixed)."""
+    given = {"generator", "noise_sampler", "callback", "capture", *spec.fixed}
 
     def kind(annotation) -> str:
         types = {t.strip() for t in str(annotation).split("|")}
-        return "number" if types & {"float", "int"} else "flag" if "bool" in types else "word"
+        if "float" in types:
+            return "number"
+        return "whole number" if "int" in types else "flag" if "bool" in types else "word"
 
     return {p.name: kind(p.annotation) for p in inspect.signature(spec.function).parameters.values()
             if p.kind is p.KEYWORD_ONLY and p.name not in given}
 
 
-def _kind(value) -> str:
+def _kinds(value) -> set[str]:
+    """The kinds of option `value` fits (a whole number is a number too)."""
     if isinstance(value, bool):
-        return "flag"
-    return "number" if isinstance(value, int | float) else "word"
+        return {"flag"}
+    if isinstance(value, int):
+        return {"whole number", "number"}
+    return {"number"} if isinstance(value, float) else {"word"}
 
 
 def on_levels(grid: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

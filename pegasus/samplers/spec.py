@@ -49,6 +49,9 @@ class SamplerSpec:
     # An ODE solver that walks its grid either way: from an image up to its latent noise and
     # back (tasks/encode.py), when it injects no noise.
     reversible: bool = False
+    # Options its fit takes from the run's schedule, which decide what a plan costs: not the
+    # user's to give (als's T steps per level).
+    fixed: tuple[str, ...] = ()
 
 
 def enough(name: str, points: int, least: int, steps: int) -> None:
