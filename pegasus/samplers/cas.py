@@ -30,6 +30,17 @@ def consistent_eta(sigmas: torch.Tensor) -> float:
     return 1 - float(ratios.min()) ** 2
 
 
+def eta_problem(levels: list[float], eta: float) -> str | None:
+    """Why `eta` is not consistent on these levels (1 - eta <= gamma, the smallest ratio
+    sigma_{i+1} / sigma_i, and 0 < eta <= 1), or None: the one statement of the rule, checked
+    by the plan before any work and by the function for its own callers."""
+    smallest = min(b / a for a, b in zip(levels, levels[1:], strict=False))
+    if 0 < eta <= 1 and 1 - eta <= smallest + 1e-12:
+        return None
+    return (f"eta must be in (1 - gamma, 1] = ({1 - smallest:.4g}, 1] on these {len(levels)} "
+            f"levels, got {eta}")
+
+
 @torch.no_grad()
 def consistent_annealed(
     score_fn: ScoreFn,
@@ -45,10 +56,8 @@ def consistent_annealed(
     """One step per level (L evaluations) and, with `denoise`, a final Tweedie step."""
     levels = sigmas.tolist()
     eta = consistent_eta(sigmas) if eta is None else eta
-    smallest = min(b / a for a, b in zip(levels, levels[1:], strict=False))
-    if not 0 < eta <= 1 or 1 - eta > smallest + 1e-12:
-        raise ValueError(f"eta must be in (1 - gamma, 1] = ({1 - smallest:.4g}, 1] for these "
-                         f"sigmas, got {eta}")
+    if (problem := eta_problem(levels, eta)) is not None:
+        raise ValueError(problem)
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
     x = x.clone()
@@ -74,10 +83,8 @@ def fit(schedule: Schedule, steps: int | None, options: dict, snap: Snap) -> Fit
     n = steps - int(denoise)
     enough("cas", n, 2 + int(denoise), steps)
     grid = snap(geometric_sigmas(schedule.sigma_max, schedule.sigma_min, n))
-    eta, gamma = options.get("eta"), float((grid[1:] / grid[:-1]).min())
-    if eta is not None and not (0 < eta <= 1 and 1 - eta <= gamma + 1e-12):
-        raise FieldError("sampler", f"cas's eta must be in (1 - gamma, 1] = ({1 - gamma:.4g}, 1] "
-                                    f"on this grid of {len(grid)} levels, got {eta}")
+    if options.get("eta") is not None and (problem := eta_problem(grid.tolist(), options["eta"])):
+        raise FieldError("sampler", f"cas's {problem}")
     return Fitted(grid, len(grid) + int(denoise), options)
 
 

@@ -85,17 +85,7 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
     name, written = split_sampler(name)
     spec = sampler_spec(name)
     options = {**written, **options}
-    allowed = sampler_options(spec)
-    for key, value in options.items():
-        if key not in allowed:
-            raise FieldError("sampler", f"{name} takes no option {key!r}; its options: "
-                                        f"{', '.join(sorted(allowed)) or 'none'}")
-        if allowed[key] not in _kinds(value):
-            raise FieldError("sampler", f"{name}'s option {key} must be a {allowed[key]}"
-                                        f"{' (true or false)' if allowed[key] == 'flag' else ''}, "
-                                        f"got {value!r}")
-        if "number" in _kinds(value) and not value >= 0:  # every one is a level, rate or count
-            raise FieldError("sampler", f"{name}'s option {key} must be 0 or more, got {value!r}")
+    _check_options(spec, options)
     if steps is not None and not 1 <= steps <= MAX_STEPS:
         raise FieldError("steps", f"must be between 1 and {MAX_STEPS:,} network evaluations per "
                                   f"image, got {steps:,}")
@@ -106,19 +96,36 @@ def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
 
 
 def sampler_options(spec: SamplerSpec) -> dict[str, str]:
-    """The options a user may give `spec`'s sampler, each with its kind ("number", "flag" or
-    "word"): its function's keyword-only parameters, less what every chain is handed
-    (plan.run) and what its fit takes from the run's schedule (SamplerSpec.fixed)."""
+    """The options a user may give `spec`'s sampler, each with its kind ("number", "whole
+    number", "flag" or "word"): its function's keyword-only parameters, less what every chain
+    is handed (plan.run) and what its fit takes from the run's schedule (SamplerSpec.fixed)."""
     given = {"generator", "noise_sampler", "callback", "capture", *spec.fixed}
 
     def kind(annotation) -> str:
-        types = {t.strip() for t in str(annotation).split("|")}
+        text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+        types = {t.strip() for t in text.split("|")}
         if "float" in types:
             return "number"
         return "whole number" if "int" in types else "flag" if "bool" in types else "word"
 
     return {p.name: kind(p.annotation) for p in inspect.signature(spec.function).parameters.values()
             if p.kind is p.KEYWORD_ONLY and p.name not in given}
+
+
+def _check_options(spec: SamplerSpec, options: dict[str, Any]) -> None:
+    """Each option one `spec`'s sampler takes, of its kind, and 0 or more where a number."""
+    allowed = sampler_options(spec)
+    for key, value in options.items():
+        if key not in allowed:
+            raise FieldError("sampler", f"{spec.name} takes no option {key!r}; its options: "
+                                        f"{', '.join(sorted(allowed)) or 'none'}")
+        if allowed[key] not in _kinds(value):
+            raise FieldError("sampler", f"{spec.name}'s option {key} must be a {allowed[key]}"
+                                        f"{' (true or false)' if allowed[key] == 'flag' else ''}, "
+                                        f"got {value!r}")
+        if "number" in _kinds(value) and not value >= 0:  # every one is a level, rate or count
+            raise FieldError("sampler", f"{spec.name}'s option {key} must be 0 or more, got "
+                                        f"{value!r}")
 
 
 def _kinds(value) -> set[str]:
