@@ -79,12 +79,20 @@ class NoiseConfig:
     training: Literal["levels", "log-uniform", "log-normal"] = "levels"
     p_mean: float = P_MEAN
     p_std: float = P_STD
+    # How the network's output becomes the score (model/precondition.py): "ncsnv2", output /
+    # sigma (the default, exact NCSNv2), or "edm", EDM's c_skip, c_out and c_in about the data's
+    # mean, with its loss weighting. sigma_data is EDM's 0.5 for images in [-1, 1], halved for
+    # pegasus's [0, 1].
+    preconditioning: Literal["ncsnv2", "edm"] = "ncsnv2"
+    sigma_data: float = 0.25
 
     def __post_init__(self) -> None:
         check_schedule_numbers(self.sigma_max, self.sigma_min, self.levels, self.steps_per_level,
                                self.eps)
         if not self.p_std > 0:
             raise ValueError(f"p_std must be positive, got {self.p_std}")
+        if not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be positive, got {self.sigma_data}")
 
     @property
     def planned(self) -> bool:

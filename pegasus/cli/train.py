@@ -66,9 +66,13 @@ def train(
                 err_console.print(
                     f"model: {resolved.model.backbone} {resolved.model.options}, "
                     f"{parameters:,} parameters", highlight=False)
+                kind = [] if resolved.noise.training == "levels" else [
+                    f"sigma drawn {resolved.noise.training}"]
+                if resolved.noise.preconditioning == "edm":
+                    kind.append(f"EDM's preconditioning, sigma_data {resolved.noise.sigma_data}")
                 err_console.print(
-                    f"noise: {s.describe()} ({how}; {s.evaluations} evaluations per sample)",
-                    highlight=False)
+                    f"noise: {s.describe()} ({'; '.join([how, *kind])}; {s.evaluations} "
+                    f"evaluations per sample)", highlight=False)
                 err_console.print(f"fast path: {fast.describe()}", highlight=False)
 
             result = run_training(cfg, run, resume=resume, progress=bar.report, on_start=announce,

@@ -233,6 +233,9 @@ def export_checkpoint(run_dir: Path, out: Path, checkpoint: Path | None = None) 
     path = checkpoint or RunDir(run_dir).require_checkpoint()
     state = score_checkpoint(Path(path))
     config = config_of(state, Path(path))
+    if config.noise.preconditioning != "ncsnv2":
+        raise CheckpointError(f"{path} is preconditioned as EDM's; the reference code takes the "
+                              f"score as the network's output / sigma only")
     if config.model.backbone != "refinenet":
         raise CheckpointError(f"{path} is a {config.model.backbone} run; the reference code runs "
                               f"the RefineNet only")

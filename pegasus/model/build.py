@@ -1,4 +1,5 @@
-"""The score model a config describes: its backbone (from the registry) divided by sigma."""
+"""The score model a config describes: its backbone (from the registry) divided by sigma, or
+preconditioned as EDM's (`noise.preconditioning`: model/precondition.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import contextlib
 import torch
 
 from pegasus.config import Config
+from pegasus.model.precondition import EDMPreconditioning
 from pegasus.model.score import ScoreModel
 from pegasus.registry import Plugin, get_backbone
 
 
 def build_score_model(config: Config, channels: int = 3,
-                      device: torch.device | str | None = None) -> tuple[ScoreModel, Plugin]:
+                      device: torch.device | str | None = None,
+                      centre: torch.Tensor | None = None) -> tuple[ScoreModel, Plugin]:
     """The score model a config describes (backbone / sigma), untrained, and the plugin that
     provides its backbone. On the "meta" device it has shapes but no memory: what a file's
-    tensors are checked against before any real allocation."""
+    tensors are checked against before any real allocation. `centre` is the training images'
+    (C, 1, 1) mean, which EDM's preconditioning is taken about (0.5 when not given: shapes only,
+    as the centre is not among the weights)."""
     spec, plugin = get_backbone(config.model.backbone)
     with torch.device(device) if device is not None else contextlib.nullcontext():
         backbone = spec.build(config.model.options, res=config.data.res, channels=channels)
-    return ScoreModel(backbone), plugin
+        edm = None
+        if config.noise.preconditioning == "edm":
+            centre = torch.full((channels, 1, 1), 0.5) if centre is None else centre
+            edm = EDMPreconditioning(centre, config.noise.sigma_data)
+    return ScoreModel(backbone, edm), plugin

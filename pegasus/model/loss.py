@@ -32,12 +32,14 @@ def dsm_loss(
     levels: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     draw=None,
+    weight=None,
 ) -> DSMLoss:
     """The loss on a batch of clean images x, each at a sigma `draw` picks (a noise/draws.py
     SigmaDraw; by default one of `sigmas`, uniformly: NCSNv2).
 
     `levels` and `noise` may be given explicitly (tests do, to check the closed form);
-    otherwise they are drawn from `generator`.
+    otherwise they are drawn from `generator`. `weight`, a function of each sample's sigma,
+    multiplies its loss (EDM's lambda: ScoreModel.loss_weight); None keeps NCSNv2's.
     """
     batch = x.shape[0]
     if draw is not None and levels is None:
@@ -53,4 +55,6 @@ def dsm_loss(
     score = score_fn(perturbed, sigma)
     residual = sigma_b * score.float() + noise.float()
     per_sample = 0.5 * residual.square().flatten(1).sum(dim=1)
+    if weight is not None:
+        per_sample = per_sample * weight(sigma)
     return DSMLoss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)

@@ -1,7 +1,8 @@
-"""The score model: a backbone's output divided by sigma (NCSNv2 Technique 3).
+"""The score model: a backbone's output divided by sigma (NCSNv2 Technique 3), or, when a run
+asks for it, EDM's preconditioning around the data's centre (model/precondition.py).
 
 Every backbone obeys one contract, forward(x, sigma) -> tensor shaped like x, and this wrapper
-applies the 1/sigma scaling exactly once, so no backbone repeats it.
+applies the 1/sigma scaling (or the preconditioning) exactly once, so no backbone repeats it.
 """
 
 from __future__ import annotations
@@ -9,20 +10,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pegasus.model.precondition import EDMPreconditioning
+
 
 class ScoreModel(nn.Module):
-    """s_theta(x, sigma) = backbone(x, sigma) / sigma, evaluated in float32 at the end."""
+    """s_theta(x, sigma) = backbone(x, sigma) / sigma, evaluated in float32 at the end (or EDM's
+    preconditioned score, when `edm` is given)."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, edm: EDMPreconditioning | None = None) -> None:
         super().__init__()
         self.backbone = backbone
+        self.edm = edm
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = _per_sample(sigma, x)
+        if self.edm is not None:
+            return self.edm.score(self.backbone, x, sigma)
         out = self.backbone(x, sigma)
         # The division happens in float32 even when the backbone runs in bf16: for sigma_L = 0.01
         # the score is 100x the network output, and bf16 would lose the low bits that matter.
         return out.float() / sigma.float().view(-1, *([1] * (x.dim() - 1)))
+
+    @property
+    def loss_weight(self):
+        """The DSM loss's weight, a function of sigma, relative to NCSNv2's (dsm_loss's
+        `weight`): None for NCSNv2 itself, EDM's lambda for a preconditioned model."""
+        return None if self.edm is None else self.edm.loss_weight
 
 
 def _per_sample(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

@@ -66,13 +66,17 @@ def check_tensors(config: Config, weights: dict[str, torch.Tensor], source: Path
 
 
 def model_from_state(config: Config, weights: dict[str, torch.Tensor], backbone: dict[str, Any],
-                     source: Path) -> ScoreModel:
-    """Build the config's model and load `weights` into it, each failure one clear line."""
+                     source: Path, centre: torch.Tensor | None = None) -> ScoreModel:
+    """Build the config's model (preconditioned about `centre`, the recorded data mean, when
+    the run is EDM's) and load `weights` into it, each failure one clear line."""
     reg = registry()
     if config.model.backbone not in reg.backbones and config.model.backbone not in reg.conflicts:
         raise RunError(_missing_backbone_message(config.model.backbone, backbone))
     check_tensors(config, weights, source)
-    model, _ = build_score_model(config)
+    if config.noise.preconditioning == "edm" and centre is None:
+        raise CheckpointError(f"{source} is a run preconditioned as EDM's about its data's mean, "
+                              f"but records no data mean; the file was edited or damaged")
+    model, _ = build_score_model(config, centre=centre)
     model.load_state_dict(weights)
     return model
 
@@ -154,10 +158,11 @@ def trained_from_state(state: dict[str, Any], source: Path, device: torch.device
     in memory (an imported reference checkpoint: interop/ncsnv2.py)."""
     config = config_of(state, source)
     schedule = schedule_of(config, state["sigmas"], source)
-    model = model_from_state(config, state["ema"], state.get("backbone", {}), source)
-    model.to(device).eval().requires_grad_(False)
     mean = state.get("data_mean")
-    centre = None if mean is None else centre_of(mean, source).to(device)
+    centre = None if mean is None else centre_of(mean, source)
+    model = model_from_state(config, state["ema"], state.get("backbone", {}), source, centre)
+    model.to(device).eval().requires_grad_(False)
+    centre = None if centre is None else centre.to(device)
     return TrainedRun(config, model, schedule, int(state["step"]), source, device, run_dir,
                       notify, centre, centre_recorded=centre is not None)
 

@@ -27,7 +27,8 @@ class HeldOut:
         if self.images is None:
             return None
         g = torch.Generator(device=self.images.device).manual_seed(SEED)
-        value = dsm_loss(model, self.images, sigmas, generator=g, draw=draw).loss.item()
+        value = dsm_loss(model, self.images, sigmas, generator=g, draw=draw,
+                         weight=model.loss_weight).loss.item()
         if value < self.best:
             self.best, self.since_best = value, 0
         else:

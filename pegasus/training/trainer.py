@@ -72,12 +72,13 @@ class StartingPoint:
 
 
 def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tensor,
-                  generator: torch.Generator, autocast, draw: SigmaDraw | None = None) -> DSMLoss:
+                  generator: torch.Generator, autocast, draw: SigmaDraw | None = None,
+                  weight=None) -> DSMLoss:
     """One DSM step: loss under `autocast` (the loss itself is float32), backward, Adam, EMA;
-    each image's sigma by `draw` (None: one of `sigmas`, NCSNv2). Nothing in it reads a value
-    back to the host."""
+    each image's sigma by `draw` (None: one of `sigmas`, NCSNv2), its loss weighted by `weight`
+    (None: NCSNv2's; ScoreModel.loss_weight). Nothing in it reads a value back to the host."""
     with autocast:
-        out = dsm_loss(net, x, sigmas, generator=generator, draw=draw)
+        out = dsm_loss(net, x, sigmas, generator=generator, draw=draw, weight=weight)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -128,7 +129,8 @@ class Trainer:
         return config
 
     def _model(self) -> None:
-        self.model, self.plugin = build_score_model(self.config, channels=self.images.shape[1])
+        self.model, self.plugin = build_score_model(self.config, channels=self.images.shape[1],
+                                                    centre=self.data_mean.view(-1, 1, 1))
         self.model.to(self.ctx.device)
 
     def _fast_path(self, steps_left: int) -> None:
@@ -280,7 +282,7 @@ class Trainer:
         noise = self.g.get_state() if first and self.fast.compile else None
         try:
             return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
-                                 self.autocast, self.draw)
+                                 self.autocast, self.draw, self.model.loss_weight)
         except torch._dynamo.exc.TorchDynamoException as e:
             if not self.fast.compile:
                 raise
