@@ -36,3 +36,13 @@ class GaussianMixture:
 
     def nearest(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cdist(x.double(), self.means).argmin(dim=1)
+
+    def score_error(self, model, points: torch.Tensor, sigma: float,
+                    generator: torch.Generator) -> float:
+        """E||s_theta - s||^2 / E||s||^2 of `model` against this mixture's exact score, at
+        `points` perturbed by sigma."""
+        x = points + sigma * torch.randn(points.shape, generator=generator)
+        truth = self.score(x, sigma)
+        with torch.no_grad():
+            learned = model(x, torch.full((len(x),), sigma))
+        return ((learned - truth).square().sum(1).mean() / truth.square().sum(1).mean()).item()
