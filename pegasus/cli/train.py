@@ -21,6 +21,15 @@ PRESETS_HELP = ("Preset name or a TOML file. Presets: cifar10, celeba, church, t
                 "ncsnv2-stl10-64/96, sprites-demo.")
 
 
+
+def _kind(noise) -> list[str]:
+    """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning."""
+    kind = [] if noise.training == "levels" else [f"sigma drawn {noise.training}"]
+    if noise.preconditioning == "edm":
+        kind.append(f"EDM's preconditioning, sigma_data {noise.sigma_data}")
+    return kind
+
+
 @app.command(epilog=examples(
     "pegasus train --config sprites-demo --run runs/demo",
     "pegasus train --classes horse,bird --res 64 --run runs/stl64",
@@ -66,13 +75,9 @@ def train(
                 err_console.print(
                     f"model: {resolved.model.backbone} {resolved.model.options}, "
                     f"{parameters:,} parameters", highlight=False)
-                kind = [] if resolved.noise.training == "levels" else [
-                    f"sigma drawn {resolved.noise.training}"]
-                if resolved.noise.preconditioning == "edm":
-                    kind.append(f"EDM's preconditioning, sigma_data {resolved.noise.sigma_data}")
                 err_console.print(
-                    f"noise: {s.describe()} ({'; '.join([how, *kind])}; {s.evaluations} "
-                    f"evaluations per sample)", highlight=False)
+                    f"noise: {s.describe()} ({'; '.join([how, *_kind(resolved.noise)])}; "
+                    f"{s.evaluations} evaluations per sample)", highlight=False)
                 err_console.print(f"fast path: {fast.describe()}", highlight=False)
 
             result = run_training(cfg, run, resume=resume, progress=bar.report, on_start=announce,
