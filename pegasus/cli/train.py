@@ -21,7 +21,6 @@ PRESETS_HELP = ("Preset name or a TOML file. Presets: cifar10, celeba, church, t
                 "ncsnv2-stl10-64/96, sprites-demo.")
 
 
-
 def _kind(noise) -> list[str]:
     """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning."""
     kind = [] if noise.training == "levels" else [f"sigma drawn {noise.training}"]
