@@ -11,16 +11,18 @@ UV=$(command -v uv 2>/dev/null || echo "python3 -m uv")
 pegasus() { $UV run --locked pegasus "$@"; }
 mkdir -p "$OUT"
 
-# 800 of the preset's 1600 steps (and a guide of 800 of its 1500), so that the whole demo takes
-# under 4 minutes on 2 CPU cores (the KID this costs: bench/README.md, "The demo's training
-# budget"). Re-running resumes.
+# 700 of the preset's 1600 steps (and a guide of 800 of its 1500), so that the whole demo takes
+# under 4 minutes on 2 CPU cores, with sigmas drawn log-normally and EDM's preconditioning
+# (docs/science.md): at this budget they score 3-5x better than NCSNv2's discrete levels, for
+# every sampler (bench/README.md, "The demo's training budget"). Re-running resumes.
 if [ -f "$RUN/checkpoints/latest" ]; then
   pegasus train --run "$RUN" --resume
 else
-  pegasus train --config sprites-demo --run "$RUN" --iters 800
+  pegasus train --config sprites-demo --run "$RUN" --iters 700 \
+    --set 'noise.training="log-normal"' --set 'noise.preconditioning="edm"'
 fi
-# Consistent annealed sampling in 32 evaluations: on the demo's data it is within noise of
-# annealed Langevin's 280 from 8 evaluations (bench/README.md, "Few evaluations").
+# Consistent annealed sampling in 32 evaluations: within noise of the best few-step samplers on
+# this run, and the one whose guided blends stay clean at W = 10 (bench/README.md, as above).
 FAST=(--sampler cas --steps 32)
 pegasus sample --run "$RUN" --num 36 --seed 0 "${FAST[@]}" --out "$OUT/samples.png"
 [ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN" --iters 800
