@@ -92,6 +92,21 @@ def test_limit_and_held_out_split_a_dataset_on_disk(tmp_path):
     seen, unseen = load_images(sprites).images, load_held_out(sprites).images
     assert len(unseen) == 40
     assert torch.cdist(unseen.flatten(1).float(), seen.flatten(1).float()).min() > 0
+    # So data.held_out takes none of their training images (it once took them all: 100 of 20).
+    assert torch.equal(load_images(DataConfig(dataset="sprites", res=16, size=20,
+                                              held_out=100)).images, seen)
+
+
+def test_holding_out_every_image_of_a_class_is_one_line_before_training(tmp_path):
+    from test_errors import one_line
+    from tiny import TINY
+
+    dataset = _disk_dataset(tmp_path / "data", per_class=6)
+    sets = [*TINY, f'data.dataset="{dataset}"', 'data.classes=["horse", "bird"]', "data.held_out=6"]
+    result = runner.invoke(app, ["train", "--run", str(tmp_path / "run"),
+                                 *[a for s in sets for a in ("--set", s)]])
+    one_line(result, "data.held_out = 6 keeps every horse image out of training (6 in all)")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_eval_reports_novelty_and_draws_the_neighbours(run, tmp_path):

@@ -98,10 +98,21 @@ def load_images(config: DataConfig) -> ImageSet:
         labels = [torch.full((len(x),), i) for i, x in enumerate(images)]
         found = ImageSet(torch.cat(images), torch.cat(labels), list(config.classes), dataset)
     else:
-        found = _load_from_disk(dataset, config)
-    if config.held_out:  # the last images of each class are kept out of training
-        found = _per_class(found, slice(None, -config.held_out))
+        found = _without_held_out(_load_from_disk(dataset, config), config.held_out)
     return _per_class(found, slice(None, config.limit)) if config.limit else found
+
+
+def _without_held_out(found: ImageSet, held_out: int) -> ImageSet:
+    """A dataset on disk keeps the last `held_out` images of each class out of training (the
+    sprites draw theirs with another seed instead: load_held_out)."""
+    if not held_out:
+        return found
+    counts = [int((found.labels == i).sum()) for i in range(len(found.classes))]
+    if min(counts) <= held_out:
+        fewest = found.classes[counts.index(min(counts))]
+        raise DatasetError(f"data.held_out = {held_out} keeps every {fewest} image out of "
+                           f"training ({min(counts)} in all): hold out fewer")
+    return _per_class(found, slice(None, -held_out))
 
 
 def load_held_out(config: DataConfig, per_class: int = 64) -> ImageSet:
