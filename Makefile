@@ -4,8 +4,8 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 OUT ?= out
 RUN ?= runs/demo
-# This machine's Python is told not to write bytecode, so that every process would compile
-# torch's sources again (7 s of a 13 s tiny sample call). Letting it write bytecode as modules are
+# This machine's Python is told not to write bytecode (PYTHONDONTWRITEBYTECODE), so every process
+# compiled torch's sources again (7 s of a 13 s tiny sample call). Letting it write bytecode as modules are
 # first imported compiles only what runs, once; `uv sync --compile-bytecode` compiled all 8,500
 # files of the environment ahead, 30 s of a fresh clone's set-up.
 unexport PYTHONDONTWRITEBYTECODE

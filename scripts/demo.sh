@@ -15,7 +15,8 @@ mkdir -p "$OUT"
 # under 4 minutes on 2 CPU cores. Sigmas drawn log-normally with EDM's preconditioning
 # (docs/science.md): their KID at 600 steps is 2.4x below that of NCSNv2's discrete levels at 700
 # (bench/README.md, "The demo's training budget"). The guide at 400 steps: 92.5% held-out
-# accuracy at sigma 0.38 (95.8% at 800), and its blends still turn horses into birds.
+# accuracy at sigma 0.38 (95.8% at 800 on a 700-step run), and its blends still turn horses into
+# birds.
 # Re-running resumes.
 if [ -f "$RUN/checkpoints/latest" ]; then
   pegasus train --run "$RUN" --resume
