@@ -38,6 +38,9 @@ class DataConfig:
     classes: list[str] = field(default_factory=lambda: ["horse", "bird"])
     res: int = 32
     flip: bool = True  # random horizontal flips while training
+    # Random moves of up to this many pixels each way while training, the border mirrored:
+    # stronger augmentation against copying a small training set (0: none; at most res / 8).
+    shift: int = 0
     data_dir: str = ""  # where datasets are downloaded and cached; "" for the default
     download: bool = True  # fetch missing CIFAR-10 / STL-10 files with torchvision
     train_plus_test: bool = False  # CIFAR-10: add the test split to the training images
@@ -53,6 +56,10 @@ class DataConfig:
         if self.limit < 0 or self.held_out < 0:
             raise ValueError(f"limit and held_out must be 0 or positive, got {self.limit} and "
                              f"{self.held_out}")
+        if not 0 <= self.shift <= self.res // 8:
+            raise ValueError(f"shift must be between 0 and res / 8 = {self.res // 8} px at "
+                             f"{self.res} px, got {self.shift}: a longer move makes the mirrored "
+                             f"border a large part of what is learnt")
         if self.res > MAX_RES:
             raise ValueError(f"res must be at most {MAX_RES} px (NCSNv2's largest published "
                              f"network is 256 px), got {self.res}")

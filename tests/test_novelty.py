@@ -90,7 +90,7 @@ def test_limit_and_held_out_split_a_dataset_on_disk(tmp_path):
     # The built-in sprites draw theirs with another seed: none is a training image.
     sprites = DataConfig(dataset="sprites", res=16, size=20)
     seen, unseen = load_images(sprites).images, load_held_out(sprites).images
-    assert len(unseen) == 40
+    assert len(unseen) == 128  # 64 of each class, more than the 20 it trains on
     assert torch.cdist(unseen.flatten(1).float(), seen.flatten(1).float()).min() > 0
     # So data.held_out takes none of their training images (it once took them all: 100 of 20).
     assert torch.equal(load_images(DataConfig(dataset="sprites", res=16, size=20,
@@ -138,7 +138,26 @@ def test_a_folder_of_training_images_is_flagged_as_copies(run, tmp_path):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:06d}.png")
     result = runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder)])
     assert result.exit_code == 0, result.output
-    assert "memorised 100.0% ± 0.0% of 10 samples" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "memorised 100.0% ± 0.0% of 10 samples" in text
+    # KID against the training images, and against 1,000 sprites it never saw.
+    assert "against 24 training images" in text
+    assert "against 1000 held-out images (sprites drawn with another seed)" in text
+
+
+def test_only_images_a_run_never_saw_give_a_held_out_kid(tmp_path):
+    """A tenth of the training images kept out of the reference tells copies, but the model saw
+    them: the KID against them would be one more KID against training images."""
+    from pegasus.config import build_config
+    from pegasus.tasks.neighbours import Reference
+
+    dataset = _disk_dataset(tmp_path / "data", per_class=6)
+    base = [f'data.dataset="{dataset}"', 'data.classes=["horse", "bird"]', "data.res=8"]
+    flat = lambda x: x.flatten(1)  # noqa: E731
+    kept = Reference.of(build_config(overrides=base + ["data.held_out=2"]), flat, 0)
+    assert kept.unseen and len(kept.held) == 4 and len(kept.images) == 8
+    tenth = Reference.of(build_config(overrides=base), flat, 0)
+    assert not tenth.unseen and len(tenth.held) + len(tenth.images) == 12
 
 
 def test_the_held_out_loss_is_logged_and_stops_a_run_that_stopped_improving(tmp_path, monkeypatch):

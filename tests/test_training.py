@@ -220,3 +220,59 @@ def test_the_run_records_its_data_mean_and_samplers_start_there(tmp_path):
     assert notes == []  # annealed Langevin starts from uniform noise
     old.plan("heun", 9)
     assert len(notes) == 1 and "0.5 + sigma_1 z" in notes[0]
+
+
+def test_shifts_move_each_image_by_whole_pixels_within_the_bound():
+    """data.shift: every image is the original moved by (dy, dx) in [-2, 2]^2, its interior
+    equal to the original's shifted interior; over many images every move occurs; seeded; and
+    with shift 0 the flips drawn are the ones drawn before shifts existed."""
+    from pegasus.training.batches import batch_of
+
+    images = torch.randint(0, 256, (200, 3, 16, 16), dtype=torch.uint8)
+    every = torch.arange(200)
+    x = batch_of(images, every, flip=False, channels_last=False, shift=2,
+                 generator=torch.Generator().manual_seed(0))
+    original = images.float() / 255
+    moves = set()
+    for got, want in zip(x, original, strict=True):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(got[:, 2:-2, 2:-2], want[:, 2 - dy:14 - dy, 2 - dx:14 - dx])]
+        assert len(found) == 1
+        moves.add(found[0])
+    assert len(moves) == 25
+    again = batch_of(images, every, flip=False, channels_last=False, shift=2,
+                     generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+    # The flips come first from the generator: shift 0 leaves a run's batches as they were.
+    g = torch.Generator().manual_seed(3)
+    flips = torch.rand(200, generator=g) < 0.5
+    plain = batch_of(images, every, flip=True, channels_last=False,
+                     generator=torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.where(flips[:, None, None, None], original.flip(-1), original))
+
+
+def test_a_shift_longer_than_an_eighth_of_the_picture_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+    from test_errors import one_line
+    from tiny import TINY
+
+    result = CliRunner().invoke(app, ["train", "--run", str(tmp_path / "run"),
+                                      *[a for s in [*TINY, "data.shift=3"] for a in ("--set", s)]])
+    one_line(result, "shift must be between 0 and res / 8 = 2 px at 16 px, got 3")
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_moves_its_batches_by_data_shift(tmp_path, monkeypatch):
+    import pegasus.training.trainer as trainer
+
+    seen, real = [], trainer.batch_of
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["shift"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "batch_of", recording)
+    train(tiny_config("train.iters=2", "data.shift=1"), tmp_path / "run", tensorboard=False)
+    assert seen == [1, 1]

@@ -117,11 +117,12 @@ def _without_held_out(found: ImageSet, held_out: int) -> ImageSet:
 
 def load_held_out(config: DataConfig, per_class: int = 64) -> ImageSet:
     """Images of the run's classes it does not train on: sprites drawn with another seed (as
-    many as `per_class`), or the last data.held_out images of each class of a dataset on disk;
-    empty when data.held_out is 0 there."""
+    many as `per_class`, however few the run trains on: a small training set is where they
+    tell copies), or the last data.held_out images of each class of a dataset on disk; empty
+    when data.held_out is 0 there."""
     if resolve_dataset(config) == "sprites":
-        return load_images(dataclasses.replace(config, seed=config.seed + 1,
-                                               size=min(per_class, config.size), limit=0))
+        return load_images(dataclasses.replace(config, seed=config.seed + 1, size=per_class,
+                                               limit=0))
     every = load_images(dataclasses.replace(config, held_out=0, limit=0))
     return _per_class(every, slice(len(every.images) if not config.held_out else -config.held_out,
                                    None))

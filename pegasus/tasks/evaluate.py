@@ -8,6 +8,11 @@ the samples copy training images, and gives precision and recall (novelty.py).
 KID is unbiased at any sample size and torchmetrics reports it with the standard deviation over
 random subsets (here of half the samples, a conservative standard error), which is what "within
 noise" is measured against; FID is biased at small sample sizes.
+
+Where the run has images it never trained on (the sprites' other seed, data.held_out), KID is
+also given against them: against the training images a model that copies them scores best, so
+only the held-out KID compares runs that memorise to different degrees, and on a small training
+set it is the less noisy one (up to 1,000 held-out images against the few trained on).
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from pegasus.tasks.novelty import Novelty, novelty
 
 
 @dataclass
+class HeldKID:
+    kid: float
+    kid_std: float
+    real: int
+    rule: str  # which images they are
+
+
+@dataclass
 class Quality:
     features: str
     kid: float
@@ -41,11 +54,15 @@ class Quality:
     sampler: str
     evaluations: int
     novelty: Novelty | None = None
+    held: HeldKID | None = None  # KID against images the run never trained on, where it has them
 
     def describe(self) -> str:
         text = (f"KID {self.kid:.4g} ± {self.kid_std:.2g}, FID {self.fid:.4g} ({self.features} "
                 f"features; {self.num} samples by {self.sampler} at {self.evaluations} evaluations "
                 f"against {self.real} training images)")
+        if self.held is not None:
+            text += (f"\nKID {self.held.kid:.4g} ± {self.held.kid_std:.2g} against {self.held.real} "
+                     f"held-out images ({self.held.rule})")
         return text if self.novelty is None else f"{text}\n{self.novelty.describe()}"
 
 
@@ -101,8 +118,9 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     drawn = (images for _, images in job.draw_blocks(seed, mine, callback))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
-    found = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
-    return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found)
+    found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
+    return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
+                   held)
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
@@ -138,9 +156,9 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     first = FirstImages(neighbours_of)
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
-    found = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
+    found, held = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations,
-                   found)
+                   found, held)
 
 
 def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:
@@ -162,11 +180,16 @@ def _gathered(ctx: distributed.Context, make: Callable[[], torch.Tensor]) -> tor
 
 
 def _novelty(ctx: distributed.Context, config: Config, extract: Extractor, features: str,
-             seed: int, fake: torch.Tensor, first: FirstImages, neighbours: Path | None) -> Novelty:
-    """The samples' novelty figures against the run's training and held-out images, and (on
-    rank 0) the neighbours picture when one is asked for."""
+             seed: int, fake: torch.Tensor, first: FirstImages,
+             neighbours: Path | None) -> tuple[Novelty, HeldKID | None]:
+    """The samples' novelty figures against the run's training and held-out images, their KID
+    against the held-out images where the run never trained on them, and (on rank 0) the
+    neighbours picture when one is asked for."""
     reference = Reference.of(config, lambda x: _features(ctx, extract, x), seed)
     found = novelty(fake, reference.features, reference.held, features=features, seed=seed)
     if neighbours is not None and ctx.main:
         save_neighbours(first.images, fake[:len(first.images)], reference, neighbours)
-    return found
+    if not reference.unseen or len(reference.held) < 2:
+        return found, None
+    kid, kid_std, _ = scores(reference.held, fake, seed=seed, device=fake.device)
+    return found, HeldKID(kid, kid_std, len(reference.held), reference.rule)

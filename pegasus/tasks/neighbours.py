@@ -24,6 +24,7 @@ class Reference:
     features: torch.Tensor  # theirs
     held: torch.Tensor  # the held-out images' features
     rule: str
+    unseen: bool  # the held-out images are none the run trained on (not a tenth of its own)
 
     @classmethod
     def of(cls, config: Config, extract: Callable[[torch.Tensor], torch.Tensor],
@@ -40,7 +41,8 @@ class Reference:
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
             cut = min(MOST_HELD, max(10, int(HELD_FRACTION * len(images))))
             held, images, rule = images[order[:cut]], images[order[cut:]], "a tenth held out"
-        return cls(images, extract(images.float() / 255), extract(held.float() / 255), rule)
+        return cls(images, extract(images.float() / 255), extract(held.float() / 255), rule,
+                   bool(len(unseen.images)))
 
 
 def _held_rule(config: Config) -> str:

@@ -213,7 +213,8 @@ class Trainer:
         with conv_autotuning(self.ctx.device):
             while self.step < tc.iters:
                 x = batch_of(self.images, self.sampler.indices(self.step), flip=self.config.data.flip,
-                             channels_last=self.fast.channels_last, generator=self.g)
+                             channels_last=self.fast.channels_last, generator=self.g,
+                             shift=self.config.data.shift)
                 log.add(self._step(x, first=self.step == first))
                 self.step += 1
                 if self.step == first + 1:
