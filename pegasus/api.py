@@ -53,15 +53,18 @@ def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None
     if path.suffix == ".safetensors":
         return load_run(weights=path, device=device, warn=warn, notify=notify)
     if path.suffix in (".pt", ".pth") and not path.is_dir():
-        return load_run(run or _run_of(path), path, device=device, warn=warn, notify=notify)
+        return load_run(run, path, device=device, warn=warn, notify=notify)
     return load_run(path, device=device, warn=warn, notify=notify)
 
 
 def load_run(run: str | Path | None = None, checkpoint: str | Path | None = None, *,
              weights: str | Path | None = None, device: str = "cpu", warn=None,
              notify=None) -> Model:
-    """The model of a run folder (its newest checkpoint, or `checkpoint`), or of exported
+    """The model of a run folder (its newest checkpoint, or `checkpoint`, whose run folder is the
+    one it lies in unless `run` names another: its judge and compile cache), or of exported
     weights: what the CLI's --run, --checkpoint and --weights name."""
+    if checkpoint is not None and run is None:
+        run = _run_of(Path(checkpoint))
     return Model(load_trained_run(run and Path(run), checkpoint and Path(checkpoint), device,
                                   weights=weights and Path(weights), warn=warn, notify=notify))
 

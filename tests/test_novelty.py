@@ -123,6 +123,26 @@ def test_eval_reports_novelty_and_draws_the_neighbours(run, tmp_path):
     assert Image.open(out).size == (9 * (48 + 2) + 2, 8 * (48 + 2) + 2)
 
 
+def test_eval_of_a_checkpoint_finds_its_run_folder_and_judge(run, tmp_path):
+    """A run's earlier checkpoints are scored with the run's judge, so memorisation is followed
+    step by step; a folder of samples is scored against a run folder only."""
+    from test_errors import one_line
+
+    from pegasus.run.checkpoint import latest_checkpoint
+
+    if not (run / "judge.pt").exists():
+        assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "3"]).exit_code == 0
+    checkpoint = latest_checkpoint(run / "checkpoints")
+    result = runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--num", "4",
+                                 "--sampler", "heun", "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "judge features" in " ".join(result.output.split())
+    one_line(runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--samples",
+                                 str(tmp_path)]),
+             "--samples are scored against a run folder's images and judge: give --run, "
+             "without --checkpoint")
+
+
 def test_a_folder_of_training_images_is_flagged_as_copies(run, tmp_path):
     """A model that copies: its samples replaced by training images, which eval --samples then
     finds memorised, every one."""

@@ -12,9 +12,10 @@ from pegasus.cli.options import (
     FAST_FLAGS,
     AmpOpt,
     BatchSizeOpt,
+    CheckpointOpt,
     CompileOpt,
     DeviceOpt,
-    RunOpt,
+    OptionalRunOpt,
     SamplerOpt,
     SeedOpt,
     StepsOpt,
@@ -28,10 +29,12 @@ from pegasus.cli.options import (
     "pegasus eval --run runs/cifar --samples fid/ --features inception    # score drawn samples",
     "pegasus eval --run runs/demo --likelihood --num 64 --steps 61        # bits per dimension",
     "pegasus eval --run runs/demo --num 500 --neighbours copies.png        # are they new?",
+    "pegasus eval --checkpoint runs/demo/checkpoints/checkpoint-00000800.pt --num 500",
     "torchrun --nproc_per_node 8 -m pegasus -- eval --run runs/cifar --samples fid/ --features inception",
 ))
 def eval_(
-    run: RunOpt,
+    run: OptionalRunOpt = None,
+    checkpoint: CheckpointOpt = None,
     num: Annotated[int | None, typer.Option(
         min=2, help="Samples to draw and score (default 1000), or to score of --samples "
                     "(default: all).")] = None,
@@ -61,14 +64,19 @@ def eval_(
         dir_okay=False, help="Write a picture of the first 8 samples, each beside its 3 nearest "
                              "training images in pixels and in features (.png).")] = None,
 ) -> None:
-    """Score a run's samples: KID and FID against its training images (torchmetrics)."""
+    """Score a run's samples: KID and FID against its training images (torchmetrics), KID
+    against held-out images, and whether they copy training images."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
                       "probes": "--probes",
                       "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
         from pegasus.distributed import group
+        from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
         from pegasus.images import image_format
 
+        if samples is not None and (run is None or checkpoint is not None):
+            raise UserError("--samples are scored against a run folder's images and judge: "
+                            "give --run, without --checkpoint")
         if neighbours is not None:
             image_format(neighbours)
         with group(device) as ctx:
@@ -77,7 +85,7 @@ def eval_(
                               neighbours)
                 return
             check_switches(compile=compile_, amp=amp)
-            model = load_model(run, None, None, str(ctx.device))
+            model = load_model(run, checkpoint, None, str(ctx.device))
             with EvaluationBars() as bars:
                 if likelihood:
                     result = model.likelihood(64 if num is None else num, seed,
