@@ -50,8 +50,10 @@ def bench(script: str, *args: str) -> tuple[int, str]:
     try:
         with contextlib.redirect_stdout(out):
             runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as stop:  # the scripts end through sys.exit(main())
+    except SystemExit as stop:  # the scripts end through sys.exit(main()), or an error line
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if isinstance(stop.code, str):
+            out.write(stop.code)  # what the interpreter would print to stderr
     finally:
         sys.argv, sys.path[:] = argv, path
         torch._dynamo.reset()  # their compiled frames are not this worker's other tests'
@@ -121,6 +123,27 @@ def test_bf16_quality_compares_the_same_seed_in_both_precisions(judged_run):
     # fp32 against itself: no difference, no shift.
     fp32 = next(line for line in said.splitlines() if line.startswith("  fp32 "))
     assert fp32.split()[1] == "0.0000", fp32
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("judged-run")
+def test_memorisation_follows_every_checkpoint_on_one_judge(judged_run, tmp_path):
+    import shutil
+
+    code, said = bench("memorisation", "--runs", f"a={judged_run},b={judged_run}", "--num", "4",
+                       "--sampler", "heun", "--steps", "3")
+    assert code == 0, said
+    rows = [line for line in said.splitlines() if line.startswith(("a ", "b "))]
+    assert len(rows) == 2 * len(list((judged_run / "checkpoints").glob("checkpoint-*.pt")))
+    # The same run twice: the same figures, and both within noise of the best at once.
+    assert rows[0].split()[1:] == rows[-1].split()[1:]
+    assert said.count("memorised") >= 2 and "within noise of it" in said
+    other = tmp_path / "other"
+    shutil.copytree(judged_run, other)
+    (other / "judge.pt").write_bytes(b"not the same judge")
+    code, said = bench("memorisation", "--runs", f"a={judged_run},b={other}")
+    assert code == 1 and said.endswith("runs a and b have different judges: copy one judge.pt "
+                                       "into every run, so that one yardstick scores them all")
 
 
 def _gpu_checks(tmp_path, part: str, **env):

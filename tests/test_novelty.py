@@ -126,9 +126,8 @@ def test_eval_reports_novelty_and_draws_the_neighbours(run, tmp_path):
 def test_eval_of_a_checkpoint_finds_its_run_folder_and_judge(run, tmp_path):
     """A run's earlier checkpoints are scored with the run's judge, so memorisation is followed
     step by step; a folder of samples is scored against a run folder only."""
-    from test_errors import one_line
-
     from pegasus.run.checkpoint import latest_checkpoint
+    from test_errors import one_line
 
     if not (run / "judge.pt").exists():
         assert runner.invoke(app, ["train-judge", "--run", str(run), "--iters", "3"]).exit_code == 0
