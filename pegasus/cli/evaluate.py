@@ -64,21 +64,14 @@ def eval_(
         dir_okay=False, help="Write a picture of the first 8 samples, each beside its 3 nearest "
                              "training images in pixels and in features (.png).")] = None,
 ) -> None:
-    """Score a run's samples: KID and FID against its training images (torchmetrics), KID
-    against held-out images, and whether they copy training images."""
+    """Score a run's samples: KID, FID and whether they copy training images (torchmetrics)."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
-                      "probes": "--probes",
-                      "num": "--num", "inception_weights": "--inception-weights", **FAST_FLAGS}):
+                      "probes": "--probes", "num": "--num",
+                      "inception_weights": "--inception-weights", **FAST_FLAGS}):
         from pegasus.distributed import group
-        from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
-        from pegasus.images import image_format
 
-        if samples is not None and (run is None or checkpoint is not None):
-            raise UserError("--samples are scored against a run folder's images and judge: "
-                            "give --run, without --checkpoint")
-        if neighbours is not None:
-            image_format(neighbours)
+        _check_sources(run, checkpoint, samples, neighbours)
         with group(device) as ctx:
             if samples is not None:
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
@@ -98,6 +91,18 @@ def eval_(
                                             batch_size=batch_size, compile=compile_, amp=amp,
                                             progress=bars, neighbours=neighbours, ctx=ctx)
             console.print(result.describe(), highlight=False)
+
+
+def _check_sources(run, checkpoint, samples, neighbours) -> None:
+    """What eval reads and writes, checked before any slow work."""
+    from pegasus.errors import UserError
+    from pegasus.images import image_format
+
+    if samples is not None and (run is None or checkpoint is not None):
+        raise UserError("--samples are scored against a run folder's images and judge: give "
+                        "--run, without --checkpoint")
+    if neighbours is not None:
+        image_format(neighbours)
 
 
 def _score_folder(run, samples, ctx, num, seed, features, inception_weights, neighbours):
