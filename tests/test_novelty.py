@@ -135,7 +135,7 @@ def test_eval_of_a_checkpoint_finds_its_run_folder_and_judge(run, tmp_path):
     result = runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--num", "4",
                                  "--sampler", "heun", "--steps", "3"])
     assert result.exit_code == 0, result.output
-    assert "judge features" in " ".join(result.output.split())
+    assert "of step 2's weights" in " ".join(result.output.split())
     one_line(runner.invoke(app, ["eval", "--checkpoint", str(checkpoint), "--samples",
                                  str(tmp_path)]),
              "--samples are scored against a run folder's images and judge: give --run, "

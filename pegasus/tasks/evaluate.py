@@ -55,11 +55,13 @@ class Quality:
     evaluations: int
     novelty: Novelty | None = None
     held: HeldKID | None = None  # KID against images the run never trained on, where it has them
+    step: int | None = None  # the training step of the weights that drew them, when known
 
     def describe(self) -> str:
+        drawn = f" of step {self.step}'s weights" if self.step is not None else ""
         text = (f"KID {self.kid:.4g} ± {self.kid_std:.2g}, FID {self.fid:.4g} ({self.features} "
-                f"features; {self.num} samples by {self.sampler} at {self.evaluations} evaluations "
-                f"against {self.real} training images)")
+                f"features; {self.num} samples by {self.sampler} at {self.evaluations} evaluations"
+                f"{drawn} against {self.real} training images)")
         if self.held is not None:
             text += (f"\nKID {self.held.kid:.4g} ± {self.held.kid_std:.2g} against {self.held.real} "
                      f"held-out images ({self.held.rule})")
@@ -120,7 +122,7 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held)
+                   held, run.step)
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
