@@ -200,3 +200,13 @@ def test_the_held_out_loss_is_logged_and_stops_a_run_that_stopped_improving(tmp_
     assert result.stopped_early == 4 and result.step == 4 and result.interrupted is None
     assert [v for _, v in result.held_out] == [3.0, 2.0, 2.5, 2.25]
     assert result.checkpoint is not None and result.checkpoint.exists()
+    # The command line names the step of the low, which the user may want to sample instead.
+    from tiny import TINY
+
+    values = iter([3.0, 2.0, 2.5, 2.25, 1.0, 0.5])
+    sets = [*TINY, "train.iters=20", "train.early_stop=2"]
+    said = runner.invoke(app, ["train", "--run", str(tmp_path / "c"),
+                               *[a for s in sets for a in ("--set", s)]])
+    assert said.exit_code == 0, said.output
+    assert ("stopped early at step 4: the held-out DSM loss has not fallen for 2 logs "
+            "(train.early_stop) since its low of 2 at step 2") in " ".join(said.output.split())

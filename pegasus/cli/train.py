@@ -89,9 +89,11 @@ def train(
                               f"continue with: pegasus train --run {run} --resume")
             raise typer.Exit(128 + result.interrupted)
         if result.stopped_early:
+            low_step, low = min(result.held_out, key=lambda logged: logged[1])
             console.print(f"stopped early at step {result.step}: the held-out DSM loss has not "
-                          f"fallen for {cfg.train.early_stop} logs (train.early_stop); checkpoint "
-                          f"{result.checkpoint}", highlight=False)
+                          f"fallen for {cfg.train.early_stop} logs (train.early_stop) since its "
+                          f"low of {low:.4g} at step {low_step}; checkpoint {result.checkpoint}",
+                          highlight=False)
             return
         console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
 
