@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{n.scores['precision']:>6.3f} {n.scores['recall']:>6.3f}", flush=True)
     if not rows:
         raise SystemExit("error: no checkpoints in the runs named")
-    _, best_step, best = min(rows, key=lambda r: r[2].held.kid)
-    best_name = next(r[0] for r in rows if r[2] is best)
+    best_name, best_step, best = min(rows, key=lambda r: r[2].held.kid)
     print(f"\nbest held-out KID {best.held.kid:.4f} ± {best.held.kid_std:.4f} ({best_name}, step "
           f"{best_step}); first checkpoint of each run within noise of it (2 combined SE):")
     for name in runs:

@@ -107,11 +107,11 @@ def _without_held_out(found: ImageSet, held_out: int) -> ImageSet:
     sprites draw theirs with another seed instead: load_held_out)."""
     if not held_out:
         return found
-    counts = [int((found.labels == i).sum()) for i in range(len(found.classes))]
-    if min(counts) <= held_out:
-        fewest = found.classes[counts.index(min(counts))]
+    counts = found.counts()
+    fewest = min(counts, key=counts.get)
+    if counts[fewest] <= held_out:
         raise DatasetError(f"data.held_out = {held_out} keeps every {fewest} image out of "
-                           f"training ({min(counts)} in all): hold out fewer")
+                           f"training ({counts[fewest]} in all): hold out fewer")
     return _per_class(found, slice(None, -held_out))
 
 

@@ -50,7 +50,8 @@ def batch_of(images: torch.Tensor, indices: torch.Tensor, *, flip: bool, channel
         x = torch.where(flips[:, None, None, None], x.flip(-1), x)
     if shift:
         x = shifted(x, shift, generator)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return x.contiguous(memory_format=torch.channels_last if channels_last else
+                        torch.contiguous_format)
 
 
 def shifted(x: torch.Tensor, most: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,4 +67,4 @@ def shifted(x: torch.Tensor, most: int, generator: torch.Generator) -> torch.Ten
     padded = F.pad(x, (most, most, most, most), mode="reflect").permute(0, 2, 3, 1)
     picked = padded[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None],
                     cols[:, None, :]]
-    return picked.permute(0, 3, 1, 2).contiguous()
+    return picked.permute(0, 3, 1, 2)  # laid out channels last: batch_of makes it contiguous
