@@ -41,8 +41,8 @@ def main() -> None:
         train(config, Path(folder) / "run", tensorboard=False)
         model = pegasus.load(Path(folder) / "run", args.device)
         calls = [0]
-        model.run.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-        image = model.sample(1, 0, sampler=args.sampler, steps=args.steps)
+        model.trained.model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        image = model.job(num=1, sampler=args.sampler, steps=args.steps).images(0)
 
         def measured(fn):
             calls[0], best = 0, float("inf")
@@ -54,8 +54,8 @@ def main() -> None:
                 best = min(best, time.perf_counter() - start)
             return calls[0] // args.repeats, best
 
-        draw_calls, draw_s = measured(lambda: model.sample(1, 0, sampler=args.sampler,
-                                                           steps=args.steps))
+        draw_calls, draw_s = measured(lambda: model.job(num=1, sampler=args.sampler,
+                                                            steps=args.steps).images(0))
         encode_calls, encode_s = measured(lambda: model.encode(image, sampler=args.sampler,
                                                                steps=args.steps))
     print(f"{device_name(torch.device(args.device))}; {args.res} px, {args.sampler}, "

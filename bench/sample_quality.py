@@ -37,6 +37,7 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
+from pegasus.run.job import SamplingJob
 from pegasus.run.load import load_trained_run
 from pegasus.samplers import split_sampler
 from pegasus.tasks.evaluate import measure
@@ -127,7 +128,7 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
             return row
         run.centre = centres[centre].view(-1, 1, 1).to(run.device)
         start = time.perf_counter()
-        fake = run.sample(args.num, args.seed, sampler=plan)
+        fake = SamplingJob.make(run, plan, num=args.num).images(args.seed)
         seconds = time.perf_counter() - start
         kid, std, fid = measure(real, fake, feature, seed=args.seed)
         row = {"kind": kind, "sampler": name, "evaluations": plan.evaluations, "kid": kid,

@@ -57,12 +57,12 @@ def eager_fp32(model, x, sigmas, g):
     return step
 
 
-def fast_path(model, backbone: str, x, sigmas, compile_: bool) -> FastPath:
+def fast_path(model, backbone: str, x, sigmas, compile: bool) -> FastPath:
     """The path `pegasus train` takes for this model: the config's auto rules
     (FastPath.for_training), then, uncompiled on a GPU, the probe's timed choice."""
     device = x.device
     path = FastPath.for_training(device, get_backbone(backbone)[0].channels_last,
-                                 TrainConfig(compile=compile_), steps=1)
+                                 TrainConfig(compile=compile), steps=1)
     if probing.probes(device, path):
         path = probing.probe(probing.candidates(path, device, amp="auto", channels_last="auto"),
                              probing.training_workload(model, len(x), tuple(x.shape[1:]), sigmas),

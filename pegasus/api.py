@@ -3,7 +3,8 @@
     import pegasus
     model = pegasus.load("runs/demo")       # a run folder, a checkpoint (.pt), exported weights
                                             # (.safetensors) or a reference NCSNv2 .pth
-    images = model.sample(16, seed=0, sampler="cas", steps=32)
+    images = model.job(num=16, sampler="cas", steps=32).images(seed=0)
+    model.job(num=50_000, sampler="cas", steps=32).write_folder("fid/", seed=0)
     strips = model.blend(n=15, k=9, strips=4, source="horse", target="bird", guidance=10).strips
     filled = model.inpaint("horse.png", mask="right-half", num=4).completions
     s = model.score(x, sigma)                            # x in [0, 1], sigma shaped (B,)
@@ -18,19 +19,17 @@ from pathlib import Path
 import torch
 
 from pegasus.allocator import keep_freed_memory
+from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
 from pegasus.run.trained import TrainedRun
 from pegasus.signatures import ProgressBar
-from pegasus.tasks import sample as sampling
 from pegasus.tasks.blend import Blend, BlendRequest, blend
 from pegasus.tasks.encode import Latent, decode, encode, ode_plan
 from pegasus.tasks.evaluate import Quality, evaluate_run
 from pegasus.tasks.inpaint import Inpainting, inpaint_run
 from pegasus.tasks.likelihood import Likelihood, evaluate_likelihood, log_likelihood
 from pegasus.tasks.pictures import PictureBlend, PictureRequest, blend_pictures
-
-MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
 
 
 def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None,
@@ -78,91 +77,43 @@ def _run_of(checkpoint: Path) -> Path | None:
 class Model:
     """A trained score model: its config, schedule and step, its score, and what it makes."""
 
-    def __init__(self, run: TrainedRun) -> None:
-        self.run = run
+    def __init__(self, trained: TrainedRun) -> None:
+        self.trained = trained
 
     @property
     def config(self):
-        return self.run.config
+        return self.trained.config
 
     @property
     def schedule(self):
-        return self.run.schedule
+        return self.trained.schedule
 
     @property
     def step(self) -> int:
-        return self.run.step
+        return self.trained.step
 
     @property
     def device(self) -> torch.device:
-        return self.run.device
+        return self.trained.device
 
     def __repr__(self) -> str:
         return (f"Model({self.config.model.backbone} at {self.config.data.res} px, step "
-                f"{self.step}, from {self.run.source})")
+                f"{self.step}, from {self.trained.source})")
 
     @torch.no_grad()
     def score(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """s(x, sigma) = network(x, sigma) / sigma for images x in [0, 1] and noise levels sigma
         (shape (B,) or a scalar), on the model's device."""
-        return self.run.model(x.to(self.device), torch.as_tensor(sigma, device=self.device))
+        return self.trained.model(x.to(self.device), torch.as_tensor(sigma, device=self.device))
 
-    def job(self, sampler: str = "als", steps: int | None = None, *, num: int,
-            batch_size: int | None = None, compile: str = "auto", amp: str = "auto"):
-        """The sampling job of `num` images (run/job.py), for drawing batch by batch."""
-        return self.run.job(sampler, steps, num=num, batch_size=batch_size, compile_=compile,
-                            amp=amp)
-
-    def sample(self, num: int = 16, seed: int = 0, *, sampler: str = "als",
-               steps: int | None = None, batch_size: int | None = None, compile: str = "auto",
-               amp: str = "auto", progress: ProgressBar | None = None) -> torch.Tensor:
-        """`num` images of `seed` (image i the same whatever num and batch_size)."""
-        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
-        callback = progress(f"sample ({sampler})", job.evaluations) if progress else None
-        return job.images(seed, callback=callback)
-
-    def sample_to_image(self, out: str | Path, num: int = 16, seed: int = 0, *,
-                        sampler: str = "als", steps: int | None = None,
-                        batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
-                        progress: ProgressBar | None = None) -> sampling.Written:
-        """`num` images as one grid picture (.png, .jpg or .webp), small images enlarged."""
-        from pegasus.errors import FieldError
-        from pegasus.images import image_format
-
-        image_format(Path(out))
-        if num > MAX_GRID:
-            raise FieldError("num", f"{num:,} images are too many for one picture (at most "
-                                    f"{MAX_GRID:,}); write them to a folder or an .npz instead")
-        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
-        return sampling.write_grid(job, Path(out), seed, progress)
-
-    def sample_to_folder(self, folder: str | Path, num: int, seed: int = 0, *,
-                         sampler: str = "als", steps: int | None = None,
-                         batch_size: int | None = None, compile: str = "auto", amp: str = "auto",
-                         progress: sampling.Progress | None = None,
-                         ctx=None) -> sampling.Written:
-        """Images 0 .. num - 1 as <folder>/NNNNNN.png, continuing the same job's folder; with
-        `ctx` (distributed.group under torchrun) this rank's share of them."""
-        from pegasus.run.folder import SampleFolder
-
-        samples = SampleFolder(Path(folder))
-        if ctx is None or ctx.main:
-            # Rank 0 alone: another rank checking could see rank 0's half-written manifest
-            # (write_folder has rank 0 check again and every rank raise what it finds).
-            samples.check()
-        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
-        return sampling.write_folder(job, samples, seed, progress, ctx)
-
-    def sample_to_npz(self, out: str | Path, num: int, seed: int = 0, *, sampler: str = "als",
-                      steps: int | None = None, batch_size: int | None = None,
-                      compile: str = "auto", amp: str = "auto",
-                      progress: sampling.Progress | None = None) -> sampling.Written:
-        """`num` images as one uint8 array (N, H, W, C) in an .npz file, for FID tools."""
-        from pegasus.images import check_npz
-
-        check_npz(Path(out))
-        job = self.job(sampler, steps, num=num, batch_size=batch_size, compile=compile, amp=amp)
-        return sampling.write_npz(job, Path(out), seed, progress)
+    def job(self, *, num: int, sampler: str = "als", steps: int | None = None,
+            batch_size: int | None = None, compile: str = "auto", amp: str = "auto") -> SamplingJob:
+        """The sampling job of `num` images by `sampler` within `steps` network evaluations per
+        image (run/job.py): the one way to draw. Its `images(seed)` returns them; `write_grid`,
+        `write_folder` (continued when stopped) and `write_npz` write them. Image i of a seed is
+        the same whatever num and batch_size."""
+        return SamplingJob.make(self.trained, sampler, steps, num=num, batch_size=batch_size,
+                                compile=compile, amp=amp)
 
     def blend(self, n: int = 15, k: int = 9, strips: int = 8, seed: int = 0, *,
               source: str | None = None, target: str | None = None, guidance: float = 0.0,
@@ -175,38 +126,38 @@ class Model:
         request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
                                guidance=guidance, sampler=sampler, steps=steps, mode=mode,
                                image=image, mask=mask)
-        return blend(self.run, request, report=report, compile_=compile, amp=amp,
+        return blend(self.trained, request, report=report, compile=compile, amp=amp,
                      progress=progress)
 
     def inpaint(self, image: str | Path, mask: str = "right-half", num: int = 8, seed: int = 0,
                 *, sampler: str = "als", steps: int | None = None, compile: str = "auto",
                 amp: str = "auto", progress: ProgressBar | None = None) -> Inpainting:
         """`num` completions of an image (a file or "sample:SEED") where the mask is white."""
-        return inpaint_run(self.run, str(image), mask, num=num, seed=seed, sampler=sampler,
-                           steps=steps, compile_=compile, amp=amp, progress=progress)
+        return inpaint_run(self.trained, str(image), mask, num=num, seed=seed, sampler=sampler,
+                           steps=steps, compile=compile, amp=amp, progress=progress)
 
     def encode(self, images: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
                progress: ProgressBar | None = None) -> Latent:
         """The probability-flow ODE's latents at sigma_1 of images (N, 3, H, W) in [0, 1]."""
-        plan = ode_plan(self.run, sampler, steps)
+        plan = ode_plan(self.trained, sampler, steps)
         callback = progress("encode", plan.evaluations) if progress else None
-        return encode(self.run, images, sampler=sampler, steps=steps, callback=callback)
+        return encode(self.trained, images, sampler=sampler, steps=steps, callback=callback)
 
     def decode(self, latent: Latent, *, progress: ProgressBar | None = None) -> torch.Tensor:
         """The images of latents this run encoded, (N, 3, H, W) in [0, 1]."""
-        latent.check(self.run)  # before the progress bar: another run's latent is refused first
-        plan = ode_plan(self.run, latent.sampler, latent.steps)
+        latent.check(self.trained)  # before the progress bar: another run's latent is refused first
+        plan = ode_plan(self.trained, latent.sampler, latent.steps)
         callback = progress("decode", plan.evaluations) if progress else None
-        return decode(self.run, latent, callback=callback)
+        return decode(self.trained, latent, callback=callback)
 
     def log_likelihood(self, x: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
                        probes: int = 1, seed: int = 0) -> torch.Tensor:
         """log p(x) in nats per image (N, 3, H, W) in [0, 1], by the probability-flow ODE and
         Hutchinson's estimator (tasks/likelihood.py): the density of the data blurred by
         sigma_L. bits_per_dim(log_p, D) turns it into bits per dimension of 8-bit images."""
-        plan = ode_plan(self.run, sampler, steps)
-        return log_likelihood(self.run.model, x.to(self.device), plan.sigmas,
-                              centre=self.run.centre, probes=probes,
+        plan = ode_plan(self.trained, sampler, steps)
+        return log_likelihood(self.trained.model, x.to(self.device), plan.sigmas,
+                              centre=self.trained.centre, probes=probes,
                               generator=torch.Generator().manual_seed(seed))
 
     def likelihood(self, num: int = 64, seed: int = 0, *, sampler: str = "heun",
@@ -215,7 +166,7 @@ class Model:
         """The mean negative log-likelihood in bits per dimension, with its standard error, of
         `num` held-out images (or training images) of the run's data (tasks/likelihood.py);
         with `ctx` (distributed.group under torchrun) this rank's share of them."""
-        return evaluate_likelihood(self.run, ode_plan(self.run, sampler, steps), num=num,
+        return evaluate_likelihood(self.trained, ode_plan(self.trained, sampler, steps), num=num,
                                    seed=seed, probes=probes, progress=progress, ctx=ctx)
 
     def blend_pictures(self, image_a: str, image_b: str, *, mode: str = "ode", n: int = 15,
@@ -228,7 +179,7 @@ class Model:
         interpolated (mode ode) or both noised to `strength` and blended by eq. 4 (sdedit)."""
         request = PictureRequest(image_a, image_b, mode, n, k, strips, seed, str(strength),
                                  sampler, steps, source, target, guidance, mask)
-        return blend_pictures(self.run, request, compile_=compile, amp=amp, progress=progress)
+        return blend_pictures(self.trained, request, compile=compile, amp=amp, progress=progress)
 
     def evaluate(self, num: int = 1000, seed: int = 0, *, sampler: str = "als",
                  steps: int | None = None, features: str = "judge",
@@ -238,7 +189,7 @@ class Model:
         """KID and FID of `num` samples against the run's training images, and whether they
         copy them (tasks/evaluate.py); with `ctx` (distributed.group under torchrun) this rank
         draws its share of the samples."""
-        return evaluate_run(self.run, sampler=sampler, steps=steps, num=num, seed=seed,
+        return evaluate_run(self.trained, sampler=sampler, steps=steps, num=num, seed=seed,
                             features=features, inception_weights=inception_weights,
-                            batch_size=batch_size, compile_=compile, amp=amp, progress=progress,
+                            batch_size=batch_size, compile=compile, amp=amp, progress=progress,
                             neighbours=Path(neighbours) if neighbours else None, ctx=ctx)

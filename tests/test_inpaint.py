@@ -10,6 +10,7 @@ from pegasus.cli import app
 from pegasus.errors import FieldError, UserError
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_eps
+from pegasus.run.job import SamplingJob
 from pegasus.samplers.plan import plan_sampler
 from pegasus.tasks.inpaint import inpaint
 from pegasus.tasks.inputs import builtin_mask, read_mask
@@ -147,7 +148,7 @@ def test_a_masked_blend_keeps_the_image_outside_the_mask_in_every_column(run):
     from pegasus.tasks.blend import BlendRequest, blend
 
     trained = load_trained_run(run, device="cpu")
-    image = trained.sample(1, 3)[0]  # what sample:3 names
+    image = SamplingJob.make(trained, num=1).images(3)[0]  # what sample:3 names
     mask = builtin_mask("top", 16)
     strips = blend(trained, BlendRequest(n=3, k=1, strips=2, image="sample:3", mask="top")).strips
     kept = (mask == 0).expand(3, 16, 16)

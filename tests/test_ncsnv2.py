@@ -65,10 +65,10 @@ def test_the_fixture_imports_and_scores_as_the_reference_network_does(tmp_path):
         score = model.score(probe["x"], probe["sigmas"][probe["labels"]])
         error = (score - probe["score"]).abs().max() / probe["score"].abs().max()
         assert error < 1e-5, error
-        assert model.step == 40 and torch.equal(model.run.sigmas, probe["sigmas"])
+        assert model.step == 40 and torch.equal(model.trained.sigmas, probe["sigmas"])
         assert model.config.noise.eps == 6.2e-6 and model.config.noise.steps_per_level == 5
         assert model.config.model.options == {"ngf": 8, "stages": "ncsnv2"}
-    images = pegasus.load(run).sample(2, seed=0, sampler="cas", steps=9)
+    images = pegasus.load(run).job(num=2, sampler="cas", steps=9).images(0)
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
 
 

@@ -130,7 +130,7 @@ def test_a_preconditioned_run_loads_with_its_centre_and_exports(edm_run, tmp_pat
     x = torch.rand(2, 3, 16, 16)
     out = export_run(edm_run, tmp_path / "w.safetensors")
     exported = load(out)
-    torch.testing.assert_close(exported.run.model(x, torch.tensor(0.5)),
+    torch.testing.assert_close(exported.trained.model(x, torch.tensor(0.5)),
                                run.model(x, torch.tensor(0.5)))
     with pytest.raises(CheckpointError, match="preconditioned as EDM's"):
         export_checkpoint(edm_run, tmp_path / "ref.pth")

@@ -13,6 +13,7 @@ from pegasus.config import TrainConfig
 from pegasus.fastpath import probe as probing
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath
+from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
 from pegasus.training import train
@@ -162,12 +163,12 @@ def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     RunDir(run).probes.unlink(missing_ok=True)
     heard = []
     trained = load_trained_run(run, device="cpu", notify=heard.append)
-    path = trained.job("heun", 5, num=3, compile_="off").path
+    path = SamplingJob.make(trained, "heun", 5, num=3, compile="off").path
     assert path in (PLAIN, CL) and len(heard) == 1 and "chosen: " in heard[0]
     (key,) = json.loads(RunDir(run).probes.read_text())
     assert key.startswith("cpu | torch ") and "sample, unet, " in key and "batch 3" in key
     again = load_trained_run(run, device="cpu", notify=heard.append)
-    job = again.job("heun", 5, num=3, compile_="off")
+    job = SamplingJob.make(again, "heun", 5, num=3, compile="off")
     assert job.path == path and len(heard) == 1
     assert torch.isfinite(job.images(0)).all()
 
@@ -182,10 +183,10 @@ def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypat
     offered = []
     monkeypatch.setattr(probing, "probe", lambda paths, *a, **k: offered.extend(paths) or paths[0])
     trained = load_trained_run(run, device="cpu")
-    assert trained.job("heun", 5, num=2, compile_="off", amp="auto").path == BF16
+    assert SamplingJob.make(trained, "heun", 5, num=2, compile="off", amp="auto").path == BF16
     assert offered == [BF16, BF16_CL]  # amp as the rule says; both layouts timed
     offered.clear()
-    assert trained.job("heun", 5, num=2, compile_="off", amp="off").path == PLAIN
+    assert SamplingJob.make(trained, "heun", 5, num=2, compile="off", amp="off").path == PLAIN
     assert offered == [PLAIN, CL]
 
 
@@ -219,7 +220,7 @@ def test_training_and_sampling_probe_on_cuda(tmp_path):
           tmp_path / "r", resume=True, tensorboard=False, notify=heard.append)
     assert not [line for line in heard if line.startswith("fast path timed on ")]
     trained = load_trained_run(tmp_path / "r", device="cuda", notify=heard.append)
-    images = trained.sample(4, 0, sampler="heun", steps=5, batch_size=8, compile_="off")
+    images = SamplingJob.make(trained, num=4, sampler="heun", steps=5, batch_size=8, compile="off").images(0)
     assert torch.isfinite(images).all() and images.shape == (4, 3, 16, 16)
     assert any("| sample, " in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
 
@@ -232,7 +233,7 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
     runner = CliRunner()
     monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     RunDir(run).probes.unlink(missing_ok=True)
-    load_trained_run(run, device="cpu").job("heun", 5, num=2, compile_="off")
+    SamplingJob.make(load_trained_run(run, device="cpu"), "heun", 5, num=2, compile="off")
     result = runner.invoke(app, ["device", "--run", str(run), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -249,12 +250,12 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
 def test_the_auto_rules_say_why_per_gpu(monkeypatch):
     from pegasus.fastpath import rules as compiling
 
-    for capability, amp, compile_ in (((9, 0), "on:", "on for long work"),
+    for capability, amp, compile in (((9, 0), "on:", "on for long work"),
                                       ((7, 5), "off: compute capability 7.5", "on for long work"),
                                       ((6, 0), "off: compute capability 6.0", "off: Triton")):
         monkeypatch.setattr(compiling, "cuda_capability", lambda d, c=capability: c)
         rules = compiling.auto_rules(torch.device("cuda"))
-        assert rules["amp"].startswith(amp) and rules["compile"].startswith(compile_), rules
+        assert rules["amp"].startswith(amp) and rules["compile"].startswith(compile), rules
         assert "timed once per run" in rules["channels_last"]
 
 

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from pegasus.cli import app
 from pegasus.run.folder import MANIFEST
+from pegasus.run.job import SamplingJob
 from test_errors import one_line
 
 runner = CliRunner()
@@ -98,7 +99,7 @@ def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
     from pegasus.run.load import load_trained_run
 
     trained = load_trained_run(run)
-    job = trained.job("heun", 5, num=2)
+    job = SamplingJob.make(trained, "heun", 5, num=2)
     before = SampleSet.of(job, seed=0)
     assert SampleSet.of(job, seed=0) == before
     with torch.no_grad():
@@ -106,7 +107,7 @@ def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
         weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
     after = SampleSet.of(job, seed=0)
     assert [d.split(":")[0] for d in before.differences(after)] == ["weights"]
-    assert SampleSet.of(trained.job("heun", 7, num=2), seed=0).grid != before.grid
+    assert SampleSet.of(SamplingJob.make(trained, "heun", 7, num=2), seed=0).grid != before.grid
 
 
 def test_an_npz_is_written_batch_by_batch_and_appears_whole(tmp_path):

@@ -92,7 +92,7 @@ def test_an_image_depends_on_its_seed_and_index_only(tmp_path):
 def test_every_batch_of_a_job_has_one_shape():
     """A compiled network compiles once per input shape: 7 images in batches of at most 3 run
     as 3 batches of 3, the last padded with images 7 and 8 and returned without them."""
-    from pegasus.samplers.draw import equal_batches
+    from pegasus.run.job import equal_batches
 
     assert equal_batches(7, 3) == (3, 3) and equal_batches(10, 4) == (3, 4)
     assert equal_batches(9, 4) == (3, 3) and equal_batches(5, 5) == (1, 5)
@@ -132,8 +132,8 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     from pegasus.fastpath.cache import signed
 
     eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile_(*a, **{**k, "backend": "aot_eager"}))
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile(*a, **{**k, "backend": "aot_eager"}))
     saved, loaded = [], []  # aot_eager makes no artifacts: torch's artifact calls stood in for
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1) or (b"k", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
@@ -177,8 +177,8 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch
 
 
     eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile_(
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: compile(
         *a, **{**k, "backend": "pegasus_test_broken_training"}))
     torch._dynamo.reset()
     with pytest.warns(PegasusWarning, match="torch.compile failed .*C\\+\\+ compiler") as caught:

@@ -20,11 +20,14 @@ def sample_images(score_fn, schedule, *, num, res, seed, batch_size=None, plan=N
                   device="cpu"):
     """Images by `plan` (default: annealed Langevin on `schedule`) as a sampling job draws them
     (run/job.py): the chains graphed by the fast path's rule, each image from its own stream."""
+    import torch
+
     from pegasus.fastpath.graphs import chain_graphs
-    from pegasus.samplers.draw import draw
+    from pegasus.run.job import blocks, draw_block
     from pegasus.samplers.plan import plan_sampler
 
     plan = plan or plan_sampler("als", schedule)
     score, capture = chain_graphs(plan, score_fn, device)
-    return draw(score, plan, num=num, shape=(3, res, res), seed=seed, device=device,
-                batch_size=batch_size, capture=capture)
+    return torch.cat([draw_block(score, plan, first=first, size=size, shape=(3, res, res),
+                                 seed=seed, device=device, capture=capture)[: num - first]
+                      for first, size in blocks(0, num, batch_size)])

@@ -162,6 +162,10 @@ class StepsBar:
         info = {} if loss is None else {"info": f"loss {loss:{self.loss_format}}"}
         self.progress.update(self.task, completed=step, **info)
 
+    def images(self, done: int, total: int) -> None:
+        """Images written so far of all: a sampling job's Progress (run/job.py)."""
+        self.report(done, total, None)
+
     def __enter__(self) -> StepsBar:
         return self
 

@@ -61,7 +61,7 @@ def blend(
     image_a: ImageAOpt = None,
     image_b: ImageBOpt = None,
     strength: StrengthOpt = "0.5",
-    compile_: CompileOpt = "auto",
+    compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
 ) -> None:
     """Blend two classes: strips of chains mixed by noise interpolation (eq. 4)."""
@@ -75,11 +75,11 @@ def blend(
         from pegasus.tasks.blend_files import check_blend_output
 
         check_blend_output(out)
-        check_switches(compile=compile_, amp=amp)
+        check_switches(compile=compile, amp=amp)
         if image_a is not None or image_b is not None:
             _blend_pictures(run, weights, device, image_a, image_b, mode or "ode", n, k, strips,
                             seed, strength, sampler, steps, source, target, guidance, mask,
-                            compile_, amp, out)
+                            compile, amp, out)
             return
         if (image is None) != (mask is None):
             raise UserError("a masked blend needs both --image and --mask")
@@ -88,7 +88,7 @@ def blend(
             result = model.blend(n, k, strips or 8, seed, source=source, target=target,
                                  guidance=guidance, sampler=sampler or "als", steps=steps,
                                  mode=mode or "eq4", image=image, mask=mask, report=report,
-                                 compile=compile_, amp=amp, progress=bars)
+                                 compile=compile, amp=amp, progress=bars)
         kth, strips_png = result.save(out)
         console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
                       f"{strips_png}", highlight=False)
@@ -109,7 +109,7 @@ def _print_reports(reports, k: int, n: int) -> None:
 
 
 def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, seed, strength,
-                    sampler, steps, source, target, guidance, mask, compile_, amp, out) -> None:
+                    sampler, steps, source, target, guidance, mask, compile, amp, out) -> None:
     from pegasus.errors import UserError
     from pegasus.tasks.blend_files import save_blend
 
@@ -121,7 +121,7 @@ def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, 
         result = model.blend_pictures(image_a, image_b, mode=mode, n=n, k=k, strips=strips,
                                       seed=seed, strength=strength, sampler=sampler, steps=steps,
                                       source=source, target=target, guidance=guidance,
-                                      mask=mask, compile=compile_, amp=amp, progress=bars)
+                                      mask=mask, compile=compile, amp=amp, progress=bars)
     kth, strips_png = save_blend(result.strips, k, out)
     console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
                   f"{strips_png}; {result.describe()}", highlight=False)

@@ -48,7 +48,7 @@ def eval_(
         dir_okay=False, help="Offline copy of the Inception weights (with --features inception).")] = None,
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = "auto",
-    compile_: CompileOpt = "auto",
+    compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
     samples: Annotated[Path | None, typer.Option(
         exists=True, file_okay=False,
@@ -77,7 +77,7 @@ def eval_(
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
                               neighbours)
                 return
-            check_switches(compile=compile_, amp=amp)
+            check_switches(compile=compile, amp=amp)
             model = load_model(run, checkpoint, None, str(ctx.device))
             with EvaluationBars() as bars:
                 if likelihood:
@@ -88,7 +88,7 @@ def eval_(
                     result = model.evaluate(1000 if num is None else num, seed, sampler=sampler,
                                             steps=steps, features=features,
                                             inception_weights=inception_weights,
-                                            batch_size=batch_size, compile=compile_, amp=amp,
+                                            batch_size=batch_size, compile=compile, amp=amp,
                                             progress=bars, neighbours=neighbours, ctx=ctx)
             console.print(result.describe(), highlight=False)
 
@@ -113,6 +113,6 @@ def _score_folder(run, samples, ctx, num, seed, features, inception_weights, nei
         quality = evaluate_folder(run, SampleFolder(samples), device=ctx.device, num=num,
                                   seed=seed, features=features,
                                   inception_weights=inception_weights,
-                                  progress=lambda done, total: bar.report(done, total, None),
+                                  progress=bar.images,
                                   neighbours=neighbours, ctx=ctx)
     console.print(quality.describe(), highlight=False)

@@ -41,7 +41,7 @@ def inpaint(
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
     device: DeviceOpt = "auto",
-    compile_: CompileOpt = "auto",
+    compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
 ) -> None:
     """Keep part of an image and regenerate the rest (white in the mask).
@@ -56,11 +56,11 @@ def inpaint(
         if image is None:
             raise UserError("give the image to complete: --image FILE or --image sample:SEED")
         image_format(out)
-        check_switches(compile=compile_, amp=amp)
+        check_switches(compile=compile, amp=amp)
         model = load_model(run, None, weights, device)
         with EvaluationBars() as bars:
             result = model.inpaint(image, mask, num, seed, sampler=sampler, steps=steps,
-                                   compile=compile_, amp=amp, progress=bars)
+                                   compile=compile, amp=amp, progress=bars)
         row = result.row()
         save_grid(row, out, nrow=len(row), upscale=True)
         console.print(f"wrote {out}: the image, the mask, what is kept, and {num} completions "

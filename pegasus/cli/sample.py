@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -55,7 +56,7 @@ def sample(
     device: DeviceOpt = "auto",
     sampler: SamplerOpt = "als",
     steps: StepsOpt = None,
-    compile_: CompileOpt = "auto",
+    compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
     folder: Annotated[Path | None, typer.Option(
         file_okay=False, help="Write each image as <folder>/NNNNNN.png, batch by batch (many "
@@ -64,25 +65,38 @@ def sample(
                               "the images missing there are drawn. Under torchrun each rank "
                               "draws its share.")] = None,
 ) -> None:
-    """Draw images from a run's EMA weights (or exported weights).
-
-    Annealed Langevin by default, or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
+    """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
+    or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
                       "batch_size": "--batch-size", **SOURCE_FLAGS, **FAST_FLAGS}):
+        from pegasus.distributed import group, launched
+        from pegasus.errors import UserError
         from pegasus.fastpath import check_switches
         from pegasus.images import check_npz, image_format
-        from pegasus.run.folder import SampleFolder
+        from pegasus.run.job import SampleFolder
 
         # Before any slow work: the output can be written and the switches are valid.
         if folder is not None:
             SampleFolder(folder).check()
+        elif launched():
+            raise UserError("under torchrun, sample writes a --folder, each rank its share "
+                            "of the images; a grid or an .npz is one process's work")
         elif out.suffix == ".npz":
             check_npz(out)
         else:
             image_format(out)
-        check_switches(compile=compile_, amp=amp)
-        how = dict(sampler=sampler, steps=steps, batch_size=batch_size, compile=compile_, amp=amp)
-        model, written = _draw(run, checkpoint, weights, device, out, folder, num, seed, how)
+        check_switches(compile=compile, amp=amp)
+        with group(device) if launched() else contextlib.nullcontext() as ctx:
+            model = load_model(run, checkpoint, weights, str(ctx.device) if ctx else device)
+            job = model.job(num=num, sampler=sampler, steps=steps, batch_size=batch_size,
+                            compile=compile, amp=amp)
+            if folder is not None or out.suffix == ".npz":
+                with StepsBar(f"sample ({sampler})", "") as bar:
+                    written = (job.write_folder(folder, seed, bar.images, ctx)
+                               if folder is not None else job.write_npz(out, seed, bar.images))
+            else:
+                with EvaluationBars() as bars:
+                    written = job.write_grid(out, seed, bars)
         if written.count == 0:
             console.print(f"{folder} already holds {written.first} samples of this job, the "
                           f"{num} asked for among them; nothing to draw", highlight=False)
@@ -91,36 +105,6 @@ def sample(
         console.print(f"wrote {written.count} samples {which}from step {model.step} to "
                       f"{written.path} ({sampler}, {written.evaluations} evaluations per image)",
                       highlight=False)
-
-
-def _draw(run, checkpoint, weights, device, out, folder, num, seed, how):
-    """The model, and what its drawing wrote: under torchrun a shared folder, else one file."""
-    from pegasus.distributed import group, launched
-    from pegasus.errors import UserError
-
-    if launched():
-        if folder is None:
-            raise UserError("under torchrun, sample writes a --folder, each rank its share "
-                            "of the images; a grid or an .npz is one process's work")
-        with group(device) as ctx:
-            model = load_model(run, checkpoint, weights, str(ctx.device))
-            return model, _to_folder(model, folder, num, seed, how, ctx)
-    model = load_model(run, checkpoint, weights, device)
-    if folder is not None:
-        return model, _to_folder(model, folder, num, seed, how, None)
-    if out.suffix == ".npz":
-        with StepsBar(f"sample ({how['sampler']})", "") as bar:
-            return model, model.sample_to_npz(
-                out, num, seed, progress=lambda done, total: bar.report(done, total, None), **how)
-    with EvaluationBars() as bars:
-        return model, model.sample_to_image(out, num, seed, progress=bars, **how)
-
-
-def _to_folder(model, folder: Path, num: int, seed: int, how: dict, ctx):
-    with StepsBar(f"sample ({how['sampler']})", "") as bar:
-        return model.sample_to_folder(folder, num, seed, ctx=ctx,
-                                      progress=lambda done, total: bar.report(done, total, None),
-                                      **how)
 
 
 @app.command(epilog=examples(

@@ -37,14 +37,14 @@ def _declared(config) -> bool:
 
 
 def for_sampling(model: torch.nn.Module, device: torch.device, config, *, evaluations: int,
-                 batch: int, compile_: str = "auto", amp: str = "auto",
+                 batch: int, compile: str = "auto", amp: str = "auto",
                  record: Path | None = None, notify: Notify = None) -> FastPath:
     """The fast path for `evaluations` network evaluations of a run's network (`config`, the
     run's) in this process, at `batch` images. Uncompiled on a GPU, the layout is timed there,
     at no more than probe.SAMPLING_BATCH images, once per run folder (`record`). Only the layout:
     it changes float rounding alone, while bf16 against float32 changes the images, and a
     seed's images must not hang on a timing (probe.py)."""
-    path = FastPath.choose(device, _declared(config), evaluations, compile_, amp)
+    path = FastPath.choose(device, _declared(config), evaluations, compile, amp)
     if not probe.probes(device, path, config.train.probe):
         return path
     batch = min(batch, probe.SAMPLING_BATCH)

@@ -92,18 +92,18 @@ def auto_rules(device: torch.device) -> dict[str, str]:
     else:
         amp = f"off: {gpu} has no bf16 tensor cores (they came with 8.0)"
     if compiler_runs(device):
-        compile_ = (f"on for long work: sampling {AUTO_MIN_EVALUATIONS:,} evaluations or more, "
-                    f"training {TRAIN_AUTO_MIN_STEPS:,} steps left or more "
-                    f"({TRAIN_CACHED_MIN_STEPS:,} once the run folder caches the compile)")
+        compile = (f"on for long work: sampling {AUTO_MIN_EVALUATIONS:,} evaluations or more, "
+                   f"training {TRAIN_AUTO_MIN_STEPS:,} steps left or more "
+                   f"({TRAIN_CACHED_MIN_STEPS:,} once the run folder caches the compile)")
     elif gpu is None:
-        compile_ = "off: on a CPU inductor's C++ build costs more than it saves at these sizes"
+        compile = "off: on a CPU inductor's C++ build costs more than it saves at these sizes"
     else:
-        compile_ = f"off: Triton does not support {gpu} (it needs 7.0)"
+        compile = f"off: Triton does not support {gpu} (it needs 7.0)"
     layout = "as each backbone declares (pegasus backbones)"
     if device.type == "cuda":
         layout += ("; uncompiled, channels_last (and, in training, bf16) are then timed once "
                    "per run")
-    return {"amp": amp, "compile": compile_, "channels_last": layout}
+    return {"amp": amp, "compile": compile, "channels_last": layout}
 
 
 def check_switches(**switches: str) -> None:
@@ -123,13 +123,13 @@ class FastPath:
 
     @classmethod
     def choose(cls, device: torch.device, channels_last: bool, evaluations: int,
-               compile_: str = "auto", amp: str = "auto") -> FastPath:
+               compile: str = "auto", amp: str = "auto") -> FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
-        rule) for a backbone that declares `channels_last`; `compile_` and `amp` are "auto",
+        rule) for a backbone that declares `channels_last`; `compile` and `amp` are "auto",
         "on" or "off"."""
-        check_switches(compile=compile_, amp=amp)
+        check_switches(compile=compile, amp=amp)
         return cls.by_rules(device, channels_last, amp=amp, channels_last="auto",
-                            compile_=compile_, long=evaluations >= AUTO_MIN_EVALUATIONS)
+                            compile=compile, long=evaluations >= AUTO_MIN_EVALUATIONS)
 
     @classmethod
     def for_training(cls, device: torch.device, channels_last: bool, train, steps: int,
@@ -140,7 +140,7 @@ class FastPath:
         (the module's rule)."""
         def settle(long: bool) -> FastPath:
             return cls.by_rules(device, channels_last, amp=train.amp,
-                                channels_last=train.channels_last, compile_=train.compile,
+                                channels_last=train.channels_last, compile=train.compile,
                                 long=long)
 
         path = settle(steps >= TRAIN_AUTO_MIN_STEPS)
@@ -151,14 +151,14 @@ class FastPath:
         return path
 
     @classmethod
-    def by_rules(cls, device: torch.device, declared: bool, *, amp, channels_last, compile_,
+    def by_rules(cls, device: torch.device, declared: bool, *, amp, channels_last, compile,
                  long: bool) -> FastPath:
         """Each switch as set (True/False or a word of SWITCHES), or by its "auto" rule: bf16 where
         it pays, channels_last as the backbone `declared`, compiling for `long` work where the
         compiler runs. The one place these rules are applied, for sampling and training alike."""
         return cls(amp=bf16_on(device, amp),
                    channels_last=switch_value(channels_last, declared),
-                   compile=switch_value(compile_, long and compiler_runs(device)))
+                   compile=switch_value(compile, long and compiler_runs(device)))
 
     def autocast(self, device: torch.device):
         """The context the network runs in on `device`: bf16 autocast when `amp`, else none."""
@@ -176,7 +176,7 @@ class FastPath:
 def conv_autotuning(device: torch.device):
     """cuDNN's benchmark mode on CUDA for the duration: for each new input shape it times the
     candidate convolution algorithms once and keeps the fastest. Sampling and training repeat
-    one shape thousands of times (samplers/draw.py: equal_batches), so the search repays itself;
+    one shape thousands of times (run/job.py: equal_batches), so the search repays itself;
     the NCSNv2 reference code turns it on for its whole process (main.py). Elsewhere, nothing."""
     if device.type != "cuda":
         yield

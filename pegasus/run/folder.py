@@ -46,7 +46,7 @@ class SampleSet:
         its plan and the data's centre where the plan starts, and whether its fast path runs
         bf16 (the layout and the compiler change float rounding alone, so they may differ
         between jobs)."""
-        trained, plan = job.run, job.plan
+        trained, plan = job.trained, job.plan
         grid = hashlib.sha256(plan.sigmas.detach().cpu().float().numpy().tobytes())
         grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
         if plan.start == "normal":  # where such a chain starts: the data's centre

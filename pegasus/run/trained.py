@@ -1,5 +1,5 @@
 """A trained run ready to use: its config, EMA weights, schedule and the data's centre, and the
-sampling jobs it runs (job.py)."""
+sampler plans fitted to it. Sampling jobs (job.py) draw from it."""
 
 from __future__ import annotations
 
@@ -80,23 +80,3 @@ class TrainedRun:
             self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
                         f"its training images (imported, or written before pegasus kept one)")
         return plan
-
-    def job(self, sampler: str | SamplerPlan = "als", steps: int | None = None, *, num: int,
-            batch_size: int | None = None, compile_: str = "auto", amp: str = "auto",
-            chains: int = 1):
-        """A sampling job (job.SamplingJob) of `num` images by `sampler` within `steps`
-        evaluations (or a plan already made), its network on the fast path that `compile_` and
-        `amp` (auto, on or off) choose for the work: `chains` runs of it in this process."""
-        from pegasus.run.job import SamplingJob
-
-        plan = sampler if isinstance(sampler, SamplerPlan) else self.plan(sampler, steps)
-        return SamplingJob.make(self, plan, num=num, batch_size=batch_size, compile_=compile_,
-                                amp=amp, chains=chains)
-
-    def sample(self, num: int, seed: int, *, sampler: str | SamplerPlan = "als",
-               steps: int | None = None, batch_size: int | None = None, callback=None,
-               compile_: str = "auto", amp: str = "auto") -> torch.Tensor:
-        """`num` images (image i the same for any num and batch size), by annealed Langevin on
-        the run's schedule unless told otherwise."""
-        return self.job(sampler, steps, num=num, batch_size=batch_size, compile_=compile_,
-                        amp=amp).images(seed, callback=callback)

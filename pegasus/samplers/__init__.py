@@ -1,7 +1,7 @@
 """The samplers, one module each, every one a pure function over an explicit sigma tensor with
 a seeded generator and an optional callback (as in k-diffusion), and the `SPEC` that declares
 how it fits a run (spec.py). `plan.py` fits one to a run's schedule and an evaluation budget;
-`draw.py` runs a plan over batches of images, each from its own seeded stream.
+run/job.py draws a plan's images in batches, each image from its own seeded stream.
 
 A sampler's name is its module's, an underscore written as a hyphen (dpmpp_2m.py is
 `dpmpp-2m`), so the names are known without importing torch: the CLI's help lists them and
@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-HELPERS = ("spec", "plan", "calls", "draw")  # the modules here that are not samplers
+HELPERS = ("spec", "plan", "calls")  # the modules here that are not samplers
 
 
 def _names() -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from pegasus.model.classifier import Classifier
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import ImageStreams
 from pegasus.run.classifiers import load_classifier
-from pegasus.run.job import MAX_IMAGES, fitting_batch
+from pegasus.run.job import MAX_IMAGES, SamplingJob, fitting_batch
 from pegasus.samplers import sampler_spec
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import Callback, ProgressBar
@@ -124,7 +124,7 @@ class Kept:
     mask: torch.Tensor
 
 
-def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "auto",
+def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "auto",
           amp: str = "auto", progress: ProgressBar | None = None) -> Blend:
     """Blend as asked, every input checked before any chain runs. With `report`, the run's judge
     scores the strips (and a guided request is compared with the unguided one of its seed)."""
@@ -142,7 +142,7 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile_: str = "
     runs = request.runs(report)
     images = request.strips * (request.n + 2)
     check_fits(run, request, images)
-    job = run.job(plan, num=images, chains=len(runs), batch_size=images, compile_=compile_,
+    job = SamplingJob.make(run, plan, num=images, chains=len(runs), batch_size=images, compile=compile,
                   amp=amp)
     if request.mask is not None:
         kept = Kept(resolve_image(run, given), mask)
@@ -186,7 +186,7 @@ def column_score(job, request, guide: Classifier | None, kept: Kept | None):
     class at k = 0 and the target at k = N + 1 (weights moving with the noise angle), and, with
     a mask, the exact score of the kept picture outside it. `request` holds n, strips,
     guidance, source and target."""
-    run, score = job.run, job.score
+    run, score = job.trained, job.score
     if request.guidance > 0:
         if guide is None:
             raise UserError("guidance needs the run's guide classifier; train the guide first")
@@ -204,7 +204,7 @@ def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
     """Strips (M, N + 2, C, H, W) in [0, 1] of a sampling job's run by its plan (and network on
     its fast path). Column 0 is exactly what `pegasus sample` draws with the same seed (x0 and
     noise from stream p)."""
-    run, plan = job.run, job.plan
+    run, plan = job.trained, job.plan
     device, shape = run.device, run.image_shape
     p = ImageStreams(request.seed, 0, request.strips, device)
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)

@@ -19,6 +19,7 @@ import torch
 
 from pegasus.atomic import atomic_write
 from pegasus.errors import CheckpointError, FieldError
+from pegasus.run.job import SamplingJob
 from pegasus.samplers import SAMPLERS, sampler_spec
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback
@@ -85,7 +86,7 @@ def encode(run, images: torch.Tensor, *, sampler: str = "heun", steps: int | Non
            score_fn=None, callback: Callback | None = None) -> Latent:
     """The latents of `images` ((N, C, H, W) in [0, 1]) at sigma_1."""
     plan = ode_plan(run, sampler, steps)
-    score = score_fn or run.job(plan, num=len(images), batch_size=len(images)).score
+    score = score_fn or SamplingJob.make(run, plan, num=len(images), batch_size=len(images)).score
     z = integrate(score, images.to(run.device), plan, upward=True, callback=callback)
     return Latent(z, sampler, steps, run.config.data.res, run.schedule.describe(),
                   run.weights_digest(), str(run.source))
@@ -96,7 +97,7 @@ def decode(run, latent: Latent, *, score_fn=None, callback: Callback | None = No
     latent.check(run)
     plan = ode_plan(run, latent.sampler, latent.steps)
     z = latent.latent.to(run.device)
-    score = score_fn or run.job(plan, num=len(z), batch_size=len(z)).score
+    score = score_fn or SamplingJob.make(run, plan, num=len(z), batch_size=len(z)).score
     return integrate(score, z, plan, upward=False, callback=callback).clamp_(0, 1)
 
 

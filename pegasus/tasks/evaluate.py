@@ -28,6 +28,7 @@ from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError
 from pegasus.run.folder import SampleFolder
+from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.signatures import ProgressBar
 from pegasus.tasks.features import FEATURE_BATCH, Extractor, feature_extractor, scores
@@ -89,11 +90,11 @@ def real_images(config: Config, device: torch.device, max_real: int, seed: int) 
 
 def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: int = 1000,
                  seed: int = 0, features: str = "judge", inception_weights: Path | None = None,
-                 max_real: int = 5000, batch_size: int | None = None, compile_: str = "auto",
+                 max_real: int = 5000, batch_size: int | None = None, compile: str = "auto",
                  amp: str = "auto", progress: ProgressBar | None = None,
                  neighbours: Path | None = None, neighbours_of: int = 8,
                  ctx: distributed.Context | None = None) -> Quality:
-    """`num` samples of a TrainedRun by `sampler` (its network on the fast path that `compile_`
+    """`num` samples of a TrainedRun by `sampler` (its network on the fast path that `compile`
     and `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
     images, and checked for copies of the training images (novelty.py; with `neighbours`, a
     picture of the first `neighbours_of` samples beside their nearest training images). The
@@ -106,7 +107,7 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     plan = run.plan(sampler, steps)
     folder = run.run_dir.path if run.run_dir is not None else None
     feature = feature_extractor(features, folder, run.device, inception_weights)
-    job = run.job(plan, num=num, batch_size=batch_size, compile_=compile_, amp=amp)
+    job = SamplingJob.make(run, plan, num=num, batch_size=batch_size, compile=compile, amp=amp)
     extract = Extractor(feature, inception_weights, run.device)
     real = _features(ctx, extract, real_images(run.config, run.device, max_real, seed))
     # Each rank draws whole blocks of one process's job (the same batches: the same images to

@@ -29,7 +29,7 @@ import torch
 from pegasus.errors import FieldError
 from pegasus.fastpath.graphs import chain_graphs
 from pegasus.noise.streams import ImageStreams
-from pegasus.run.job import MAX_IMAGES, fitting_batch
+from pegasus.run.job import MAX_IMAGES, SamplingJob, fitting_batch
 from pegasus.samplers import SAMPLERS, sampler_spec
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, ProgressBar, ScoreFn
@@ -99,7 +99,7 @@ class Inpainting:
 
 
 def inpaint_run(run, image: str, mask: str = "right-half", *, num: int = 8, seed: int = 0,
-                sampler: str = "als", steps: int | None = None, compile_: str = "auto",
+                sampler: str = "als", steps: int | None = None, compile: str = "auto",
                 amp: str = "auto", progress: ProgressBar | None = None) -> Inpainting:
     """`num` completions of an image (a file or sample:SEED) by a TrainedRun, everything the
     user gave checked before any sampling (a file read, a sample not drawn)."""
@@ -110,7 +110,7 @@ def inpaint_run(run, image: str, mask: str = "right-half", *, num: int = 8, seed
     if num > MAX_IMAGES or fitting_batch(run, num, None) < num:
         raise FieldError("num", f"{num:,} completions do not fit in the free memory at once; the "
                                 f"most that fit are about {fitting_batch(run, MAX_IMAGES, None):,}")
-    job = run.job(plan, num=num, batch_size=num, compile_=compile_, amp=amp)
+    job = SamplingJob.make(run, plan, num=num, batch_size=num, compile=compile, amp=amp)
     given = resolve_image(run, given)
     callback = progress(f"inpaint ({sampler})", plan.evaluations) if progress else None
     completions = inpaint(job.score, given, region, plan, num=num, seed=seed, callback=callback,

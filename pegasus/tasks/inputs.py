@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pegasus.errors import FieldError, PegasusWarning, UserError
+from pegasus.run.job import SamplingJob
 
 BUILTIN_MASKS = ("right-half", "left-half", "top", "bottom", "centre", "box:x0,y0,x1,y1")
 _BOX = re.compile(r"^box:(\d+),(\d+),(\d+),(\d+)$")
@@ -180,7 +181,7 @@ def resolve_image(run, given: torch.Tensor | int | str, field: str = "image") ->
     if isinstance(given, str):
         given = given_image(given, run.config.data.res, field)
     if isinstance(given, int):
-        return run.sample(1, given)[0]
+        return SamplingJob.make(run, num=1).images(given)[0]
     return given.to(run.device)
 
 

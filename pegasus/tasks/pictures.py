@@ -26,6 +26,7 @@ from pegasus.fastpath import chain_graphs
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import ImageStreams
 from pegasus.run.classifiers import load_classifier
+from pegasus.run.job import SamplingJob
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import ProgressBar
 from pegasus.tasks.blend import Q_STREAM, Kept, column_score
@@ -99,7 +100,7 @@ def below(schedule: Schedule, sigma: float) -> Schedule:
                     schedule.steps_per_level, schedule.eps, schedule.denoise)
 
 
-def blend_pictures(run, request: PictureRequest, *, compile_: str = "auto", amp: str = "auto",
+def blend_pictures(run, request: PictureRequest, *, compile: str = "auto", amp: str = "auto",
                    progress: ProgressBar | None = None) -> PictureBlend:
     """Strips between two given pictures, every input checked before any chain runs."""
     _check(request, run)
@@ -113,7 +114,7 @@ def blend_pictures(run, request: PictureRequest, *, compile_: str = "auto", amp:
     else:
         plan = _sdedit_plan(run, request)
     columns = request.strips * (request.n + 2)
-    job = run.job(plan, num=columns, batch_size=columns, compile_=compile_, amp=amp)
+    job = SamplingJob.make(run, plan, num=columns, batch_size=columns, compile=compile, amp=amp)
     a, b = (resolve_image(run, g) for g in given)
     kept = Kept(a, mask) if mask is not None else None
     score = column_score(job, request, guide, kept)

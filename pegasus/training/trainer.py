@@ -28,7 +28,7 @@ from pegasus.data import load_images
 from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
 from pegasus.fastpath.compile import compile_notice, warn_uncompiled
 from pegasus.fastpath.keys import WorkKey
-from pegasus.fastpath.rules import conv_autotuning
+from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.images import save_grid, tile
 from pegasus.model.build import build_score_model
 from pegasus.model.ema import EMA
@@ -37,8 +37,9 @@ from pegasus.noise.draws import SigmaDraw
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_for_images
 from pegasus.run.checkpoint import save_checkpoint
+from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
-from pegasus.samplers.draw import draw
+from pegasus.run.trained import TrainedRun
 from pegasus.samplers.plan import plan_sampler
 from pegasus.training.batches import EpochSampler, batch_of
 from pegasus.training.heldout import HeldOut
@@ -193,11 +194,15 @@ class Trainer:
     def grid(self) -> None:
         """A grid of EMA samples by annealed Langevin (the same seed every time, so grids show
         progress, not luck)."""
-        model, device = self.ema.module.eval(), self.ctx.device
-        score, capture = fastpath.chain_graphs(plan := plan_sampler("als", self.schedule), model,
-                                               device)
-        x = draw(score, plan, num=self.config.train.grid, shape=tuple(self.images.shape[1:]),
-                 seed=self.config.train.seed, device=device, capture=capture)
+        model, device, num = self.ema.module.eval(), self.ctx.device, self.config.train.grid
+        # The job of the EMA network as it stands, eager and in float32: no probe, no compile
+        # and no change to the module's layout in the middle of training.
+        trained = TrainedRun(self.config, model, self.schedule, self.step, self.run.path, device,
+                             centre=self.data_mean.view(-1, 1, 1).to(device),
+                             centre_recorded=True)
+        job = SamplingJob(trained, plan_sampler("als", self.schedule), num, num,
+                          FastPath(amp=False, channels_last=False, compile=False), model)
+        x = job.images(self.config.train.seed)
         save_grid(x, self.run.sample_grid(self.step))
         if self.writer is not None:
             self.writer.add_image("samples", tile(x.cpu()), self.step)
