@@ -50,7 +50,7 @@ def encode(
             raise UserError("give the image to encode: --image FILE or --image sample:SEED")
         check_writable(out)
         model = load_model(run, None, weights, device)
-        picture = resolve_image(model.run, given_image(image, model.config.data.res))
+        picture = resolve_image(model.trained, given_image(image, model.config.data.res))
         with EvaluationBars() as bars:
             latent = model.encode(picture[None], sampler=sampler, steps=steps, progress=bars)
             again = model.decode(latent, progress=bars)

@@ -65,8 +65,7 @@ def sample(
                               "the images missing there are drawn. Under torchrun each rank "
                               "draws its share.")] = None,
 ) -> None:
-    """Draw images from a run's EMA weights (or exported weights): annealed Langevin by default,
-    or a fast sampler; a grid image, a folder of PNGs, or an .npz."""
+    """Draw images from a run's EMA weights (or exported weights): a grid, PNGs or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
                       "batch_size": "--batch-size", **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.distributed import group, launched
