@@ -82,9 +82,12 @@ def fast(model, x, sigmas, g, path: FastPath):
     net = torch.compile(model) if path.compile else model
     autocast = path.autocast(x.device)
 
+    def loss(network, images):  # NCSNv2's DSM, as Trainer.objective takes it for such a run
+        return dsm_loss(network, images, sigmas, generator=g)
+
     def step():
         with conv_autotuning(x.device):  # as the trainer's loop runs
-            training_step(net, opt, ema, xx, sigmas, g, autocast)
+            training_step(net, opt, ema, xx, loss, autocast)
 
     return step
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pegasus.coerce import from_mapping, parse_value
 from pegasus.devices import check_device_name
 from pegasus.errors import ConfigError, RegistryError
-from pegasus.noise.draws import P_MEAN, P_STD
+from pegasus.noise.draws import ECT_P_MEAN, ECT_P_STD, P_MEAN, P_STD
 from pegasus.noise.schedule import check_schedule_numbers
 from pegasus.registry import get_backbone
 
@@ -156,11 +156,38 @@ class TrainConfig:
 
 
 @dataclass
+class ConsistencyConfig:
+    """Consistency tuning (ECT; model/consistency.py): a run tuned from another's EMA weights
+    into a consistency function f, which `--sampler consistency` samples in 1 to N evaluations.
+    Untouched (tuned false) for every run trained from scratch."""
+
+    tuned: bool = False
+    source: str = ""  # the run it was tuned from, for the reader
+    # r's schedule: r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))), the stage s rising every
+    # stage_every iterations (ECT's public settings q = 4, k = 8, b = 1).
+    stage_every: int = 300
+    q: float = 4.0
+    k: float = 8.0
+    b: float = 1.0
+    c: float = 0.0  # the pseudo-Huber distance's constant (0: the L2 norm)
+    p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
+    p_std: float = ECT_P_STD
+
+    def __post_init__(self) -> None:
+        _positive(self, "stage_every", "p_std")
+        if not self.q > 1:
+            raise ValueError(f"q must be above 1 (r must move toward t), got {self.q}")
+        if self.k < 0 or self.b < 0 or self.c < 0:
+            raise ValueError(f"k, b and c must be 0 or more, got {self.k}, {self.b} and {self.c}")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

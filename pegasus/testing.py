@@ -2,8 +2,10 @@
 
 At every resolution the backbone declares, it builds the network, runs a tiny batch on CPU
 through the score model and the DSM loss, and checks the output shape, finiteness, that every
-parameter receives a gradient, that an undeclared resolution is refused, and that the config
-survives a round trip through plain values (as checkpoints store it).
+parameter receives a gradient, that an undeclared resolution is refused, that the config
+survives a round trip through plain values (as checkpoints store it), and that the backbone
+tuned into a consistency function (model/consistency.py), under either preconditioning, keeps
+the boundary condition f(x, sigma_L) = x exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def check_backbone(
 ) -> None:
     import torch
 
+    from pegasus.model.consistency import consistency
     from pegasus.model.loss import dsm_loss
+    from pegasus.model.precondition import EDMPreconditioning
     from pegasus.model.score import ScoreModel
     from pegasus.noise.schedule import geometric_sigmas
 
@@ -53,6 +57,13 @@ def check_backbone(
                    if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
         if missing:
             raise ConformanceError(f"{spec.name} at {res} px: no finite gradient for {missing[:5]}")
+        bottom = sigmas[-1:].expand(batch)
+        for edm in (None, EDMPreconditioning(torch.full((channels, 1, 1), 0.5), 0.5)):
+            tuned = ScoreModel(model.backbone, edm, consistency=float(sigmas[-1]))
+            with torch.no_grad():
+                if not torch.equal(consistency(tuned, x, bottom), x):
+                    raise ConformanceError(f"{spec.name} at {res} px: the consistency function "
+                                           f"moves x at sigma_L (a non-finite output there?)")
     unsupported = next(r for r in range(8, 1024, 8) if r not in spec.resolutions)
     try:
         spec.build(options, res=unsupported, channels=channels)

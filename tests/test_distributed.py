@@ -121,19 +121,19 @@ def test_a_process_outside_torchrun_that_cannot_join_its_group_is_one_line(run, 
 
 def test_a_restarted_torchrun_job_resumes_only_its_own_checkpoints(tmp_path, monkeypatch):
     from pegasus.run.layout import RunDir
-    from pegasus.training import _record_job, _restarted_job, train
+    from pegasus.training import _record_job, restarted_job, train
     from tiny import tiny_config
 
     train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
     run = RunDir(tmp_path)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-a")
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
-    assert not _restarted_job(run)  # a first attempt never resumes by itself
+    assert not restarted_job(run)  # a first attempt never resumes by itself
     _record_job(run)
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
-    assert _restarted_job(run)
+    assert restarted_job(run)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-b")  # another job's checkpoints
-    assert not _restarted_job(run)
+    assert not restarted_job(run)
 
 
 FAILING_RANK = """

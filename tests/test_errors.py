@@ -278,7 +278,7 @@ def test_untrustworthy_inputs_are_one_line_each_before_any_work(tmp_path, run):
         (["blend", "--run", str(run), "--n", "1000000000", "--k", "1",
           "--out", str(tmp_path / "b.png")], "--n"),
         (["inpaint", "--run", str(run), "--image", "sample:1", "--sampler", "heun", *out],
-         "--sampler heun takes no Langevin steps"),
+         "--sampler heun takes no Langevin or consistency steps"),
         (["inpaint", "--run", str(run), "--image", "sample:-1", *out], "seed of 0 or more"),
         (["train", "--run", str(tmp_path / "new"), *[a for s in TINY for a in ("--set", s)],
           "--set", "train.batch_size=1000000000"], "1,000,000,000 does not fit in this machine's"),

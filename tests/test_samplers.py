@@ -66,12 +66,12 @@ def test_heun_lands_on_the_analytic_mean_and_variance_of_a_gaussian():
 
 @pytest.mark.parametrize("name,options", [("als", {}), ("heun", {}), ("heun", {"churn": 10.0}),
                                           ("pc", {}), ("cas", {}), ("dpmpp-2m", {}),
-                                          ("dpmpp-2m-sde", {})])
+                                          ("dpmpp-2m-sde", {}), ("ipndm", {})])
 def test_seeded_samplers_are_bit_reproducible(name, options):
     steps = 61 if name == "als" else 30
     a = _sample(name, steps, n=64, seed=5, **options)[1]
     assert torch.equal(a, _sample(name, steps, n=64, seed=5, **options)[1])
-    if name not in ("heun", "dpmpp-2m") or options:  # an ODE is deterministic given its start
+    if name not in ("heun", "dpmpp-2m", "ipndm") or options:  # an ODE: deterministic from its start
         assert not torch.equal(a, _sample(name, steps, n=64, seed=6, **options)[1])
 
 
@@ -197,7 +197,8 @@ def _free(name, steps, n=6000, seed=2, **options):
 
 
 @pytest.mark.parametrize("name,grid", [("dpmpp-2m", "log-uniform"), ("dpmpp-2m", "karras"),
-                                       ("dpmpp-2m-sde", "log-uniform"), ("heun", None)])
+                                       ("dpmpp-2m-sde", "log-uniform"), ("heun", None),
+                                       ("ipndm", None)])
 def test_the_ode_and_sde_solvers_recover_the_mixture_weights_in_about_20_evaluations(name, grid):
     options = {"grid": grid} if grid else {}
     plan, x = _free(name, 21 if name == "heun" else 20, **options)
@@ -208,7 +209,7 @@ def test_the_ode_and_sde_solvers_recover_the_mixture_weights_in_about_20_evaluat
     assert spread < 1.3 * 0.6 * 1.1774
 
 
-@pytest.mark.parametrize("name,steps", [("dpmpp-2m", 24), ("dpmpp-2m-sde", 48)])
+@pytest.mark.parametrize("name,steps", [("dpmpp-2m", 24), ("dpmpp-2m-sde", 48), ("ipndm", 24)])
 def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps):
     """Data N(m, s^2) in 4 dimensions: the exact score of its perturbation; from N(m, s^2 +
     sigma_1^2) both end on N(m, s^4 / (s^2 + sigma_L^2)), Tweedie's last step included. The ODE
@@ -225,7 +226,7 @@ def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps)
     x = plan_sampler(name, schedule, steps, trained_levels=False).run(gaussian, x0, generator=g)
     assert abs(x.mean().item() - m) < 0.005
     assert abs(x.var().item() / (s**4 / (s**2 + bottom**2)) - 1) < 0.03
-    if name == "dpmpp-2m":
+    if name in ("dpmpp-2m", "ipndm"):
         at_bottom = m + (x0 - m) * math.sqrt((s**2 + bottom**2) / (s**2 + top**2))
         exact = m + s**2 / (s**2 + bottom**2) * (at_bottom - m)
 
@@ -234,6 +235,9 @@ def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps)
             return ((y - exact).norm() / (exact - m).norm()).item()
 
         assert error(steps) < 0.01 and error(2 * steps) < error(steps) / 3.5
+        if name == "ipndm":  # its 1st-order form (Euler) is first order, and far off
+            first = plan_sampler(name, schedule, steps, trained_levels=False, order=1)
+            assert ((first.run(gaussian, x0) - exact).norm() / (exact - m).norm()) > 3 * error(steps)
 
 
 def test_a_continuous_run_walks_its_own_grid_and_a_discrete_unet_keeps_to_its_levels():

@@ -21,12 +21,55 @@ PRESETS_HELP = ("Preset name or a TOML file. Presets: cifar10, celeba, church, t
                 "ncsnv2-stl10-64/96, sprites-demo.")
 
 
-def _kind(noise) -> list[str]:
-    """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning."""
+def _kind(config) -> list[str]:
+    """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning, and
+    consistency tuning."""
+    noise = config.noise
     kind = [] if noise.training == "levels" else [f"sigma drawn {noise.training}"]
     if noise.preconditioning == "edm":
         kind.append(f"EDM's preconditioning, sigma_data {noise.sigma_data}")
+    if config.consistency.tuned:
+        kind.append(f"consistency-tuned (ECT) from {config.consistency.source}")
     return kind
+
+
+def _announcer(run: Path, planned: bool):
+    """train()'s on_start: what the run trains, on what, and how, in four lines."""
+    def announce(resolved, parameters: int, fast) -> None:
+        from pegasus.noise.schedule import Schedule
+
+        s = Schedule.from_noise(resolved.noise)
+        how = "as configured" if planned else "planned from the data"
+        err_console.print(
+            f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
+            f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
+            f"{resolved.train.iters} steps -> {run}", highlight=False)
+        err_console.print(f"model: {resolved.model.backbone} {resolved.model.options}, "
+                          f"{parameters:,} parameters", highlight=False)
+        err_console.print(f"noise: {s.describe()} ({'; '.join([how, *_kind(resolved)])}; "
+                          f"{s.evaluations} evaluations per sample)", highlight=False)
+        err_console.print(f"fast path: {fast.describe()}", highlight=False)
+
+    return announce
+
+
+def _finish(result, run: Path, early_stop: int) -> None:
+    """The last line of a training call: stopped (exit 128 + signal), stopped early, or done."""
+    if result.interrupted:
+        if result.checkpoint is None:
+            console.print("stopped before the first step; nothing was saved")
+        else:
+            console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
+                          f"continue with: pegasus train --run {run} --resume")
+        raise typer.Exit(128 + result.interrupted)
+    if result.stopped_early:
+        low_step, low = min(result.held_out, key=lambda logged: logged[1])
+        console.print(f"stopped early at step {result.step}: the held-out DSM loss has not "
+                      f"fallen for {early_stop} logs (train.early_stop) since its low of "
+                      f"{low:.4g} at step {low_step}; checkpoint {result.checkpoint}",
+                      highlight=False)
+        return
+    console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
 
 
 @app.command(epilog=examples(
@@ -61,41 +104,37 @@ def train(
         cfg = run_config(run, preset=config, flags=flags, overrides=set_ or [], resume=resume,
                          warn=warn)
         with StepsBar("train", ".2f") as bar:
+            result = run_training(cfg, run, resume=resume, progress=bar.report,
+                                  on_start=_announcer(run, cfg.noise.planned), warn=warn,
+                                  notify=note)
+        _finish(result, run, cfg.train.early_stop)
 
-            def announce(resolved, parameters: int, fast) -> None:
-                from pegasus.noise.schedule import Schedule
 
-                s = Schedule.from_noise(resolved.noise)
-                how = "planned from the data" if not cfg.noise.planned else "as configured"
-                err_console.print(
-                    f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
-                    f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
-                    f"{resolved.train.iters} steps -> {run}", highlight=False)
-                err_console.print(
-                    f"model: {resolved.model.backbone} {resolved.model.options}, "
-                    f"{parameters:,} parameters", highlight=False)
-                err_console.print(
-                    f"noise: {s.describe()} ({'; '.join([how, *_kind(resolved.noise)])}; "
-                    f"{s.evaluations} evaluations per sample)", highlight=False)
-                err_console.print(f"fast path: {fast.describe()}", highlight=False)
+@app.command(epilog=examples(
+    "pegasus tune --run runs/demo --to runs/demo-ct",
+    "pegasus sample --run runs/demo-ct --sampler consistency --steps 2 --out two-steps.png",
+    "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --set consistency.stage_every=400",
+    "pegasus train --run runs/demo-ct --resume --iters 2400    # tune on",
+))
+def tune(
+    run: RunOpt,
+    to: Annotated[Path, typer.Option(file_okay=False, help="The new run's folder.")],
+    iters: Annotated[int, typer.Option(min=1, help="Tuning steps.")] = 1200,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Tune a trained run into a consistency model (ECT) that samples in 1 to 4 evaluations.
 
-            result = run_training(cfg, run, resume=resume, progress=bar.report, on_start=announce,
-                                  warn=warn, notify=note)
-        if result.interrupted:
-            if result.checkpoint is None:
-                console.print("stopped before the first step; nothing was saved")
-            else:
-                console.print(f"stopped at step {result.step}; checkpoint {result.checkpoint}; "
-                              f"continue with: pegasus train --run {run} --resume")
-            raise typer.Exit(128 + result.interrupted)
-        if result.stopped_early:
-            low_step, low = min(result.held_out, key=lambda logged: logged[1])
-            console.print(f"stopped early at step {result.step}: the held-out DSM loss has not "
-                          f"fallen for {cfg.train.early_stop} logs (train.early_stop) since its "
-                          f"low of {low:.4g} at step {low_step}; checkpoint {result.checkpoint}",
-                          highlight=False)
-            return
-        console.print(f"done: step {result.step}, checkpoint {result.checkpoint}")
+    The new run starts from the run's EMA weights and is an ordinary run: checkpoints, resume
+    (`train --resume`), exports, torchrun. Sample it with `--sampler consistency`."""
+    with user_errors({"train.iters": "--iters", "train.device": "--device"}):
+        from pegasus.training.tune import tune as tune_run
+
+        overrides = [*([f'train.device="{device}"'] if device else []), *(set_ or [])]
+        with StepsBar("tune", ".3g") as bar:
+            result = tune_run(run, to, iters=iters, overrides=overrides, progress=bar.report,
+                              on_start=_announcer(to, True), warn=warn, notify=note)
+        _finish(result, to, 0)
 
 
 def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,

@@ -236,6 +236,9 @@ def export_checkpoint(run_dir: Path, out: Path, checkpoint: Path | None = None) 
     if config.noise.preconditioning != "ncsnv2":
         raise CheckpointError(f"{path} is preconditioned as EDM's; the reference code takes the "
                               f"score as the network's output / sigma only")
+    if config.consistency.tuned:
+        raise CheckpointError(f"{path} is a consistency-tuned run; the reference code samples "
+                              f"scores by Langevin dynamics, not consistency functions")
     if config.model.backbone != "refinenet":
         raise CheckpointError(f"{path} is a {config.model.backbone} run; the reference code runs "
                               f"the RefineNet only")

@@ -28,4 +28,5 @@ def build_score_model(config: Config, channels: int = 3,
         if config.noise.preconditioning == "edm":
             centre = torch.full((channels, 1, 1), 0.5) if centre is None else centre
             edm = EDMPreconditioning(centre, config.noise.sigma_data)
-    return ScoreModel(backbone, edm), plugin
+    consistency = config.noise.sigma_min if config.consistency.tuned else None
+    return ScoreModel(backbone, edm, consistency), plugin

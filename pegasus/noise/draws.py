@@ -26,6 +26,9 @@ KINDS = ("levels", "log-uniform", "log-normal")
 # EDM's P_mean = -1.2 is for images in [-1, 1]; pegasus's are in [0, 1], where every sigma is
 # half as large: -1.2 - log 2. P_std = 1.2 is EDM's.
 P_MEAN, P_STD = -1.2 - math.log(2), 1.2
+# ECT's t ~ log-normal(P_mean = -1.1, P_std = 2.0) for consistency tuning (model/consistency.py),
+# halved in the same way.
+ECT_P_MEAN, ECT_P_STD = -1.1 - math.log(2), 2.0
 
 
 class SigmaDraw:
@@ -52,6 +55,10 @@ class SigmaDraw:
             z = torch.randn(batch, device=device, generator=generator, dtype=torch.float64)
             log_sigma = (self.p_mean + self.p_std * z).clamp(self.log_bottom, self.log_top)
         return log_sigma.exp().float(), self._nearest(log_sigma)
+
+    def snap(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Each sigma moved to the nearest level (in log sigma)."""
+        return self.sigmas[self._nearest(sigma.double().log())]
 
     def _nearest(self, log_sigma: torch.Tensor) -> torch.Tensor:
         ascending = self.ascending.to(log_sigma.device)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from pegasus.config import Config
+from pegasus.errors import FieldError
 from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import Schedule
 from pegasus.run.layout import RunDir
@@ -61,6 +62,11 @@ class TrainedRun:
         return (self.config.noise.training != "levels"
                 or get_backbone(self.config.model.backbone)[0].interpolates)
 
+    @property
+    def tuned(self) -> bool:
+        """Whether the network is a consistency function (model/consistency.py)."""
+        return self.config.consistency.tuned
+
     def weights_digest(self) -> str:
         """A digest of the EMA weights, bit for bit: what says two files hold one network (a
         sample folder's manifest, a latent's record). Read from the weights each time: a caller
@@ -76,6 +82,10 @@ class TrainedRun:
         its grid on the trained levels unless the network knows every sigma."""
         plan = plan_sampler(sampler, self.schedule, steps,
                             trained_levels=not self.knows_every_sigma, **options)
+        if plan.spec.tuned_only and not self.tuned:
+            raise FieldError("sampler", f"{plan.name} samples consistency-tuned runs only, and "
+                                        f"{self.source} is not one (consistency.tuned is false); "
+                                        f"tune it into a new run first (pegasus tune)")
         if plan.start == "normal" and not self.centre_recorded and self.notify is not None:
             self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
                         f"its training images (imported, or written before pegasus kept one)")

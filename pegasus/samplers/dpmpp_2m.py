@@ -102,4 +102,4 @@ SPEC = SamplerSpec(
     summary="DPM-Solver++(2M) (Lu et al. 2022): the probability-flow ODE by a second-order "
             "multistep method in log sigma, one evaluation a step; deterministic",
     function=dpmpp_2m, fit=fit, default_steps=20, start="normal",
-    stochastic=lambda options: False, reversible=True)
+    stochastic=lambda options, sigmas: False, reversible=True)

@@ -100,4 +100,4 @@ SPEC = SamplerSpec(
     summary="the probability-flow ODE by Heun's method on a Karras grid (EDM, Karras et al. "
             "2022); deterministic unless churn > 0",
     function=heun_sampler, fit=fit, default_steps=35, start="normal",
-    stochastic=lambda options: options.get("churn", 0.0) > 0, reversible=True)
+    stochastic=lambda options, sigmas: options.get("churn", 0.0) > 0, reversible=True)

@@ -41,7 +41,7 @@ class SamplerPlan:
     @property
     def stochastic(self) -> bool:
         """Whether the chain injects noise at its steps (so eq. 4 can blend its chains)."""
-        return self.spec.stochastic(self.options)
+        return self.spec.stochastic(self.options, self.sigmas)
 
     @property
     def captures_steps(self) -> bool:

@@ -2,8 +2,8 @@
 
 A sampler module holds its pure function and a `SamplerSpec`: the function, its default budget,
 how it fits a run's schedule within a budget (its grid and what that grid costs), where its
-chains start, whether they inject noise (what eq. 4 blends need), whether they take Langevin
-steps (what inpainting and masked blends need), and whether it captures its own step in a CUDA
+chains start, whether they inject noise (what eq. 4 blends need), whether they fit regenerated
+pixels to kept ones (what inpainting and masked blends need), and whether it captures its own step in a CUDA
 graph. `plan.plan_sampler`, the CLI, blends and inpainting read these fields; nothing else
 knows a sampler by name.
 """
@@ -43,8 +43,11 @@ class SamplerSpec:
     fit: Callable[[Schedule, int | None, dict[str, Any], Snap], Fitted]
     default_steps: int | None  # the default budget; None: the run's own schedule
     start: str  # "uniform" (annealed Langevin's prior) or "normal" (centre + sigma_1 z)
-    stochastic: Callable[[dict[str, Any]], bool] = lambda options: True  # injects noise
-    inpaints: bool = False  # takes Langevin steps, which fit regenerated pixels to kept ones
+    # Whether its chains inject noise, given its options and grid (what eq. 4 blends need).
+    stochastic: Callable[[dict[str, Any], torch.Tensor], bool] = lambda options, sigmas: True
+    # Fits regenerated pixels to kept ones (tasks/inpaint.py): by Langevin steps, or by
+    # consistency steps that restart from the kept pixels.
+    inpaints: bool = False
     captures_steps: bool = False  # given a capture, graphs its whole step (update included)
     # An ODE solver that walks its grid either way: from an image up to its latent noise and
     # back (tasks/encode.py), when it injects no noise.
@@ -52,6 +55,8 @@ class SamplerSpec:
     # Options its fit takes from the run's schedule, which decide what a plan costs: not the
     # user's to give (als's T steps per level).
     fixed: tuple[str, ...] = ()
+    # Samples a consistency-tuned run only (model/consistency.py): its score is f's.
+    tuned_only: bool = False
 
 
 def enough(name: str, points: int, least: int, steps: int) -> None:

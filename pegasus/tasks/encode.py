@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pegasus.atomic import atomic_write
-from pegasus.errors import CheckpointError, FieldError
+from pegasus.errors import CheckpointError, FieldError, UserError
 from pegasus.run.job import SamplingJob
 from pegasus.samplers import SAMPLERS, sampler_spec
 from pegasus.samplers.plan import SamplerPlan
@@ -28,7 +28,13 @@ FORMAT = "pegasus-latent"
 
 
 def ode_plan(run, sampler: str = "heun", steps: int | None = None) -> SamplerPlan:
-    """The run's plan for `sampler`, checked to be a reversible ODE, with no denoising step."""
+    """The run's plan for `sampler`, checked to be a reversible ODE, with no denoising step.
+    Encoding, decoding and likelihoods all come here."""
+    if run.tuned:
+        raise UserError(f"{run.source} is consistency-tuned: its network maps each point to the "
+                        f"end of its trajectory, so it has no probability-flow ODE to run either "
+                        f"way; encode and measure likelihoods with the run it was tuned from "
+                        f"({run.config.consistency.source or 'its base run'})")
     plan = run.plan(sampler, steps)
     if not plan.spec.reversible or plan.stochastic:
         ways = " or ".join(n for n in SAMPLERS if sampler_spec(n).reversible)

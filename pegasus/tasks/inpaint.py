@@ -15,6 +15,10 @@ imputation): the unknown pixels adapt to the known ones by Langevin mixing, at l
 known ones are still noisy. It needs Langevin steps: annealed Langevin (als) or the
 predictor-corrector (pc). A deterministic ODE (heun) or one ancestral step per level (cas) has
 none, and leaves the regenerated pixels close to unconditional samples; they are refused.
+Multistep consistency sampling of a tuned run inpaints the other way (Song et al. 2023,
+"Consistency models", Algorithm 4): with this score each step's f lands the known pixels on y
+and maps the unknown ones from the whole noisy image, and the next step renoises both, so the
+regenerated pixels are redrawn from a point that holds the kept ones.
 
 Masks are 1 where pixels are regenerated and 0 where the given image is kept (inputs.py reads
 pictures and masks).
@@ -37,7 +41,7 @@ from pegasus.tasks.inputs import check_mask, given_image, resolve_image, resolve
 
 
 def inpainting_samplers() -> list[str]:
-    """The samplers whose Langevin steps fit regenerated pixels to kept ones (SamplerSpec)."""
+    """The samplers whose steps fit regenerated pixels to kept ones (SamplerSpec.inpaints)."""
     return [name for name in SAMPLERS if sampler_spec(name).inpaints]
 
 
@@ -68,6 +72,10 @@ def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: Sa
     device, shape = image.device, tuple(image.shape)
     streams = ImageStreams(seed, 0, num, device)
     start = plan.start_point(*streams.starting_draws(shape), centre)
+    if plan.start == "normal":
+        # centre + sigma_1 z, with the known pixels at y + sigma_1 z: the point the masked score
+        # describes, and all a one-step consistency sampler sees of them.
+        start = start + (image - centre) * (1 - mask)
     # A few completions are a small batch, where launching kernels one by one would bound the
     # GPU: the chain replays a CUDA graph there (fastpath/graphs.py).
     score, capture = chain_graphs(plan, masked_score(score_fn, image, mask), device)
@@ -78,9 +86,9 @@ def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: Sa
 
 def check_sampler(plan: SamplerPlan) -> None:
     if not plan.spec.inpaints:
-        raise FieldError("sampler", f"{plan.name} takes no Langevin steps, which is how the "
-                                    f"regenerated pixels adapt to the kept ones; inpaint with "
-                                    f"{' or '.join(inpainting_samplers())}")
+        raise FieldError("sampler", f"{plan.name} takes no Langevin or consistency steps, "
+                                    f"which is how the regenerated pixels adapt to the kept "
+                                    f"ones; inpaint with {' or '.join(inpainting_samplers())}")
 
 
 @dataclass

@@ -45,6 +45,7 @@ def train(
     on_start: Callable[[Config, int, FastPath], None] | None = None,
     warn: Callable[[str], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    init: dict | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
@@ -53,7 +54,8 @@ def train(
     up, `notify` about the waits of start-up: the fast path's timings on a GPU and whether the
     first step compiles or loads the compile cached in the run folder. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
-    compare a resumed run with an uninterrupted one.
+    compare a resumed run with an uninterrupted one. A new run starts from the weights `init`
+    when given (consistency tuning starts from another run's EMA weights: tasks/tune.py).
 
     Under torchrun, a job that torchrun restarts after a worker failed (--max-restarts) resumes
     the checkpoints it wrote itself before the failure, with or without `resume`."""
@@ -69,14 +71,14 @@ def train(
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     with StopOnSignal() as stop, distributed.group(config.train.device) as ctx:
-        resume = resume or _restarted_job(run)
+        resume = resume or restarted_job(run)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
-            start = _starting_point(run, resume, warn, config.train.iters)
+            start = _starting_point(run, resume, warn, config.train.iters, init)
             return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                           on_start, None)
         run.create()
         with RunLock(run.lock, f"run {run.path}"):
-            start = _starting_point(run, resume, warn, config.train.iters)
+            start = _starting_point(run, resume, warn, config.train.iters, init)
             _record_job(run)
             for path in remove_stale_temporaries(run.checkpoints):
                 warn(f"removed {path.name}, left by an interrupted write")
@@ -84,7 +86,7 @@ def train(
                           on_start, notify)
 
 
-def _restarted_job(run: RunDir) -> bool:
+def restarted_job(run: RunDir) -> bool:
     """Whether this is torchrun's restart of the job that wrote the run's checkpoints. Every
     rank decides alike: the job file was written in the job's first attempt, before any
     failure could restart it."""
@@ -102,14 +104,15 @@ def _record_job(run: RunDir) -> None:
         atomic_write(run.job, lambda f: f.write(job.encode()))
 
 
-def _starting_point(run: RunDir, resume: bool, warn, iters: int) -> StartingPoint:
-    """A new run needs a folder without checkpoints; a resumed one its newest good checkpoint,
-    at a step no later than the `iters` it is to train to."""
+def _starting_point(run: RunDir, resume: bool, warn, iters: int,
+                    init: dict | None = None) -> StartingPoint:
+    """A new run needs a folder without checkpoints (it starts from `init`, if given); a resumed
+    one its newest good checkpoint, at a step no later than the `iters` it is to train to."""
     if not resume:
         if run.latest_checkpoint() is not None:
             raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
                            f"run folder")
-        return StartingPoint(run)
+        return StartingPoint(run, init=init)
     state, path = load_resume_state(run, warn)
     start = StartingPoint(run, state, path)
     if start.step > iters:

@@ -31,11 +31,13 @@ from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.images import save_grid, tile
 from pegasus.model.build import build_score_model
+from pegasus.model.consistency import ect_loss
 from pegasus.model.ema import EMA
 from pegasus.model.loss import DSMLoss, dsm_loss
 from pegasus.noise.draws import SigmaDraw
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_for_images
+from pegasus.registry import get_backbone
 from pegasus.run.checkpoint import save_checkpoint
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
@@ -61,25 +63,24 @@ class TrainResult:
 @dataclass
 class StartingPoint:
     """Where a training call starts: the run folder and, when resuming, the checkpoint it
-    continues (its state and step)."""
+    continues (its state and step); a new run may start from given weights (`init`: another
+    run's EMA weights, which consistency tuning starts from) instead of fresh ones."""
 
     run: RunDir
     state: dict | None = None
     path: Path | None = None
+    init: dict | None = None
 
     @property
     def step(self) -> int:
         return int(self.state["step"]) if self.state is not None else 0
 
 
-def training_step(net, optimizer, ema: EMA, x: torch.Tensor, sigmas: torch.Tensor,
-                  generator: torch.Generator, autocast, draw: SigmaDraw | None = None,
-                  weight=None) -> DSMLoss:
-    """One DSM step: loss under `autocast` (the loss itself is float32), backward, Adam, EMA;
-    each image's sigma by `draw` (None: one of `sigmas`, NCSNv2), its loss weighted by `weight`
-    (None: NCSNv2's; ScoreModel.loss_weight). Nothing in it reads a value back to the host."""
+def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> DSMLoss:
+    """One step: `loss(net, x)` under `autocast` (the loss itself is float32; Trainer.objective),
+    backward, Adam, EMA. Nothing in it reads a value back to the host."""
     with autocast:
-        out = dsm_loss(net, x, sigmas, generator=generator, draw=draw, weight=weight)
+        out = loss(net, x)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -97,6 +98,9 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.config = self._data(config)
         self._model()
+        if start.init is not None:  # before the EMA copies the network (_optimiser)
+            self.model.load_state_dict(start.init)
+            start.init = None
         self._fast_path(steps_left=config.train.iters - start.step)
         self._optimiser()
         self.step = start.step
@@ -123,11 +127,30 @@ class Trainer:
             config = dataclasses.replace(config, noise=choose_for_images(config.noise, self.images))
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
-        noise = config.noise
+        noise, tuning = config.noise, config.consistency
         self.draw = (None if noise.training == "levels" else
                      SigmaDraw(noise.training, self.sigmas, noise.p_mean, noise.p_std))
-        self.held_out = HeldOut(config, device) if self.ctx.main else None
+        self.snap = None
+        if tuning.tuned:  # ECT's t, on the levels alone for a network that knows only those
+            self.draw = SigmaDraw("log-normal", self.sigmas, tuning.p_mean, tuning.p_std)
+            every = noise.training != "levels" or get_backbone(config.model.backbone)[0].interpolates
+            self.snap = None if every else self.draw.snap
+        # The held-out DSM loss says nothing of a consistency function: none for a tuned run.
+        self.held_out = HeldOut(config, device) if self.ctx.main and not tuning.tuned else None
         return config
+
+    def objective(self, net, x: torch.Tensor) -> DSMLoss:
+        """One batch's loss: DSM, each image's sigma by `draw` (None: one of the levels, NCSNv2)
+        weighted as the model asks (ScoreModel.loss_weight), or ECT's for a consistency-tuned
+        run at the stage this step is in (model/consistency.py)."""
+        tuning = self.config.consistency
+        if not tuning.tuned:
+            return dsm_loss(net, x, self.sigmas, generator=self.g, draw=self.draw,
+                            weight=self.model.loss_weight)
+        return ect_loss(net, x, draw=self.draw, stage=self.step // tuning.stage_every,
+                        q=tuning.q, k=tuning.k, b=tuning.b, c=tuning.c,
+                        sigma_min=self.config.noise.sigma_min,
+                        sigma_data=self.config.noise.sigma_data, snap=self.snap, generator=self.g)
 
     def _model(self) -> None:
         self.model, self.plugin = build_score_model(self.config, channels=self.images.shape[1],
@@ -192,15 +215,18 @@ class Trainer:
             generators=generators), keep=self.config.train.keep)
 
     def grid(self) -> None:
-        """A grid of EMA samples by annealed Langevin (the same seed every time, so grids show
-        progress, not luck)."""
+        """A grid of EMA samples by annealed Langevin, or a tuned run's consistency sampler (the
+        same seed every time, so grids show progress, not luck)."""
         model, device, num = self.ema.module.eval(), self.ctx.device, self.config.train.grid
         # The job of the EMA network as it stands, eager and in float32: no probe, no compile
         # and no change to the module's layout in the middle of training.
         trained = TrainedRun(self.config, model, self.schedule, self.step, self.run.path, device,
                              centre=self.data_mean.view(-1, 1, 1).to(device),
                              centre_recorded=True)
-        job = SamplingJob(trained, plan_sampler("als", self.schedule), num, num,
+        # A tuned run's grid is its 2-evaluation consistency samples.
+        plan = (trained.plan("consistency", 2) if trained.tuned
+                else plan_sampler("als", self.schedule))
+        job = SamplingJob(trained, plan, num, num,
                           FastPath(amp=False, channels_last=False, compile=False), model)
         x = job.images(self.config.train.seed)
         save_grid(x, self.run.sample_grid(self.step))
@@ -287,8 +313,8 @@ class Trainer:
         compile fails, the step is drawn again with the same noise on the uncompiled network."""
         noise = self.g.get_state() if first and self.fast.compile else None
         try:
-            return training_step(self.net, self.optimizer, self.ema, x, self.sigmas, self.g,
-                                 self.autocast, self.draw, self.model.loss_weight)
+            return training_step(self.net, self.optimizer, self.ema, x, self.objective,
+                                 self.autocast)
         except torch._dynamo.exc.TorchDynamoException as e:
             if not self.fast.compile:
                 raise

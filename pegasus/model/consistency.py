@@ -1,0 +1,81 @@
+"""Consistency functions and their tuning (ECT: Geng et al., ICLR 2025, "Consistency models made
+easy"; docs/science.md, "Consistency tuning").
+
+A consistency function f(x, sigma) maps any point of a probability-flow trajectory to its end,
+with the boundary condition f(x, sigma_min) = x. A run's network gives a denoiser,
+D(x, sigma) = x + sigma^2 s(x, sigma) (Tweedie), for either parameterisation (output / sigma or
+EDM's) and any backbone. A tuned run's f is
+
+    f(x, sigma) = c_skip(sigma) x + c_out(sigma) D(x, sigma),
+    c_out = (sigma - sigma_min) / sigma,   c_skip = 1 - c_out = sigma_min / sigma,
+
+so c_out(sigma_min) = 0 exactly and the boundary condition holds for any weights. On EDM's
+network F this is Song et al. 2023's parameterisation (consistency models, eq. 9) in its output
+term: F's weight in f is (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2), their
+c_out; on NCSNv2's it is f = x + (sigma - sigma_min) F. Away from sigma_min, f is the network's
+denoiser, so tuning starts from what the run already knows, and the network's output keeps its
+scale down to a few sigma_min (a c_out that vanished faster would ask it to grow as 1 / c_out).
+Written as a score, f = x + sigma^2 c_out s: a tuned run's ScoreModel returns c_out times its
+network's score, and every sampler, guide and blend keeps talking to a score function.
+
+ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r = x + r z, r < t,
+one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
+stage s rises (every `stage_every` iterations), so the pairs tighten from denoising (r = 0: the
+clean image is the target) to neighbouring points of one trajectory. The distance is
+sqrt(||f(x_t, t) - sg f(x_r, r)||^2 + c^2) - c (c = 0: the L2 norm), weighted by
+(t^2 + sigma_data^2) / (t sigma_data)^2. No teacher, no ODE solve, no Jacobian-vector product.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pegasus.model.loss import DSMLoss
+from pegasus.signatures import ScoreFn
+
+
+def c_out(sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
+    """D's weight in f: 0 at sigma_min exactly, towards 1 above it."""
+    return (sigma - sigma_min) / sigma
+
+
+def consistency(score_fn: ScoreFn, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """f(x, sigma) = x + sigma^2 s(x, sigma) of a tuned run's score (s already carries c_out),
+    in float32, for (B,) sigma."""
+    s = sigma.float().view(-1, *([1] * (x.dim() - 1)))
+    return x.float() + s.square() * score_fn(x, sigma).float()
+
+
+def partner(t: torch.Tensor, stage: int, *, q: float, k: float, b: float) -> torch.Tensor:
+    """ECT's r for t at `stage`: t (1 - q^-(stage+1) (1 + k sigmoid(-b t))), at least 0. b acts
+    on t in EDM's units (pegasus's doubled), so the public settings keep their meaning."""
+    shrink = q ** -(stage + 1) * (1 + k * torch.sigmoid(-b * 2 * t))
+    return (t * (1 - shrink)).clamp_min(0)
+
+
+def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, k: float,
+             b: float, c: float, sigma_min: float, sigma_data: float,
+             snap=None, generator: torch.Generator | None = None) -> DSMLoss:
+    """ECT's loss on clean images x (module docstring). `draw` gives each image's t and the
+    index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
+    knows, where its sigma input does not interpolate (None: every sigma)."""
+    t, levels = draw(len(x), generator, x.device)
+    r = partner(t, stage, q=q, k=k, b=b)
+    if snap is not None:
+        t, r = snap(t), torch.where(r < sigma_min, r, snap(r))
+        r = torch.minimum(r, t)
+    noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    view = (-1, *([1] * (x.dim() - 1)))
+    x_t = x + t.view(view) * noise
+    with torch.no_grad():
+        x_r = x + r.view(view) * noise
+        # At or below sigma_min f is the identity (the boundary condition): x_r is the target.
+        on = r > sigma_min
+        target = torch.where(on.view(view), consistency(score_fn, x_r, r.clamp_min(sigma_min)),
+                             x_r.float())
+    gap = (consistency(score_fn, x_t, t) - target).flatten(1).square().sum(dim=1)
+    # Clamped: sqrt's gradient at 0 is infinite, and snapped pairs (r = t) give a gap of 0.
+    distance = (gap + c * c).clamp_min(1e-12).sqrt() - c
+    weight = (t.float().square() + sigma_data ** 2) / (t.float() * sigma_data).square()
+    per_sample = distance * weight
+    return DSMLoss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)
