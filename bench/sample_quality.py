@@ -4,6 +4,8 @@ images stated), a table, and a plot with one line per sampler and one panel per 
 
     python bench/sample_quality.py --run runs/demo --num 1000 --plot out/sample-quality.png
     python bench/sample_quality.py --runs levels=runs/demo,log-uniform=runs/demo-lu --num 1000
+    python bench/sample_quality.py --run runs/demo --tuned runs/demo-ct --num 1000 \
+        --budgets "ipndm=5,10,20;dpmpp-2m=10;cas=32"
 
 Each run's baseline is annealed Langevin at its full schedule (L*T + 1 evaluations). A budget is
 "within noise" of the baseline when its KID exceeds the baseline's by at most twice the combined
@@ -16,6 +18,13 @@ so the panels share one yardstick.
 heun[churn=10,s_min=0.05]=15,29. `--centres` compares where the samplers that start at the
 noisiest level begin: centre + sigma_1 z with the centre the training images' per-channel mean
 ("data"), or a number (0.5; 0 is the start pegasus used before it knew the centre).
+
+`--tuned DIR` adds a consistency-tuned run of `--run` (`pegasus tune`) to its panel, sampled by
+`--tuned-budgets` (default consistency=1,2,4), and prints each run's training steps and wall
+time (from its TensorBoard log) beside the other's: what the tuning cost against the training.
+
+Each row also gives the samples' grain: the mean absolute difference between neighbouring pixels,
+beside the training images' own.
 
 `--rows FILE.jsonl` keeps every measured row there as it is measured; a later call with the same
 file measures only the rows it lacks (same run, sampler, evaluations, samples and seed), so a
@@ -44,14 +53,14 @@ from pegasus.tasks.evaluate import measure
 from pegasus.tasks.features import feature_extractor
 
 DEFAULT_BUDGETS = ("heun=5,9,15,21,35;pc=8,16,32,64,128;cas=8,16,32,64,128;"
-                   "dpmpp-2m=8,14,20,28;dpmpp-2m-sde=8,14,20,28;als=31,61,121")
+                   "dpmpp-2m=8,14,20,28;dpmpp-2m-sde=8,14,20,28;ipndm=5,10,20;als=31,61,121")
 _PART = re.compile(r"^([a-z0-9-]+)(?:\[(.*)\])?$")
 
 
 def parse_budgets(text: str) -> list[tuple[str, dict, list[int]]]:
     """[(sampler, options, budgets)] from "heun[churn=10]=15,29;cas=16"."""
     out = []
-    for part in text.split(";"):
+    for part in filter(str.strip, text.split(";")):
         head, _, values = part.strip().rpartition("=") if "]" in part else part.strip().partition("=")
         if _PART.match(head.strip()) is None:
             raise SystemExit(f"error: cannot read the budget {part!r}")
@@ -76,6 +85,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--plot", type=Path, default=Path("sample-quality.png"))
+    parser.add_argument("--tuned", type=Path, help="a consistency-tuned run of --run, same panel")
+    parser.add_argument("--tuned-budgets", default="consistency=1,2,4",
+                        help="sampler=evaluations,... for --tuned (default: %(default)s)")
     parser.add_argument("--rows", type=Path, help="a .jsonl file of measured rows to continue")
     parser.add_argument("--centres", default="data",
                         help="where the samplers that start at the noisiest level start: data "
@@ -84,12 +96,18 @@ def main() -> int:
     runs = dict(part.split("=", 1) for part in args.runs.split(",") if part) or {"": str(args.run)}
     if runs == {"": "None"}:
         parser.error("give --run DIR or --runs kind=DIR,...")
+    if args.tuned is not None and len(runs) > 1:
+        parser.error("--tuned goes with one --run")
     budgets = parse_budgets(args.budgets)
     rows = []
     try:
         judge = args.judge or Path(next(iter(runs.values())))
         for kind, folder in runs.items():
             rows += measure_run(kind, Path(folder), judge, budgets, args)
+        if args.tuned is not None:
+            for folder in (Path(next(iter(runs.values()))), args.tuned):
+                steps, seconds = training_time(folder)
+                print(f"{folder}: {steps} steps in {seconds:.0f} s of wall time")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -108,6 +126,7 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
     data_mean = data.mean(dim=(0, 2, 3), dtype=torch.float64).div(255).float()
     centres = {c: (data_mean if c == "data" else torch.full_like(data_mean, float(c)))
                for c in args.centres.split(",")}
+    print(f"training images' grain {grain(real):.4f}")
     print(f"{folder}{f' ({kind})' if kind else ''}: {run.config.model.backbone} at "
           f"{run.config.data.res} px, step {run.step}, noise.training "
           f"{run.config.noise.training}; KID x 1e3 on {judge}'s judge features, {args.num} samples "
@@ -115,9 +134,10 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
 
     kept = _kept_rows(args.rows)
 
-    def score(sampler: str, options: dict, steps: int | None, centre: str) -> dict:
+    def score(sampler: str, options: dict, steps: int | None, centre: str, run=run,
+              folder=folder) -> dict:
         plan = run.plan(sampler, steps, **options)
-        name = label(sampler, options)
+        name = label(sampler, options) + (" (tuned)" if run.tuned else "")
         if plan.start != "uniform" and len(centres) > 1:
             name += f"@{centre}"
         key = (str(folder), name, plan.evaluations, args.num, args.seed)
@@ -132,10 +152,11 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
         seconds = time.perf_counter() - start
         kid, std, fid = measure(real, fake, feature, seed=args.seed)
         row = {"kind": kind, "sampler": name, "evaluations": plan.evaluations, "kid": kid,
-               "std": std, "fid": fid, "seconds": seconds, "mean": fake.mean().item()}
+               "std": std, "fid": fid, "seconds": seconds, "mean": fake.mean().item(),
+               "grain": grain(fake)}
         print(f"  {name:24s} {plan.evaluations:5d} evaluations  KID {1e3 * kid:8.2f} ± "
-              f"{1e3 * std:5.2f}  FID {fid:8.3f}  pixel mean {row['mean']:.4f}  {seconds:7.1f} s",
-              flush=True)
+              f"{1e3 * std:5.2f}  FID {fid:8.3f}  pixel mean {row['mean']:.4f}  grain "
+              f"{row['grain']:.4f}  {seconds:7.1f} s", flush=True)
         if args.rows is not None:
             with args.rows.open("a") as f:
                 f.write(json.dumps({"run": str(folder), "num": args.num, "seed": args.seed,
@@ -148,7 +169,30 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
     for sampler, options, steps_list in budgets:
         for centre in (centres if sampler != "als" else [first]):
             rows += [score(sampler, options, steps, centre) for steps in steps_list]
+    if args.tuned is not None:
+        tuned = load_trained_run(args.tuned, device=args.device)
+        for sampler, options, steps_list in parse_budgets(args.tuned_budgets):
+            rows += [score(sampler, options, steps, first, tuned, args.tuned)
+                     for steps in steps_list]
     return rows
+
+
+def grain(images: torch.Tensor) -> float:
+    """The mean absolute difference between horizontally neighbouring pixels: what a grainy
+    sampler raises above the data's own (KID on judge features barely sees it)."""
+    return (images[..., 1:] - images[..., :-1]).abs().mean().item()
+
+
+def training_time(folder: Path) -> tuple[int, float]:
+    """A run's last logged step and its training's wall time, from its TensorBoard log: the span
+    between its first and last logged losses, scaled to the whole run (the first log comes
+    after log_every steps; start-up is not counted)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "logs")).Reload()
+    losses = events.Scalars(events.Tags()["scalars"][0])
+    first, last = losses[0], losses[-1]
+    return last.step, (last.wall_time - first.wall_time) * last.step / (last.step - first.step)
 
 
 def _kept_rows(path: Path | None) -> dict[tuple, dict]:

@@ -9,6 +9,7 @@ config the backbone's plugin declares. Every checkpoint stores the resolved conf
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ PRESET_DIRS = (
 
 Auto = Literal["auto"]
 MAX_RES = 1024
+MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
+# A generated dataset (sprites) is made in memory at once: 2 classes of 200,000 at 64 px are 5 GB.
+MAX_GENERATED = 200_000
 
 
 @dataclass
@@ -53,6 +57,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "res", "size")
+        if self.size > MAX_GENERATED:
+            raise ValueError(f"size must be at most {MAX_GENERATED:,} images a class (the "
+                             f"generated set is made in memory at once), got {self.size:,}")
         if self.limit < 0 or self.held_out < 0:
             raise ValueError(f"limit and held_out must be 0 or positive, got {self.limit} and "
                              f"{self.held_out}")
@@ -150,6 +157,9 @@ class TrainConfig:
                   "keep", "grid")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.grid > MAX_GRID:
+            raise ValueError(f"grid must be at most {MAX_GRID:,} images (one picture), got "
+                             f"{self.grid:,}")
         if self.sample_every < 0:
             raise ValueError(f"sample_every must be 0 (never) or positive, got {self.sample_every}")
         check_device_name(self.device)
@@ -205,10 +215,11 @@ class Config:
 
 
 def _positive(obj: Any, *names: str) -> None:
+    """Each field a finite number above 0 (nan and inf pass a plain `> 0` or `<= 0`)."""
     for name in names:
         value = getattr(obj, name)
-        if isinstance(value, int | float) and value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+        if isinstance(value, int | float) and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -292,6 +292,55 @@ def test_untrustworthy_inputs_are_one_line_each_before_any_work(tmp_path, run):
     assert not (tmp_path / "new").exists()
 
 
+def _bomb_png(path):
+    """A PNG whose header claims 30000 x 30000 px (Pillow refuses it at open, before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_absurd_numbers_and_files_are_one_line_before_any_work(tmp_path, run, monkeypatch):
+    """Non-finite rates and weights, sizes that would allocate terabytes, a picture of 900
+    million pixels and a latent named as a picture: one line each, exit 2."""
+    bomb = _bomb_png(tmp_path / "bomb.png")
+    huge = _weights_with(tmp_path, run, "levels.safetensors",
+                         edit_config=lambda c: c["noise"].update(levels=10**9))
+    sets = [a for s in TINY for a in ("--set", s)]
+    new = ["train", "--run", str(tmp_path / "new"), *sets, "--set"]
+    out = ["--out", str(tmp_path / "x.png")]
+    cases = [
+        ([*new, "train.lr=nan"], "lr must be positive and finite, got nan"),
+        ([*new, "train.lr=inf"], "lr must be positive and finite, got inf"),
+        ([*new, "noise.levels=1000000000"], "levels must be at most 100,000"),
+        ([*new, "noise.levels=2.5"], "expected an integer"),
+        ([*new, "data.size=1000000000"], "size must be at most 200,000"),
+        ([*new, "train.grid=1000000000"], "grid must be at most 10,000"),
+        (["sample", "--weights", str(huge), *out], "levels must be at most 100,000"),
+        (["blend", "--run", str(run), "--guidance", "inf", "--n", "3", "--k", "1", *out],
+         "guidance must be a finite number"),
+        (["encode", "--run", str(run), "--image", "sample:0", "--out", str(tmp_path / "z.png")],
+         "name it .pt"),
+        (["encode", "--run", str(run), "--image", str(bomb), "--out", str(tmp_path / "z.pt")],
+         "more pixels than Pillow opens safely"),
+        (["inpaint", "--run", str(run), "--image", "sample:0", "--mask", str(bomb), *out],
+         "more pixels than Pillow opens safely"),
+    ]
+    for args, needle in cases:
+        one_line(runner.invoke(app, args), needle)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "z.png").exists()
+    # `--run ''` is the current folder: a new run never goes where other files are.
+    monkeypatch.chdir(tmp_path)
+    one_line(runner.invoke(app, ["train", "--run", "", *sets]), "holds files that are not a run's")
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "checkpoints").exists()
+
+
 def test_odd_pictures_are_converted_with_a_note_or_refused(tmp_path):
     """Grey, RGBA and 16-bit pictures are converted, each with a one-line note (16-bit scaled
     to 8 bits, not clipped white); a 1x1 picture is refused."""

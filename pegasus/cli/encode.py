@@ -48,6 +48,8 @@ def encode(
 
         if image is None:
             raise UserError("give the image to encode: --image FILE or --image sample:SEED")
+        if out.suffix != ".pt":
+            raise UserError(f"{out}: a latent is a torch file; name it .pt")
         check_writable(out)
         model = load_model(run, None, weights, device)
         picture = resolve_image(model.trained, given_image(image, model.config.data.res))

@@ -46,8 +46,10 @@ def _announcer(run: Path, planned: bool):
             f"{resolved.train.iters} steps -> {run}", highlight=False)
         err_console.print(f"model: {resolved.model.backbone} {resolved.model.options}, "
                           f"{parameters:,} parameters", highlight=False)
+        cost = ("1 to 4 evaluations per sample by --sampler consistency"
+                if resolved.consistency.tuned else f"{s.evaluations} evaluations per sample")
         err_console.print(f"noise: {s.describe()} ({'; '.join([how, *_kind(resolved)])}; "
-                          f"{s.evaluations} evaluations per sample)", highlight=False)
+                          f"{cost})", highlight=False)
         err_console.print(f"fast path: {fast.describe()}", highlight=False)
 
     return announce

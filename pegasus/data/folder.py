@@ -38,7 +38,7 @@ def read_folder(root: Path, classes: list[str], res: int) -> tuple[torch.Tensor,
             try:
                 with Image.open(path) as im:
                     rgb = im.convert("RGB")
-            except (UnidentifiedImageError, OSError) as e:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
                 raise UserError(f"cannot read image {path}: {e}; remove or replace it") from None
             tensor = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
             tensor = tensor.view(rgb.height, rgb.width, 3).permute(2, 0, 1)

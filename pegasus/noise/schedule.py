@@ -12,6 +12,10 @@ from typing import Any
 
 import torch
 
+# Far beyond any published schedule (CIFAR-10's L = 232), and small enough to allocate: a file's
+# metadata cannot ask for a billion levels.
+MAX_LEVELS = 100_000
+
 
 def check_schedule_numbers(sigma_max: Any, sigma_min: Any, levels: Any, steps_per_level: Any,
                            eps: Any) -> None:
@@ -25,6 +29,10 @@ def check_schedule_numbers(sigma_max: Any, sigma_min: Any, levels: Any, steps_pe
         raise ValueError(f"sigma_max ({sigma_max}) must exceed sigma_min ({sigma_min})")
     if levels != "auto" and levels < 2:
         raise ValueError(f"levels must be at least 2, got {levels}")
+    if levels != "auto" and levels > MAX_LEVELS:
+        raise ValueError(f"levels must be at most {MAX_LEVELS:,}, got {levels:,}")
+    if steps_per_level != "auto" and steps_per_level > MAX_LEVELS:
+        raise ValueError(f"steps_per_level must be at most {MAX_LEVELS:,}, got {steps_per_level:,}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from pegasus import distributed, fastpath
+from pegasus.config import MAX_GRID
 from pegasus.errors import FieldError, UserError
 from pegasus.images import check_npz, image_format, save_grid, save_npz
 from pegasus.noise.streams import ImageStreams
@@ -31,7 +32,6 @@ from pegasus.signatures import Callback, Capture, ProgressBar, ScoreFn
 
 # The most images one job draws: 200 times the 50,000 an FID measurement takes.
 MAX_IMAGES = 10_000_000
-MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
 
 Progress = Callable[[int, int], None]  # (images written so far, images in all)
 

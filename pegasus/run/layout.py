@@ -28,7 +28,7 @@ from typing import Any
 
 import tomli_w
 
-from pegasus.atomic import atomic_write
+from pegasus.atomic import TEMP_SUFFIX, atomic_write
 from pegasus.config import Config, read_toml
 from pegasus.errors import RunError
 from pegasus.run.checkpoint import latest_checkpoint
@@ -46,6 +46,8 @@ PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GP
 LOCK_FILE = ".lock"
 JOB_FILE = ".torchrun-job"
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
+NAMES = {CONFIG_FILE, CONFIG_DIGEST, CHECKPOINTS, SAMPLES, LOGS, GUIDE_FILE, JUDGE_FILE, EXPORTS,
+         COMPILE_CACHE, PROBES_FILE, LOCK_FILE, JOB_FILE}
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,18 @@ class RunDir:
         """A run path must be a folder (or not exist yet) that can be created and written."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"run path {self.path} is a file, not a folder; choose another run folder")
+
+    def check_new(self) -> None:
+        """A new run goes in a folder that is new, empty or a run's own (a config, a guide):
+        never into one holding other files, such as the current folder of `--run ''`."""
+        if not self.path.is_dir():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir()
+                         if p.name not in NAMES and not p.name.endswith(TEMP_SUFFIX))
+        if foreign:
+            raise RunError(f"{self.path.resolve()} holds files that are not a run's "
+                           f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                           f"train a new run in a new or empty folder")
 
     def create(self) -> None:
         self.check_usable()

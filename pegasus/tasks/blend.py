@@ -5,6 +5,7 @@ judge's report of where the strips start and end."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,8 +65,8 @@ class BlendRequest:
             raise FieldError("k", f"must be between 0 and N+1 = {self.n + 1}, got {self.k}")
         if self.strips < 1:
             raise FieldError("strips", f"must be at least 1, got {self.strips}")
-        if self.guidance < 0:
-            raise FieldError("guidance", f"must be 0 or more, got {self.guidance}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise FieldError("guidance", f"must be a finite number, 0 or more, got {self.guidance}")
         if (self.image is None) != (self.mask is None):
             raise UserError("a masked blend needs both an image and a mask")
         for name in (self.source, self.target):

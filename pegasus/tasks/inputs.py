@@ -66,6 +66,9 @@ def _open(path: Path, what: str):
     try:
         image = Image.open(path)
         image.load()
+    except Image.DecompressionBombError:
+        raise UserError(f"{what} {path} has more pixels than Pillow opens safely "
+                        f"({Image.MAX_IMAGE_PIXELS * 2:,}); shrink it first") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UserError(f"cannot read {what} {path}: {e}") from None
     width, height = image.size
@@ -152,7 +155,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size
-    except OSError:
+    except (OSError, Image.DecompressionBombError):
         return None
 
 

@@ -76,6 +76,8 @@ def train(
             start = _starting_point(run, resume, warn, config.train.iters, init)
             return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                           on_start, None)
+        if not resume:  # by rank 0 alone, before it writes: the others would see its writes
+            run.check_new()
         run.create()
         with RunLock(run.lock, f"run {run.path}"):
             start = _starting_point(run, resume, warn, config.train.iters, init)
