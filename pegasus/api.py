@@ -115,14 +115,16 @@ class Model:
         return SamplingJob.make(self.trained, sampler, steps, num=num, batch_size=batch_size,
                                 compile=compile, amp=amp)
 
-    def blend(self, n: int = 15, k: int = 9, strips: int = 8, seed: int = 0, *,
+    def blend(self, n: int = 15, k: int | str | None = None, strips: int = 8, seed: int = 0, *,
               source: str | None = None, target: str | None = None, guidance: float = 0.0,
               sampler: str = "als", steps: int | None = None, mode: str = "eq4",
               image: str | None = None, mask: str | None = None, report: bool = False,
               compile: str = "auto", amp: str = "auto",
               progress: ProgressBar | None = None) -> Blend:
         """Strips of two classes blended by eq. 4 (tasks/blend.py); `.strips` is
-        (strips, n + 2, 3, H, W) and, with `report`, `.reports` the judge's scores."""
+        (strips, n + 2, 3, H, W), `.columns` the column written of each (k: a number, "auto"
+        for the judge's choice per strip, None for 9 at N = 15) and, with `report`, `.reports`
+        the judge's scores."""
         request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
                                guidance=guidance, sampler=sampler, steps=steps, mode=mode,
                                image=image, mask=mask)
@@ -170,7 +172,7 @@ class Model:
                                    seed=seed, probes=probes, progress=progress, ctx=ctx)
 
     def blend_pictures(self, image_a: str, image_b: str, *, mode: str = "ode", n: int = 15,
-                       k: int = 9, strips: int = 1, seed: int = 0, strength: str = "0.5",
+                       k: int | None = None, strips: int = 1, seed: int = 0, strength: str = "0.5",
                        sampler: str | None = None, steps: int | None = None,
                        source: str | None = None, target: str | None = None,
                        guidance: float = 0.0, mask: str | None = None, compile: str = "auto",

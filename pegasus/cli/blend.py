@@ -15,6 +15,7 @@ from pegasus.cli.options import (
     AmpOpt,
     BlendModeOpt,
     BlendOutOpt,
+    ColumnOpt,
     CompileOpt,
     DeviceOpt,
     ImageAOpt,
@@ -33,13 +34,14 @@ from pegasus.cli.options import (
 @app.command(epilog=examples(
     "pegasus blend --run runs/demo --k 9 --n 15 --strips 8 --out blend.png",
     "pegasus blend --run runs/demo --from horse --to bird --guidance 10 --report",
+    "pegasus blend --run runs/demo --from horse --to bird --guidance 10 --k auto",
     "pegasus blend --weights model.safetensors --k 9 --n 15",
     "pegasus blend --run runs/demo --sampler heun --mode slerp --k 9 --n 15",
 ))
 def blend(
     run: OptionalRunOpt = None,
     weights: WeightsOpt = None,
-    k: Annotated[int, typer.Option("--k", help="Which column to write: 0 .. N+1 (eq. 4).")] = 9,
+    k: ColumnOpt = None,
     n: Annotated[int, typer.Option("--n", help="N: interpolated images between the two "
                                    "chains.")] = 15,
     strips: StripsOpt = None,
@@ -90,28 +92,40 @@ def blend(
                                  mode=mode or "eq4", image=image, mask=mask, report=report,
                                  compile=compile, amp=amp, progress=bars)
         kth, strips_png = result.save(out)
-        console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
+        chosen = _columns(result.columns)
+        console.print(f"wrote the {chosen} images to {kth} and the strips (k = 0..{n + 1}) to "
                       f"{strips_png}", highlight=False)
         if result.reports:
-            _print_reports(result.reports, k, n)
+            _print_reports(result.reports, chosen, n)
 
 
-def _print_reports(reports, k: int, n: int) -> None:
+def _columns(columns: list[int]) -> str:
+    """k=9, or each strip's own: k=8,9,9,10."""
+    return f"k={columns[0]}" if len(set(columns)) == 1 else f"k={','.join(map(str, columns))}"
+
+
+def _print_reports(reports, chosen: str, n: int) -> None:
     src, tgt = reports[0].source, reports[0].target
     table = Table("guidance W", "strips", f"{src} left and {tgt} right",
-                  f"mean p({src}) along the strip, k = 0..{n + 1}",
-                  f"k={k} copies of training images")
+                  f"mean p({src}) along the strip, k = 0..{n + 1}", "monotonicity",
+                  "balance at k", "smoothness ± spread", "copies of training images at k")
     for r in reports:
+        s = r.scores
         table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
                       " ".join(f"{p:.2f}" for p in r.source_probability),
+                      f"{s.monotonicity:.2f}", f"{s.balance:.2f}",
+                      f"{s.smoothness:.3g} ± {s.smoothness_spread:.2g}",
                       f"{100 * r.memorised:.1f}%")
     console.print(table)
+    for r in reports:
+        console.print(f"W={r.guidance:g}: columns {_columns(r.scores.columns)}", highlight=False)
 
 
 def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, seed, strength,
                     sampler, steps, source, target, guidance, mask, compile, amp, out) -> None:
     from pegasus.errors import UserError
     from pegasus.tasks.blend_files import save_blend
+    from pegasus.tasks.strips import resolve_column
 
     if image_a is None or image_b is None:
         raise UserError("blending two pictures needs both --image-a and --image-b")
@@ -122,6 +136,7 @@ def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, 
                                       seed=seed, strength=strength, sampler=sampler, steps=steps,
                                       source=source, target=target, guidance=guidance,
                                       mask=mask, compile=compile, amp=amp, progress=bars)
-    kth, strips_png = save_blend(result.strips, k, out)
-    console.print(f"wrote the k={k} images to {kth} and the strips (k = 0..{n + 1}) to "
+    column = resolve_column(k, n)
+    kth, strips_png = save_blend(result.strips, column, out)
+    console.print(f"wrote the k={column} images to {kth} and the strips (k = 0..{n + 1}) to "
                   f"{strips_png}; {result.describe()}", highlight=False)

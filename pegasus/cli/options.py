@@ -53,6 +53,9 @@ BatchSizeOpt = Annotated[int | None, typer.Option(
                 "changes speed and memory, never the images.")]
 
 # What `pegasus blend` blends and writes: the mode, two given pictures, the strips.
+ColumnOpt = Annotated[str | None, typer.Option(
+    "--k", help="Which column to write: 0 .. N+1 (eq. 4), or auto: each strip's own, where the "
+    "judge's p(source) crosses 1/2. Default round(0.6 N): 9 at N = 15.")]
 StripsOpt = Annotated[int | None, typer.Option(
     min=1, help="Number of strips (each shares one starting point; default 8, one for two "
                 "pictures by ode, 4 by sdedit).")]

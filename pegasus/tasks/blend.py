@@ -33,6 +33,7 @@ from pegasus.tasks.interpolation import (
 )
 from pegasus.tasks.neighbours import Reference
 from pegasus.tasks.novelty import memorisation
+from pegasus.tasks.strips import AUTO, StripScores, crossing_columns, resolve_column
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
 MODES = ("eq4", "slerp")
@@ -41,7 +42,9 @@ MODES = ("eq4", "slerp")
 @dataclass(frozen=True)
 class BlendRequest:
     n: int = 15
-    k: int = 9
+    # The column written: 0 .. N + 1, "auto" (each strip's own, by the judge) or None for the
+    # default, 9 at N = 15 (strips.py).
+    k: int | str | None = None
     strips: int = 8
     seed: int = 0
     source: str | None = None  # the class at k = 0 (guided only)
@@ -61,8 +64,7 @@ class BlendRequest:
         sampler_spec(self.sampler)  # an unknown name is refused here
         if self.n < 1:
             raise FieldError("n", f"must be at least 1, got {self.n}")
-        if not 0 <= self.k <= self.n + 1:
-            raise FieldError("k", f"must be between 0 and N+1 = {self.n + 1}, got {self.k}")
+        self.column  # noqa: B018 - a column outside 0 .. N + 1 is refused here
         if self.strips < 1:
             raise FieldError("strips", f"must be at least 1, got {self.strips}")
         if not (math.isfinite(self.guidance) and self.guidance >= 0):
@@ -72,6 +74,11 @@ class BlendRequest:
         for name in (self.source, self.target):
             if name is not None and name not in classes:
                 raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
+
+    @property
+    def column(self) -> int | str:
+        """The column written: a number, or "auto" (strips.py)."""
+        return resolve_column(self.k, self.n)
 
     def plan(self, schedule: Schedule, trained_levels: bool = True) -> SamplerPlan:
         """The sampler this blend runs, fitted to `schedule` within `steps` evaluations (its grid
@@ -110,11 +117,12 @@ def endpoints(request: BlendRequest, classes: list[str]) -> tuple[int, int]:
 class Blend:
     request: BlendRequest
     strips: torch.Tensor  # (M, N + 2, C, H, W) in [0, 1], the request's
+    columns: list[int]  # each strip's column: the request's k, or the judge's choice with auto
     reports: list[JudgeReport] = field(default_factory=list)  # guided first, with a judge
 
     def save(self, out: Path) -> tuple[Path, Path]:
-        """The k-th images as `out`, and the labelled strips beside it (blend_files.py)."""
-        return save_blend(self.strips, self.request.k, out)
+        """Each strip's column as `out`, and the labelled strips beside it (blend_files.py)."""
+        return save_blend(self.strips, self.columns, out)
 
 
 @dataclass
@@ -128,12 +136,14 @@ class Kept:
 def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "auto",
           amp: str = "auto", progress: ProgressBar | None = None) -> Blend:
     """Blend as asked, every input checked before any chain runs. With `report`, the run's judge
-    scores the strips (and a guided request is compared with the unguided one of its seed)."""
+    scores the strips (and a guided request is compared with the unguided one of its seed); a
+    column `auto` is the judge's choice, and comes with the report."""
     request.validate(run.classes)
     plan = request.plan(run.schedule, trained_levels=not run.knows_every_sigma)
+    report = report or request.column == AUTO
     if (request.guidance > 0 or report) and run.run_dir is None:
-        raise UserError("guidance and reports need a run folder (its guide and judge); exported "
-                        "weights carry neither")
+        raise UserError("guidance, reports and k auto need a run folder (its guide and judge); "
+                        "exported weights carry neither")
     guide = load_classifier(run.run_dir.path, "guide", run.device) if request.guidance > 0 else None
     judge = load_classifier(run.run_dir.path, "judge", run.device) if report else None
     kept = None
@@ -150,17 +160,19 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "a
     results = [blend_strips_of(job, r, guide, kept,
                                progress(f"blend W={r.guidance:g}", plan.evaluations)
                                if progress else None) for r in runs]
+    if judge is None:
+        return Blend(request, results[0], [request.column] * request.strips)
+    source, target = (run.classes[i] for i in endpoints(request, run.classes))
+    extract = Extractor(JudgeFeatures(judge).eval(), None, run.device)
+    reference = Reference.of(run.config, extract.of, request.seed)
     reports = []
-    if judge is not None:
-        source, target = (run.classes[i] for i in endpoints(request, run.classes))
-        reports = [judge_strips(strips, judge, source, target, r.guidance)
-                   for r, strips in zip(runs, results, strict=True)]
-        extract = Extractor(JudgeFeatures(judge).eval(), None, run.device)
-        reference = Reference.of(run.config, extract.of, request.seed)
-        for r, strips in zip(reports, results, strict=True):
-            kth = extract.of(strips[:, request.k])
-            r.memorised = memorisation(kth.cpu(), reference.features, reference.held)[0]
-    return Blend(request, results[0], reports)
+    for r, strips in zip(runs, results, strict=True):
+        scored = judge_strips(strips, judge, extract, source, target, r.guidance, request.column)
+        chosen = strips[torch.arange(len(strips)), torch.tensor(scored.scores.columns)]
+        scored.memorised = memorisation(extract.of(chosen).cpu(), reference.features,
+                                        reference.held)[0]
+        reports.append(scored)
+    return Blend(request, results[0], reports[0].scores.columns, reports)
 
 
 def check_fits(run, request: BlendRequest, images: int) -> None:
@@ -235,18 +247,25 @@ class JudgeReport:
     source: str
     target: str
     ends_correct: float  # share of strips whose left end is the source and right end the target
-    source_probability: list[float] = field(default_factory=list)  # mean p(source) per column
-    memorised: float | None = None  # the share of column k's images that copy a training image
+    source_probability: list[float]  # mean p(source) per column
+    scores: StripScores  # each strip's column, monotonicity, balance, smoothness (strips.py)
+    memorised: float | None = None  # the share of the columns' images that copy a training image
 
 
 @torch.no_grad()
-def judge_strips(strips: torch.Tensor, judge: Classifier, source: str, target: str,
-                 guidance: float) -> JudgeReport:
+def judge_strips(strips: torch.Tensor, judge: Classifier, extract: Extractor, source: str,
+                 target: str, guidance: float, column: int | str) -> JudgeReport:
+    """The judge's report on strips (M, N + 2, C, H, W), each strip's column `column` or, with
+    "auto", where its p(source) crosses 1/2 (strips.py)."""
     classes = judge.spec.classes
     m, cols = strips.shape[:2]
-    probs = judge.log_prob(strips.flatten(0, 1).to(next(judge.parameters()).device)).exp()
-    probs = probs.view(m, cols, -1).cpu()
+    flat = strips.flatten(0, 1).to(next(judge.parameters()).device)
+    probs = judge.log_prob(flat).exp().view(m, cols, -1).cpu()
+    features = extract.of(flat).view(m, cols, -1).cpu()
     labels = probs.argmax(-1)
     src, tgt = classes.index(source), classes.index(target)
     ends = ((labels[:, 0] == src) & (labels[:, -1] == tgt)).double().mean().item()
-    return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist())
+    columns = (crossing_columns(probs[..., src]) if column == AUTO
+               else torch.full((m,), column, dtype=torch.long))
+    scores = StripScores.of(probs[..., src], probs[..., tgt], features, columns)
+    return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist(), scores)

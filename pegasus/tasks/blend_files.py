@@ -1,5 +1,5 @@
-"""A blend's pictures: the k-th image of every strip, and the strips themselves with a header
-naming each column and a frame around column k."""
+"""A blend's pictures: the chosen column's image of every strip, and the strips themselves with
+a header naming each column and a frame around each strip's chosen column."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import torch
 from pegasus.images import image_format, save_grid, save_image_atomic
 
 
-def save_blend(strips: torch.Tensor, k: int, out: Path) -> tuple[Path, Path]:
-    """The k-th image of every strip as `out`, and all strips as `<out>-strips<suffix>` with a
-    header row naming each column and a frame around column k."""
+def save_blend(strips: torch.Tensor, columns: int | list[int], out: Path) -> tuple[Path, Path]:
+    """Each strip's column (one for all, or one each) as `out`, and all strips as
+    `<out>-strips<suffix>` with a header row naming each column and a frame around each
+    strip's own."""
     out = Path(out)
-    kth = save_grid(strips[:, k], out)
+    columns = [columns] * len(strips) if isinstance(columns, int) else list(columns)
+    kth = save_grid(strips[torch.arange(len(strips)), torch.tensor(columns)], out)
     strips_path = strips_file(out)
-    _save_labelled_strips(strips, k, strips_path)
+    _save_labelled_strips(strips, columns, strips_path)
     return kth, strips_path
 
 
@@ -30,7 +32,7 @@ def check_blend_output(out: Path) -> None:
     image_format(strips_file(out))
 
 
-def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
+def _save_labelled_strips(strips: torch.Tensor, columns: list[int], path: Path) -> None:
     from PIL import Image, ImageDraw
 
     m, cols, _, res, _ = strips.shape
@@ -41,11 +43,11 @@ def _save_labelled_strips(strips: torch.Tensor, k: int, path: Path) -> None:
     pixels = (strips.float().cpu() * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     for c in range(cols):
         x = pad + c * (cell + pad)
-        draw.text((x + 2, 2), f"k={c}", fill="red" if c == k else "black")
+        draw.text((x + 2, 2), f"k={c}", fill="red" if c in columns else "black")
         for r in range(m):
             y = header + pad + r * (cell + pad)
             tile = Image.fromarray(pixels[r, c]).resize((cell, cell), Image.NEAREST)
             canvas.paste(tile, (x, y))
-        if c == k:
-            draw.rectangle([x - 1, header, x + cell, canvas.height - 1], outline="red")
+            if columns[r] == c:
+                draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline="red")
     save_image_atomic(canvas, path)

@@ -34,6 +34,7 @@ from pegasus.tasks.encode import integrate, ode_plan, psnr
 from pegasus.tasks.inpaint import paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import blend_strips, interpolation_angles
+from pegasus.tasks.strips import AUTO, resolve_column
 
 MODES = ("ode", "sdedit")
 
@@ -44,7 +45,7 @@ class PictureRequest:
     image_b: str
     mode: str = "ode"
     n: int = 15
-    k: int = 9
+    k: int | None = None  # the column written; None: 9 at N = 15 (strips.py)
     strips: int = 1  # sdedit: strips of other noise; ode is deterministic, one strip
     seed: int = 0
     strength: str = "0.5"  # sdedit: a fraction of the schedule, or sigma=VALUE
@@ -54,6 +55,10 @@ class PictureRequest:
     target: str | None = None
     guidance: float = 0.0
     mask: str | None = None
+
+    @property
+    def column(self) -> int | str:
+        return resolve_column(self.k, self.n)
 
 
 @dataclass
@@ -135,8 +140,11 @@ def _check(request: PictureRequest, run) -> None:
     if request.mode not in MODES:
         raise FieldError("mode", f"must be {' or '.join(MODES)} for two given pictures, got "
                                  f"{request.mode!r}")
-    if request.n < 1 or not 0 <= request.k <= request.n + 1:
-        raise FieldError("k", f"must be between 0 and N+1 = {request.n + 1}, got {request.k}")
+    if request.n < 1:
+        raise FieldError("n", f"must be at least 1, got {request.n}")
+    if request.column == AUTO:
+        raise FieldError("k", "auto picks a column by the classes along a strip; two pictures "
+                              "take a column number")
     if request.strips < 1:
         raise FieldError("strips", f"must be at least 1, got {request.strips}")
     if request.mode == "ode" and request.strips != 1:
