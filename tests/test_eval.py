@@ -43,6 +43,7 @@ def test_eval_cli_with_judge_features(run, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "KID" in text and "FID" in text and "judge features" in text and "heun at 5 evaluations" in text
+    assert "colour: channel means" in text and "largest gaps" in text
 
 
 def test_eval_bad_input(run, tmp_path):

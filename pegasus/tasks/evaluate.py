@@ -17,13 +17,14 @@ set it is the less noisy one (up to 1,000 held-out images against the few traine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pegasus import distributed
+from pegasus.colour import ColourStats, ColourTally, Drift
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, UserError
@@ -57,6 +58,7 @@ class Quality:
     novelty: Novelty | None = None
     held: HeldKID | None = None  # KID against images the run never trained on, where it has them
     step: int | None = None  # the training step of the weights that drew them, when known
+    colour: Drift | None = None  # the samples' channel colours against the training images'
 
     def describe(self) -> str:
         drawn = f" of step {self.step}'s weights" if self.step is not None else ""
@@ -66,6 +68,8 @@ class Quality:
         if self.held is not None:
             text += (f"\nKID {self.held.kid:.4g} ± {self.held.kid_std:.2g} against {self.held.real} "
                      f"held-out images ({self.held.rule})")
+        if self.colour is not None:
+            text += f"\n{self.colour.describe()}"
         return text if self.novelty is None else f"{text}\n{self.novelty.describe()}"
 
 
@@ -117,13 +121,23 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     mine = todo[lo:hi]
     callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
-    first = FirstImages(neighbours_of)
-    drawn = (images for _, images in job.draw_blocks(seed, mine, callback))
+    first, tally = FirstImages(neighbours_of), ColourTally()
+    drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
+    # Each rank tallies its own share only; the colours are read where one process drew all.
+    colour = (None if ctx.distributed else
+              Drift(tally.stats(), ColourStats.of(load_images(run.config.data).images)))
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held, run.step)
+                   held, run.step, colour)
+
+
+def _tallied(tally: ColourTally, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The batches as they come, each added to `tally` on its way."""
+    for batch in batches:
+        tally.add(batch)
+        yield batch
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from pegasus import distributed, fastpath
+from pegasus.colour import ColourStats, Drift
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
@@ -58,6 +59,7 @@ class TrainResult:
     checkpoint: Path | None = None
     held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out DSM loss)
     stopped_early: int | None = None  # the step the held-out loss's patience ran out at
+    colour: list[tuple[int, float]] = field(default_factory=list)  # (step, largest mean gap)
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Trainer:
         self.compile_cache = self._compile_cache(self.fast) if self.fast.compile else None
         self.net = self._wrap(self.compile_cache)
         self.writer = None
+        self.warned_colour = False  # colour drift is warned of once a call
         self.result = TrainResult(step=self.step, checkpoint=start.path)
         if ctx.main:
             self.run.write_config(self.config)
@@ -123,6 +126,7 @@ class Trainer:
         # The centre of the noisiest marginal, kept with every checkpoint: where the samplers
         # that start at the noisiest level begin (SamplerPlan.start_point).
         self.data_mean = self.images.mean(dim=(0, 2, 3), dtype=torch.float64).div(255).float().cpu()
+        self.data_colour = ColourStats.of(self.images)  # what each grid's colours are held to
         if not config.noise.planned:
             config = dataclasses.replace(config, noise=choose_for_images(config.noise, self.images))
         self.schedule = Schedule.from_noise(config.noise)
@@ -230,8 +234,16 @@ class Trainer:
                           FastPath(amp=False, channels_last=False, compile=False), model)
         x = job.images(self.config.train.seed)
         save_grid(x, self.run.sample_grid(self.step))
+        drift = Drift(ColourStats.of(x), self.data_colour)
+        self.result.colour.append((self.step, drift.mean_gap))
+        if drift.drifting and self.notify is not None and not self.warned_colour:
+            self.warned_colour = True
+            self.notify(f"warning: the samples' colours drift from the data's at step "
+                        f"{self.step}: {drift.describe()}")
         if self.writer is not None:
             self.writer.add_image("samples", tile(x.cpu()), self.step)
+            for name, value in drift.scalars().items():
+                self.writer.add_scalar(name, value, self.step)
 
     def loop(self, progress, stop, stop_after) -> None:
         """Steps until the run's end, an interruption or `stop_after` steps of this call."""
