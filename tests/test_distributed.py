@@ -286,3 +286,28 @@ def test_a_rank_killed_while_sampling_a_folder_restarts_and_completes_the_same_i
     alone = CliRunner().invoke(app, [*job, str(one)])  # one process: this one
     assert alone.exit_code == 0, alone.output
     _same_folders(one, killed, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_two_ranks_tune_a_run_and_sample_it_as_one_process_does(tmp_path):
+    """`pegasus tune` under torchrun is DDP training from the source's EMA; consistency samples
+    of a folder on 2 ranks are the images one process writes."""
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    source, tuned = tmp_path / "run", tmp_path / "ct"
+    train(tiny_config("train.iters=2"), source, tensorboard=False)
+    _two_ranks(["tune", "--run", str(source), "--to", str(tuned), "--iters", "4"])
+    state = load_checkpoint(latest_checkpoint(tuned / "checkpoints"))
+    assert state["step"] == 4 and state["world_size"] == 2
+    assert state["config"]["consistency"]["tuned"] is True
+    job = ["sample", "--run", str(tuned), "--num", "5", "--batch-size", "2", "--sampler",
+           "consistency", "--steps", "2", "--folder"]
+    alone = CliRunner().invoke(app, [*job, str(tmp_path / "one")])
+    assert alone.exit_code == 0, alone.output
+    _two_ranks([*job, str(tmp_path / "two")])
+    _same_folders(tmp_path / "one", tmp_path / "two", 5)
