@@ -115,21 +115,15 @@ class Model:
         return SamplingJob.make(self.trained, sampler, steps, num=num, batch_size=batch_size,
                                 compile=compile, amp=amp)
 
-    def blend(self, n: int = 15, k: int | str | None = None, strips: int = 8, seed: int = 0, *,
-              source: str | None = None, target: str | None = None, guidance: float = 0.0,
-              sampler: str = "als", steps: int | None = None, mode: str = "eq4",
-              image: str | None = None, mask: str | None = None, report: bool = False,
-              compile: str = "auto", amp: str = "auto",
-              progress: ProgressBar | None = None) -> Blend:
-        """Strips of two classes blended by eq. 4 (tasks/blend.py); `.strips` is
-        (strips, n + 2, 3, H, W), `.columns` the column written of each (k: a number, "auto"
-        for the judge's choice per strip, None for 9 at N = 15) and, with `report`, `.reports`
-        the judge's scores."""
-        request = BlendRequest(n=n, k=k, strips=strips, seed=seed, source=source, target=target,
-                               guidance=guidance, sampler=sampler, steps=steps, mode=mode,
-                               image=image, mask=mask)
-        return blend(self.trained, request, report=report, compile=compile, amp=amp,
-                     progress=progress)
+    def blend(self, *, report: bool = False, compile: str = "auto", amp: str = "auto",
+              progress: ProgressBar | None = None, **request) -> Blend:
+        """Strips of two classes blended by eq. 4 (tasks/blend.py). `request` holds
+        BlendRequest's fields, which own the defaults: n (15), k (None: 9 at N = 15; or "auto"),
+        strips (8), seed, source, target, guidance, sampler, steps, mode, image, mask. `.strips`
+        is (strips, n + 2, 3, H, W), `.columns` the column written of each and, with `report`,
+        `.reports` the judge's scores."""
+        return blend(self.trained, BlendRequest(**request), report=report, compile=compile,
+                     amp=amp, progress=progress)
 
     def inpaint(self, image: str | Path, mask: str = "right-half", num: int = 8, seed: int = 0,
                 *, sampler: str = "als", steps: int | None = None, compile: str = "auto",
@@ -171,17 +165,14 @@ class Model:
         return evaluate_likelihood(self.trained, ode_plan(self.trained, sampler, steps), num=num,
                                    seed=seed, probes=probes, progress=progress, ctx=ctx)
 
-    def blend_pictures(self, image_a: str, image_b: str, *, mode: str = "ode", n: int = 15,
-                       k: int | None = None, strips: int = 1, seed: int = 0, strength: str = "0.5",
-                       sampler: str | None = None, steps: int | None = None,
-                       source: str | None = None, target: str | None = None,
-                       guidance: float = 0.0, mask: str | None = None, compile: str = "auto",
-                       amp: str = "auto", progress: ProgressBar | None = None) -> PictureBlend:
+    def blend_pictures(self, image_a: str, image_b: str, *, compile: str = "auto",
+                       amp: str = "auto", progress: ProgressBar | None = None,
+                       **request) -> PictureBlend:
         """Strips between two given pictures (files or "sample:SEED"): their ODE latents
-        interpolated (mode ode) or both noised to `strength` and blended by eq. 4 (sdedit)."""
-        request = PictureRequest(image_a, image_b, mode, n, k, strips, seed, str(strength),
-                                 sampler, steps, source, target, guidance, mask)
-        return blend_pictures(self.trained, request, compile=compile, amp=amp, progress=progress)
+        interpolated (mode "ode") or both noised to `strength` and blended by eq. 4 ("sdedit").
+        `request` holds PictureRequest's other fields, which own the defaults."""
+        return blend_pictures(self.trained, PictureRequest(image_a, image_b, **request),
+                              compile=compile, amp=amp, progress=progress)
 
     def evaluate(self, num: int = 1000, seed: int = 0, *, sampler: str = "als",
                  steps: int | None = None, features: str = "judge",

@@ -79,7 +79,7 @@ def blend(
         check_blend_output(out)
         check_switches(compile=compile, amp=amp)
         if image_a is not None or image_b is not None:
-            _blend_pictures(run, weights, device, image_a, image_b, mode or "ode", n, k, strips,
+            _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips,
                             seed, strength, sampler, steps, source, target, guidance, mask,
                             compile, amp, out)
             return
@@ -87,10 +87,11 @@ def blend(
             raise UserError("a masked blend needs both --image and --mask")
         model = load_model(run, None, weights, device)
         with EvaluationBars() as bars:
-            result = model.blend(n, k, strips or 8, seed, source=source, target=target,
-                                 guidance=guidance, sampler=sampler or "als", steps=steps,
-                                 mode=mode or "eq4", image=image, mask=mask, report=report,
-                                 compile=compile, amp=amp, progress=bars)
+            given = dict(k=k, strips=strips, sampler=sampler, mode=mode)
+            result = model.blend(n=n, seed=seed, source=source, target=target,
+                                 guidance=guidance, steps=steps, image=image, mask=mask,
+                                 report=report, compile=compile, amp=amp, progress=bars,
+                                 **{f: v for f, v in given.items() if v is not None})
         kth, strips_png = result.save(out)
         chosen = _columns(result.columns)
         console.print(f"wrote the {chosen} images to {kth} and the strips (k = 0..{n + 1}) to "
@@ -130,12 +131,13 @@ def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, 
     if image_a is None or image_b is None:
         raise UserError("blending two pictures needs both --image-a and --image-b")
     model = load_model(run, None, weights, device)
-    strips = strips or (1 if mode == "ode" else 4)
     with EvaluationBars() as bars:
-        result = model.blend_pictures(image_a, image_b, mode=mode, n=n, k=k, strips=strips,
-                                      seed=seed, strength=strength, sampler=sampler, steps=steps,
-                                      source=source, target=target, guidance=guidance,
-                                      mask=mask, compile=compile, amp=amp, progress=bars)
+        given = dict(mode=mode, k=k, strips=strips, sampler=sampler)
+        result = model.blend_pictures(image_a, image_b, n=n, seed=seed, strength=strength,
+                                      steps=steps, source=source, target=target,
+                                      guidance=guidance, mask=mask, compile=compile, amp=amp,
+                                      progress=bars,
+                                      **{f: v for f, v in given.items() if v is not None})
     column = resolve_column(k, n)
     kth, strips_png = save_blend(result.strips, column, out)
     console.print(f"wrote the k={column} images to {kth} and the strips (k = 0..{n + 1}) to "

@@ -46,7 +46,8 @@ class PictureRequest:
     mode: str = "ode"
     n: int = 15
     k: int | None = None  # the column written; None: 9 at N = 15 (strips.py)
-    strips: int = 1  # sdedit: strips of other noise; ode is deterministic, one strip
+    # None: 1 for ode, which is deterministic, and 4 strips of other noise for sdedit
+    strips: int | None = None
     seed: int = 0
     strength: str = "0.5"  # sdedit: a fraction of the schedule, or sigma=VALUE
     sampler: str | None = None  # default: heun for ode, als for sdedit
@@ -55,6 +56,10 @@ class PictureRequest:
     target: str | None = None
     guidance: float = 0.0
     mask: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.strips is None:
+            object.__setattr__(self, "strips", 1 if self.mode == "ode" else 4)
 
     @property
     def column(self) -> int | str:
