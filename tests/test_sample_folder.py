@@ -83,6 +83,10 @@ def test_a_folder_is_continued_only_by_a_job_that_draws_the_same_images(run, tmp
              "sampler: heun there, cas now")
     assert _pngs(folder) == before
     # Someone else's folder, and a damaged manifest, are refused before any sampling.
+    body = json.loads((folder / MANIFEST).read_text())
+    (folder / MANIFEST).write_text(json.dumps({**body, "seed": "0"}))
+    one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--folder", str(folder)]),
+             "its seed is '0', not a value of type int")
     (folder / MANIFEST).write_text("{not json")
     one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--folder", str(folder)]),
              "is damaged")

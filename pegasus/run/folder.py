@@ -206,7 +206,13 @@ class SampleFolder:
     def _read(self) -> SampleSet:
         try:
             body = json.loads(self.manifest.read_text(encoding="utf-8"))
-            return SampleSet(**{f.name: body[f.name] for f in dataclasses.fields(SampleSet)})
+            values = {f.name: body[f.name] for f in dataclasses.fields(SampleSet)}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{self.manifest} is damaged ({type(e).__name__}), so what drew the "
                             f"samples there is unknown; give a new folder") from None
+        for f in dataclasses.fields(SampleSet):  # "seed": "0" is no seed (JSON keeps types)
+            if type(values[f.name]).__name__ != f.type:
+                raise UserError(f"{self.manifest} is damaged: its {f.name} is "
+                                f"{values[f.name]!r}, not a value of type {f.type}; give a new "
+                                f"folder")
+        return SampleSet(**values)
