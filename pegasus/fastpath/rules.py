@@ -16,18 +16,16 @@ layout only) and keeps a mode only if it is faster.
 
 When compiling pays ("auto"): on CUDA only (on a CPU inductor's C++ build costs more than it
 saves at these sizes), and only when the work is long: at least AUTO_MIN_EVALUATIONS network
-evaluations per process (evaluations per image x batches). On an H100 the RefineNet's first
-compile took 31 s and saved 15 ms per evaluation at batch 100 (bench/README.md, "H100 figures
-of the earlier fast path"), so it repays itself after about 2,000 evaluations. Loading a cached
-compile costs less (how much is still to be measured on a GPU: bench/gpu_checks.sh second).
+evaluations per process (evaluations per image x batches): where the first compile's cost,
+divided by what it saves per evaluation, is repaid (the measured cost and saving: bench/README.md,
+"H100 figures of the earlier fast path"). Loading a cached compile costs less (how much is still
+to be measured on a GPU: bench/gpu_checks.sh second).
 
 When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
-TRAIN_AUTO_MIN_STEPS steps remain to run. On the H100 the RefineNet CIFAR-10 preset's first
-training compile took 146 s and then saved 12.3 ms a step (58.3 -> 46.0 ms), so an uncached
-compile repays itself after about 12,000 steps. Once the run folder holds that compile (a
-resumed run, or one that compiled before), at least TRAIN_CACHED_MIN_STEPS steps suffice:
-loading is to take at most 15 s (the target for a second start, still to be measured on a GPU),
-which 12.3 ms a step repays in about 1,200 steps.
+TRAIN_AUTO_MIN_STEPS steps remain to run: where an uncached training compile is repaid by what it
+saves a step (the same section of bench/README.md). Once the run folder holds that compile (a
+resumed run, or one that compiled before), at least TRAIN_CACHED_MIN_STEPS steps suffice: the
+second start's target load time over the same saving a step.
 """
 
 from __future__ import annotations

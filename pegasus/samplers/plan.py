@@ -15,7 +15,7 @@ from pegasus.samplers import sampler_spec, split_sampler
 from pegasus.samplers.spec import SamplerSpec
 from pegasus.signatures import Callback, Capture, NoiseSampler, ScoreFn
 
-# The largest budget a plan takes: 86x the published CIFAR-10 schedule's 1,161 evaluations, and
+# The largest budget a plan takes: far above the published CIFAR-10 schedule's L T + 1, and
 # beyond what any sampler gains from (bench/README.md's KID against evaluations).
 MAX_STEPS = 100_000
 
