@@ -1,3 +1,6 @@
+"""Annealed Langevin dynamics (NCSNv2) on exact scores, and the CUDA-graph chains every sampler
+replays on a GPU (fastpath/graphs.py), checked against the eager chains."""
+
 import pytest
 import torch
 
