@@ -167,7 +167,7 @@ def test_blends_are_graphed_unless_guided(run, monkeypatch, sampler, steps, mode
     """Each unguided blend chain replays a graph on a GPU (its step, or its network); guided
     ones launch step by step until a GPU has checked the captured backward pass. On this CPU a
     counting stand-in for the capture shows which, and that the strips do not change."""
-    from test_sampler import _CountingCapture
+    from test_langevin_and_graphs import _CountingCapture
     from typer.testing import CliRunner
 
     from pegasus.cli import app

@@ -232,7 +232,7 @@ def test_one_compile_serves_every_sampler(run, monkeypatch, on_path, graphed):
     them all, as in a blend report or bench/sample_quality.py; the static buffers a graphed
     network is called with too (fastpath/graphs.py, here with a stand-in for the capture)."""
     if graphed:
-        from test_sampler import _CountingCapture
+        from test_langevin_and_graphs import _CountingCapture
 
         from pegasus.fastpath import graphs
 
