@@ -130,6 +130,25 @@ def test_import_export_import_is_bit_exact_and_export_is_the_reference_file(tmp_
     assert same(a, b)
 
 
+def test_an_export_stopped_between_its_two_files_is_refused_on_import(tmp_path):
+    """The config lands first and names its step: an old checkpoint beside a new config (a kill
+    between the two writes) is one line on import; a half-written temporary is cleaned up."""
+    run = imported(tmp_path)
+    out = tmp_path / "exported" / "checkpoint_40.pth"
+    export = ["export", "--run", str(run), "--format", "ncsnv2", "--out", str(out)]
+    assert runner.invoke(app, export).exit_code == 0
+    config = out.parent / "config.yml"
+    assert config.read_text().startswith("# Written by pegasus")
+    config.write_text(config.read_text().replace(" at step 40 ", " at step 50 ", 1))
+    result = runner.invoke(app, ["import", "ncsnv2", str(out), "--run", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "written for step 50" in result.output, result.output
+    half = out.parent / f".{out.name}.x1y2.tmp"
+    half.write_bytes(b"part of a checkpoint")
+    assert runner.invoke(app, export).exit_code == 0 and not half.exists()
+    assert runner.invoke(app, ["import", "ncsnv2", str(out), "--run",
+                               str(tmp_path / "r")]).exit_code == 0
+
+
 def test_plain_and_namespace_yaml_both_import(tmp_path):
     checkpoint = copy_of(tmp_path, config=plain_config())
     result = runner.invoke(app, ["import", "ncsnv2", str(checkpoint), "--run", str(tmp_path / "r")])

@@ -12,6 +12,7 @@ loads it otherwise. Names and parameter order: ncsnv2_names.py; the config: ncsn
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ def find_config(checkpoint: Path, given: str | Path | None) -> tuple[dict[str, A
                       f"run's config: a reference YAML file, or a pegasus preset such as cifar10")
 
 
+def _check_exported_pair(config: Path, checkpoint: Path, step: int) -> None:
+    """A config.yml that pegasus's export wrote names the step of the checkpoint it was written
+    with: an export stopped between its two files leaves a config that names another step."""
+    if config.suffix not in (".yml", ".yaml"):
+        return
+    first = config.read_text(encoding="utf-8", errors="replace").partition("\n")[0]
+    match = re.match(r"# Written by pegasus \S+ at step (\d+)", first)
+    if match and int(match[1]) != step:
+        raise CheckpointError(f"{config} was written for step {match[1]}, but {checkpoint} is at "
+                              f"step {step}: an export stopped between the two files; export again")
+
+
 def _plain_names(state: dict) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
@@ -84,6 +97,7 @@ def converted(states: list, checkpoint: Path, given=None, warn=None) -> dict[str
                               f"reference NCSNv2 score network")
     sigmas = score.pop("sigmas").float()
     found, source = find_config(checkpoint, given)
+    _check_exported_pair(source, checkpoint, int(states[3]))
     keys = stages_of_keys(score)
     if "begin_conv.weight" not in score:
         raise CheckpointError(f"{checkpoint} holds no begin_conv: not a reference NCSNv2 network")
@@ -223,7 +237,7 @@ def load_reference(checkpoint: Path, config: str | Path | None = None, warn=None
 def export_checkpoint(run_dir: Path, out: Path, checkpoint: Path | None = None) -> Path:
     """The reference's list for a pegasus RefineNet run's newest (or given) checkpoint, with a
     config.yml beside it in the reference's configs/*.yml form."""
-    from pegasus.atomic import atomic_write, check_writable
+    from pegasus.atomic import TEMP_SUFFIX, atomic_write, check_writable
     from pegasus.run.load import config_of, score_checkpoint
 
     out = Path(out)
@@ -254,11 +268,17 @@ def export_checkpoint(run_dir: Path, out: Path, checkpoint: Path | None = None) 
     group = {**adam["param_groups"][0], "params": list(range(len(ours)))}
     epoch = int((state.get("imported") or {}).get("epoch", 0))
     states = [score, {"state": moved, "param_groups": [group]}, epoch, int(state["step"]), ema]
-    atomic_write(out, lambda f: torch.save(states, f))
+    # The config first, naming the step: an export stopped before the checkpoint lands leaves a
+    # pair that import refuses (_check_exported_pair), never an old config taken as the new one's.
+    for name in (out.name, CONFIG_NAME):  # what an earlier, killed export left half-written
+        for stale in out.parent.glob(f".{name}.*{TEMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
     text = yaml.safe_dump(reference_config(config, int(state["step"])), sort_keys=False)
     atomic_write(out.with_name(CONFIG_NAME), lambda f: f.write(
-        (f"# Written by pegasus {__version__} from {path}: the reference's configs/*.yml form, for\n"
-         f"# its main.py --config (copy it into its configs/ folder).\n" + text).encode()))
+        (f"# Written by pegasus {__version__} at step {int(state['step'])} from {path}: the "
+         f"reference's configs/*.yml form,\n# for its main.py --config (copy it into its "
+         f"configs/ folder).\n" + text).encode()))
+    atomic_write(out, lambda f: torch.save(states, f))
     return out
 
 
