@@ -130,6 +130,18 @@ def estimated_batch(model: torch.nn.Module, shape: tuple[int, ...], device: torc
     return largest_batch(per_image, fixed, available_bytes(device), fraction)
 
 
+def check_weights_fit(model: torch.nn.Module, device: torch.device) -> None:
+    """Before any weights are allocated (`model` may live on the meta device): refuse a network
+    whose training state (weights, gradients, Adam's two moments and the EMA: 5 float32 copies)
+    exceeds the device's free memory."""
+    parameters = sum(p.numel() for p in model.parameters())
+    need, free = 5 * 4 * parameters, available_bytes(device)
+    if need > free:
+        raise FieldError("model", f"{parameters:,} parameters need {need / 2**30:,.1f} GiB to "
+                                  f"train (weights, gradients, Adam and the EMA), above the "
+                                  f"{free / 2**30:.1f} GiB available; choose a smaller width")
+
+
 def check_estimated_training_batch(model: torch.nn.Module, config, device: torch.device) -> None:
     """Before any data loads, on a CPU: refuse a training batch the estimate says cannot fit in
     the machine's available memory (a GPU measures instead: check_training_batch)."""

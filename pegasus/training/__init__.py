@@ -21,7 +21,7 @@ from pegasus.data import check_data_config
 from pegasus.devices import resolve_device
 from pegasus.errors import FieldError, RunError
 from pegasus.fastpath import FastPath
-from pegasus.fastpath.memory import check_estimated_training_batch
+from pegasus.fastpath.memory import check_estimated_training_batch, check_weights_fit
 from pegasus.model.build import build_score_model
 from pegasus.run.checkpoint import step_of
 from pegasus.run.layout import RunDir
@@ -55,7 +55,7 @@ def train(
     first step compiles or loads the compile cached in the run folder. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one. A new run starts from the weights `init`
-    when given (consistency tuning starts from another run's EMA weights: tasks/tune.py).
+    when given (consistency tuning starts from another run's EMA weights: training/tune.py).
 
     Under torchrun, a job that torchrun restarts after a worker failed (--max-restarts) resumes
     the checkpoints it wrote itself before the failure, with or without `resume`."""
@@ -64,8 +64,10 @@ def train(
     run = RunDir(run_dir)
     run.check_usable()
     check_data_config(config.data)
-    build_score_model(config, device="meta")  # an unknown backbone, a bad resolution or option
+    # An unknown backbone, a bad resolution or option, or weights that cannot fit: no allocation.
+    shapes = build_score_model(config, device="meta")[0]
     device = resolve_device(config.train.device)
+    check_weights_fit(shapes, device)
     if device.type == "cpu":  # a GPU measures the batch's memory once the model is on it
         check_estimated_training_batch(build_score_model(config)[0], config, device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
