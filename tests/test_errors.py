@@ -323,6 +323,8 @@ def test_absurd_numbers_and_files_are_one_line_before_any_work(tmp_path, run, mo
         ([*new, "data.size=1000000000"], "size must be at most 200,000"),
         ([*new, "train.grid=1000000000"], "grid must be at most 10,000"),
         ([*new, "model.width=1000000"], "GiB to train"),
+        (["train-guide", "--run", str(run), "--batch-size", "1000000000"], "does not fit"),
+        (["train-judge", "--run", str(run), "--batch-size", "1000000000"], "does not fit"),
         (["sample", "--weights", str(huge), *out], "levels must be at most 100,000"),
         (["blend", "--run", str(run), "--guidance", "inf", "--n", "3", "--k", "1", *out],
          "guidance must be a finite number"),

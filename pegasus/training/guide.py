@@ -14,6 +14,7 @@ from pegasus import distributed
 from pegasus.data import load_images
 from pegasus.devices import resolve_device
 from pegasus.errors import FieldError, UserError
+from pegasus.fastpath.memory import available_bytes, estimated_batch
 from pegasus.model.classifier import KINDS, Classifier, ClassifierSpec
 from pegasus.run.classifiers import save_classifier
 from pegasus.run.layout import RunDir
@@ -103,6 +104,16 @@ def train_for_run(
     if len(config.data.classes) < 2:
         raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
                         f"{kind} tells classes apart and needs a run of two or more")
+    # Before the data loads: a batch the estimate says cannot fit (a GPU is estimated too: a
+    # classifier is small, and its batch is the user's alone).
+    shape = (3, config.data.res, config.data.res)
+    probe = Classifier(ClassifierSpec(list(config.data.classes), config.data.res, 3,
+                                      noise_conditional=kind == "guide"))
+    fits = estimated_batch(probe, shape, dev, training=True)
+    if fits is not None and batch_size > max(fits, 1):
+        raise FieldError("batch_size", f"{batch_size:,} does not fit in the "
+                                       f"{available_bytes(dev) / 2**30:.1f} GiB available; the "
+                                       f"largest that fits is about {max(fits, 1):,}")
     data_config = config.data
     if kind == "judge" and data_config.dataset == "sprites":
         data_config = dataclasses.replace(data_config, seed=data_config.seed + 1)
