@@ -79,6 +79,15 @@ def test_latest_names_a_checkpoint_inside_the_folder_or_is_ignored(tmp_path, con
     assert len(warnings) == 1 and "using the newest checkpoint" in warnings[0]
 
 
+def test_a_pointer_left_behind_by_a_failed_update_yields_to_the_newer_checkpoint(tmp_path):
+    for step in (1, 2):
+        save_checkpoint(tmp_path, {"step": step}, keep=3)
+    (tmp_path / "latest").write_text("checkpoint-00000001.pt\n")  # the update to 2 failed
+    warnings = []
+    assert latest_checkpoint(tmp_path, warnings.append) == tmp_path / "checkpoint-00000002.pt"
+    assert len(warnings) == 1 and "is newer" in warnings[0]
+
+
 def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path):
     train(tiny_config("train.iters=4", "train.checkpoint_every=2", "train.keep=3"), tmp_path,
           tensorboard=False)

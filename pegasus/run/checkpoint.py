@@ -94,14 +94,21 @@ def read_latest_pointer(folder: Path) -> tuple[Path | None, str | None]:
 
 
 def latest_checkpoint(folder: Path, warn=None) -> Path | None:
-    """The checkpoint `latest` names if it is a real one in `folder`, else the newest there.
+    """The checkpoint `latest` names if it is a real one in `folder` and none is newer, else the
+    newest there: a checkpoint file is whole once it has its name (atomic writes), so a newer
+    one than the pointer names means the pointer's own write failed (a full disk).
     `warn(message)` hears about a pointer that was ignored."""
     target, warning = read_latest_pointer(folder)
     if warning and warn is not None:
         warn(warning)
+    found = list_checkpoints(folder)
+    if target is not None and found and found[-1].name > target.name:
+        if warn is not None:
+            warn(f"{folder / 'latest'} names {target.name}, but {found[-1].name} is newer (the "
+                 f"pointer's update failed?); using {found[-1].name}")
+        return found[-1]
     if target is not None:
         return target
-    found = list_checkpoints(folder)
     return found[-1] if found else None
 
 
