@@ -171,3 +171,16 @@ def test_gpu_checks_run_the_named_steps_and_skip_what_the_budget_cannot_hold(tmp
     assert "skipped: instancenorm (~20 s, " in starved.stdout  # its estimate is over the budget
     assert "== instancenorm (" not in starved.stdout
     assert _gpu_checks(tmp_path, "third").returncode == 2
+
+
+def test_colour_drift_prints_each_runs_curve_from_its_log(tmp_path):
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    run = tmp_path / "run"
+    train(tiny_config("train.iters=4", "train.sample_every=2", "train.grid=4"), run)
+    code, said = bench("colour_drift", "--runs", f"tiny={run}")
+    assert code == 0, said
+    assert "step      2" in said and "step      4" in said and "second half" in said
+    code, said = bench("colour_drift", "--runs", f"none={tmp_path / 'nothing'}")
+    assert code == 1 and "holds no logs/ folder" in said
