@@ -184,3 +184,19 @@ def test_colour_drift_prints_each_runs_curve_from_its_log(tmp_path):
     assert "step      2" in said and "step      4" in said and "second half" in said
     code, said = bench("colour_drift", "--runs", f"none={tmp_path / 'nothing'}")
     assert code == 1 and "holds no logs/ folder" in said
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("judged-run")
+def test_blend_quality_prints_a_row_per_weight_and_sampler(judged_run):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+
+    assert CliRunner().invoke(app, ["train-guide", "--run", str(judged_run), "--iters",
+                                    "2"]).exit_code == 0
+    code, said = bench("blend_quality", "--run", str(judged_run), "--strips", "2", "--n", "3",
+                       "--weights", "0,2", "--samplers", "cas=4,6", "--device", "cpu")
+    assert code == 0, said
+    rows = [line for line in said.splitlines() if line.startswith(f"| {judged_run.name} |")]
+    assert len(rows) == 4 and all(row.count("|") == 11 for row in rows)
