@@ -77,6 +77,19 @@ class TrainedClassifier:
     accuracy: dict[str, float]  # held-out accuracy: "clean", or per noise level for the guide
 
 
+def _check_batch(config, kind: str, batch_size: int, device: torch.device) -> None:
+    """Before the data loads: a batch the estimate says cannot fit (a GPU is estimated too: a
+    classifier is small, and its batch is the user's alone)."""
+    shape = (3, config.data.res, config.data.res)
+    probe = Classifier(ClassifierSpec(list(config.data.classes), config.data.res, 3,
+                                      noise_conditional=kind == "guide"))
+    fits = estimated_batch(probe, shape, device, training=True)
+    if fits is not None and batch_size > max(fits, 1):
+        raise FieldError("batch_size", f"{batch_size:,} does not fit in the "
+                                       f"{available_bytes(device) / 2**30:.1f} GiB available; "
+                                       f"the largest that fits is about {max(fits, 1):,}")
+
+
 def train_for_run(
     run_dir: Path,
     kind: str,
@@ -104,16 +117,7 @@ def train_for_run(
     if len(config.data.classes) < 2:
         raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
                         f"{kind} tells classes apart and needs a run of two or more")
-    # Before the data loads: a batch the estimate says cannot fit (a GPU is estimated too: a
-    # classifier is small, and its batch is the user's alone).
-    shape = (3, config.data.res, config.data.res)
-    probe = Classifier(ClassifierSpec(list(config.data.classes), config.data.res, 3,
-                                      noise_conditional=kind == "guide"))
-    fits = estimated_batch(probe, shape, dev, training=True)
-    if fits is not None and batch_size > max(fits, 1):
-        raise FieldError("batch_size", f"{batch_size:,} does not fit in the "
-                                       f"{available_bytes(dev) / 2**30:.1f} GiB available; the "
-                                       f"largest that fits is about {max(fits, 1):,}")
+    _check_batch(config, kind, batch_size, dev)
     data_config = config.data
     if kind == "judge" and data_config.dataset == "sprites":
         data_config = dataclasses.replace(data_config, seed=data_config.seed + 1)
