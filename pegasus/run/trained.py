@@ -18,6 +18,14 @@ from pegasus.run.layout import RunDir
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 
 
+def knows_every_sigma(config: Config) -> bool:
+    """Whether a run's network is right between its schedule's levels: trained on continuous
+    sigmas (noise.training), or a backbone whose sigma input interpolates."""
+    from pegasus.registry import get_backbone
+
+    return config.noise.training != "levels" or get_backbone(config.model.backbone)[0].interpolates
+
+
 @dataclass
 class TrainedRun:
     """A trained score model ready to sample: its config, its EMA weights and its schedule."""
@@ -57,10 +65,7 @@ class TrainedRun:
     def knows_every_sigma(self) -> bool:
         """Whether the network is right between its schedule's levels: trained on continuous
         sigmas (noise.training), or a backbone whose sigma input interpolates."""
-        from pegasus.registry import get_backbone
-
-        return (self.config.noise.training != "levels"
-                or get_backbone(self.config.model.backbone)[0].interpolates)
+        return knows_every_sigma(self.config)
 
     @property
     def tuned(self) -> bool:

@@ -64,7 +64,7 @@ class BlendRequest:
         sampler_spec(self.sampler)  # an unknown name is refused here
         if self.n < 1:
             raise FieldError("n", f"must be at least 1, got {self.n}")
-        self.column  # noqa: B018 - a column outside 0 .. N + 1 is refused here
+        resolve_column(self.k, self.n)  # a column outside 0 .. N + 1 is refused here
         if self.strips < 1:
             raise FieldError("strips", f"must be at least 1, got {self.strips}")
         if not (math.isfinite(self.guidance) and self.guidance >= 0):

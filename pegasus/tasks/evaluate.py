@@ -113,7 +113,8 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     feature = feature_extractor(features, folder, run.device, inception_weights)
     job = SamplingJob.make(run, plan, num=num, batch_size=batch_size, compile=compile, amp=amp)
     extract = Extractor(feature, inception_weights, run.device)
-    real = _features(ctx, extract, real_images(run.config, run.device, max_real, seed))
+    real_pixels = real_images(run.config, run.device, max_real, seed)
+    real = _features(ctx, extract, real_pixels)
     # Each rank draws whole blocks of one process's job (the same batches: the same images to
     # the bit on CPU), and extracts their features block by block as one process does.
     todo = job.blocks(0, num)
@@ -127,8 +128,7 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
     # Each rank tallies its own share only; the colours are read where one process drew all.
-    colour = (None if ctx.distributed else
-              Drift(tally.stats(), ColourStats.of(load_images(run.config.data).images)))
+    colour = None if ctx.distributed else Drift(tally.stats(), ColourStats.of(real_pixels))
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
                    held, run.step, colour)
 

@@ -38,11 +38,10 @@ from pegasus.model.loss import DSMLoss, dsm_loss
 from pegasus.noise.draws import SigmaDraw
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_for_images
-from pegasus.registry import get_backbone
 from pegasus.run.checkpoint import save_checkpoint
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
-from pegasus.run.trained import TrainedRun
+from pegasus.run.trained import TrainedRun, knows_every_sigma
 from pegasus.samplers.plan import plan_sampler
 from pegasus.training.batches import EpochSampler, batch_of
 from pegasus.training.heldout import HeldOut
@@ -137,8 +136,7 @@ class Trainer:
         self.snap = None
         if tuning.tuned:  # ECT's t, on the levels alone for a network that knows only those
             self.draw = SigmaDraw("log-normal", self.sigmas, tuning.p_mean, tuning.p_std)
-            every = noise.training != "levels" or get_backbone(config.model.backbone)[0].interpolates
-            self.snap = None if every else self.draw.snap
+            self.snap = None if knows_every_sigma(config) else self.draw.snap
         # The held-out DSM loss says nothing of a consistency function: none for a tuned run.
         self.held_out = HeldOut(config, device) if self.ctx.main and not tuning.tuned else None
         return config
