@@ -2,6 +2,7 @@
 folder), on CPU."""
 
 import dataclasses
+import os
 import shutil
 
 import pytest
@@ -185,8 +186,8 @@ def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run, on_path)
     assert (SamplingJob.make(trained, num=4, sampler=plan).images(0) - eager).abs().mean() < 0.05
 
 
-def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(run, monkeypatch,
-                                                                              on_path):
+def test_a_compile_is_cached_for_the_user_and_loaded_by_the_next_process(run, monkeypatch,
+                                                                         on_path):
     """aot_eager makes no artifacts to cache (inductor's C++ build is too slow for this suite), so
     torch's artifact calls are stood in for: what pegasus saves, where and when, and that the
     next start loads it before compiling."""
@@ -196,30 +197,32 @@ def test_a_compile_is_cached_in_the_run_folder_and_loaded_by_the_next_process(ru
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts",
                         lambda: saved.append(1) or (b"kernels", None))
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", loaded.append)
-    shutil.rmtree(run / "compile-cache", ignore_errors=True)  # other tests' files
+    shutil.rmtree(cache.compile_folder(), ignore_errors=True)  # other tests' files
     notices = []
     trained = load_trained_run(run, device="cpu", notify=notices.append)
     on_path(COMPILED)
     plan = trained.plan("heun", 5)
     job = SamplingJob.make(trained, plan, num=2)
-    files = lambda: sorted((run / "compile-cache").glob("*.bin"))  # noqa: E731
+    files = lambda: sorted(cache.compile_folder().glob("*.bin"))  # noqa: E731
     assert not files() and not loaded and not notices  # nothing compiles before the first evaluation
     job.images(0)
     assert saved == [1] and [cache.signed(f) for f in files()] == [True]
     assert files()[0].read_bytes().endswith(b"kernels")
     # The user hears of the wait once, and whether it is a compile or a load.
-    assert notices == ["compiling the network for batch 2, once: it is kept in the run folder "
-                       "for the next run"]
+    assert notices == ["compiling the network for batch 2, once: it is kept in your compile "
+                       "cache for the next run"]
+    # The run folder holds data only: no compile, which is pickled code, ever lands there.
+    assert not any(p.suffix == ".bin" for p in run.rglob("*"))
     again = load_trained_run(run, device="cpu", notify=notices.append)  # a second `pegasus sample`
     SamplingJob.make(again, num=2, sampler=plan).images(0)
     assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
-    assert notices[1:] == ["loading the network compiled for batch 2 from the run's compile cache"]
+    assert notices[1:] == ["loading the network compiled for batch 2 from your compile cache"]
     # Another fast path (here bf16) or another batch size is another compile: its own file, by
     # the key the job named this one by (the test of a hostile cache below writes that file).
     from pegasus.fastpath.keys import WorkKey
 
     key = WorkKey.of("sample", trained.config)
-    named = {key.compile_file(run / "compile-cache", torch.device("cpu"), path, (n, 3, 16, 16))
+    named = {key.compile_file(torch.device("cpu"), path, (n, 3, 16, 16))
              for path, n in ((COMPILED, 2), (dataclasses.replace(COMPILED, amp=True), 2),
                              (COMPILED, 3))}
     assert len(named) == 3 and files()[0] in named
@@ -252,12 +255,13 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
 
     from pegasus.cli.app import show_library_warnings
     from pegasus.errors import PegasusWarning
+    from pegasus.fastpath import cache
 
     def fail():
         raise OSError("disk full")
 
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", fail)
-    shutil.rmtree(run / "compile-cache", ignore_errors=True)  # other tests' files
+    shutil.rmtree(cache.compile_folder(), ignore_errors=True)  # other tests' files
     trained = load_trained_run(run, device="cpu")
     on_path(COMPILED)
     with pytest.warns(PegasusWarning, match="the compile was not cached .*disk full"):
@@ -336,9 +340,9 @@ class _Touch:
 
 def test_a_compile_cache_from_elsewhere_runs_nothing_and_the_run_still_samples(run, tmp_path,
                                                                               on_path, monkeypatch):
-    """A cache file is pickled code to torch. One this user did not sign (copied in with the
-    run folder, say) is ignored with one warning, its code never reached, and the network
-    compiles afresh; the file is then replaced by this user's own signed cache."""
+    """A cache file is pickled code to torch. One this user did not sign (dropped into a cache
+    folder shared by mistake, say) is ignored with one warning, its code never reached, and the
+    network compiles afresh; the file is then replaced by this user's own signed cache."""
     import pickle
 
     from pegasus.errors import PegasusWarning
@@ -352,8 +356,8 @@ def test_a_compile_cache_from_elsewhere_runs_nothing_and_the_run_still_samples(r
     trained = load_trained_run(run, device="cpu")
     on_path(COMPILED)
     file = WorkKey.of("sample", trained.config).compile_file(
-        run / "compile-cache", torch.device("cpu"), COMPILED, (2, 3, 16, 16))
-    file.parent.mkdir(exist_ok=True)
+        torch.device("cpu"), COMPILED, (2, 3, 16, 16))
+    file.parent.mkdir(parents=True, exist_ok=True)
     for hostile in (pickle.dumps(_Touch(marker)), MAGIC + b"\0" * 32 + pickle.dumps(_Touch(marker))):
         file.write_bytes(hostile)
         with pytest.warns(PegasusWarning, match="not signed by this user"):
@@ -366,3 +370,59 @@ def test_a_compile_cache_from_elsewhere_runs_nothing_and_the_run_still_samples(r
         images = SamplingJob.make(trained, num=2, sampler="heun", steps=5).images(0)
     assert torch.isfinite(images).all() and not marker.exists()
     assert signed(file)  # this user's compile now
+
+
+def test_the_signing_key_is_whole_or_made_again(tmp_path, monkeypatch):
+    """The audit's attack: a full disk left the key file empty, and a cache signed with the
+    empty key was loaded. A key of the wrong length is made again, so that such a file fails
+    its check; a key that cannot be written at all means nothing is loaded."""
+    import hashlib
+    import hmac
+    import pickle
+
+    from pegasus.errors import PegasusWarning
+    from pegasus.fastpath import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    key_file = cache.user_cache_dir() / cache.KEY_FILE
+    key_file.parent.mkdir(parents=True)
+    key_file.write_bytes(b"")  # what the full disk left
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(_Touch(marker))
+    file = cache.compiled_file("a network")
+    file.parent.mkdir(parents=True)
+    forged = hmac.new(b"", file.name.encode() + b"\0" + payload, hashlib.sha256).digest()
+    file.write_bytes(cache.MAGIC + forged + payload)
+    with pytest.warns(PegasusWarning, match="not signed by this user"):
+        assert not cache.load_artifacts(file)
+    assert not marker.exists()
+    key = key_file.read_bytes()
+    assert len(key) == cache.KEY_BYTES and cache.user_key() == key  # made once, then kept
+    assert not [p for p in key_file.parent.iterdir() if p.name.endswith(".tmp")]
+    # A second process that finds the key made meanwhile takes it, not one of its own.
+    key_file.unlink()
+    monkeypatch.setattr(cache.os, "link", lambda src, dst: (_ for _ in ()).throw(FileExistsError()))
+    key_file.write_bytes(b"k" * cache.KEY_BYTES)  # the other process's, already in place
+    assert cache.user_key() == b"k" * cache.KEY_BYTES
+    # No key can be written (a full disk): nothing is trusted, nothing is saved.
+    monkeypatch.setattr(cache, "_make_key", lambda path, replace: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    key_file.write_bytes(b"short")
+    assert not cache.signed(file)
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"kernels", None))
+    with pytest.warns(PegasusWarning, match="the compile was not cached .*No space"):
+        cache.save_artifacts(cache.compiled_file("another"))
+    assert not cache.compiled_file("another").exists()
+
+
+def test_the_compile_cache_keeps_the_newest_files_only(tmp_path, monkeypatch):
+    from pegasus.fastpath import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cache, "KEEP", 3)
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"kernels", None))
+    for i in range(5):
+        cache.save_artifacts(cache.compiled_file(f"network {i}"))
+        os.utime(cache.compiled_file(f"network {i}"), (i, i))  # a clock for the order
+    kept = {f.name for f in cache.compile_folder().glob("*.bin")}
+    assert kept == {cache.compiled_file(f"network {i}").name for i in (2, 3, 4)}

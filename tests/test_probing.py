@@ -239,9 +239,11 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
     text = " ".join(result.output.split())
     assert "device: cpu" in text and "amp auto: off" in text and "compile auto: off" in text
     assert "fast path timings: 1" in text and "for sample, unet, " in text and "eager float32 " in text
+    assert "compiled networks cached: " in text and "/pegasus/compiled)" in text
     report = json.loads(runner.invoke(app, ["device", "--run", str(run), "--device", "cpu",
                                             "--json"]).output)
     assert report["device"] == "cpu" and set(report["auto"]) == {"amp", "compile", "channels_last"}
+    assert report["compile cache"]["path"].endswith("pegasus/compiled")
     (entry,) = report["run"]["timed"]
     assert entry["gpu"] == "cpu" and entry["chosen"] in entry["ms"]
     assert runner.invoke(app, ["device", "--run", str(run / "missing")]).exit_code == 2

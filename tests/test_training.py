@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 
 import pytest
@@ -129,8 +130,9 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     """`train.compile` traces the network with dynamo and AOTAutograd. The aot_eager backend
     skips only the code generation (Inductor's C++ build costs about 90 s cold on the 2-core CI
     machine), so the tracing, the compiled backward and the checkpoint wiring are all exercised."""
-    from pegasus.fastpath.cache import signed
+    from pegasus.fastpath.cache import compile_folder, signed
 
+    shutil.rmtree(compile_folder(), ignore_errors=True)  # other tests' files
     eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *a, **k: compile(*a, **{**k, "backend": "aot_eager"}))
@@ -146,8 +148,9 @@ def test_compiled_training_learns_like_eager_and_saves_plain_weights(tmp_path, m
     assert started[0].compile and saved == [1] and not loaded
     assert len(notices) == 1 and notices[0].startswith("compiling the network for batch")
     # A resumed run loads the compile cached after the first step instead of compiling afresh.
-    cached = list((tmp_path / "compiled" / "compile-cache").glob("*.bin"))
+    cached = list(compile_folder().glob("*.bin"))  # the user's, never the run folder's
     assert [signed(f) and f.read_bytes().endswith(b"k") for f in cached] == [True]
+    assert not any(p.suffix == ".bin" for p in (tmp_path / "compiled").rglob("*"))
     train(tiny_config("train.compile=true", "train.iters=8"), tmp_path / "compiled", resume=True,
           tensorboard=False, notify=notices.append)
     assert loaded == [b"k"] and saved == [1]
@@ -170,6 +173,7 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch
     from torch._dynamo import register_backend
 
     from pegasus.errors import PegasusWarning
+    from pegasus.fastpath.cache import compile_folder
 
     @register_backend(name="pegasus_test_broken_training")
     def broken(graph, example_inputs):
@@ -177,6 +181,7 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch
 
 
     eager = train(tiny_config(), tmp_path / "eager", tensorboard=False)
+    shutil.rmtree(compile_folder(), ignore_errors=True)  # other tests' files
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda *a, **k: compile(
         *a, **{**k, "backend": "pegasus_test_broken_training"}))
@@ -185,7 +190,7 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_run(tmp_path, monkeypatch
         failed = train(tiny_config("train.compile=true"), tmp_path / "failed", tensorboard=False)
     assert len(caught) == 1
     assert failed.losses == eager.losses
-    assert not (tmp_path / "failed" / "compile-cache").exists()
+    assert not list(compile_folder().glob("*.bin"))  # nothing compiled, so nothing cached
 
 
 def test_the_run_records_its_data_mean_and_samplers_start_there(tmp_path):

@@ -206,8 +206,8 @@ def device(
 ) -> None:
     """Show the device, torch and what the fast path does there (for bug reports).
 
-    What each switch does on auto and why; with --run, the fast path timings and compiled
-    networks that run keeps."""
+    What each switch does on auto and why, the compiled networks your cache keeps; with --run,
+    the fast path timings that run keeps."""
     with user_errors():
         from pegasus.devices import resolve_device
         from pegasus.report import device_report
@@ -221,11 +221,12 @@ def device(
                 console.print(f"{name}: {value}", highlight=False)
         for switch, rule in report["auto"].items():
             console.print(f"{switch} auto: {rule}", highlight=False)
+        cache = report["compile cache"]
+        console.print(f"compiled networks cached: {cache['compiled networks']} ({cache['MiB']} "
+                      f"MiB in {cache['path']})", highlight=False)
         if run is not None:
             r = report["run"]
-            console.print(f"run {run}: compiled networks cached: {r['compiled networks']} "
-                          f"({r['compile cache MiB']} MiB); fast path timings: {len(r['timed'])}",
-                          highlight=False)
+            console.print(f"run {run}: fast path timings: {len(r['timed'])}", highlight=False)
             for entry in r["timed"]:
                 times = ", ".join(f"{mode} {'out of memory' if ms is None else f'{ms:.1f} ms'}"
                                   for mode, ms in (entry.get("ms") or {}).items())

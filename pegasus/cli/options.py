@@ -42,7 +42,7 @@ OutImage = Annotated[Path, typer.Option(
     dir_okay=False, help="Image file to write: .png, .jpg or .webp.")]
 CompileOpt = Annotated[str, typer.Option(
     "--compile", help="torch.compile the network: auto (on a GPU of compute capability 7.0 or "
-                      "later, for long work; cached in the run folder), on or off.")]
+                      "later, for long work; cached in your own cache), on or off.")]
 AmpOpt = Annotated[str, typer.Option(
     help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
          "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]

@@ -4,7 +4,7 @@
 channels_last and torch.compile, each by its rule (rules.py) and, uncompiled on a GPU, by
 timing the modes left at "auto" there (probe.py), the choice kept in the run folder. Training's
 door also refuses a batch that cannot fit (memory.py). `sampling_score` is the network under
-the chosen path, its compile cached in the run folder and signed (compile.py, cache.py);
+the chosen path, its compile cached in the user's cache, never a run folder (compile.py, cache.py);
 `chain_graphs` says what each chain replays as a CUDA graph (graphs.py); `sampling_batch_size`
 sizes sampling batches to the free GPU memory, `estimated_batch` estimates a CPU's (memory.py).
 Every cache and probe record is keyed by one key type (keys.py).
@@ -55,18 +55,17 @@ def for_sampling(model: torch.nn.Module, device: torch.device, config, *, evalua
 
 
 def sampling_score(model: torch.nn.Module, device: torch.device, path: FastPath, config, *,
-                   cache: Path | None = None, notify: Notify = None):
-    """The score function that samples with `model` on `path`, its compiles kept in `cache`
-    (the run's compile-cache folder; None for weights that came without a run)."""
-    return fast_score(model, device, path, cache=cache, key=WorkKey.of("sample", config),
-                      notify=notify)
+                   notify: Notify = None):
+    """The score function that samples with `model` (the network `config` describes) on `path`,
+    its compiles kept in the user's compile cache."""
+    return fast_score(model, device, path, key=WorkKey.of("sample", config), notify=notify)
 
 
 def for_training(model: torch.nn.Module, ctx, config, *, steps: int, shape: tuple[int, ...],
                  sigmas: torch.Tensor, record: Path | None,
                  cached: Callable[[FastPath], bool], notify: Notify = None) -> FastPath:
     """Training's fast path on `ctx`'s device with `steps` steps still to run (`cached(path)`
-    says whether the run folder holds that path's compile: rules.py), after checking that the
+    says whether the user's compile cache holds that path's compile: rules.py), after checking that the
     batch fits. Uncompiled on a GPU, the switches left at auto are timed there; under DDP rank
     0 times them and every rank takes its choice, since all ranks must train one path."""
     tc, device = config.train, ctx.device

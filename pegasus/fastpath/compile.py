@@ -1,5 +1,5 @@
 """torch.compile for the score network (and a guided step's classifier), each input shape's
-compile kept in the run folder (signed: cache.py) so that the second `pegasus sample` of a run,
+compile kept in the user's cache (cache.py) so that the second `pegasus sample` of a network,
 or a resumed training, loads it instead of compiling again. Should torch.compile fail (no
 working compiler on the machine), the work goes on uncompiled with a warning: compiling is an
 optimisation, as the cache is.
@@ -59,13 +59,13 @@ def warn_uncompiled(error: Exception, switch: str = 'compile = "off"') -> None:
 
 
 def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
-               cache: Path | None = None, key: WorkKey | None = None,
+               key: WorkKey | None = None,
                notify: Callable[[str], None] | None = None) -> ScoreFn:
-    """The score function sampling calls on `device` under `path`. With a `cache` folder (a
-    run's) and the `key` of the work, each input shape's compile (torch.compile specialises on
-    shapes) is loaded from its own file there before its first evaluation and saved there after
-    it. `notify` hears, before each shape's first evaluation, whether it compiles or loads: the
-    one wait of the work that no progress bar moves through."""
+    """The score function sampling calls on `device` under `path`. With the `key` of the work,
+    each input shape's compile (torch.compile specialises on shapes) is loaded from its own file
+    in the user's cache before its first evaluation and saved there after it. `notify` hears,
+    before each shape's first evaluation, whether it compiles or loads: the one wait of the
+    work that no progress bar moves through."""
     if path.channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = model
@@ -82,8 +82,8 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
         file = None
         if path.compile and shape not in seen:
             seen.add(shape)
-            if cache is not None and key is not None:
-                file = key.compile_file(cache, device, path, shape)
+            if key is not None:
+                file = key.compile_file(device, path, shape)
             if notify is not None:
                 notify(compile_notice(len(x), file))
             load_artifacts(file)  # torch.compile compiles lazily: at the call below
@@ -100,9 +100,8 @@ def fast_score(model: torch.nn.Module, device: torch.device, path: FastPath, *,
 def compile_notice(batch: int, file: Path | None) -> str:
     """What a shape's first compiled evaluation is about to do, for a user waiting on it."""
     if signed(file):
-        return f"loading the network compiled for batch {batch} from the run's compile cache"
-    kept = ("it is kept in the run folder for the next run" if file is not None
-            else "exported weights keep no compile cache")
+        return f"loading the network compiled for batch {batch} from your compile cache"
+    kept = "it is kept in your compile cache for the next run" if file is not None else "uncached"
     return f"compiling the network for batch {batch}, once: {kept}"
 
 

@@ -1,18 +1,18 @@
-"""The one key type of the fast path's records: what a compile cached in a run folder, or a
-timing kept in its fast-path.json, was made for. A key names the work (sampling or training),
+"""The one key type of the fast path's records: what a compile kept in the user's cache, or a
+timing kept in a run's fast-path.json, was made for. A key names the work (sampling or training),
 the network (backbone and options), the resolution and batch, and, once rendered for a record,
 the device and torch it was made on: what is fastest, or compiled, for one GPU or torch is not
 for another."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from pegasus.devices import device_name
+from pegasus.fastpath.cache import compiled_file
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,6 @@ class WorkKey:
         return " | ".join([device_name(device), f"torch {torch.__version__}", self.describe(),
                            *map(str, what)])
 
-    def compile_file(self, folder: Path, device: torch.device, *what: object) -> Path:
-        """Where in `folder` (a run's compile cache) a compile for this key is kept."""
-        return Path(folder) / f"{hashlib.sha256(self.on(device, *what).encode()).hexdigest()[:16]}.bin"
+    def compile_file(self, device: torch.device, *what: object) -> Path:
+        """Where the user's compile cache keeps a compile for this key (cache.py)."""
+        return compiled_file(self.on(device, *what))

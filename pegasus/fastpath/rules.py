@@ -23,7 +23,7 @@ to be measured on a GPU: bench/gpu_checks.sh second).
 
 When training compiles (`train.compile = "auto"`): on CUDA only, and only when at least
 TRAIN_AUTO_MIN_STEPS steps remain to run: where an uncached training compile is repaid by what it
-saves a step (the same section of bench/README.md). Once the run folder holds that compile (a
+saves a step (the same section of bench/README.md). Once the compile cache holds that compile (a
 resumed run, or one that compiled before), at least TRAIN_CACHED_MIN_STEPS steps suffice: the
 second start's target load time over the same saving a step.
 """
@@ -92,7 +92,7 @@ def auto_rules(device: torch.device) -> dict[str, str]:
     if compiler_runs(device):
         compile = (f"on for long work: sampling {AUTO_MIN_EVALUATIONS:,} evaluations or more, "
                    f"training {TRAIN_AUTO_MIN_STEPS:,} steps left or more "
-                   f"({TRAIN_CACHED_MIN_STEPS:,} once the run folder caches the compile)")
+                   f"({TRAIN_CACHED_MIN_STEPS:,} once the compile is cached)")
     elif gpu is None:
         compile = "off: on a CPU inductor's C++ build costs more than it saves at these sizes"
     else:
@@ -134,7 +134,7 @@ class FastPath:
                      cached: Callable[[FastPath], bool] = lambda path: False) -> FastPath:
         """Training's fast path on `device` for a backbone that declares `channels_last`, by the
         config's `train.amp`, `train.channels_last` and `train.compile`, with `steps` steps
-        still to run; `cached(path)` says whether the run folder holds that path's compile
+        still to run; `cached(path)` says whether the compile cache holds that path's compile
         (the module's rule)."""
         def settle(long: bool) -> FastPath:
             return cls.by_rules(device, channels_last, amp=train.amp,

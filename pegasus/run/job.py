@@ -134,8 +134,7 @@ class SamplingJob:
                                      notify=trained.notify)
         if path not in trained.scores:
             trained.scores[path] = fastpath.sampling_score(
-                trained.model, device, path, trained.config, notify=trained.notify,
-                cache=folder.compile_cache if folder else None)
+                trained.model, device, path, trained.config, notify=trained.notify)
         return cls(trained, plan, num, batch_size, path, trained.scores[path])
 
     @property

@@ -1,6 +1,7 @@
 """The run folder's layout: what a run folder holds and where. Every other module asks this one.
 
-A run folder holds:
+A run folder holds data only, never code (torch.compile's artifacts are pickled code, so they
+live in the user's own cache: fastpath/cache.py):
     config.toml     the resolved config the run trains with (written by tomli-w; its digest in
                     .config.sha256 tells pegasus's own writes from edits by hand)
     checkpoints/    checkpoint-<step>.pt and `latest` (checkpoint.py names them)
@@ -9,9 +10,6 @@ A run folder holds:
     guide.pt        the noise-conditional classifier for guided blends (classifiers.py)
     judge.pt        the independent clean-image classifier for reports
     exports/        shared weights (safetensors, weights.py)
-    compile-cache/  torch.compile artifacts of sampling and training, per network, fast path,
-                    input shape, device and torch version, signed by the user who wrote them
-                    (fastpath/cache.py), so that a second start loads them instead of compiling
     fast-path.json  the fast path's timings on each GPU (fastpath/probe.py)
     .lock           held by the one process training the run (lock.py)
     .torchrun-job   the torchrun job (its rendezvous id) training the run, so that the job,
@@ -41,13 +39,12 @@ LOGS = "logs"
 GUIDE_FILE = "guide.pt"
 JUDGE_FILE = "judge.pt"
 EXPORTS = "exports"
-COMPILE_CACHE = "compile-cache"
 PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GPU (fastpath/probe.py)
 LOCK_FILE = ".lock"
 JOB_FILE = ".torchrun-job"
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
 NAMES = {CONFIG_FILE, CONFIG_DIGEST, CHECKPOINTS, SAMPLES, LOGS, GUIDE_FILE, JUDGE_FILE, EXPORTS,
-         COMPILE_CACHE, PROBES_FILE, LOCK_FILE, JOB_FILE}
+         PROBES_FILE, LOCK_FILE, JOB_FILE}
 
 
 @dataclass(frozen=True)
@@ -78,10 +75,6 @@ class RunDir:
     @property
     def exports(self) -> Path:
         return self.path / EXPORTS
-
-    @property
-    def compile_cache(self) -> Path:
-        return self.path / COMPILE_CACHE
 
     @property
     def probes(self) -> Path:

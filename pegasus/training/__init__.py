@@ -52,7 +52,7 @@ def train(
     noise fields chosen from the data), the model's parameter count and the fast path it trains
     on once start-up is done; `warn` hears about damaged checkpoints skipped and files cleaned
     up, `notify` about the waits of start-up: the fast path's timings on a GPU and whether the
-    first step compiles or loads the compile cached in the run folder. `stop_after` ends the
+    first step compiles or loads the compile cached for the user. `stop_after` ends the
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one. A new run starts from the weights `init`
     when given (consistency tuning starts from another run's EMA weights: training/tune.py).

@@ -179,9 +179,9 @@ class Trainer:
                                     ctx.device)
 
     def _compile_cache(self, path: fastpath.FastPath) -> Path:
-        """Where the run folder keeps the training compile of `path`."""
+        """Where the user's compile cache keeps the training compile of `path`."""
         key = WorkKey.of("train", self.config, self.config.train.batch_size, self.ctx.world)
-        return key.compile_file(self.run.compile_cache, self.ctx.device, path)
+        return key.compile_file(self.ctx.device, path)
 
     def _wrap(self, cache: Path | None):
         """The network the loop calls: DDP across ranks, then torch.compile when the fast path
