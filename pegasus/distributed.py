@@ -4,11 +4,19 @@ rank (docs/distributed.md).
 
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; without them everything here is a no-op and the
 work runs as one process.
+
+Ranks that were started differently would train or draw different things and then wait forever
+at mismatched collectives, so a group's ranks first agree on the resolved request (`agree`).
+Every collective carries a timeout (PEGASUS_COLLECTIVE_TIMEOUT seconds, torch's default of 30
+minutes otherwise); a collective that times out, or whose peer is gone, ends the rank with one
+line instead of gloo's or NCCL's traceback.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +26,8 @@ import torch.distributed as dist
 
 from pegasus.devices import resolve_device
 from pegasus.errors import UserError, first_line
+
+TIMEOUT_VARIABLE = "PEGASUS_COLLECTIVE_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,18 @@ class Context:
     @property
     def distributed(self) -> bool:
         return self.world > 1
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective waits for the other ranks: PEGASUS_COLLECTIVE_TIMEOUT seconds."""
+    raw = os.environ.get(TIMEOUT_VARIABLE, "1800")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 1e7:
+        raise UserError(f"{TIMEOUT_VARIABLE} must be a number of seconds above 0, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
 
 
 def setup(device_name: str) -> Context:
@@ -58,7 +80,8 @@ def setup(device_name: str) -> Context:
         try:
             store, rank, world = next(rendezvous("env://"))
             dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world,
-                                    store=dist.PrefixStore(f"attempt-{attempt}", store))
+                                    store=dist.PrefixStore(f"attempt-{attempt}", store),
+                                    timeout=collective_timeout())
         except (RuntimeError, ValueError) as e:  # torch's DistError is a RuntimeError
             where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
             raise UserError(f"cannot join the group of {world} processes at {where}: "
@@ -96,15 +119,61 @@ def job_id() -> str | None:
 
 
 @contextmanager
-def group(device_name: str) -> Iterator[Context]:
-    """The process group of a job for its whole length (one process without torchrun)."""
+def group(device_name: str, request: dict | None = None) -> Iterator[Context]:
+    """The process group of a job for its whole length (one process without torchrun), its
+    ranks agreed on `request` (`agree`) before any work."""
     ctx = setup(device_name)
     try:
+        agree(ctx, request or {})
         yield ctx
-    except BaseException:
+    except BaseException as e:
         teardown(ctx, failed=True)
+        if ctx.distributed and _broken(e):
+            raise UserError(f"rank {ctx.rank}: {_broke_off(e)}") from None
         raise
     teardown(ctx)
+
+
+def agree(ctx: Context, request: dict) -> None:
+    """Refuse, on every rank and before any work, ranks started with different requests (the
+    resolved config, the sampling options, the folders): rank 0's is compared with each
+    other's, and the first difference is named (a nested dict's fields by dotted names, as a
+    config's: train.iters)."""
+    if not ctx.distributed:
+        return
+    mine = dict(_flat(request))
+    said = gather(ctx, mine)
+    for rank, theirs in enumerate(said[1:], start=1):
+        for name in sorted(said[0].keys() | theirs.keys()):
+            a, b = said[0].get(name, "nothing"), theirs.get(name, "nothing")
+            if a != b:
+                raise UserError(f"the ranks were started differently: {name} is {a} on rank 0 "
+                                f"but {b} on rank {rank}; start every rank with the same "
+                                f"command", shared=True)
+
+
+def _flat(request: dict, prefix: str = "") -> Iterator[tuple[str, str]]:
+    for name, value in request.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", repr(value)
+
+
+def _broken(error: BaseException) -> bool:
+    """Whether `error` is the group's (a peer gone, a collective past its timeout)."""
+    return isinstance(error, dist.DistError) or (
+        type(error) is RuntimeError and re.search(r"gloo|nccl|NCCL|Connection", str(error)))
+
+
+def _broke_off(error: BaseException) -> str:
+    words = re.sub(r"^\[[^\]]*\]\s*", "", first_line(error)).split(". ")[0].rstrip(".")
+    if "Timed out" in words or "timed out" in words:
+        seconds = collective_timeout().total_seconds()
+        return (f"the other ranks did not answer within {seconds:g} s ({words}); one "
+                f"is stuck or gone: its own line says why ({TIMEOUT_VARIABLE} sets the wait in "
+                f"seconds)")
+    return f"the group broke off ({words}): another rank stopped; its own line says why"
 
 
 def teardown(ctx: Context, failed: bool = False) -> None:
@@ -184,7 +253,9 @@ def first_error(ctx: Context, error: Exception | None) -> None:
         said = gather(ctx, None if error is None else str(error))
         if error is None and any(said):
             rank, words = next((r, w) for r, w in enumerate(said) if w)
-            raise UserError(f"rank {rank}: {words}")
+            raise UserError(f"rank {rank}: {words}", shared=True)
+        if error is not None:
+            error.shared = True  # every rank raises, and rank 0 says it
     if error is not None:
         raise error
 

@@ -15,7 +15,12 @@ class PegasusWarning(UserWarning):
 
 
 class UserError(ValueError):
-    """Bad input: the message says what is wrong and how to fix it."""
+    """Bad input: the message says what is wrong and how to fix it. `shared`: every rank of a
+    process group raised it alike (distributed.py), so rank 0 alone need say it."""
+
+    def __init__(self, *args, shared: bool = False) -> None:
+        super().__init__(*args)
+        self.shared = shared
 
 
 class FieldError(UserError):

@@ -311,3 +311,91 @@ def test_two_ranks_tune_a_run_and_sample_it_as_one_process_does(tmp_path):
     assert alone.exit_code == 0, alone.output
     _two_ranks([*job, str(tmp_path / "two")])
     _same_folders(tmp_path / "one", tmp_path / "two", 5)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
+def test_ranks_started_differently_are_refused_before_any_work(tmp_path):
+    """The audit's hang: rank 0 given train.iters=10 and rank 1 train.iters=20 blocked forever.
+    The ranks agree on the resolved request first: both end with code 2 and rank 0's one line
+    names the field; nothing is written."""
+    launchers = _launchers(["train", "--run-dir", str(tmp_path / "r"),
+                            *[a for s in TINY for a in ("--set", s)]], nodes=2)
+    for rank, launcher in enumerate(launchers):
+        launcher.extend(["--set", f"train.iters={10 * (rank + 1)}"])
+    jobs = [_start(c) for c in launchers]
+    said = []
+    for job in jobs:
+        try:
+            said.append(job.communicate(timeout=120))
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            pytest.fail("ranks started differently hung")
+        assert job.returncode != 0
+    rank0_out, rank0_err = said[0]
+    errors = [line for line in rank0_err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: the ranks were started differently: train.iters is 10 on rank 0 "
+                      "but 20 on rank 1; start every rank with the same command"], rank0_err
+    # torchrun reports its failed workers with a traceback of its own; pegasus's code none.
+    assert "pegasus/" not in rank0_err + said[1][1] and "gloo" not in rank0_err + said[1][1]
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_agreement_names_the_first_difference_and_passes_equal_requests(monkeypatch):
+    from pegasus import distributed
+    from pegasus.errors import UserError
+
+    ctx = distributed.Context(0, 2, torch.device("cpu"), False)
+    config = {"train": {"iters": 10, "lr": 2e-4}, "run folder": "runs/a"}
+    other = {"train": {"iters": 10, "lr": 1e-4}, "run folder": "runs/a"}
+    monkeypatch.setattr(distributed, "gather", lambda ctx, mine: [mine, dict(
+        distributed._flat(other))])
+    with pytest.raises(UserError, match="train.lr is 0.0002 on rank 0 but 0.0001 on rank 1") as e:
+        distributed.agree(ctx, config)
+    assert e.value.shared  # every rank raises it: rank 0 alone says it
+    other["train"]["lr"] = 2e-4
+    distributed.agree(ctx, config)
+    distributed.agree(distributed.alone(torch.device("cpu")), config)  # one process: no collective
+
+
+@pytest.mark.parametrize("raised,said", [
+    ("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:129] Timed out waiting "
+     "3000ms for send operation to complete", "the other ranks did not answer within 3 s (Timed "
+     "out waiting 3000ms for send operation to complete); one is stuck or gone"),
+    ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+     "[127.0.0.1]:19868. This is typically caused by a remote worker crashing. GLHF!",
+     "the group broke off (Connection closed by peer [127.0.0.1]:19868): another rank stopped"),
+])
+def test_a_broken_group_ends_the_rank_with_one_line(monkeypatch, raised, said):
+    from pegasus import distributed
+    from pegasus.errors import UserError
+
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "3")
+    monkeypatch.setattr(distributed, "setup",
+                        lambda device: distributed.Context(1, 2, torch.device("cpu"), False))
+    monkeypatch.setattr(distributed, "agree", lambda ctx, request: None)
+    with pytest.raises(UserError) as e, distributed.group("cpu"):
+        raise RuntimeError(raised)
+    assert str(e.value).startswith(f"rank 1: {said}") and "\n" not in str(e.value)
+    with pytest.raises(ZeroDivisionError), distributed.group("cpu"):  # not the group's: as it is
+        raise ZeroDivisionError
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "soon")
+    with pytest.raises(UserError, match="PEGASUS_COLLECTIVE_TIMEOUT must be a number of seconds"):
+        distributed.collective_timeout()
+
+
+def test_a_rank_given_a_bad_option_alone_says_so_itself(run, monkeypatch, capsys):
+    """Rank 0 cannot hear of an option refused on another rank before the group forms: that
+    rank says it, its rank first. What every rank raised alike stays rank 0's to say."""
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+
+    cli = sys.modules["pegasus.cli.app"]
+    monkeypatch.setattr(cli, "_QUIET", True)
+    monkeypatch.setattr(cli, "_RANK", "1")
+    result = CliRunner().invoke(app, ["sample", "--run", str(run), "--num", "0", "--folder", "f"])
+    assert result.exit_code == 2 and "error: rank 1: " in result.output, result.output
+    capsys.readouterr()
+    cli.error_line("said by every rank", shared=True)
+    cli.error_line("said by rank 1 alone")
+    assert capsys.readouterr().err.split() == "error: rank 1: said by rank 1 alone".split()

@@ -23,19 +23,27 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException
 
 # Under torchrun every rank runs the verb; rank 0 alone speaks (bars, results, errors, which
-# distributed.first_error brings to it from the other ranks). RANK is read here, not through
-# pegasus.distributed, which would import torch before `pegasus --help`.
-_QUIET = os.environ.get("RANK", "0") != "0"
+# distributed.first_error and distributed.agree bring to it from the other ranks). RANK is read
+# here, not through pegasus.distributed, which would import torch before `pegasus --help`.
+_RANK = os.environ.get("RANK", "0")
+_QUIET = _RANK != "0"
 console = Console(quiet=_QUIET)
 err_console = Console(stderr=True, quiet=_QUIET)
 
 
-def error_line(message: str) -> None:
+def error_line(message: str, shared: bool = False) -> None:
+    """One error line on stderr. Rank 0 says its errors and those every rank raised alike
+    (`shared`: distributed.agree's and first_error's); another rank says its own errors, its
+    rank first, since no other rank may know of them (a bad option given to it alone)."""
     from rich.markup import escape
 
     # Escaped: a message may quote what the user wrote, such as "heun[churn=10]".
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True,
-                      markup=True)
+    if not _QUIET:
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                          soft_wrap=True, markup=True)
+    elif not shared:
+        Console(stderr=True).print(f"[bold red]error:[/] rank {_RANK}: {escape(message)}",
+                                   highlight=False, soft_wrap=True, markup=True)
 
 
 class OneLineErrors(TyperGroup):
@@ -94,10 +102,10 @@ def user_errors(flags: dict[str, str] | None = None):
     try:
         yield
     except FieldError as e:
-        error_line(f"{(flags or {}).get(e.field, e.field)} {e.problem}")
+        error_line(f"{(flags or {}).get(e.field, e.field)} {e.problem}", e.shared)
         raise typer.Exit(2) from None
     except UserError as e:
-        error_line(str(e).replace("[", r"\["))
+        error_line(str(e).replace("[", r"\["), e.shared)
         raise typer.Exit(2) from None
 
 

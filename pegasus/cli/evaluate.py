@@ -72,7 +72,11 @@ def eval_(
         from pegasus.fastpath import check_switches
 
         _check_sources(run, checkpoint, samples, neighbours)
-        with group(device) as ctx:
+        request = {"run": run, "checkpoint": checkpoint, "num": num, "seed": seed,
+                   "sampler": sampler, "steps": steps, "features": features,
+                   "batch_size": batch_size, "samples": samples, "likelihood": likelihood,
+                   "probes": probes, "compile": compile, "amp": amp}
+        with group(device, request) as ctx:
             if samples is not None:
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
                               neighbours)

@@ -145,7 +145,8 @@ def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: i
         from pegasus.distributed import group
         from pegasus.training.guide import train_for_run
 
-        with group(device) as ctx, StepsBar(f"train {kind}", ".3f") as bar:
+        request = {"run": str(run), "iters": iters, "batch_size": batch_size, "seed": seed}
+        with group(device, request) as ctx, StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
                                    progress=bar.report, ctx=ctx)
         accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())

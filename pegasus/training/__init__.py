@@ -72,7 +72,8 @@ def train(
         check_estimated_training_batch(build_score_model(config)[0], config, device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
-    with StopOnSignal() as stop, distributed.group(config.train.device) as ctx:
+    request = {"run folder": str(run_dir), "resume": resume, **config.to_dict()}
+    with StopOnSignal() as stop, distributed.group(config.train.device, request) as ctx:
         resume = resume or restarted_job(run)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
             start = _starting_point(run, resume, warn, config.train.iters, init)
