@@ -310,3 +310,69 @@ def test_a_real_full_disk_is_one_line_naming_the_file_and_the_room_a_run_needs(t
         assert not list((disk / "run" / "checkpoints").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+def _copy_run(source: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, to, ignore=shutil.ignore_patterns(".lock"))
+    return to
+
+
+def test_a_run_writes_only_its_own_real_files(tmp_path, trained):
+    """The audit resumed through a checkpoints/ linked into another run: it wrote that run's
+    checkpoints and rotated two away. Linked parts are refused before anything is written."""
+    other = _copy_run(trained, tmp_path / "other")
+    before = sorted(p.name for p in (other / "checkpoints").iterdir())
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "checkpoints").symlink_to(other / "checkpoints")
+    (linked / "config.toml").write_bytes((other / "config.toml").read_bytes())
+    one_line(runner.invoke(app, ["train", "--run", str(linked), "--resume", *SETS,
+                                 "--set", "train.iters=4"]), "is a link to")
+    assert sorted(p.name for p in (other / "checkpoints").iterdir()) == before
+    # One checkpoint linked to another run's file: resumed, it would be rotated and overwritten.
+    mixed = _copy_run(trained, tmp_path / "mixed")
+    newest = latest_checkpoint(mixed / "checkpoints")
+    newest.unlink()
+    newest.symlink_to(latest_checkpoint(other / "checkpoints"))
+    one_line(runner.invoke(app, ["train", "--run", str(mixed), "--resume", *SETS,
+                                 "--set", "train.iters=4"]), f"{newest.name} is a link to")
+    for verb in (["train-guide", "--iters", "1"], ["export"]):
+        one_line(runner.invoke(app, [*verb, "--run", str(mixed)]), "is a link to")
+
+
+def test_reading_what_is_not_the_runs_own_is_named_in_a_note(tmp_path, trained):
+    """Sampling from a run whose checkpoint is another run's file, or from another run's
+    checkpoint beside a run folder, is legitimate: it is named. Exporting another run's
+    checkpoint into this run's exports/ is not."""
+    other = _copy_run(trained, tmp_path / "other")
+    theirs = latest_checkpoint(other / "checkpoints")
+    said = runner.invoke(app, ["sample", "--run", str(trained), "--checkpoint", str(theirs),
+                               "--num", "2", "--steps", "3", "--sampler", "heun",
+                               "--out", str(tmp_path / "g.png")])
+    assert said.exit_code == 0, said.output
+    assert f"is not run {trained}'s own file" in " ".join(said.output.split())
+    mine = runner.invoke(app, ["sample", "--run", str(other), "--num", "2", "--steps", "3",
+                               "--sampler", "heun", "--out", str(tmp_path / "h.png")])
+    assert mine.exit_code == 0 and "own file" not in mine.output
+    one_line(runner.invoke(app, ["export", "--run", str(trained), "--checkpoint", str(theirs)]),
+             "--out is needed")
+    exported = runner.invoke(app, ["export", "--run", str(trained), "--checkpoint", str(theirs),
+                                   "--out", str(tmp_path / "w.safetensors")])
+    assert exported.exit_code == 0, exported.output
+    # A folder of samples drawn from the other run, scored against this one.
+    drawn = runner.invoke(app, ["sample", "--run", str(other), "--num", "2", "--steps", "3",
+                                "--sampler", "heun", "--folder", str(tmp_path / "s")])
+    assert drawn.exit_code == 0, drawn.output
+    from pegasus.run.folder import SampleFolder
+
+    assert SampleFolder(tmp_path / "s").source() == theirs.resolve()
+    judged = runner.invoke(app, ["train-judge", "--run", str(trained), "--iters", "1"])
+    assert judged.exit_code == 0, judged.output
+    from pegasus.errors import PegasusWarning
+
+    with pytest.warns(PegasusWarning, match=f"was drawn from {theirs.resolve()}, not from run"):
+        scored = runner.invoke(app, ["eval", "--run", str(trained), "--samples", str(tmp_path / "s")])
+    assert scored.exit_code == 0, scored.output
+    assert "no precision or recall: they need more than 3 samples" in " ".join(scored.output.split())

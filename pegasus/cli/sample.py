@@ -129,7 +129,7 @@ def export(
     safetensors: the EMA weights with the config, sigmas and backbone in the file's metadata
     (JSON); no run folder and no pickle is needed to use it. ncsnv2: what the reference's runner
     saves (raw weights, Adam, epoch, step, EMA), for it to load with strict=True."""
-    with user_errors({"format": "--format"}):
+    with user_errors({"format": "--format", "out": "--out"}):
         from pegasus.errors import FieldError
 
         if format_ == "ncsnv2":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,11 @@ class SampleFolder:
                              f"earlier job's samples to continue; give a new folder")
         check_writable(self.image(0))
 
-    def begin(self, wanted: SampleSet, source: str = "") -> None:
+    def begin(self, wanted: SampleSet, source: Path | None = None, step: int | None = None) -> None:
         """Make the folder ready for `wanted`'s images: a new one gets its manifest first (so
         even a job stopped before its first image can be continued), and one begun earlier is
         checked to hold images drawn as `wanted` draws them, its half-written files removed.
-        `source` (the checkpoint and its step, say) is kept in the manifest for the reader."""
+        `source` (the weights' file) and its `step` are kept in the manifest for the reader."""
         self.check()
         if self.manifest.is_file():
             there = self._read()
@@ -104,7 +105,8 @@ class SampleFolder:
                                    "a new folder")
             remove_stale_temporaries(self.path)  # half-written images of a stopped job
             return
-        body = {"pegasus": "samples", **dataclasses.asdict(wanted), "source": source}
+        body = {"pegasus": "samples", **dataclasses.asdict(wanted),
+                "source": None if source is None else str(Path(source).resolve()), "step": step}
         atomic_write(self.manifest, lambda f: f.write(json.dumps(body, indent=1).encode()))
 
     def count(self) -> int:
@@ -202,6 +204,16 @@ class SampleFolder:
             raise UserError(f"{self.path} holds no {MANIFEST}: it is no folder of samples that "
                             f"pegasus wrote")
         return self._read()
+
+    def source(self) -> Path | None:
+        """The weights' file the folder's images were drawn from, as its manifest names it
+        (None when it names none)."""
+        try:
+            named = json.loads(self.manifest.read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError, AttributeError):
+            return None
+        # Manifests before the step had its own field wrote "<path> (step N)".
+        return Path(re.sub(r" \(step \d+\)$", "", named)) if isinstance(named, str) and named else None
 
     def _read(self) -> SampleSet:
         try:

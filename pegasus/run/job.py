@@ -222,7 +222,7 @@ class SamplingJob:
         error = None
         if ctx.main:  # rank 0 alone: another rank could see its half-written manifest
             try:
-                folder.begin(wanted, source=f"{self.trained.source} (step {self.trained.step})")
+                folder.begin(wanted, self.trained.source, self.trained.step)
             except UserError as e:
                 error = e
         distributed.first_error(ctx, error)

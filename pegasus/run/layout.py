@@ -114,6 +114,25 @@ class RunDir:
                            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
                            f"train a new run in a new or empty folder")
 
+    def check_own(self) -> None:
+        """Before a run is written (trained, resumed, given a guide or an export): its files are
+        its own, real files inside it. A part that is a link (a checkpoints/ linked into another
+        run, a checkpoint linked to another run's file) would write, rotate or lock what belongs
+        to someone else: refused."""
+        if not self.path.is_dir():
+            return
+        parts = [self.path / name for name in sorted(NAMES)]
+        if self.checkpoints.is_dir() and not self.checkpoints.is_symlink():
+            parts += sorted(self.checkpoints.iterdir())
+        for part in parts:
+            if part.is_symlink():
+                raise RunError(f"{part} is a link to {part.resolve()}: a run's files must be its "
+                               f"own; copy the file in, or remove the link")
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is this run's own file: inside its folder once links are followed."""
+        return Path(path).resolve().is_relative_to(self.path.resolve())
+
     def create(self) -> None:
         self.check_usable()
         try:

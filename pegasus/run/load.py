@@ -148,6 +148,11 @@ def load_trained_run(
             raise RunError("give a run folder, a checkpoint or a weights file")
         checkpoint = RunDir(run_dir).require_checkpoint(warn)
     source = Path(checkpoint)
+    if run_dir is not None and warn is not None and not RunDir(run_dir).holds(source):
+        real = source.resolve()
+        linked = f" (a link to {real})" if real != source.absolute() else ""
+        warn(f"{source}{linked} is not run {run_dir}'s own file: its weights and config are "
+             f"used, with that run folder's guide, judge and data")
     return trained_from_state(score_checkpoint(source), source, dev,
                               RunDir(run_dir) if run_dir is not None else None, notify)
 

@@ -17,6 +17,7 @@ set it is the less noisy one (up to 1,000 held-out images against the few traine
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from pegasus import distributed
 from pegasus.colour import ColourStats, ColourTally, Drift
 from pegasus.config import Config
 from pegasus.data import load_images
-from pegasus.errors import FieldError, UserError
+from pegasus.errors import FieldError, PegasusWarning, UserError
 from pegasus.run.folder import SampleFolder
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
@@ -153,6 +154,10 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     ctx = ctx or distributed.alone(device)
     drawn = samples.recorded()
     config = RunDir(run_dir).read_config()
+    source = samples.source()
+    if source is not None and not RunDir(run_dir).holds(source):
+        warnings.warn(f"{samples.path} was drawn from {source}, not from run {run_dir}: it is "
+                      f"scored against that run's images and judge", PegasusWarning, stacklevel=2)
     if drawn.res != config.data.res:
         raise UserError(f"{samples.path} holds {drawn.res} px samples, but run {run_dir} trains "
                         f"at {config.data.res} px; score them against the run they came from")

@@ -81,7 +81,8 @@ class Novelty:
     features: str
 
     def describe(self) -> str:
-        scores = ", ".join(f"{k} {v:.3f} ± {self.spreads[k]:.3f}" for k, v in self.scores.items())
+        scores = (", ".join(f"{k} {v:.3f} ± {self.spreads[k]:.3f}" for k, v in self.scores.items())
+                  or f"no precision or recall: they need more than {K} samples")
         return (f"memorised {100 * self.memorised:.1f}% ± {100 * self.memorised_se:.1f}% of "
                 f"{self.samples} samples (nearer a training image than 99% of {self.held_out} "
                 f"held-out images are; median distance ratio {self.median_ratio:.2f}); {scores} "
@@ -103,6 +104,9 @@ def novelty(samples: torch.Tensor, train: torch.Tensor, held: torch.Tensor, *,
             features: str, seed: int = 0) -> Novelty:
     """Every figure of the module for sample features against training and held-out features."""
     share, se, ratio, threshold = memorisation(samples, train, held)
+    if len(samples) <= K:  # each sample's k-NN radius needs K others
+        return Novelty(share, se, ratio, threshold, {}, {}, len(samples), len(train), len(held),
+                       features)
     # Precision and recall compare sets of one size: as many training images as samples.
     g = torch.Generator().manual_seed(seed)
     real = train[torch.randperm(len(train), generator=g)[:len(samples)]]

@@ -75,13 +75,11 @@ def train(
     request = {"run folder": str(run_dir), "resume": resume, **config.to_dict()}
     with StopOnSignal() as stop, distributed.group(config.train.device, request) as ctx:
         resume = resume or restarted_job(run)
+        distributed.first_error(ctx, _prepare(run, resume) if ctx.main else None)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
             start = _starting_point(run, resume, warn, config.train.iters, init)
             return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                           on_start, None)
-        if not resume:  # by rank 0 alone, before it writes: the others would see its writes
-            run.check_new()
-        run.create()
         with RunLock(run.lock, f"run {run.path}"):
             start = _starting_point(run, resume, warn, config.train.iters, init)
             _record_job(run)
@@ -89,6 +87,20 @@ def train(
                 warn(f"removed {path.name}, left by an interrupted write")
             return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
                           on_start, notify)
+
+
+def _prepare(run: RunDir, resume: bool) -> RunError | None:
+    """The run folder made ready by rank 0 alone, before it writes (the other ranks would see
+    its writes): new runs in new or empty folders, and only the run's own files. What is
+    wrong, to be raised on every rank (distributed.first_error)."""
+    try:
+        if not resume:
+            run.check_new()
+        run.check_own()
+        run.create()
+    except RunError as e:
+        return e
+    return None
 
 
 def restarted_job(run: RunDir) -> bool:

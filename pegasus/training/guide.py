@@ -114,6 +114,7 @@ def train_for_run(
     ctx = ctx or distributed.alone(resolve_device(device))
     dev = ctx.device
     config, schedule = trained_schedule(run_dir)
+    RunDir(run_dir).check_own()
     if len(config.data.classes) < 2:
         raise UserError(f"run {run_dir} was trained on one class ({config.data.classes[0]}); a "
                         f"{kind} tells classes apart and needs a run of two or more")
