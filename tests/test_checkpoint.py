@@ -37,9 +37,38 @@ def test_a_file_that_is_no_checkpoint_says_so_without_torchs_advice(tmp_path):
     """torch's first line advises weights_only=False, the one thing pegasus must not do."""
     path = tmp_path / "notes.pt"
     path.write_text("# not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="not a checkpoint") as caught:
+    with pytest.raises(CheckpointError, match="not a pegasus checkpoint: it is no torch zip") as caught:
         load_checkpoint(path)
     assert "weights_only" not in str(caught.value)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize("damage,said", [
+    (lambda data: data[:10], "truncated or corrupt (its archive: not a ZIP archive)"),
+    (lambda data: data[:len(data) // 2], "truncated or corrupt (its archive: failed finding "
+                                         "central directory)"),
+    (lambda data: b"", "is not a pegasus checkpoint: it is an empty file"),
+    (lambda data: b"hello", "is not a pegasus checkpoint: it is no torch zip archive"),
+])
+def test_a_damaged_checkpoint_is_named_in_pegasuss_words_not_torchs(tmp_path, damage, said, mmap):
+    """The audit found torch's internals quoted: "(105)", the mmap hint, miniz's advice."""
+    path = save_checkpoint(tmp_path, _state(1), keep=1)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path, mmap=mmap)
+    words = str(caught.value)
+    assert words.endswith(said), words
+    for internal in ("miniz", "Errno", "mmap", "zipfile_serialization", "weights_only"):
+        assert internal not in words
+
+
+def test_a_checkpoint_torch_cannot_read_to_its_end_says_so(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path, _state(1), keep=1)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(
+        OSError(22, "Invalid argument")))  # what a zip cut short in its records gives
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt \(it ends early, or cannot "
+                                              r"be read\)$"):
+        load_checkpoint(path)
 
 
 def test_loading_refuses_pickled_code(tmp_path):

@@ -55,7 +55,8 @@ def test_sample_from_a_file_that_is_not_a_score_checkpoint(tmp_path, run):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
     one_line(runner.invoke(app, ["sample", "--checkpoint", str(junk), "--out",
-                                 str(tmp_path / "x.png")]), "not a checkpoint")
+                                 str(tmp_path / "x.png")]),
+             "is not a pegasus checkpoint: it is no torch zip archive")
 
 
 def test_output_that_is_a_folder_or_an_unknown_format_is_refused_before_sampling(tmp_path, run):

@@ -32,7 +32,7 @@ from pegasus.interop.ncsnv2_names import CLASS_NAMES, reference_name, registrati
 from pegasus.model.build import build_score_model
 from pegasus.noise.schedule import geometric_sigmas
 from pegasus.registry import get_backbone
-from pegasus.run.checkpoint import save_checkpoint
+from pegasus.run.checkpoint import read_torch_file, save_checkpoint
 from pegasus.run.layout import RunDir
 from pegasus.version import __version__
 
@@ -43,14 +43,7 @@ def read_reference_checkpoint(path: Path) -> list:
     """The runner's list, memory-mapped (a 1.5 GB FFHQ checkpoint is not read into memory), or
     one clear line saying what the file is."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        states = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
-        raise CheckpointError(f"{path} is not a readable reference NCSNv2 checkpoint (truncated, "
-                              f"damaged, or holding objects that could run code): "
-                              f"{str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
+    states = read_torch_file(path, "a reference NCSNv2 checkpoint", mmap=True)
     if (not isinstance(states, list) or len(states) not in (4, 5) or not isinstance(states[0], dict)
             or not isinstance(states[1], dict) or not isinstance(states[3], int)):
         raise CheckpointError(f"{path} is not a reference NCSNv2 checkpoint: its runner saves a "

@@ -133,34 +133,58 @@ def file_kind(path: Path) -> str | None:
     return None
 
 
+def _reader_words(error: Exception) -> str:
+    """What torch's zip reader found wrong, without its internals (the miniz advice, errno)."""
+    found = re.search(r"failed reading (zip archive|file \S+?): ([^.]+)", str(error))
+    if found:
+        where = "its archive" if found[1] == "zip archive" else found[1].removeprefix("file ")
+        return f"{where}: {found[2].strip()}"
+    if isinstance(error, OSError):
+        return "it ends early, or cannot be read"
+    return first_line(error).split(". This is an internal")[0]
+
+
+def read_torch_file(path: Path, what: str, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> Any:
+    """What a torch.save'd file holds, by torch.load(weights_only=True), or one line naming the
+    file as not `what` (a checkpoint, a reference checkpoint, a latent) in pegasus's words:
+    torch's own would advise switching weights_only off, or quote its zip reader."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist or is not a file")
+    kind = file_kind(path)
+    if kind is not None and "checkpoint" not in kind:
+        raise CheckpointError(f"{path} is {kind}, not {what}")
+    if kind is None:  # torch.save has written zip archives since torch 1.6
+        found = "an empty file" if path.stat().st_size == 0 else "no torch zip archive"
+        raise CheckpointError(f"{path} is not {what}: it is {found}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():  # a class or function to call: code
+            raise CheckpointError(
+                f"{path} holds objects pegasus will not load (they could run code); it is not "
+                f"{what}, or it was tampered with") from None
+        # torch's first line here is advice to load with weights_only=False, which pegasus never
+        # does; the unpickler's own words (an unknown opcode, say) come after this marker.
+        _, marked, detail = str(e).partition("WeightsUnpickler error:")
+        detail = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        raise CheckpointError(f"{path} is truncated, corrupt or not {what} "
+                              f"({detail if marked and detail else 'its pickle is unreadable'})"
+                              ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
+        raise CheckpointError(f"{path} is truncated or corrupt ({_reader_words(e)})") from None
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", *,
                     mmap: bool = False) -> dict[str, Any]:
     """A checkpoint's dict; `mmap` maps the tensors instead of reading them (cheap when only the
     config is wanted)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
-    kind = file_kind(path)
-    if kind == "safetensors weights":
+    if path.is_file() and file_kind(path) == "safetensors weights":
         raise FieldError("checkpoint", f"{path} is exported safetensors weights, not a "
                                        f"checkpoint; give it as the weights instead")
-    if kind is not None and "checkpoint" not in kind:
-        raise CheckpointError(f"{path} is {kind}, not a pegasus checkpoint")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        if "unsupported global" in str(e).lower():  # a class or function to call: code
-            raise CheckpointError(
-                f"{path} holds objects pegasus will not load (they could run code); it was not "
-                f"written by pegasus, or it was tampered with") from None
-        # torch's first line here is advice to load with weights_only=False, which pegasus never
-        # does; the unpickler's own words (an unknown opcode, say) come after this marker.
-        _, marked, detail = str(e).partition("WeightsUnpickler error:")
-        detail = next((line.strip() for line in detail.splitlines() if line.strip()), "")
-        raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a checkpoint "
-                              f"({detail if marked and detail else first_line(e)})") from None
-    except Exception as e:  # noqa: BLE001 - torch raises several types for damaged files
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first_line(e)})") from None
+    state = read_torch_file(path, "a pegasus checkpoint", map_location, mmap=mmap)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pegasus checkpoint")
     if state.get("version") != VERSION:

@@ -19,6 +19,7 @@ import torch
 
 from pegasus.atomic import atomic_write
 from pegasus.errors import CheckpointError, FieldError, UserError
+from pegasus.run.checkpoint import read_torch_file
 from pegasus.run.job import SamplingJob
 from pegasus.samplers import SAMPLERS, sampler_spec
 from pegasus.samplers.plan import SamplerPlan
@@ -70,11 +71,7 @@ class Latent:
     @classmethod
     def load(cls, path: Path) -> Latent:
         path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - several types for damaged or foreign files
-            raise CheckpointError(f"{path} is not a readable latent file "
-                                  f"({type(e).__name__})") from None
+        state = read_torch_file(path, "a pegasus latent")
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a pegasus latent (pegasus encode writes them)")
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
