@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pegasus.cli import app
-from pegasus.run.folder import MANIFEST
+from pegasus.run.folder import LOCK, MANIFEST
 from pegasus.run.job import SamplingJob
 from test_errors import one_line
 
@@ -63,9 +63,11 @@ def test_a_stopped_folder_continues_with_the_images_one_job_would_have_written(r
     assert gap.exists() and _pngs(stopped).keys() == _pngs(whole).keys()
     assert {n: (stopped / n).stat().st_mtime_ns for n in kept} == kept
     # Asked again: nothing to draw, nothing touched.
-    before = {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()}
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()  # noqa: E731
+                     if p.name != LOCK}  # the lock names each job that held it
+    before = files()
     assert "nothing to draw" in _sample(run, "--num", "4", "--folder", str(stopped))
-    assert {p.name: p.stat().st_mtime_ns for p in stopped.iterdir()} == before
+    assert files() == before
 
 
 def test_a_folder_is_continued_only_by_a_job_that_draws_the_same_images(run, tmp_path):
@@ -135,3 +137,41 @@ def test_an_npz_is_written_batch_by_batch_and_appears_whole(tmp_path):
     assert [exists for exists, _ in seen] == [False] * 3
     sizes = [size for _, size in seen]
     assert sizes[0] < sizes[1] < sizes[2]  # on disk as it came, not held to the end
+
+
+def test_a_folder_continued_with_another_cpu_thread_count_is_refused(run, tmp_path):
+    """The audit continued a folder begun on 2 threads with 1: one pixel of one image differed
+    by one level (a convolution splits its sums by thread). The count is recorded, and a
+    manifest written before it was (no threads there) is continued as before."""
+    import torch
+
+    threads = torch.get_num_threads()
+    folder = tmp_path / "f"
+    try:
+        torch.set_num_threads(2)
+        _sample(run, "--num", "2", "--folder", str(folder))
+        torch.set_num_threads(1)
+        one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--num", "4",
+                                     "--folder", str(folder)]), "CPU threads: 2 there, 1 now")
+        body = json.loads((folder / MANIFEST).read_text())
+        assert body["threads"] == 2
+        del body["threads"]
+        (folder / MANIFEST).write_text(json.dumps(body))
+        assert "images 2 to 3" in _sample(run, "--num", "4", "--folder", str(folder))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_jobs_on_one_new_folder_one_draws_and_the_other_is_told_why(run, tmp_path):
+    """The audit started two jobs together on a new folder: the second was refused now and
+    then as if the folder held foreign files (the first's half-written manifest). The first
+    holds the folder's lock; the second is told that a job is drawing there."""
+    from pegasus.run.folder import SampleFolder
+
+    folder = SampleFolder(tmp_path / "f")
+    with folder.lock():
+        (folder.path / f".{MANIFEST}.ab12.tmp").write_bytes(b"{")  # the first job's, mid-write
+        one_line(runner.invoke(app, ["sample", "--run", str(run), *HEUN, "--num", "2",
+                                     "--folder", str(folder.path)]),
+                 f"sample folder {folder.path} is in use by process")
+    assert not list(folder.path.glob("*.png"))

@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
-from pegasus.atomic import atomic_write, check_writable, remove_stale_temporaries
+from pegasus.atomic import TEMP_SUFFIX, atomic_write, check_writable, remove_stale_temporaries
 from pegasus.errors import UserError, WriteError, first_line
 from pegasus.images import save_image_atomic, to_uint8
+from pegasus.run.lock import RunLock
 
 MANIFEST = "pegasus-samples.json"
+LOCK = ".pegasus-samples.lock"  # held by the job drawing into the folder (lock.py)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class SampleSet:
     res: int
     weights: str  # digest of the EMA weights
     grid: str  # digest of the sampler's sigma grid and options
+    # CPU threads (0 on a GPU): a convolution splits its sums by thread, so on a CPU another
+    # count can move a pixel by one level. None: a manifest written before it was recorded.
+    threads: int | None = None
 
     @classmethod
     def of(cls, job, *, seed: int) -> SampleSet:
@@ -52,9 +57,10 @@ class SampleSet:
         grid.update(repr((plan.name, plan.start, sorted(plan.options.items()))).encode())
         if plan.start == "normal":  # where such a chain starts: the data's centre
             grid.update(trained.centre.detach().cpu().float().numpy().tobytes())
+        threads = torch.get_num_threads() if trained.device.type == "cpu" else 0
         return cls(seed=seed, sampler=plan.name, evaluations=plan.evaluations, bf16=job.path.amp,
                    res=trained.config.data.res, weights=trained.weights_digest(),
-                   grid=grid.hexdigest()[:16])
+                   grid=grid.hexdigest()[:16], threads=threads)
 
     def differences(self, other: SampleSet) -> list[str]:
         """Each field in which `other` differs, in words: "seed: 0 there, 1 now"."""
@@ -64,8 +70,11 @@ class SampleSet:
         out = []
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "threads" and None in (mine, theirs):
+                continue  # not recorded there: as before it was
             if mine != theirs:
-                label = {"bf16": "precision", "grid": "sampler grid"}.get(f.name, f.name)
+                label = {"bf16": "precision", "grid": "sampler grid",
+                         "threads": "CPU threads"}.get(f.name, f.name)
                 out.append(f"{label}: {word(f.name, mine)} there, {word(f.name, theirs)} now")
         return out
 
@@ -85,10 +94,18 @@ class SampleFolder:
         continue), and accepts new files."""
         if self.path.exists() and not self.path.is_dir():
             raise WriteError(f"{self.path} is a file; give a folder for the samples")
-        if self.path.is_dir() and not self.manifest.is_file() and any(self.path.iterdir()):
+        if self.path.is_dir() and not self.manifest.is_file() and any(
+                p.name != LOCK and not p.name.endswith(TEMP_SUFFIX) for p in self.path.iterdir()):
+            # (a job that began the folder a moment ago holds its lock, and writes its manifest)
             raise WriteError(f"{self.path} is not empty and holds no {MANIFEST}, so it is no "
                              f"earlier job's samples to continue; give a new folder")
         check_writable(self.image(0))
+
+    def lock(self) -> RunLock:
+        """The folder's lock, for the one job drawing into it at a time."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return RunLock(self.path / LOCK, f"sample folder {self.path}",
+                       "one job draws into a folder at a time")
 
     def begin(self, wanted: SampleSet, source: Path | None = None, step: int | None = None) -> None:
         """Make the folder ready for `wanted`'s images: a new one gets its manifest first (so
@@ -98,7 +115,7 @@ class SampleFolder:
         self.check()
         if self.manifest.is_file():
             there = self._read()
-            if there != wanted:
+            if there.differences(wanted):
                 raise WriteError(f"{self.path} holds samples drawn otherwise ("
                                  + "; ".join(there.differences(wanted))
                                  + "); continue it with the same settings and weights, or give "
@@ -218,13 +235,16 @@ class SampleFolder:
     def _read(self) -> SampleSet:
         try:
             body = json.loads(self.manifest.read_text(encoding="utf-8"))
-            values = {f.name: body[f.name] for f in dataclasses.fields(SampleSet)}
+            values = {f.name: body[f.name] for f in dataclasses.fields(SampleSet)
+                      if f.name != "threads"}
+            values["threads"] = body.get("threads")  # None in manifests written before it
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{self.manifest} is damaged ({type(e).__name__}), so what drew the "
                             f"samples there is unknown; give a new folder") from None
         for f in dataclasses.fields(SampleSet):  # "seed": "0" is no seed (JSON keeps types)
-            if type(values[f.name]).__name__ != f.type:
-                raise UserError(f"{self.manifest} is damaged: its {f.name} is "
-                                f"{values[f.name]!r}, not a value of type {f.type}; give a new "
-                                f"folder")
+            value = values[f.name]
+            if type(value).__name__ not in f.type.split(" | ") and not (
+                    value is None and "None" in f.type):
+                raise UserError(f"{self.manifest} is damaged: its {f.name} is {value!r}, not a "
+                                f"value of type {f.type}; give a new folder")
         return SampleSet(**values)

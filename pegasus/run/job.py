@@ -13,6 +13,7 @@ its first missing image (folder.py).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -219,13 +220,20 @@ class SamplingJob:
         folder = SampleFolder(Path(folder))
         ctx = ctx or distributed.alone(self.trained.device)
         wanted = SampleSet.of(self, seed=seed)
-        error = None
-        if ctx.main:  # rank 0 alone: another rank could see its half-written manifest
-            try:
-                folder.begin(wanted, self.trained.source, self.trained.step)
-            except UserError as e:
-                error = e
-        distributed.first_error(ctx, error)
+        with contextlib.ExitStack() as held:
+            error = None
+            if ctx.main:  # rank 0 alone: another rank could see its half-written manifest
+                try:
+                    held.enter_context(folder.lock())  # one job draws into a folder at a time
+                    folder.begin(wanted, self.trained.source, self.trained.step)
+                except UserError as e:
+                    error = e
+            distributed.first_error(ctx, error)
+            return self._fill(folder, wanted, seed, progress, ctx)
+
+    def _fill(self, folder: SampleFolder, wanted: SampleSet, seed: int,
+              progress: Progress | None, ctx: distributed.Context) -> Written:
+        """write_folder's drawing, once rank 0 has begun the folder."""
         # Rank 0 lists what is missing before anyone draws, and every rank takes its list: a
         # rank listing the folder itself could see rank 0's first new files and share out other
         # blocks.

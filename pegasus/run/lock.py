@@ -16,8 +16,12 @@ from pegasus.errors import RunError
 
 
 class RunLock:
-    def __init__(self, path: Path, what: str) -> None:
-        self.path, self.what = Path(path), what
+    """The lock on `path` for `what` (a run, a folder of samples); `rule` says, in a refusal,
+    why one process at a time."""
+
+    def __init__(self, path: Path, what: str, rule: str = "one process trains a run at a time"
+                 ) -> None:
+        self.path, self.what, self.rule = Path(path), what, rule
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -31,7 +35,7 @@ class RunLock:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise RunError(f"{self.what} is in use by {holder}; wait for it to finish or stop it "
-                           f"first (one process trains a run at a time)") from None
+                           f"first ({self.rule})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
