@@ -55,6 +55,21 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path):
     assert train(tiny_config("train.iters=1"), tmp_path / "run", tensorboard=False).step == 1
 
 
+def test_a_lock_whose_holder_cannot_be_written_still_locks(tmp_path, monkeypatch):
+    """The audit: a full disk as a new run's lock was created gave a traceback. The lock holds
+    without the holder's name; the run's own first write then says what is wrong."""
+    from pegasus.run import lock
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lock.os, "pwrite", full)
+    with RunLock(tmp_path / ".lock", "run x"):
+        with pytest.raises(RunError, match="run y is in use by another process"):
+            with RunLock(tmp_path / ".lock", "run y"):
+                pass
+
+
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     code = ("import sys, time; from pegasus.run.lock import RunLock\n"
             f"with RunLock({str(tmp_path / '.lock')!r}, 'r'):\n print('held', flush=True); time.sleep(60)")
@@ -174,11 +189,35 @@ def test_a_full_disk_keeps_the_checkpoints_there_and_says_how_much_room(tmp_path
 
     monkeypatch.setattr(torch, "save", no_space)
     with pytest.raises(CheckpointError, match=r"No space left.*intact \(checkpoint-00000001.pt\).*"
-                                              r"keep \+ 1 = 3 checkpoints"):
+                                              r"train.keep = 2 needs room for 2 checkpoints"):
         save_checkpoint(tmp_path, {"step": 2}, keep=2)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "checkpoint-00000001.pt")["step"] == 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_lowering_keep_on_a_full_disk_makes_room_for_the_next_checkpoint(tmp_path, monkeypatch):
+    """The audit: the advice "lower train.keep" did not work, as the oldest went only after
+    the write. A disk with room for two checkpoints, a run that kept three: with keep = 2 the
+    next write fits, the newest two kept."""
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, {"step": step}, keep=3)
+    save = torch.save
+
+    def two_fit(obj, f, *a, **k):
+        if len(list(tmp_path.glob("checkpoint-*.pt"))) >= 2:
+            raise OSError(28, "No space left on device")
+        save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", two_fit)
+    with pytest.raises(CheckpointError, match=r"intact \(checkpoint-00000002.pt, "
+                                              r"checkpoint-00000003.pt\).*train.keep = 3 needs "
+                                              r"room for 3 checkpoints; free some space, or lower"):
+        save_checkpoint(tmp_path, {"step": 4}, keep=3)
+    save_checkpoint(tmp_path, {"step": 4}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-00000003.pt",
+                                                            "checkpoint-00000004.pt"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000004.pt"
 
 
 def test_resume_refuses_a_config_toml_that_no_longer_matches(tmp_path):
@@ -305,7 +344,8 @@ def test_a_real_full_disk_is_one_line_naming_the_file_and_the_room_a_run_needs(t
                                      "--set", "model.width=32", "--set", "train.iters=2"])
         one_line(result, "No space left on device")
         line = next(x for x in result.output.splitlines() if x.startswith("error:"))
-        assert "checkpoint-00000002.pt" in line and "keep + 1 = 4 checkpoints of about" in line
+        assert "checkpoint-00000002.pt" in line
+        assert "train.keep = 3 needs room for 3 checkpoints of about" in line
         assert "intact (none yet)" in line
         assert not list((disk / "run" / "checkpoints").glob(".*.tmp"))
     finally:

@@ -36,23 +36,35 @@ def step_of(path: Path) -> int | None:
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], *, keep: int) -> Path:
-    """Write `state` as checkpoint-<step>.pt, point `latest` at it, keep the newest `keep`."""
+    """Write `state` as checkpoint-<step>.pt, point `latest` at it, keep the newest `keep`.
+
+    The oldest go before the write, down to keep - 1 (never below one good checkpoint), so
+    that a run needs room for max(keep, 2) checkpoints at once, not keep + 1: lowering
+    train.keep on a full disk then frees room for the next write."""
     folder = Path(folder)
+    keep = max(keep, 1)
     payload = {"format": FORMAT, "version": VERSION, **state}
     path = folder / checkpoint_name(int(state["step"]))
+    _rotate(folder, max(keep - 1, 1))
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
     except WriteError as e:
         kept = ", ".join(p.name for p in list_checkpoints(folder)) or "none yet"
         size = _tensor_bytes(payload)
         each = f" of about {size / 2**20:.1f} MiB" if size else ""
+        lower = ", or lower train.keep" if keep > 2 else ""
         raise CheckpointError(f"{e}; the checkpoints already there are intact ({kept}); a run "
-                              f"needs room for keep + 1 = {max(keep, 1) + 1} checkpoints{each}; "
-                              f"free some space, or lower train.keep") from None
+                              f"with train.keep = {keep} needs room for {max(keep, 2)} "
+                              f"checkpoints{each}; free some space{lower}") from None
     atomic_write(folder / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
-    for old in list_checkpoints(folder)[:-max(keep, 1)]:
-        old.unlink(missing_ok=True)
+    _rotate(folder, keep)
     return path
+
+
+def _rotate(folder: Path, keep: int) -> None:
+    """Remove all but the newest `keep` checkpoints."""
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def _tensor_bytes(state) -> int:

@@ -36,8 +36,11 @@ class RunLock:
             os.close(fd)
             raise RunError(f"{self.what} is in use by {holder}; wait for it to finish or stop it "
                            f"first ({self.rule})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:  # who holds it, for a second writer's message; the lock holds without it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:  # a full disk: the work's own writes will say so, naming the file
+            pass
         self._fd = fd
         return self
 
