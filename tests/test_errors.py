@@ -343,6 +343,11 @@ def test_absurd_numbers_and_files_are_one_line_before_any_work(tmp_path, run, mo
     monkeypatch.chdir(tmp_path)
     one_line(runner.invoke(app, ["train", "--run", "", *sets]), "holds files that are not a run's")
     assert not (tmp_path / "logs").exists() and not (tmp_path / "checkpoints").exists()
+    # Nor where an unrelated logs/ sits alone, without a run's config beside it.
+    (tmp_path / "alone" / "logs").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "alone")
+    one_line(runner.invoke(app, ["train", "--run", "", *sets]), "(logs)")
+    assert not (tmp_path / "alone" / "checkpoints").exists()
 
 
 def test_odd_pictures_are_converted_with_a_note_or_refused(tmp_path):

@@ -103,12 +103,14 @@ class RunDir:
             raise RunError(f"run path {self.path} is a file, not a folder; choose another run folder")
 
     def check_new(self) -> None:
-        """A new run goes in a folder that is new, empty or a run's own (a config, a guide):
-        never into one holding other files, such as the current folder of `--run ''`."""
+        """A new run goes in a folder that is new, empty or a run's own (its config written, a
+        guide beside it): never into one holding other files, such as the current folder of
+        `--run ''`, nor one whose `logs/` or `samples/` came without a run's config."""
         if not self.path.is_dir():
             return
+        ours = NAMES if self.config.is_file() else {LOCK_FILE, JOB_FILE}
         foreign = sorted(p.name for p in self.path.iterdir()
-                         if p.name not in NAMES and not p.name.endswith(TEMP_SUFFIX))
+                         if p.name not in ours and not p.name.endswith(TEMP_SUFFIX))
         if foreign:
             raise RunError(f"{self.path.resolve()} holds files that are not a run's "
                            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
