@@ -19,7 +19,9 @@ from pegasus.version import __version__
 
 try:  # recent typer releases vendor click; older ones depend on click itself
     from typer._click.exceptions import ClickException
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover
+    from click import get_current_context
     from click.exceptions import ClickException
 
 # Under torchrun every rank runs the verb; rank 0 alone speaks (bars, results, errors, which
@@ -107,6 +109,12 @@ def user_errors(flags: dict[str, str] | None = None):
     except UserError as e:
         error_line(str(e).replace("[", r"\["), e.shared)
         raise typer.Exit(2) from None
+
+
+def given() -> dict:
+    """The running verb's options as parsed: the request every rank of a torchrun job must
+    agree on (distributed.agree)."""
+    return dict(get_current_context().params)
 
 
 def note(message: str) -> None:

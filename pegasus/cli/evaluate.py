@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from pegasus.cli.app import EvaluationBars, StepsBar, app, console, examples, load_model, user_errors
+from pegasus.cli.app import (
+    EvaluationBars,
+    StepsBar,
+    app,
+    console,
+    examples,
+    given,
+    load_model,
+    user_errors,
+)
 from pegasus.cli.options import (
     FAST_FLAGS,
     AmpOpt,
@@ -72,11 +81,7 @@ def eval_(
         from pegasus.fastpath import check_switches
 
         _check_sources(run, checkpoint, samples, neighbours)
-        request = {"run": run, "checkpoint": checkpoint, "num": num, "seed": seed,
-                   "sampler": sampler, "steps": steps, "features": features,
-                   "batch_size": batch_size, "samples": samples, "likelihood": likelihood,
-                   "probes": probes, "compile": compile, "amp": amp}
-        with group(device, request) as ctx:
+        with group(device, given()) as ctx:
             if samples is not None:
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
                               neighbours)

@@ -14,6 +14,7 @@ from pegasus.cli.app import (
     app,
     console,
     examples,
+    given,
     load_model,
     user_errors,
 )
@@ -85,10 +86,7 @@ def sample(
         else:
             image_format(out)
         check_switches(compile=compile, amp=amp)
-        request = {"run": run, "checkpoint": checkpoint, "weights": weights, "num": num,
-                   "seed": seed, "sampler": sampler, "steps": steps, "batch_size": batch_size,
-                   "compile": compile, "amp": amp, "folder": folder}
-        with group(device, request) if launched() else contextlib.nullcontext() as ctx:
+        with group(device, given()) if launched() else contextlib.nullcontext() as ctx:
             model = load_model(run, checkpoint, weights, str(ctx.device) if ctx else device)
             job = model.job(num=num, sampler=sampler, steps=steps, batch_size=batch_size,
                             compile=compile, amp=amp)

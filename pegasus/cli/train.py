@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from pegasus.cli.app import StepsBar, app, console, err_console, examples, note, user_errors, warn
+from pegasus.cli.app import (
+    StepsBar,
+    app,
+    console,
+    err_console,
+    examples,
+    given,
+    note,
+    user_errors,
+    warn,
+)
 from pegasus.cli.options import DeviceOpt, RunOpt, SeedOpt, SetOpt
 
 # The config field each flag of `train` sets, so errors about a field name the flag.
@@ -145,8 +155,7 @@ def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: i
         from pegasus.distributed import group
         from pegasus.training.guide import train_for_run
 
-        request = {"run": str(run), "iters": iters, "batch_size": batch_size, "seed": seed}
-        with group(device, request) as ctx, StepsBar(f"train {kind}", ".3f") as bar:
+        with group(device, given()) as ctx, StepsBar(f"train {kind}", ".3f") as bar:
             result = train_for_run(run, kind, iters=iters, batch_size=batch_size, seed=seed,
                                    progress=bar.report, ctx=ctx)
         accuracy = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in result.accuracy.items())
