@@ -1,7 +1,8 @@
 """Blend quality over guidance weight x sampler x budget, in one call, on the run's judge: the
 share of strips from the source class at the left to the target at the right, monotonicity,
-balance at the columns written, smoothness and its spread, and copies of training images
-(`blend --report`'s figures: pegasus/tasks/strips.py).
+balance at the columns written, smoothness and its spread, copies of training images, and the
+KID of the columns written against the training images (`blend --report`'s figures:
+pegasus/tasks/strips.py).
 
     python bench/blend_quality.py --run runs/demo --strips 60 --weights 0,3,10,30 \\
         --samplers "cas=32;als=94" --tuned runs/demo-ct --tuned-samplers "consistency=2,4"
@@ -51,8 +52,8 @@ def main() -> int:
     print(f"{args.strips} strips of N = {args.n}, seed {args.seed}, {args.source} to "
           f"{args.target}; the columns are each strip's own (k auto)")
     print("| run | sampler | evaluations | W | ends | monotonicity | balance | smoothness ± "
-          "spread | copies | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "spread | copies | KID x 1e3 | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         for folder, (sampler, steps) in studies:
             run = load_trained_run(folder, device=args.device)
@@ -66,7 +67,8 @@ def main() -> int:
                 print(f"| {folder.name} | {sampler} | {steps} | {w:g} | "
                       f"{100 * report.ends_correct:.1f}% | {s.monotonicity:.2f} | "
                       f"{s.balance:.2f} | {s.smoothness:.3g} ± {s.smoothness_spread:.2g} | "
-                      f"{100 * report.memorised:.1f}% | {time.perf_counter() - start:.1f} |",
+                      f"{100 * report.memorised:.1f}% | {1e3 * report.kid:.1f} ± "
+                      f"{1e3 * report.kid_std:.1f} | {time.perf_counter() - start:.1f} |",
                       flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

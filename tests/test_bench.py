@@ -199,4 +199,4 @@ def test_blend_quality_prints_a_row_per_weight_and_sampler(judged_run):
                        "--weights", "0,2", "--samplers", "cas=4,6", "--device", "cpu")
     assert code == 0, said
     rows = [line for line in said.splitlines() if line.startswith(f"| {judged_run.name} |")]
-    assert len(rows) == 4 and all(row.count("|") == 11 for row in rows)
+    assert len(rows) == 4 and all(row.count("|") == 12 for row in rows)

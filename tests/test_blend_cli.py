@@ -48,5 +48,6 @@ def test_guide_judge_and_report(run, tmp_path):
                     "--out", str(tmp_path / "g.png"), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "bird left and horse right" in result.output
-    assert "copies of training images" in result.output
+    assert "copies of training images" in result.output and "KID x 1e3 at k" in result.output
     assert result.output.count("%") >= 4  # a guided and an unguided row, two shares each
+    assert result.output.count("±") >= 4  # each row's smoothness and KID, with their spreads

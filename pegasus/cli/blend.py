@@ -109,14 +109,16 @@ def _print_reports(reports, chosen: str, n: int) -> None:
     src, tgt = reports[0].source, reports[0].target
     table = Table("guidance W", "strips", f"{src} left and {tgt} right",
                   f"mean p({src}) along the strip, k = 0..{n + 1}", "monotonicity",
-                  "balance at k", "smoothness ± spread", "copies of training images at k")
+                  "balance at k", "smoothness ± spread", "copies of training images at k",
+                  "KID x 1e3 at k")
     for r in reports:
         s = r.scores
         table.add_row(f"{r.guidance:g}", str(r.strips), f"{100 * r.ends_correct:.1f}%",
                       " ".join(f"{p:.2f}" for p in r.source_probability),
                       f"{s.monotonicity:.2f}", f"{s.balance:.2f}",
                       f"{s.smoothness:.3g} ± {s.smoothness_spread:.2g}",
-                      f"{100 * r.memorised:.1f}%")
+                      f"{100 * r.memorised:.1f}%",
+                      "-" if r.kid is None else f"{1e3 * r.kid:.1f} ± {1e3 * r.kid_std:.1f}")
     console.print(table)
     for r in reports:
         console.print(f"W={r.guidance:g}: columns {_columns(r.scores.columns)}", highlight=False)

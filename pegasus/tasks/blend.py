@@ -22,7 +22,7 @@ from pegasus.samplers import sampler_spec
 from pegasus.samplers.plan import SamplerPlan, plan_sampler
 from pegasus.signatures import Callback, ProgressBar
 from pegasus.tasks.blend_files import save_blend
-from pegasus.tasks.features import Extractor, JudgeFeatures
+from pegasus.tasks.features import Extractor, JudgeFeatures, scores
 from pegasus.tasks.inpaint import check_sampler, masked_score, paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import (
@@ -169,8 +169,13 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "a
     for r, strips in zip(runs, results, strict=True):
         scored = judge_strips(strips, judge, extract, source, target, r.guidance, request.column)
         chosen = strips[torch.arange(len(strips)), torch.tensor(scored.scores.columns)]
-        scored.memorised = memorisation(extract.of(chosen).cpu(), reference.features,
-                                        reference.held)[0]
+        features = extract.of(chosen).cpu()
+        scored.memorised = memorisation(features, reference.features, reference.held)[0]
+        # Realism of the blends: their KID against the training images of every class (a
+        # blend is neither class, so the reference is both together), on the judge's features.
+        # KID's subsets need two images.
+        if len(features) >= 2:
+            scored.kid, scored.kid_std, _ = scores(reference.features, features, seed=request.seed)
         reports.append(scored)
     return Blend(request, results[0], reports[0].scores.columns, reports)
 
@@ -250,6 +255,8 @@ class JudgeReport:
     source_probability: list[float]  # mean p(source) per column
     scores: StripScores  # each strip's column, monotonicity, balance, smoothness (strips.py)
     memorised: float | None = None  # the share of the columns' images that copy a training image
+    kid: float | None = None  # the columns' images against the training images, judge features
+    kid_std: float | None = None  # its spread over subsets
 
 
 @torch.no_grad()
