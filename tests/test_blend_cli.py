@@ -51,3 +51,10 @@ def test_guide_judge_and_report(run, tmp_path):
     assert "copies of training images" in result.output and "KID x 1e3 at k" in result.output
     assert result.output.count("%") >= 4  # a guided and an unguided row, two shares each
     assert result.output.count("±") >= 4  # each row's smoothness and KID, with their spreads
+    # The scored strips carry the judge's numbers: a line under each image, a verdict beside.
+    from PIL import Image
+
+    plain = _blend(run, "--out", str(tmp_path / "p.png"))
+    assert plain.exit_code == 0, plain.output
+    scored, unscored = (Image.open(tmp_path / f"{name}-strips.png").size for name in ("g", "p"))
+    assert scored[0] == unscored[0] + 96 and scored[1] == unscored[1] + 2 * 10

@@ -121,8 +121,10 @@ class Blend:
     reports: list[JudgeReport] = field(default_factory=list)  # guided first, with a judge
 
     def save(self, out: Path) -> tuple[Path, Path]:
-        """Each strip's column as `out`, and the labelled strips beside it (blend_files.py)."""
-        return save_blend(self.strips, self.columns, out)
+        """Each strip's column as `out`, and the labelled strips beside it (blend_files.py),
+        with the judge's numbers under each image when the blend was scored."""
+        report = self.reports[0] if self.reports else None
+        return save_blend(self.strips, self.columns, out, report)
 
 
 @dataclass
@@ -254,6 +256,8 @@ class JudgeReport:
     ends_correct: float  # share of strips whose left end is the source and right end the target
     source_probability: list[float]  # mean p(source) per column
     scores: StripScores  # each strip's column, monotonicity, balance, smoothness (strips.py)
+    strip_probability: list[list[float]] = field(default_factory=list)  # p(source), per strip
+    strip_ends: list[bool] = field(default_factory=list)  # each strip: source left, target right
     memorised: float | None = None  # the share of the columns' images that copy a training image
     kid: float | None = None  # the columns' images against the training images, judge features
     kid_std: float | None = None  # its spread over subsets
@@ -271,8 +275,10 @@ def judge_strips(strips: torch.Tensor, judge: Classifier, extract: Extractor, so
     features = extract.of(flat).view(m, cols, -1).cpu()
     labels = probs.argmax(-1)
     src, tgt = classes.index(source), classes.index(target)
-    ends = ((labels[:, 0] == src) & (labels[:, -1] == tgt)).double().mean().item()
+    strip_ends = (labels[:, 0] == src) & (labels[:, -1] == tgt)
+    ends = strip_ends.double().mean().item()
     columns = (crossing_columns(probs[..., src]) if column == AUTO
                else torch.full((m,), column, dtype=torch.long))
     scores = StripScores.of(probs[..., src], probs[..., tgt], features, columns)
-    return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist(), scores)
+    return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist(), scores,
+                       probs[..., src].tolist(), strip_ends.tolist())
