@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in runs.items():
         for checkpoint in list_checkpoints(Path(folder) / "checkpoints"):
             model = load(checkpoint, args.device)
-            q = model.evaluate(args.num, args.seed, sampler=args.sampler, steps=args.steps)
+            q = model.evaluate(num=args.num, seed=args.seed, sampler=args.sampler, steps=args.steps)
             if q.held is None:
                 raise SystemExit(f"error: run {folder} has no held-out images to score against: "
                                  f"train it with data.held_out (sprites have them always)")

@@ -25,9 +25,9 @@ from pegasus.run.load import load_trained_run
 from pegasus.run.trained import TrainedRun
 from pegasus.signatures import ProgressBar
 from pegasus.tasks.blend import Blend, BlendRequest, blend
-from pegasus.tasks.encode import Latent, decode, encode, ode_plan
-from pegasus.tasks.evaluate import Quality, evaluate_run
-from pegasus.tasks.inpaint import Inpainting, inpaint_run
+from pegasus.tasks.encode import EncodeRequest, Latent, decode, encode, ode_plan
+from pegasus.tasks.evaluate import EvalRequest, Quality, evaluate_run
+from pegasus.tasks.inpaint import Inpainting, InpaintRequest, inpaint_run
 from pegasus.tasks.likelihood import Likelihood, evaluate_likelihood, log_likelihood
 from pegasus.tasks.pictures import PictureBlend, PictureRequest, blend_pictures
 
@@ -125,19 +125,22 @@ class Model:
         return blend(self.trained, BlendRequest(**request), report=report, compile=compile,
                      amp=amp, progress=progress)
 
-    def inpaint(self, image: str | Path, mask: str = "right-half", num: int = 8, seed: int = 0,
-                *, sampler: str = "als", steps: int | None = None, compile: str = "auto",
-                amp: str = "auto", progress: ProgressBar | None = None) -> Inpainting:
-        """`num` completions of an image (a file or "sample:SEED") where the mask is white."""
-        return inpaint_run(self.trained, str(image), mask, num=num, seed=seed, sampler=sampler,
-                           steps=steps, compile=compile, amp=amp, progress=progress)
+    def inpaint(self, image: str | Path, *, compile: str = "auto", amp: str = "auto",
+                progress: ProgressBar | None = None, **request) -> Inpainting:
+        """Completions of an image (a file or "sample:SEED") where the mask is white. `request`
+        holds InpaintRequest's other fields, which own the defaults: mask ("right-half"),
+        num (8), seed, sampler ("als"), steps."""
+        return inpaint_run(self.trained, InpaintRequest(image=str(image), **request),
+                           compile=compile, amp=amp, progress=progress)
 
-    def encode(self, images: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
-               progress: ProgressBar | None = None) -> Latent:
-        """The probability-flow ODE's latents at sigma_1 of images (N, 3, H, W) in [0, 1]."""
-        plan = ode_plan(self.trained, sampler, steps)
-        callback = progress("encode", plan.evaluations) if progress else None
-        return encode(self.trained, images, sampler=sampler, steps=steps, callback=callback)
+    def encode(self, images: torch.Tensor, *, progress: ProgressBar | None = None,
+               **request) -> Latent:
+        """The probability-flow ODE's latents at sigma_1 of images (N, 3, H, W) in [0, 1].
+        `request` holds EncodeRequest's fields, which own the defaults: sampler ("heun"),
+        steps."""
+        request = EncodeRequest(**request)
+        callback = progress("encode", request.plan(self.trained).evaluations) if progress else None
+        return encode(self.trained, images, request, callback=callback)
 
     def decode(self, latent: Latent, *, progress: ProgressBar | None = None) -> torch.Tensor:
         """The images of latents this run encoded, (N, 3, H, W) in [0, 1]."""
@@ -174,15 +177,12 @@ class Model:
         return blend_pictures(self.trained, PictureRequest(image_a, image_b, **request),
                               compile=compile, amp=amp, progress=progress)
 
-    def evaluate(self, num: int = 1000, seed: int = 0, *, sampler: str = "als",
-                 steps: int | None = None, features: str = "judge",
-                 inception_weights: str | Path | None = None, batch_size: int | None = None,
-                 compile: str = "auto", amp: str = "auto", progress: ProgressBar | None = None,
-                 neighbours: str | Path | None = None, ctx=None) -> Quality:
-        """KID and FID of `num` samples against the run's training images, and whether they
-        copy them (tasks/evaluate.py); with `ctx` (distributed.group under torchrun) this rank
-        draws its share of the samples."""
-        return evaluate_run(self.trained, sampler=sampler, steps=steps, num=num, seed=seed,
-                            features=features, inception_weights=inception_weights,
-                            batch_size=batch_size, compile=compile, amp=amp, progress=progress,
-                            neighbours=Path(neighbours) if neighbours else None, ctx=ctx)
+    def evaluate(self, *, compile: str = "auto", amp: str = "auto",
+                 progress: ProgressBar | None = None, ctx=None, **request) -> Quality:
+        """KID and FID of samples against the run's training images, and whether they copy
+        them (tasks/evaluate.py); with `ctx` (distributed.group under torchrun) this rank draws
+        its share of the samples. `request` holds EvalRequest's fields, which own the
+        defaults: num (1000), seed, sampler ("als"), steps, features ("judge"),
+        inception_weights, batch_size, neighbours."""
+        return evaluate_run(self.trained, EvalRequest(**request), compile=compile, amp=amp,
+                            progress=progress, ctx=ctx)

@@ -159,3 +159,35 @@ def test_a_sampler_takes_its_options_on_the_command_line(run, tmp_path):
     assert done.exit_code == 0, done.output
     one_line(CliRunner().invoke(app, ["sample", "--run", str(run), "--sampler", "heun[churn=1",
                                       "--out", str(tmp_path / "e.png")]), "heun[churn=1")
+
+
+# The README's cheat sheet, run as written on a tiny run standing in for runs/demo: the quick
+# lines (the others need a dataset pegasus cannot download here, or minutes of training).
+QUICK = [
+    "pegasus sample --run runs/demo --num 4 --seed 0",
+    "pegasus export --run runs/demo --out model.safetensors",
+    "pegasus sample --weights model.safetensors --num 16",
+    "pegasus blend --run runs/demo --k 9 --n 15 --strips 8 --out blend.png",
+    "pegasus sample --run runs/demo --sampler heun --steps 29",
+    "pegasus blend --run runs/demo --sampler heun --mode slerp --k 9 --n 15",
+    "pegasus samplers",
+    "pegasus train --run runs/demo --resume",
+]
+
+
+def test_the_readmes_quick_commands_run_as_written(run, tmp_path, monkeypatch):
+    import shlex
+    import shutil
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    sheet = next(block for block in readme.split("```")[1::2] if "pegasus samplers" in block)
+    written = [line.split(" #")[0].strip() for line in sheet.splitlines()]
+    demo = tmp_path / "runs" / "demo"
+    shutil.copytree(run, demo, ignore=shutil.ignore_patterns(".lock"))
+    monkeypatch.chdir(tmp_path)
+    for command in QUICK:
+        assert command in written, f"the README no longer shows: {command}"
+        result = runner.invoke(app, shlex.split(command)[1:])
+        assert result.exit_code == 0, f"{command}\n{result.output}"
+    assert (tmp_path / "samples.png").exists() and (tmp_path / "blend-strips.png").exists()

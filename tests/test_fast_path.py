@@ -17,7 +17,7 @@ from pegasus.fastpath.rules import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, F
 from pegasus.run.job import SamplingJob
 from pegasus.run.load import load_trained_run
 from pegasus.tasks.blend import BlendRequest, blend
-from pegasus.tasks.inpaint import inpaint_run
+from pegasus.tasks.inpaint import InpaintRequest, inpaint_run
 from test_errors import one_line
 
 runner = CliRunner()
@@ -305,7 +305,7 @@ def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path):
     trained = load_trained_run(run, device="cpu")
     request = BlendRequest(n=2, k=1, strips=2, guidance=5.0, sampler="als", steps=10)
     eager = blend(trained, request).strips
-    eager_inpainting = inpaint_run(trained, "sample:1", "right-half", steps=10, num=2).completions
+    eager_inpainting = inpaint_run(trained, InpaintRequest(image="sample:1", steps=10, num=2)).completions
     unguided = blend(trained, dataclasses.replace(request, guidance=0.0)).strips
     assert (unguided - eager).abs().max() > 1e-3  # the guidance term took part
     on_path(COMPILED)
@@ -313,7 +313,7 @@ def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path):
     with torch._dynamo.config.patch(error_on_recompile=True):  # each network compiled once
         compiled = blend(trained, request).strips
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
-    compiled = inpaint_run(trained, "sample:1", "right-half", steps=10, num=2).completions
+    compiled = inpaint_run(trained, InpaintRequest(image="sample:1", steps=10, num=2)).completions
     torch.testing.assert_close(compiled, eager_inpainting, rtol=1e-4, atol=1e-4)
 
 

@@ -11,7 +11,7 @@ from pegasus.errors import DatasetError
 from pegasus.model.build import build_score_model
 from pegasus.model.score import ScoreModel
 from pegasus.registry import get_backbone
-from pegasus.run.resume import run_config
+from pegasus.run.resume import training_start
 
 PUBLISHED = {"ncsnv2": 29_694_083, "deeper": 83_445_379, "deepest": 94_132_611}
 
@@ -102,7 +102,7 @@ def test_published_presets(name, sigma, levels, steps, eps, batch, adam_eps, res
 def test_a_preset_whose_folder_is_missing_names_itself_and_the_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(DatasetError, match=r"preset 'ffhq' reads folder:~/data/ffhq.*faces/"):
-        run_config(tmp_path / "run", preset="ffhq")
+        training_start(tmp_path / "run", preset="ffhq")
 
 
 def test_stl10_96_presets_keep_the_native_size():

@@ -281,3 +281,33 @@ def test_training_moves_its_batches_by_data_shift(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "batch_of", recording)
     train(tiny_config("train.iters=2", "data.shift=1"), tmp_path / "run", tensorboard=False)
     assert seen == [1, 1]
+
+
+def test_a_resume_reads_its_checkpoint_once_and_builds_its_network_once(tmp_path, monkeypatch):
+    """`train --resume`: the config and the starting point come from one read of the checkpoint
+    (run/resume.training_start), and the network is built once on its device, after a shapes-only
+    build on the meta device that checks it fits."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import pegasus.training as training
+    from pegasus.cli import app
+    from pegasus.run import checkpoint
+
+    train(tiny_config("train.iters=2"), tmp_path, tensorboard=False)
+    reads, builds = [], []
+    read, build = checkpoint.read_torch_file, training.build_score_model
+    monkeypatch.setattr(checkpoint, "read_torch_file",
+                        lambda path, *a, **k: reads.append(Path(path).name) or read(path, *a, **k))
+
+    def counted(config, *args, device=None, **kwargs):
+        builds.append(str(device))
+        return build(config, *args, device=device, **kwargs)
+
+    monkeypatch.setattr(training, "build_score_model", counted)
+    result = CliRunner().invoke(app, ["train", "--run", str(tmp_path), "--resume", "--iters", "4"])
+    assert result.exit_code == 0, result.output
+    assert reads == ["checkpoint-00000002.pt"]
+    assert builds == ["meta", "None"]  # the shapes, then the network on its device
+    assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 4

@@ -19,8 +19,9 @@ from pegasus.cli.options import (
     WeightsOpt,
 )
 
-OdeSamplerOpt = Annotated[str, Option(
-    help="The ODE solver, both ways: heun or dpmpp-2m (its grid the run's plan for it).")]
+OdeSamplerOpt = Annotated[str | None, Option(
+    help="The ODE solver, both ways: heun (the default) or dpmpp-2m (its grid the run's plan "
+         "for it).")]
 
 
 @app.command(epilog=examples(
@@ -32,7 +33,7 @@ def encode(
     weights: WeightsOpt = None,
     image: ImageOpt = None,
     out: Annotated[Path, Option(dir_okay=False, help="The latent file to write (.pt).")] = Path("latent.pt"),
-    sampler: OdeSamplerOpt = "heun",
+    sampler: OdeSamplerOpt = None,
     steps: StepsOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -54,10 +55,11 @@ def encode(
         model = load_model(run, None, weights, device)
         picture = resolve_image(model.trained, given_image(image, model.config.data.res))
         with EvaluationBars() as bars:
-            latent = model.encode(picture[None], sampler=sampler, steps=steps, progress=bars)
+            given = {"sampler": sampler} if sampler is not None else {}
+            latent = model.encode(picture[None], steps=steps, progress=bars, **given)
             again = model.decode(latent, progress=bars)
         latent.save(out)
-        console.print(f"wrote {out}: the latent of {image} at sigma_1 ({sampler}); it decodes "
+        console.print(f"wrote {out}: the latent of {image} at sigma_1 ({latent.sampler}); it decodes "
                       f"back at {psnr(again[0], picture):.1f} dB PSNR", highlight=False)
 
 

@@ -94,11 +94,12 @@ def eval_(
                                               sampler="heun" if sampler == "als" else sampler,
                                               steps=steps, probes=probes, progress=bars, ctx=ctx)
                 else:
-                    result = model.evaluate(1000 if num is None else num, seed, sampler=sampler,
-                                            steps=steps, features=features,
-                                            inception_weights=inception_weights,
-                                            batch_size=batch_size, compile=compile, amp=amp,
-                                            progress=bars, neighbours=neighbours, ctx=ctx)
+                    chosen = {"num": num} if num is not None else {}  # else the request's
+                    result = model.evaluate(seed=seed, sampler=sampler, steps=steps,
+                                            features=features, inception_weights=inception_weights,
+                                            batch_size=batch_size, neighbours=neighbours,
+                                            compile=compile, amp=amp, progress=bars, ctx=ctx,
+                                            **chosen)
             console.print(result.describe(), highlight=False)
 
 

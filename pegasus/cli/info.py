@@ -182,6 +182,8 @@ def _show(value: Any) -> str:
 @app.command(epilog=examples("pegasus samplers", "pegasus sample --run runs/demo --sampler heun --steps 29"))
 def samplers() -> None:
     """Show each sampler: what it is, its default budget, and what it can do."""
+    import torch
+
     from pegasus.samplers import SAMPLERS, sampler_spec
     from pegasus.samplers.plan import sampler_options
 
@@ -191,7 +193,9 @@ def samplers() -> None:
         spec = sampler_spec(name)
         budget = "the run's schedule: L*T + 1" if spec.default_steps is None else str(spec.default_steps)
         start = "uniform noise" if spec.start == "uniform" else "data mean + sigma_1 z"
-        noise = "yes" if spec.stochastic({}) else "no (an ODE)"
+        # Whether a chain of several steps with the default options injects noise (one
+        # consistency step, say, injects none).
+        noise = "yes" if spec.stochastic({}, torch.ones(3)) else "no (an ODE)"
         table.add_row(name, budget, start, noise, "yes" if spec.inpaints else "no",
                       ", ".join(sampler_options(spec)), spec.summary)
     console.print(table)

@@ -18,7 +18,6 @@ from pegasus.cli.options import (
     MaskOpt,
     OptionalRunOpt,
     OutImage,
-    SamplerOpt,
     SeedOpt,
     StepsOpt,
     WeightsOpt,
@@ -34,11 +33,12 @@ def inpaint(
     run: OptionalRunOpt = None,
     weights: WeightsOpt = None,
     image: ImageOpt = None,
-    mask: MaskOpt = "right-half",
-    num: Annotated[int, typer.Option(min=1, help="Completions to draw.")] = 8,
+    mask: MaskOpt = None,
+    num: Annotated[int | None, typer.Option(min=1, help="Completions to draw (default 8).")] = None,
     seed: SeedOpt = 0,
     out: OutImage = Path("inpaint.png"),
-    sampler: SamplerOpt = "als",
+    sampler: Annotated[str | None, typer.Option(
+        help="Sampler (`pegasus samplers`; default als): one that inpaints.")] = None,
     steps: StepsOpt = None,
     device: DeviceOpt = "auto",
     compile: CompileOpt = "auto",
@@ -58,10 +58,12 @@ def inpaint(
         image_format(out)
         check_switches(compile=compile, amp=amp)
         model = load_model(run, None, weights, device)
+        given = dict(mask=mask, num=num, sampler=sampler)  # the request's defaults where not given
         with EvaluationBars() as bars:
-            result = model.inpaint(image, mask, num, seed, sampler=sampler, steps=steps,
-                                   compile=compile, amp=amp, progress=bars)
+            result = model.inpaint(image, seed=seed, steps=steps, compile=compile, amp=amp,
+                                   progress=bars, **{f: v for f, v in given.items() if v is not None})
         row = result.row()
         save_grid(row, out, nrow=len(row), upscale=True)
-        console.print(f"wrote {out}: the image, the mask, what is kept, and {num} completions "
-                      f"({sampler}, {result.evaluations} evaluations)", highlight=False)
+        console.print(f"wrote {out}: the image, the mask, what is kept, and "
+                      f"{len(result.completions)} completions ({result.sampler}, "
+                      f"{result.evaluations} evaluations)", highlight=False)

@@ -35,7 +35,8 @@ ImageOpt = Annotated[str | None, typer.Option(
          "sample of the run itself.")]
 MaskOpt = Annotated[str | None, typer.Option(
     help="Where to regenerate: a black-and-white PNG (white = regenerate), or right-half, "
-         "left-half, top, bottom, centre, box:x0,y0,x1,y1 (pixels of the run's resolution).")]
+         "left-half, top, bottom, centre, box:x0,y0,x1,y1 (pixels of the run's resolution); "
+         "inpainting's default is right-half.")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
     exists=True, dir_okay=False, help="A checkpoint file instead of the run's latest.")]
 OutImage = Annotated[Path, typer.Option(

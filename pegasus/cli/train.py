@@ -107,18 +107,19 @@ def train(
 ) -> None:
     """Train a score network; Ctrl-C saves a checkpoint and stops (continue with --resume)."""
     with user_errors(TRAIN_FLAGS):
-        from pegasus.run.resume import run_config
+        from pegasus.run.resume import training_start
         from pegasus.training import train as run_training
 
         flags = {"data.dataset": dataset, "data.classes": classes, "data.res": res,
                  "data.data_dir": data_dir, "model.backbone": backbone, "train.iters": iters,
                  "train.batch_size": batch_size, "train.device": device}
-        cfg = run_config(run, preset=config, flags=flags, overrides=set_ or [], resume=resume,
-                         warn=warn)
+        start = training_start(run, preset=config, flags=flags, overrides=set_ or [],
+                               resume=resume, warn=warn)
+        cfg = start.config
         with StepsBar("train", ".2f") as bar:
-            result = run_training(cfg, run, resume=resume, progress=bar.report,
-                                  on_start=_announcer(run, cfg.noise.planned), warn=warn,
-                                  notify=note)
+            result = run_training(cfg, run, resume=resume, resumed=start.resumed,
+                                  progress=bar.report, on_start=_announcer(run, cfg.noise.planned),
+                                  warn=warn, notify=note)
         _finish(result, run, cfg.train.early_stop)
 
 

@@ -1,8 +1,10 @@
 """Resuming a run: the newest checkpoint that loads, and the config a training command trains
-with (a new run's, or a resumed run's own with the overrides asked for now)."""
+with (a new run's, or a resumed run's own with the overrides asked for now), out of one function
+and one read of the checkpoint (`training_start`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,42 @@ def load_resume_state(run: RunDir, warn=None, mmap: bool = False) -> tuple[dict[
     raise CheckpointError(f"cannot resume {run.path}: no checkpoint loads; the newest: {problems[0]}")
 
 
-def run_config(
+@dataclass(frozen=True)
+class Resumed:
+    """A resumed run's newest good checkpoint, read once: its state and its file."""
+
+    state: dict[str, Any]
+    path: Path
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+@dataclass(frozen=True)
+class TrainingStart:
+    """What a training command starts from: the config it trains with and, resuming, the
+    checkpoint it continues (training.train takes both)."""
+
+    config: Config
+    resumed: Resumed | None = None
+
+
+def resumed_state(run: RunDir, iters: int, warn=None) -> Resumed:
+    """The newest good checkpoint of `run`, read once, at a step before the `iters` it is to
+    train to."""
+    resumed = Resumed(*load_resume_state(run, warn))
+    _check_iters(iters, resumed.step)
+    return resumed
+
+
+def _check_iters(iters: int, step: int) -> None:
+    if iters < step:
+        raise FieldError("train.iters", f"is {iters}, but the run is at step {step}; give a value "
+                                        f"above {step} to train on")
+
+
+def training_start(
     run_dir: Path,
     *,
     preset: str | None = None,
@@ -40,23 +77,21 @@ def run_config(
     overrides: list[str] | None = None,
     resume: bool = False,
     warn=None,
-) -> Config:
-    """The config a training command trains with. A new run: preset, flags, overrides. A resumed
-    run: exactly the config its checkpoint was trained with, plus the overrides asked for now;
-    a config.toml edited since (a section lost, a field changed) is refused rather than trusted,
-    unless it already holds those overrides."""
+) -> TrainingStart:
+    """The config a training command trains with and where it starts. A new run: preset,
+    flags, overrides. A resumed run: exactly the config its checkpoint was trained with, plus
+    the overrides asked for now, and that checkpoint; a config.toml edited since (a section
+    lost, a field changed) is refused rather than trusted, unless it already holds those
+    overrides."""
     if not resume:
         config = build_config(preset, flags, overrides)
         _check_preset_folder(preset, config)
-        return config
+        return TrainingStart(config)
     run = RunDir(run_dir)
-    state, path = load_resume_state(run, warn, mmap=True)
+    state, path = load_resume_state(run, warn)
     trained = resolve_model_options(config_of(state, path))
     config = build_config(preset, flags, overrides, saved=trained)
-    step = int(state["step"])
-    if config.train.iters != trained.train.iters and config.train.iters <= step:
-        raise FieldError("train.iters", f"is {config.train.iters}, but the run is at step {step}; "
-                                        f"give a value above {step} to train on")
+    _check_iters(config.train.iters, int(state["step"]))
     on_disk = resolve_model_options(run.read_config())
     # An override given on an earlier resume that stopped before its first checkpoint is in
     # config.toml as pegasus wrote it: accepted. A hand edit is not, since resuming trains with
@@ -66,7 +101,7 @@ def run_config(
         raise ConfigError(
             f"{run.config} no longer matches the config {path.name} was trained with ({field}); "
             f"restore it, or change fields on purpose with overrides (section.field=value)")
-    return config
+    return TrainingStart(config, Resumed(state, path))
 
 
 def _check_preset_folder(preset: str | None, config: Config) -> None:

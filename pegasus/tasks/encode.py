@@ -28,7 +28,7 @@ from pegasus.signatures import Callback
 FORMAT = "pegasus-latent"
 
 
-def ode_plan(run, sampler: str = "heun", steps: int | None = None) -> SamplerPlan:
+def ode_plan(run, sampler: str, steps: int | None = None) -> SamplerPlan:
     """The run's plan for `sampler`, checked to be a reversible ODE, with no denoising step.
     Encoding, decoding and likelihoods all come here."""
     if run.tuned:
@@ -85,14 +85,25 @@ class Latent:
                                        f"{here[1]}; decode it with the run that encoded it")
 
 
-def encode(run, images: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
-           score_fn=None, callback: Callback | None = None) -> Latent:
+@dataclass(frozen=True, kw_only=True)
+class EncodeRequest:
+    """What `pegasus encode` and Model.encode ask for, with the defaults of both."""
+
+    sampler: str = "heun"  # an ODE solver that runs both ways
+    steps: int | None = None  # evaluation budget; None: the sampler's default
+
+    def plan(self, run) -> SamplerPlan:
+        return ode_plan(run, self.sampler, self.steps)
+
+
+def encode(run, images: torch.Tensor, request: EncodeRequest, *, score_fn=None,
+           callback: Callback | None = None) -> Latent:
     """The latents of `images` ((N, C, H, W) in [0, 1]) at sigma_1."""
-    plan = ode_plan(run, sampler, steps)
+    plan = request.plan(run)
     score = score_fn or SamplingJob.make(run, plan, num=len(images), batch_size=len(images)).score
     z = integrate(score, images.to(run.device), plan, upward=True, callback=callback)
-    return Latent(z, sampler, steps, run.config.data.res, run.schedule.describe(),
-                  run.weights_digest(), str(run.source))
+    return Latent(z, request.sampler, request.steps, run.config.data.res,
+                  run.schedule.describe(), run.weights_digest(), str(run.source))
 
 
 def decode(run, latent: Latent, *, score_fn=None, callback: Callback | None = None) -> torch.Tensor:

@@ -93,28 +93,52 @@ def real_images(config: Config, device: torch.device, max_real: int, seed: int) 
     return data[pick].to(device).float() / 255
 
 
-def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: int = 1000,
-                 seed: int = 0, features: str = "judge", inception_weights: Path | None = None,
-                 max_real: int = 5000, batch_size: int | None = None, compile: str = "auto",
-                 amp: str = "auto", progress: ProgressBar | None = None,
-                 neighbours: Path | None = None, neighbours_of: int = 8,
+@dataclass(frozen=True, kw_only=True)
+class EvalRequest:
+    """What `pegasus eval` and Model.evaluate ask for, with the defaults of both."""
+
+    num: int = 1000  # samples drawn and scored
+    seed: int = 0
+    sampler: str = "als"
+    steps: int | None = None  # evaluation budget; None: the sampler's default
+    features: str = "judge"  # judge or inception (features.py)
+    inception_weights: Path | None = None  # an offline copy, with inception features
+    batch_size: int | None = None  # None: as many as fit
+    neighbours: Path | None = None  # a picture of the first samples beside their nearest images
+    neighbours_of: int = 8
+    max_real: int = 5000  # training images compared with
+
+    def __post_init__(self) -> None:  # paths given as text (from Python) become paths
+        for name in ("inception_weights", "neighbours"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    def validate(self) -> None:
+        if self.num < 2:
+            raise FieldError("num", f"must be at least 2 for KID and FID, got {self.num}")
+
+
+def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str = "auto",
+                 progress: ProgressBar | None = None,
                  ctx: distributed.Context | None = None) -> Quality:
-    """`num` samples of a TrainedRun by `sampler` (its network on the fast path that `compile`
-    and `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
+    """`request.num` samples of a TrainedRun (its network on the fast path that `compile` and
+    `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
     images, and checked for copies of the training images (novelty.py; with `neighbours`, a
     picture of the first `neighbours_of` samples beside their nearest training images). The
     features are loaded before any sampling. Under torchrun (`ctx` of several ranks) each rank
     draws its share of the samples and extracts its share of every image set's features; the
     features gathered in one process's order, every rank scores them alike."""
     ctx = ctx or distributed.alone(run.device)
-    if num < 2:
-        raise FieldError("num", f"must be at least 2 for KID and FID, got {num}")
-    plan = run.plan(sampler, steps)
+    request.validate()
+    r = request
+    num, seed, sampler, features = r.num, r.seed, r.sampler, r.features
+    inception_weights, neighbours = r.inception_weights, r.neighbours
+    plan = run.plan(sampler, r.steps)
     folder = run.run_dir.path if run.run_dir is not None else None
     feature = feature_extractor(features, folder, run.device, inception_weights)
-    job = SamplingJob.make(run, plan, num=num, batch_size=batch_size, compile=compile, amp=amp)
+    job = SamplingJob.make(run, plan, num=num, batch_size=r.batch_size, compile=compile, amp=amp)
     extract = Extractor(feature, inception_weights, run.device)
-    real_pixels = real_images(run.config, run.device, max_real, seed)
+    real_pixels = real_images(run.config, run.device, r.max_real, seed)
     real = _features(ctx, extract, real_pixels)
     # Each rank draws whole blocks of one process's job (the same batches: the same images to
     # the bit on CPU), and extracts their features block by block as one process does.
@@ -123,7 +147,7 @@ def evaluate_run(run, *, sampler: str = "als", steps: int | None = None, num: in
     mine = todo[lo:hi]
     callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
-    first, tally = FirstImages(neighbours_of), ColourTally()
+    first, tally = FirstImages(r.neighbours_of), ColourTally()
     drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)

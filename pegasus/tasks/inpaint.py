@@ -106,21 +106,41 @@ class Inpainting:
                           self.completions])
 
 
-def inpaint_run(run, image: str, mask: str = "right-half", *, num: int = 8, seed: int = 0,
-                sampler: str = "als", steps: int | None = None, compile: str = "auto",
-                amp: str = "auto", progress: ProgressBar | None = None) -> Inpainting:
-    """`num` completions of an image (a file or sample:SEED) by a TrainedRun, everything the
-    user gave checked before any sampling (a file read, a sample not drawn)."""
-    plan = run.plan(sampler, steps)
-    check_sampler(plan)
-    given = given_image(image, run.config.data.res)
-    region = resolve_mask(mask, run.config.data.res, image).to(run.device)
-    if num > MAX_IMAGES or fitting_batch(run, num, None) < num:
-        raise FieldError("num", f"{num:,} completions do not fit in the free memory at once; the "
-                                f"most that fit are about {fitting_batch(run, MAX_IMAGES, None):,}")
-    job = SamplingJob.make(run, plan, num=num, batch_size=num, compile=compile, amp=amp)
+@dataclass(frozen=True, kw_only=True)
+class InpaintRequest:
+    """What `pegasus inpaint` and Model.inpaint ask for, with the defaults of both."""
+
+    image: str  # a file, or sample:SEED (inputs.py)
+    mask: str = "right-half"  # a name, box:..., or a mask file: white is regenerated
+    num: int = 8  # completions
+    seed: int = 0
+    sampler: str = "als"
+    steps: int | None = None  # evaluation budget; None: the sampler's default
+
+    def validate(self, run) -> SamplerPlan:
+        """The sampler's plan on the run, once every field is known to be usable."""
+        if self.num < 1:
+            raise FieldError("num", f"must be at least 1, got {self.num}")
+        if self.num > MAX_IMAGES or fitting_batch(run, self.num, None) < self.num:
+            raise FieldError("num", f"{self.num:,} completions do not fit in the free memory at "
+                                    f"once; the most that fit are about "
+                                    f"{fitting_batch(run, MAX_IMAGES, None):,}")
+        plan = run.plan(self.sampler, self.steps)
+        check_sampler(plan)
+        return plan
+
+
+def inpaint_run(run, request: InpaintRequest, *, compile: str = "auto", amp: str = "auto",
+                progress: ProgressBar | None = None) -> Inpainting:
+    """`request.num` completions of an image by a TrainedRun, everything the user gave checked
+    before any sampling (a file read, a sample not drawn)."""
+    plan = request.validate(run)
+    given = given_image(request.image, run.config.data.res)
+    region = resolve_mask(request.mask, run.config.data.res, request.image).to(run.device)
+    job = SamplingJob.make(run, plan, num=request.num, batch_size=request.num, compile=compile,
+                           amp=amp)
     given = resolve_image(run, given)
-    callback = progress(f"inpaint ({sampler})", plan.evaluations) if progress else None
-    completions = inpaint(job.score, given, region, plan, num=num, seed=seed, callback=callback,
-                          centre=run.centre)
-    return Inpainting(given, region, completions, sampler, plan.evaluations)
+    callback = progress(f"inpaint ({request.sampler})", plan.evaluations) if progress else None
+    completions = inpaint(job.score, given, region, plan, num=request.num, seed=request.seed,
+                          callback=callback, centre=run.centre)
+    return Inpainting(given, region, completions, request.sampler, plan.evaluations)

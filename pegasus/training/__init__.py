@@ -13,20 +13,22 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from pegasus import distributed
 from pegasus.allocator import keep_freed_memory
 from pegasus.atomic import atomic_write, remove_stale_temporaries
 from pegasus.config import Config
 from pegasus.data import check_data_config
 from pegasus.devices import resolve_device
-from pegasus.errors import FieldError, RunError
+from pegasus.errors import RunError
 from pegasus.fastpath import FastPath
 from pegasus.fastpath.memory import check_estimated_training_batch, check_weights_fit
 from pegasus.model.build import build_score_model
 from pegasus.run.checkpoint import step_of
 from pegasus.run.layout import RunDir
 from pegasus.run.lock import RunLock
-from pegasus.run.resume import load_resume_state
+from pegasus.run.resume import Resumed, resumed_state
 from pegasus.signatures import ProgressFn
 from pegasus.training.stops import StopOnSignal
 from pegasus.training.trainer import StartingPoint, Trainer, TrainResult
@@ -46,6 +48,7 @@ def train(
     warn: Callable[[str], None] | None = None,
     notify: Callable[[str], None] | None = None,
     init: dict | None = None,
+    resumed: Resumed | None = None,
 ) -> TrainResult:
     """Train `config` in `run_dir` (created if needed). With `resume`, continue from the newest
     good checkpoint there. `on_start` receives the config as the run records it (its "auto"
@@ -56,6 +59,8 @@ def train(
     call after that many steps as an interruption would (saving a checkpoint); tests use it to
     compare a resumed run with an uninterrupted one. A new run starts from the weights `init`
     when given (consistency tuning starts from another run's EMA weights: training/tune.py).
+    `resumed` is the checkpoint run/resume.training_start read for `config`: it is not read
+    again unless the run has moved on since (a newer checkpoint).
 
     Under torchrun, a job that torchrun restarts after a worker failed (--max-restarts) resumes
     the checkpoints it wrote itself before the failure, with or without `resume`."""
@@ -68,8 +73,7 @@ def train(
     shapes = build_score_model(config, device="meta")[0]
     device = resolve_device(config.train.device)
     check_weights_fit(shapes, device)
-    if device.type == "cpu":  # a GPU measures the batch's memory once the model is on it
-        check_estimated_training_batch(build_score_model(config)[0], config, device)
+    network = _network(config, device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     request = {"run folder": str(run_dir), "resume": resume, **config.to_dict()}
@@ -77,16 +81,27 @@ def train(
         resume = resume or restarted_job(run)
         distributed.first_error(ctx, _prepare(run, resume) if ctx.main else None)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
-            start = _starting_point(run, resume, warn, config.train.iters, init)
-            return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+            start = _starting_point(run, resume, warn, config.train.iters, init, resumed)
+            return _train(ctx, config, start, network, progress, tensorboard, stop_after, stop,
                           on_start, None)
         with RunLock(run.lock, f"run {run.path}"):
-            start = _starting_point(run, resume, warn, config.train.iters, init)
+            start = _starting_point(run, resume, warn, config.train.iters, init, resumed)
             _record_job(run)
             for path in remove_stale_temporaries(run.checkpoints):
                 warn(f"removed {path.name}, left by an interrupted write")
-            return _train(ctx, config, start, progress, tensorboard, stop_after, stop,
+            return _train(ctx, config, start, network, progress, tensorboard, stop_after, stop,
                           on_start, notify)
+
+
+def _network(config: Config, device) -> tuple:
+    """The network's one build, (ScoreModel, Plugin), its weights drawn from the run's seed
+    (the global generator is left as it was), and on a CPU the training batch checked against
+    the memory available (a GPU measures it once the network is on it: fastpath.for_training)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        network = build_score_model(config)
+        check_estimated_training_batch(network[0], config, device)
+    return network
 
 
 def _prepare(run: RunDir, resume: bool) -> RunError | None:
@@ -121,26 +136,24 @@ def _record_job(run: RunDir) -> None:
         atomic_write(run.job, lambda f: f.write(job.encode()))
 
 
-def _starting_point(run: RunDir, resume: bool, warn, iters: int,
-                    init: dict | None = None) -> StartingPoint:
+def _starting_point(run: RunDir, resume: bool, warn, iters: int, init: dict | None = None,
+                    resumed: Resumed | None = None) -> StartingPoint:
     """A new run needs a folder without checkpoints (it starts from `init`, if given); a resumed
-    one its newest good checkpoint, at a step no later than the `iters` it is to train to."""
+    one its newest good checkpoint (`resumed`, read before the lock was taken, while it is still
+    the newest), at a step no later than the `iters` it is to train to."""
     if not resume:
         if run.latest_checkpoint() is not None:
             raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
                            f"run folder")
         return StartingPoint(run, init=init)
-    state, path = load_resume_state(run, warn)
-    start = StartingPoint(run, state, path)
-    if start.step > iters:
-        raise FieldError("train.iters", f"is {iters}, but the run is at step {start.step}; give a "
-                                        f"value above {start.step} to train on")
-    return start
+    if resumed is None or run.latest_checkpoint() != resumed.path:
+        resumed = resumed_state(run, iters, warn)
+    return StartingPoint(run, resumed.state, resumed.path)
 
 
-def _train(ctx, config: Config, start: StartingPoint, progress, tensorboard, stop_after, stop,
-           on_start, notify) -> TrainResult:
-    trainer = Trainer(ctx, config, start, notify)
+def _train(ctx, config: Config, start: StartingPoint, network, progress, tensorboard, stop_after,
+           stop, on_start, notify) -> TrainResult:
+    trainer = Trainer(ctx, config, start, network, notify)
     if ctx.main and tensorboard:
         trainer.open_tensorboard()
     try:

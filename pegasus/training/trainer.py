@@ -31,7 +31,6 @@ from pegasus.fastpath.compile import compile_notice, warn_uncompiled
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.images import save_grid, tile
-from pegasus.model.build import build_score_model
 from pegasus.model.consistency import ect_loss
 from pegasus.model.ema import EMA
 from pegasus.model.loss import DSMLoss, dsm_loss
@@ -94,11 +93,12 @@ class Trainer:
     model, the fast path, the optimiser (with EMA and random streams), the restored state when
     resuming, then the loop."""
 
-    def __init__(self, ctx, config: Config, start: StartingPoint, notify=None) -> None:
+    def __init__(self, ctx, config: Config, start: StartingPoint, network: tuple,
+                 notify=None) -> None:
         self.ctx, self.run, self.notify = ctx, start.run, notify  # notify: rank 0's, else None
         torch.manual_seed(config.train.seed)
         self.config = self._data(config)
-        self._model()
+        self._model(network)
         if start.init is not None:  # before the EMA copies the network (_optimiser)
             self.model.load_state_dict(start.init)
             start.init = None
@@ -131,12 +131,12 @@ class Trainer:
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
         noise, tuning = config.noise, config.consistency
-        self.draw = (None if noise.training == "levels" else
+        self.sigma_draw = (None if noise.training == "levels" else
                      SigmaDraw(noise.training, self.sigmas, noise.p_mean, noise.p_std))
         self.snap = None
         if tuning.tuned:  # ECT's t, on the levels alone for a network that knows only those
-            self.draw = SigmaDraw("log-normal", self.sigmas, tuning.p_mean, tuning.p_std)
-            self.snap = None if knows_every_sigma(config) else self.draw.snap
+            self.sigma_draw = SigmaDraw("log-normal", self.sigmas, tuning.p_mean, tuning.p_std)
+            self.snap = None if knows_every_sigma(config) else self.sigma_draw.snap
         # The held-out DSM loss says nothing of a consistency function: none for a tuned run.
         self.held_out = HeldOut(config, device) if self.ctx.main and not tuning.tuned else None
         return config
@@ -147,16 +147,19 @@ class Trainer:
         run at the stage this step is in (model/consistency.py)."""
         tuning = self.config.consistency
         if not tuning.tuned:
-            return dsm_loss(net, x, self.sigmas, generator=self.g, draw=self.draw,
+            return dsm_loss(net, x, self.sigmas, generator=self.g, draw=self.sigma_draw,
                             weight=self.model.loss_weight)
-        return ect_loss(net, x, draw=self.draw, stage=self.step // tuning.stage_every,
+        return ect_loss(net, x, draw=self.sigma_draw, stage=self.step // tuning.stage_every,
                         q=tuning.q, k=tuning.k, b=tuning.b, c=tuning.c,
                         sigma_min=self.config.noise.sigma_min,
                         sigma_data=self.config.noise.sigma_data, snap=self.snap, generator=self.g)
 
-    def _model(self) -> None:
-        self.model, self.plugin = build_score_model(self.config, channels=self.images.shape[1],
-                                                    centre=self.data_mean.view(-1, 1, 1))
+    def _model(self, network: tuple) -> None:
+        """The network `train` built, (ScoreModel, Plugin), its weights drawn from the run's
+        seed, moved to its device; EDM's preconditioning is then taken about this data's mean."""
+        self.model, self.plugin = network
+        if self.model.edm is not None:
+            self.model.edm.centre.copy_(self.data_mean.view(-1, 1, 1))
         self.model.to(self.ctx.device)
 
     def _fast_path(self, steps_left: int) -> None:
@@ -175,7 +178,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
                                           fused=ctx.device.type == "cuda")
         self.g = torch.Generator(device=ctx.device).manual_seed(tc.seed + 7919 * ctx.rank)
-        self.sampler = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
+        self.batches = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
                                     ctx.device)
 
     def _compile_cache(self, path: fastpath.FastPath) -> Path:
@@ -253,7 +256,7 @@ class Trainer:
         self.net.train()
         with conv_autotuning(self.ctx.device):
             while self.step < tc.iters:
-                x = batch_of(self.images, self.sampler.indices(self.step), flip=self.config.data.flip,
+                x = batch_of(self.images, self.batches.indices(self.step), flip=self.config.data.flip,
                              channels_last=self.fast.channels_last, generator=self.g,
                              shift=self.config.data.shift)
                 log.add(self._step(x, first=self.step == first))
@@ -280,7 +283,7 @@ class Trainer:
         if not math.isfinite(mean):
             raise diverged(self.step, "the losses", self.result.checkpoint, self.config.train.lr)
         self.result.losses.append((self.step, mean))
-        held = self.held_out.loss(self.ema.module, self.sigmas, self.draw) if self.held_out else None
+        held = self.held_out.loss(self.ema.module, self.sigmas, self.sigma_draw) if self.held_out else None
         if held is not None:
             self.result.held_out.append((self.step, held))
             patience = self.config.train.early_stop
