@@ -17,7 +17,7 @@ from pegasus.errors import CheckpointError, RunError
 from pegasus.run.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from pegasus.run.lock import RunLock
 from pegasus.training import train
-from pegasus.training.stops import DivergedError
+from pegasus.training.stops import DivergedError, StopOnSignal
 from test_errors import one_line
 from tiny import TINY, tiny_config
 
@@ -416,3 +416,29 @@ def test_reading_what_is_not_the_runs_own_is_named_in_a_note(tmp_path, trained):
         scored = runner.invoke(app, ["eval", "--run", str(trained), "--samples", str(tmp_path / "s")])
     assert scored.exit_code == 0, scored.output
     assert "no precision or recall: they need more than 3 samples" in " ".join(scored.output.split())
+
+
+STUCK_RANK = """
+import os, signal, time
+from pegasus.training.stops import StopOnSignal
+with StopOnSignal(grace=1.0) as stop:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)  # as a rank blocked in a collective: the loop never sees the flag
+"""
+
+
+def test_a_rank_that_cannot_stop_after_a_signal_is_ended_after_its_grace(tmp_path):
+    """The audit's orphaned workers ignored SIGTERM for 28 minutes, blocked in a collective."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", STUCK_RANK], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "RANK": "1"})
+    assert done.returncode == 128 + signal.SIGTERM and time.monotonic() - start < 20
+    assert done.stderr.strip() == ("error: rank 1: still running 1 s after signal 15 (blocked "
+                                   "waiting for the other ranks); ending it now")
+    # A call that ends in time leaves no watchdog behind, and the usual handlers come back.
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnSignal(grace=0.1) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+    assert stop.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is before
+    time.sleep(0.3)  # past the grace: had the watchdog lived on, this process would be gone

@@ -35,6 +35,10 @@ from pegasus.training.trainer import StartingPoint, Trainer, TrainResult
 
 __all__ = ["TrainResult", "train"]
 
+# How long a rank of several may take to stop after SIGINT/SIGTERM (the loop stops at its next
+# log step and saves a checkpoint) before the watchdog ends it (stops.py).
+STOP_GRACE = 120.0
+
 
 def train(
     config: Config,
@@ -77,7 +81,8 @@ def train(
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
     request = {"run folder": str(run_dir), "resume": resume, **config.to_dict()}
-    with StopOnSignal() as stop, distributed.group(config.train.device, request) as ctx:
+    grace = STOP_GRACE if distributed.launched() else None
+    with StopOnSignal(grace) as stop, distributed.group(config.train.device, request) as ctx:
         resume = resume or restarted_job(run)
         distributed.first_error(ctx, _prepare(run, resume) if ctx.main else None)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
