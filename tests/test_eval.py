@@ -44,6 +44,22 @@ def test_eval_cli_with_judge_features(run, tmp_path):
     text = " ".join(result.output.split())
     assert "KID" in text and "FID" in text and "judge features" in text and "heun at 5 evaluations" in text
     assert "colour: channel means" in text and "largest gaps" in text
+    assert "the judge recognises " in text and "% of the samples (its top class at p >= 0.9)" in text
+
+
+def test_the_share_the_judge_recognises_counts_top_classes_at_09():
+    import torch
+
+    from pegasus import distributed
+    from pegasus.tasks.evaluate import Recognised
+
+    class Judge:  # p(class) per image, as a judge's log_prob gives them
+        def log_prob(self, x):
+            return torch.tensor([[0.95, 0.05], [0.5, 0.5], [0.02, 0.98], [0.89, 0.11]]).log()
+
+    known = Recognised(Judge())
+    known.add(torch.zeros(4, 3, 8, 8))
+    assert known.share(distributed.alone(torch.device("cpu"))) == 0.5
 
 
 def test_eval_bad_input(run, tmp_path):
@@ -94,11 +110,13 @@ def test_eval_scores_a_sample_folder_as_the_samples_drawn_directly(run, tmp_path
         text = " ".join(result.output.split())
         assert "12 samples by heun at 5 evaluations" in text
         kid, fid = text.split("KID ")[1].split(" ± ")[0], text.split("FID ")[1].split(" ")[0]
-        return float(kid), float(fid)
+        known = text.split("the judge recognises ")[1].split("%")[0]
+        return float(kid), float(fid), float(known) / 100
 
     read, drawn = scores("--samples", str(folder)), scores("--num", "12", *draw)
+    assert read[2] == pytest.approx(drawn[2], abs=1 / 12)  # the share recognised, image for image
     # The same images, up to their rounding to 8-bit pixels in the PNGs.
-    assert read == pytest.approx(drawn, rel=0.05, abs=1e-3)
+    assert read[:2] == pytest.approx(drawn[:2], rel=0.05, abs=1e-3)
     one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder), "--num",
                                  "13"]), "--num must be between 2 and the 12 images")
     one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(tmp_path)]),

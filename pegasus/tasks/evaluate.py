@@ -33,7 +33,13 @@ from pegasus.run.folder import SampleFolder
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.signatures import ProgressBar
-from pegasus.tasks.features import FEATURE_BATCH, Extractor, feature_extractor, scores
+from pegasus.tasks.features import (
+    FEATURE_BATCH,
+    Extractor,
+    JudgeFeatures,
+    feature_extractor,
+    scores,
+)
 from pegasus.tasks.neighbours import FirstImages, Reference, save_neighbours
 from pegasus.tasks.novelty import Novelty, novelty
 
@@ -60,6 +66,7 @@ class Quality:
     held: HeldKID | None = None  # KID against images the run never trained on, where it has them
     step: int | None = None  # the training step of the weights that drew them, when known
     colour: Drift | None = None  # the samples' channel colours against the training images'
+    recognised: float | None = None  # the share the judge recognises (judge features only)
 
     def describe(self) -> str:
         drawn = f" of step {self.step}'s weights" if self.step is not None else ""
@@ -69,6 +76,9 @@ class Quality:
         if self.held is not None:
             text += (f"\nKID {self.held.kid:.4g} ± {self.held.kid_std:.2g} against {self.held.real} "
                      f"held-out images ({self.held.rule})")
+        if self.recognised is not None:
+            text += (f"\nthe judge recognises {100 * self.recognised:.1f}% of the samples (its "
+                     f"top class at p >= {RECOGNISED})")
         if self.colour is not None:
             text += f"\n{self.colour.describe()}"
         return text if self.novelty is None else f"{text}\n{self.novelty.describe()}"
@@ -148,21 +158,47 @@ def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str =
     callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
     first, tally = FirstImages(r.neighbours_of), ColourTally()
-    drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
+    known = Recognised(feature.judge) if isinstance(feature, JudgeFeatures) else None
+    drawn = _tallied([tally, *([known] if known else [])],
+                     (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
     # Each rank tallies its own share only; the colours are read where one process drew all.
     colour = None if ctx.distributed else Drift(tally.stats(), ColourStats.of(real_pixels))
+    recognised = known.share(ctx) if known else None
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held, run.step, colour)
+                   held, run.step, colour, recognised)
 
 
-def _tallied(tally: ColourTally, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """The batches as they come, each added to `tally` on its way."""
+def _tallied(tallies: list, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The batches as they come, each added to every tally on its way."""
     for batch in batches:
-        tally.add(batch)
+        for tally in tallies:
+            tally.add(batch)
         yield batch
+
+
+RECOGNISED = 0.9  # the judge's top-class probability at which a sample counts as recognised
+
+
+class Recognised:
+    """How many images the judge puts in one of its classes at p >= RECOGNISED: whether the
+    samples look like the classes at all, beside KID's distance between the sets."""
+
+    def __init__(self, judge) -> None:
+        self.judge, self.count, self.seen = judge, 0, 0
+
+    @torch.no_grad()
+    def add(self, images: torch.Tensor) -> None:
+        top = self.judge.log_prob(images.float()).exp().max(dim=1).values
+        self.count += int((top >= RECOGNISED).sum())
+        self.seen += len(images)
+
+    def share(self, ctx: distributed.Context) -> float:
+        """The share over every rank's images."""
+        said = distributed.gather(ctx, (self.count, self.seen))
+        return sum(c for c, _ in said) / max(sum(s for _, s in said), 1)
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
@@ -200,11 +236,13 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
                         progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
     first = FirstImages(neighbours_of)
+    known = Recognised(feature.judge) if isinstance(feature, JudgeFeatures) else None
+    read = _tallied([known] if known else [], (batch.to(device) for batch in read))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
     found, held = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations,
-                   found, held)
+                   found, held, recognised=known.share(ctx) if known else None)
 
 
 def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:
