@@ -11,12 +11,12 @@ UV=$(command -v uv 2>/dev/null || echo "python3 -m uv")
 pegasus() { $UV run --locked pegasus "$@"; }
 mkdir -p "$OUT"
 
-# 600 of the preset's 1600 steps and a guide of 400 of its 1500, so that the whole demo takes
-# under 4 minutes on 2 CPU cores. Sigmas drawn log-normally with EDM's preconditioning
-# (docs/science.md): their KID at 600 steps is 2.4x below that of NCSNv2's discrete levels at 700
-# (bench/README.md, "The demo's training budget"). The guide at 400 steps: 92.5% held-out
-# accuracy at sigma 0.38 (95.8% at 800 on a 700-step run), and its blends still turn horses into
-# birds.
+# 600 of the preset's 1600 steps, so that the whole demo takes under 4 minutes on 2 CPU cores.
+# Sigmas drawn log-normally with EDM's preconditioning (docs/science.md): their KID at 600 steps
+# is 2.4x below that of NCSNv2's discrete levels at 700 (bench/README.md, "The demo's training
+# budget"). The guide trains its full 1500 steps (about 10 s): at 400, 88.3% of the guided
+# strips ran from a horse to a bird at seed 11, at 1500 96.7% (bench/README.md, "Blend
+# reports and --k auto").
 # Re-running resumes.
 if [ -f "$RUN/checkpoints/latest" ]; then
   pegasus train --run "$RUN" --resume
@@ -28,7 +28,7 @@ fi
 # this run, and the one whose guided blends stay clean at W = 10 (bench/README.md, as above).
 FAST=(--sampler cas --steps 32)
 pegasus sample --run "$RUN" --num 36 --seed 0 "${FAST[@]}" --out "$OUT/samples.png"
-[ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN" --iters 400
+[ -f "$RUN/guide.pt" ] || pegasus train-guide --run "$RUN"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 "${FAST[@]}" --out "$OUT/blend-unguided.png"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 10 \
   "${FAST[@]}" --out "$OUT/blend.png"
