@@ -65,7 +65,7 @@ def _save_labelled_strips(strips: torch.Tensor, columns: list[int], path: Path,
 
 def _verdicts(draw, report, x: int, top: int, row: int) -> None:
     """At each strip's right: whether it runs from the source to the target (on the judge)."""
-    draw.text((x, 2), f"p({report.source}) below", fill="black")
+    draw.text((x, 2), f"under each: p({report.source})", fill="black")
     for r, ok in enumerate(report.strip_ends):
         words = f"{report.source} to\n{report.target}" if ok else "not from\nsource to target"
         draw.text((x, top + r * row + row // 3), words, fill="darkgreen" if ok else "red")
