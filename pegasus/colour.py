@@ -34,6 +34,17 @@ class ColourTally:
             self.count += x.shape[1]
         return self
 
+    @classmethod
+    def merged(cls, parts: list[tuple[int, torch.Tensor | None, torch.Tensor | None]]) -> ColourTally:
+        """One tally of several (count, sum, square) parts: every rank's share of the images."""
+        tally = cls()
+        for count, sum_, square in parts:
+            if count:
+                tally.sum = sum_ if tally.sum is None else tally.sum + sum_
+                tally.square = square if tally.square is None else tally.square + square
+                tally.count += count
+        return tally
+
     def stats(self) -> ColourStats:
         mean = self.sum / self.count
         std = (self.square / self.count - mean.square()).clamp_min(0).sqrt()

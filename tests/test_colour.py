@@ -17,6 +17,11 @@ def test_channel_figures_are_the_closed_form_and_batches_add_up():
     split = ColourTally().add(x[:150]).add(x[150:]).stats()
     assert split.mean == pytest.approx(stats.mean, abs=1e-12)
     assert split.std == pytest.approx(stats.std, abs=1e-12)
+    # Ranks' shares (one of them empty), merged as eval does under torchrun.
+    shares = [ColourTally().add(x[:150]), ColourTally(), ColourTally().add(x[150:])]
+    merged = ColourTally.merged([(t.count, t.sum, t.square) for t in shares]).stats()
+    assert merged.mean == pytest.approx(stats.mean, abs=1e-12)
+    assert merged.std == pytest.approx(stats.std, abs=1e-12)
     as_bytes = ColourStats.of((x.clamp(0, 1) * 255).round().to(torch.uint8))
     assert as_bytes.mean == pytest.approx(ColourStats.of(x.clamp(0, 1)).mean, abs=2e-3)
     shifted = Drift(ColourStats.of(x + torch.tensor([0.0, 0.06, 0.0]).view(1, 3, 1, 1)), stats)

@@ -172,9 +172,20 @@ def _scores(said: str) -> tuple[float, float]:
     return float(text.split("KID ")[1].split(" ± ")[0]), float(text.split("FID ")[1].split()[0])
 
 
+@pytest.fixture
+def one_thread():
+    """This process on one CPU thread, as each torchrun worker is (OMP_NUM_THREADS=1): the
+    thread count decides a CPU image's bytes, and folders record it (run/folder.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed")
-def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(tmp_path):
+def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(tmp_path,
+                                                                                 one_thread):
     from typer.testing import CliRunner
 
     from pegasus.cli import app
@@ -210,6 +221,9 @@ def test_ranks_write_the_folder_one_process_writes_and_continue_any_stopped_job(
     assert alone.exit_code == 0, alone.output
     shared = _two_ranks(["eval", "--run", str(run), "--samples", str(one)])
     assert _scores(shared) == pytest.approx(_scores(alone.output), rel=1e-3, abs=1e-6)
+    known = [" ".join(said.split()).split("the judge recognises ")[1].split("%")[0]
+             for said in (shared, alone.output)]
+    assert known[0] == known[1]  # the ranks' counts summed
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:

@@ -164,8 +164,10 @@ def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str =
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
     found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
-    # Each rank tallies its own share only; the colours are read where one process drew all.
-    colour = None if ctx.distributed else Drift(tally.stats(), ColourStats.of(real_pixels))
+    # Each rank tallied its own share: the sums over every rank's are one process's (up to the
+    # float64 rounding of the order they are added in).
+    tally = ColourTally.merged(distributed.gather(ctx, (tally.count, tally.sum, tally.square)))
+    colour = Drift(tally.stats(), ColourStats.of(real_pixels))
     recognised = known.share(ctx) if known else None
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
                    held, run.step, colour, recognised)
