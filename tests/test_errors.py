@@ -318,6 +318,9 @@ def test_absurd_numbers_and_files_are_one_line_before_any_work(tmp_path, run, mo
     out = ["--out", str(tmp_path / "x.png")]
     cases = [
         ([*new, "train.lr=nan"], "lr must be positive and finite, got nan"),
+        (["sigmas", "--dim", "768", "--sigma-max", "inf"], "sigma_max must be a positive number"),
+        (["sigmas", "--dim", "768", "--sigma-max", "50", "--levels", "1000000"],
+         "levels must be at most 100,000"),
         ([*new, "train.lr=inf"], "lr must be positive and finite, got inf"),
         ([*new, "noise.levels=1000000000"], "levels must be at most 100,000"),
         ([*new, "noise.levels=2.5"], "expected an integer"),

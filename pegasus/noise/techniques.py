@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pegasus.noise.schedule import check_schedule_numbers
+
 
 @dataclass(frozen=True)
 class ChosenSchedule:
@@ -61,7 +63,8 @@ def choose_gamma(dim: int, target: float = 0.5) -> float:
 
 def levels_for(sigma_max: float, sigma_min: float, gamma: float) -> int:
     """Levels of a geometric sequence from sigma_max to sigma_min with ratio at most gamma."""
-    return math.ceil(math.log(sigma_max / sigma_min) / math.log(gamma)) + 1
+    # A difference of logs: sigma_max / sigma_min itself can overflow a float (1e308 / 0.01).
+    return math.ceil((math.log(sigma_max) - math.log(sigma_min)) / math.log(gamma)) + 1
 
 
 def variance_ratio(eps: float, gamma: float, sigma_min: float, steps: int) -> float:
@@ -117,14 +120,11 @@ def choose_schedule(
 ) -> ChosenSchedule:
     """Techniques 2 and 4 for data of dimension `dim` and a given sigma_1. Given `levels`, the
     ratio follows from it and only eps is chosen."""
-    if not sigma_max > sigma_min > 0:
-        raise ValueError(f"need sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
-    if steps_per_level < 1:
-        raise ValueError(f"steps per level must be at least 1, got {steps_per_level}")
+    # The rules of every schedule (schedule.py), before and once the levels are chosen.
+    check_schedule_numbers(sigma_max, sigma_min, levels or "auto", steps_per_level, "auto")
     if levels is None:
         levels = levels_for(sigma_max, sigma_min, choose_gamma(dim))
-    if levels < 2:
-        raise ValueError(f"levels must be at least 2, got {levels}")
+        check_schedule_numbers(sigma_max, sigma_min, levels, steps_per_level, "auto")
     gamma = (sigma_max / sigma_min) ** (1 / (levels - 1))
     eps = choose_eps(gamma, sigma_min, steps_per_level)
     return ChosenSchedule(dim, sigma_max, sigma_min, gamma, levels, steps_per_level, eps,
