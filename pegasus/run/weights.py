@@ -36,24 +36,24 @@ class ExportedWeights:
     data_mean: torch.Tensor | None  # the training images' per-channel mean; None if unrecorded
 
 
-def export_weights(run, out: Path) -> Path:
+def export_weights(trained, out: Path) -> Path:
     """Write the EMA weights of a `TrainedRun` to `out` (safetensors), atomically."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    _, plugin = get_backbone(run.config.model.backbone)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
+    _, plugin = get_backbone(trained.config.model.backbone)
     metadata = {
         "format": FORMAT,
         "version": VERSION,
         "pegasus_version": __version__,
-        "config": json.dumps(run.config.to_dict()),
+        "config": json.dumps(trained.config.to_dict()),
         # float32 -> Python float -> JSON -> float32 is exact, so the sigmas come back bit for bit.
-        "sigmas": json.dumps(run.sigmas.cpu().tolist()),
-        "backbone": json.dumps(plugin.record(run.config.model.backbone)),
-        "step": str(run.step),
+        "sigmas": json.dumps(trained.sigmas.cpu().tolist()),
+        "backbone": json.dumps(plugin.record(trained.config.model.backbone)),
+        "step": str(trained.step),
     }
-    if run.centre_recorded:
-        metadata["data_mean"] = json.dumps(run.centre.flatten().cpu().tolist())
+    if trained.centre_recorded:
+        metadata["data_mean"] = json.dumps(trained.centre.flatten().cpu().tolist())
     payload = save(tensors, metadata=metadata)
     atomic_write(Path(out), lambda f: f.write(payload))
     return Path(out)

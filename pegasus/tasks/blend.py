@@ -135,38 +135,38 @@ class Kept:
     mask: torch.Tensor
 
 
-def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "auto",
+def blend(trained, request: BlendRequest, *, report: bool = False, compile: str = "auto",
           amp: str = "auto", progress: ProgressBar | None = None) -> Blend:
     """Blend as asked, every input checked before any chain runs. With `report`, the run's judge
     scores the strips (and a guided request is compared with the unguided one of its seed); a
     column `auto` is the judge's choice, and comes with the report."""
-    request.validate(run.classes)
-    plan = request.plan(run.schedule, trained_levels=not run.knows_every_sigma)
+    request.validate(trained.classes)
+    plan = request.plan(trained.schedule, trained_levels=not trained.knows_every_sigma)
     report = report or request.column == AUTO
-    if (request.guidance > 0 or report) and run.run_dir is None:
+    if (request.guidance > 0 or report) and trained.run_dir is None:
         raise UserError("guidance, reports and k auto need a run folder (its guide and judge); "
                         "exported weights carry neither")
-    guide = load_classifier(run.run_dir.path, "guide", run.device) if request.guidance > 0 else None
-    judge = load_classifier(run.run_dir.path, "judge", run.device) if report else None
+    guide = load_classifier(trained.run_dir.path, "guide", trained.device) if request.guidance > 0 else None
+    judge = load_classifier(trained.run_dir.path, "judge", trained.device) if report else None
     kept = None
     if request.mask is not None:
-        given = given_image(request.image, run.config.data.res)
-        mask = resolve_mask(request.mask, run.config.data.res, request.image).to(run.device)
+        given = given_image(request.image, trained.config.data.res)
+        mask = resolve_mask(request.mask, trained.config.data.res, request.image).to(trained.device)
     runs = request.runs(report)
     images = request.strips * (request.n + 2)
-    check_fits(run, request, images)
-    job = SamplingJob.make(run, plan, num=images, chains=len(runs), batch_size=images, compile=compile,
+    check_fits(trained, request, images)
+    job = SamplingJob.make(trained, plan, num=images, chains=len(runs), batch_size=images, compile=compile,
                   amp=amp)
     if request.mask is not None:
-        kept = Kept(resolve_image(run, given), mask)
+        kept = Kept(resolve_image(trained, given), mask)
     results = [blend_strips_of(job, r, guide, kept,
                                progress(f"blend W={r.guidance:g}", plan.evaluations)
                                if progress else None) for r in runs]
     if judge is None:
         return Blend(request, results[0], [request.column] * request.strips)
-    source, target = (run.classes[i] for i in endpoints(request, run.classes))
-    extract = Extractor(JudgeFeatures(judge).eval(), None, run.device)
-    reference = Reference.of(run.config, extract.of, request.seed)
+    source, target = (trained.classes[i] for i in endpoints(request, trained.classes))
+    extract = Extractor(JudgeFeatures(judge).eval(), None, trained.device)
+    reference = Reference.of(trained.config, extract.of, request.seed)
     reports = []
     for r, strips in zip(runs, results, strict=True):
         scored = judge_strips(strips, judge, extract, source, target, r.guidance, request.column)
@@ -182,7 +182,7 @@ def blend(run, request: BlendRequest, *, report: bool = False, compile: str = "a
     return Blend(request, results[0], reports[0].scores.columns, reports)
 
 
-def check_fits(run, request: BlendRequest, images: int) -> None:
+def check_fits(trained, request: BlendRequest, images: int) -> None:
     """A blend runs all its strips at once: they must fit the device's free memory."""
     if request.n + 2 > MAX_IMAGES:
         raise FieldError("n", f"is {request.n:,}: a strip of N + 2 images may hold at most "
@@ -190,7 +190,7 @@ def check_fits(run, request: BlendRequest, images: int) -> None:
     if images > MAX_IMAGES:
         raise FieldError("strips", f"{request.strips:,} strips of N + 2 = {request.n + 2:,} images "
                                    f"are {images:,} images; a blend draws at most {MAX_IMAGES:,}")
-    fits = fitting_batch(run, images, None)
+    fits = fitting_batch(trained, images, None)
     if fits >= images:
         return
     if fits < request.n + 2:
@@ -206,13 +206,13 @@ def column_score(job, request, guide: Classifier | None, kept: Kept | None):
     class at k = 0 and the target at k = N + 1 (weights moving with the noise angle), and, with
     a mask, the exact score of the kept picture outside it. `request` holds n, strips,
     guidance, source and target."""
-    run, score = job.trained, job.score
+    trained, score = job.trained, job.score
     if request.guidance > 0:
         if guide is None:
             raise UserError("guidance needs the run's guide classifier; train the guide first")
-        source, target = endpoints(request, run.classes)
-        weights = endpoint_class_weights(request.n, source, target, len(run.classes))
-        weights = weights.repeat(request.strips, 1).to(run.device)
+        source, target = endpoints(request, trained.classes)
+        weights = endpoint_class_weights(request.n, source, target, len(trained.classes))
+        weights = weights.repeat(request.strips, 1).to(trained.device)
         score = guided_score(score, fast_log_prob(guide, job.path), weights, request.guidance)
     if kept is not None:  # outside the mask every column keeps the image; guidance acts inside
         score = masked_score(score, kept.image, kept.mask)
@@ -224,8 +224,8 @@ def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
     """Strips (M, N + 2, C, H, W) in [0, 1] of a sampling job's run by its plan (and network on
     its fast path). Column 0 is exactly what `pegasus sample` draws with the same seed (x0 and
     noise from stream p)."""
-    run, plan = job.trained, job.plan
-    device, shape = run.device, run.image_shape
+    trained, plan = job.trained, job.plan
+    device, shape = trained.device, trained.image_shape
     p = ImageStreams(request.seed, 0, request.strips, device)
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
     uniform_p, normal_p = p.starting_draws(shape)
@@ -238,9 +238,9 @@ def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
     score, capture = chain_graphs(plan, score, device) if request.guidance == 0 else (score, None)
     if request.mode == "slerp":
         strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback,
-                              centre=run.centre)
+                              centre=trained.centre)
     else:
-        strips = blend_strips(score, plan.start_point(uniform_p, normal_p, run.centre), plan,
+        strips = blend_strips(score, plan.start_point(uniform_p, normal_p, trained.centre), plan,
                               n=request.n, noise_p=p.noise_sampler(shape),
                               noise_q=q.noise_sampler(shape), callback=callback, capture=capture)
     strips = strips.clamp(0, 1)

@@ -28,15 +28,15 @@ from pegasus.signatures import Callback
 FORMAT = "pegasus-latent"
 
 
-def ode_plan(run, sampler: str, steps: int | None = None) -> SamplerPlan:
+def ode_plan(trained, sampler: str, steps: int | None = None) -> SamplerPlan:
     """The run's plan for `sampler`, checked to be a reversible ODE, with no denoising step.
     Encoding, decoding and likelihoods all come here."""
-    if run.tuned:
-        raise UserError(f"{run.source} is consistency-tuned: its network maps each point to the "
+    if trained.tuned:
+        raise UserError(f"{trained.source} is consistency-tuned: its network maps each point to the "
                         f"end of its trajectory, so it has no probability-flow ODE to run either "
                         f"way; encode and measure likelihoods with the run it was tuned from "
-                        f"({run.config.consistency.source or 'its base run'})")
-    plan = run.plan(sampler, steps)
+                        f"({trained.config.consistency.source or 'its base run'})")
+    plan = trained.plan(sampler, steps)
     if not plan.spec.reversible or plan.stochastic:
         ways = " or ".join(n for n in SAMPLERS if sampler_spec(n).reversible)
         raise FieldError("sampler", f"{sampler} is not an ODE solver that runs both ways; encode "
@@ -76,9 +76,9 @@ class Latent:
             raise CheckpointError(f"{path} is not a pegasus latent (pegasus encode writes them)")
         return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls)})
 
-    def check(self, run) -> None:
+    def check(self, trained) -> None:
         """A latent decodes only with the run that encoded it."""
-        here = (run.config.data.res, run.schedule.describe(), run.weights_digest())
+        here = (trained.config.data.res, trained.schedule.describe(), trained.weights_digest())
         if (self.res, self.schedule, self.weights) != here:
             raise FieldError("latent", f"was encoded by another run ({self.source}: {self.res} px, "
                                        f"{self.schedule}); this run is at {here[0]} px with "
@@ -92,26 +92,26 @@ class EncodeRequest:
     sampler: str = "heun"  # an ODE solver that runs both ways
     steps: int | None = None  # evaluation budget; None: the sampler's default
 
-    def plan(self, run) -> SamplerPlan:
-        return ode_plan(run, self.sampler, self.steps)
+    def plan(self, trained) -> SamplerPlan:
+        return ode_plan(trained, self.sampler, self.steps)
 
 
-def encode(run, images: torch.Tensor, request: EncodeRequest, *, score_fn=None,
+def encode(trained, images: torch.Tensor, request: EncodeRequest, *, score_fn=None,
            callback: Callback | None = None) -> Latent:
     """The latents of `images` ((N, C, H, W) in [0, 1]) at sigma_1."""
-    plan = request.plan(run)
-    score = score_fn or SamplingJob.make(run, plan, num=len(images), batch_size=len(images)).score
-    z = integrate(score, images.to(run.device), plan, upward=True, callback=callback)
-    return Latent(z, request.sampler, request.steps, run.config.data.res,
-                  run.schedule.describe(), run.weights_digest(), str(run.source))
+    plan = request.plan(trained)
+    score = score_fn or SamplingJob.make(trained, plan, num=len(images), batch_size=len(images)).score
+    z = integrate(score, images.to(trained.device), plan, upward=True, callback=callback)
+    return Latent(z, request.sampler, request.steps, trained.config.data.res,
+                  trained.schedule.describe(), trained.weights_digest(), str(trained.source))
 
 
-def decode(run, latent: Latent, *, score_fn=None, callback: Callback | None = None) -> torch.Tensor:
+def decode(trained, latent: Latent, *, score_fn=None, callback: Callback | None = None) -> torch.Tensor:
     """The images of latents, (N, C, H, W) in [0, 1], after checking they are this run's."""
-    latent.check(run)
-    plan = ode_plan(run, latent.sampler, latent.steps)
-    z = latent.latent.to(run.device)
-    score = score_fn or SamplingJob.make(run, plan, num=len(z), batch_size=len(z)).score
+    latent.check(trained)
+    plan = ode_plan(trained, latent.sampler, latent.steps)
+    z = latent.latent.to(trained.device)
+    score = score_fn or SamplingJob.make(trained, plan, num=len(z), batch_size=len(z)).score
     return integrate(score, z, plan, upward=False, callback=callback).clamp_(0, 1)
 
 

@@ -128,7 +128,7 @@ class EvalRequest:
             raise FieldError("num", f"must be at least 2 for KID and FID, got {self.num}")
 
 
-def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str = "auto",
+def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: str = "auto",
                  progress: ProgressBar | None = None,
                  ctx: distributed.Context | None = None) -> Quality:
     """`request.num` samples of a TrainedRun (its network on the fast path that `compile` and
@@ -138,17 +138,17 @@ def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str =
     features are loaded before any sampling. Under torchrun (`ctx` of several ranks) each rank
     draws its share of the samples and extracts its share of every image set's features; the
     features gathered in one process's order, every rank scores them alike."""
-    ctx = ctx or distributed.alone(run.device)
+    ctx = ctx or distributed.alone(trained.device)
     request.validate()
     r = request
     num, seed, sampler, features = r.num, r.seed, r.sampler, r.features
     inception_weights, neighbours = r.inception_weights, r.neighbours
-    plan = run.plan(sampler, r.steps)
-    folder = run.run_dir.path if run.run_dir is not None else None
-    feature = feature_extractor(features, folder, run.device, inception_weights)
-    job = SamplingJob.make(run, plan, num=num, batch_size=r.batch_size, compile=compile, amp=amp)
-    extract = Extractor(feature, inception_weights, run.device)
-    real_pixels = real_images(run.config, run.device, r.max_real, seed)
+    plan = trained.plan(sampler, r.steps)
+    folder = trained.run_dir.path if trained.run_dir is not None else None
+    feature = feature_extractor(features, folder, trained.device, inception_weights)
+    job = SamplingJob.make(trained, plan, num=num, batch_size=r.batch_size, compile=compile, amp=amp)
+    extract = Extractor(feature, inception_weights, trained.device)
+    real_pixels = real_images(trained.config, trained.device, r.max_real, seed)
     real = _features(ctx, extract, real_pixels)
     # Each rank draws whole blocks of one process's job (the same batches: the same images to
     # the bit on CPU), and extracts their features block by block as one process does.
@@ -162,15 +162,15 @@ def evaluate_run(run, request: EvalRequest, *, compile: str = "auto", amp: str =
     drawn = _tallied([tally, *([known] if known else [])],
                      (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
-    kid, kid_std, fid = scores(real, fake, seed=seed, device=run.device)
-    found, held = _novelty(ctx, run.config, extract, features, seed, fake, first, neighbours)
+    kid, kid_std, fid = scores(real, fake, seed=seed, device=trained.device)
+    found, held = _novelty(ctx, trained.config, extract, features, seed, fake, first, neighbours)
     # Each rank tallied its own share: the sums over every rank's are one process's (up to the
     # float64 rounding of the order they are added in).
     tally = ColourTally.merged(distributed.gather(ctx, (tally.count, tally.sum, tally.square)))
     colour = Drift(tally.stats(), ColourStats.of(real_pixels))
     recognised = known.share(ctx) if known else None
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held, run.step, colour, recognised)
+                   held, trained.step, colour, recognised)
 
 
 def _tallied(tallies: list, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:

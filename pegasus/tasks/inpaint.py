@@ -117,30 +117,30 @@ class InpaintRequest:
     sampler: str = "als"
     steps: int | None = None  # evaluation budget; None: the sampler's default
 
-    def validate(self, run) -> SamplerPlan:
+    def validate(self, trained) -> SamplerPlan:
         """The sampler's plan on the run, once every field is known to be usable."""
         if self.num < 1:
             raise FieldError("num", f"must be at least 1, got {self.num}")
-        if self.num > MAX_IMAGES or fitting_batch(run, self.num, None) < self.num:
+        if self.num > MAX_IMAGES or fitting_batch(trained, self.num, None) < self.num:
             raise FieldError("num", f"{self.num:,} completions do not fit in the free memory at "
                                     f"once; the most that fit are about "
-                                    f"{fitting_batch(run, MAX_IMAGES, None):,}")
-        plan = run.plan(self.sampler, self.steps)
+                                    f"{fitting_batch(trained, MAX_IMAGES, None):,}")
+        plan = trained.plan(self.sampler, self.steps)
         check_sampler(plan)
         return plan
 
 
-def inpaint_run(run, request: InpaintRequest, *, compile: str = "auto", amp: str = "auto",
+def inpaint_run(trained, request: InpaintRequest, *, compile: str = "auto", amp: str = "auto",
                 progress: ProgressBar | None = None) -> Inpainting:
     """`request.num` completions of an image by a TrainedRun, everything the user gave checked
     before any sampling (a file read, a sample not drawn)."""
-    plan = request.validate(run)
-    given = given_image(request.image, run.config.data.res)
-    region = resolve_mask(request.mask, run.config.data.res, request.image).to(run.device)
-    job = SamplingJob.make(run, plan, num=request.num, batch_size=request.num, compile=compile,
+    plan = request.validate(trained)
+    given = given_image(request.image, trained.config.data.res)
+    region = resolve_mask(request.mask, trained.config.data.res, request.image).to(trained.device)
+    job = SamplingJob.make(trained, plan, num=request.num, batch_size=request.num, compile=compile,
                            amp=amp)
-    given = resolve_image(run, given)
+    given = resolve_image(trained, given)
     callback = progress(f"inpaint ({request.sampler})", plan.evaluations) if progress else None
     completions = inpaint(job.score, given, region, plan, num=request.num, seed=request.seed,
-                          callback=callback, centre=run.centre)
+                          callback=callback, centre=trained.centre)
     return Inpainting(given, region, completions, request.sampler, plan.evaluations)

@@ -178,14 +178,14 @@ def given_image(spec: str, res: int, field: str = "image") -> torch.Tensor | int
     return source if isinstance(source, int) else read_image(source, res)
 
 
-def resolve_image(run, given: torch.Tensor | int | str, field: str = "image") -> torch.Tensor:
+def resolve_image(trained, given: torch.Tensor | int | str, field: str = "image") -> torch.Tensor:
     """An image as (3, res, res) on the run's device: one read by `given_image`, a spec still
     to read, or a seed: image 0 that `pegasus sample --seed SEED` draws."""
     if isinstance(given, str):
-        given = given_image(given, run.config.data.res, field)
+        given = given_image(given, trained.config.data.res, field)
     if isinstance(given, int):
-        return SamplingJob.make(run, num=1).images(given)[0]
-    return given.to(run.device)
+        return SamplingJob.make(trained, num=1).images(given)[0]
+    return given.to(trained.device)
 
 
 def resolve_mask(spec: str, res: int, image_spec: str | None = None) -> torch.Tensor:

@@ -91,7 +91,7 @@ def bits_per_dim(log_p: torch.Tensor, dim: int) -> torch.Tensor:
     return -log_p / (dim * math.log(2)) + 8
 
 
-def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, probes: int = 1,
+def evaluate_likelihood(trained, plan: SamplerPlan, *, num: int, seed: int = 0, probes: int = 1,
                         batch_size: int = 64, progress=None,
                         ctx: distributed.Context | None = None) -> Likelihood:
     """The mean bits per dimension of `num` images of the run's data, dequantised with seeded
@@ -99,15 +99,15 @@ def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, prob
     images. Batch b's probes come from a generator of its own (seed, b), so that under torchrun
     (`ctx` of several ranks), each rank taking its share of the batches, every image gets the
     figure one process gives it."""
-    ctx = ctx or distributed.alone(run.device)
+    ctx = ctx or distributed.alone(trained.device)
     if num < 2:
         raise FieldError("num", f"must be at least 2 for a standard error, got {num}")
     if not plan.spec.reversible:
         raise FieldError("sampler", f"{plan.name} is not an ODE solver; the likelihood takes the "
                                     f"probability-flow ODE (heun)")
-    images, which = load_held_out(run.config.data, per_class=num).images, "held-out images"
+    images, which = load_held_out(trained.config.data, per_class=num).images, "held-out images"
     if not len(images):
-        images, which = load_images(run.config.data).images, "training images"
+        images, which = load_images(trained.config.data).images, "training images"
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num]
     g = torch.Generator().manual_seed(seed)
     x = (images[pick].double() + torch.rand(images[pick].shape, generator=g, dtype=torch.float64))
@@ -119,10 +119,10 @@ def evaluate_likelihood(run, plan: SamplerPlan, *, num: int, seed: int = 0, prob
     values = [torch.empty(0, dtype=torch.float64)]
     for b in range(lo, hi):
         probe_seeds = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        log_p = log_likelihood(run.model, chunks[b].to(run.device), plan.sigmas,
-                               centre=run.centre, probes=probes, generator=probe_seeds,
+        log_p = log_likelihood(trained.model, chunks[b].to(trained.device), plan.sigmas,
+                               centre=trained.centre, probes=probes, generator=probe_seeds,
                                callback=callback)
         values.append(bits_per_dim(log_p, chunks[b][0].numel()).double().cpu())
     bpd = distributed.gather_rows(ctx, torch.cat(values))
     return Likelihood(float(bpd.mean()), float(bpd.std() / math.sqrt(len(bpd))), len(bpd),
-                      evaluations, probes, which, run.schedule.sigma_min)
+                      evaluations, probes, which, trained.schedule.sigma_min)

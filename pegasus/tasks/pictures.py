@@ -110,30 +110,30 @@ def below(schedule: Schedule, sigma: float) -> Schedule:
                     schedule.steps_per_level, schedule.eps, schedule.denoise)
 
 
-def blend_pictures(run, request: PictureRequest, *, compile: str = "auto", amp: str = "auto",
+def blend_pictures(trained, request: PictureRequest, *, compile: str = "auto", amp: str = "auto",
                    progress: ProgressBar | None = None) -> PictureBlend:
     """Strips between two given pictures, every input checked before any chain runs."""
-    _check(request, run)
-    res = run.config.data.res
+    _check(request, trained)
+    res = trained.config.data.res
     given = [given_image(request.image_a, res, "image_a"), given_image(request.image_b, res, "image_b")]
-    mask = resolve_mask(request.mask, res, request.image_a).to(run.device) if request.mask else None
-    guide = (load_classifier(run.run_dir.path, "guide", run.device)
+    mask = resolve_mask(request.mask, res, request.image_a).to(trained.device) if request.mask else None
+    guide = (load_classifier(trained.run_dir.path, "guide", trained.device)
              if request.guidance > 0 else None)
     if request.mode == "ode":
-        plan = ode_plan(run, request.sampler or "heun", request.steps)
+        plan = ode_plan(trained, request.sampler or "heun", request.steps)
     else:
-        plan = _sdedit_plan(run, request)
+        plan = _sdedit_plan(trained, request)
     columns = request.strips * (request.n + 2)
-    job = SamplingJob.make(run, plan, num=columns, batch_size=columns, compile=compile, amp=amp)
-    a, b = (resolve_image(run, g) for g in given)
+    job = SamplingJob.make(trained, plan, num=columns, batch_size=columns, compile=compile, amp=amp)
+    a, b = (resolve_image(trained, g) for g in given)
     kept = Kept(a, mask) if mask is not None else None
     score = column_score(job, request, guide, kept)
     if request.mode == "ode":
-        strips = _ode_strips(run, job, request, score, a, b, progress)
+        strips = _ode_strips(trained, job, request, score, a, b, progress)
         ends = {"PSNR of k=0 to A (dB)": psnr(strips[0, 0], a),
                 f"PSNR of k={request.n + 1} to B (dB)": psnr(strips[0, -1], b)}
     else:
-        strips = _sdedit_strips(run, job, request, score, a, b, progress)
+        strips = _sdedit_strips(trained, job, request, score, a, b, progress)
         ends = {"mean |k=0 - A|": float((strips[:, 0] - a).abs().mean()),
                 f"mean |k={request.n + 1} - B|": float((strips[:, -1] - b).abs().mean())}
     if kept is not None:
@@ -141,7 +141,7 @@ def blend_pictures(run, request: PictureRequest, *, compile: str = "auto", amp: 
     return PictureBlend(strips, a, b, ends)
 
 
-def _check(request: PictureRequest, run) -> None:
+def _check(request: PictureRequest, trained) -> None:
     if request.mode not in MODES:
         raise FieldError("mode", f"must be {' or '.join(MODES)} for two given pictures, got "
                                  f"{request.mode!r}")
@@ -155,18 +155,18 @@ def _check(request: PictureRequest, run) -> None:
     if request.mode == "ode" and request.strips != 1:
         raise FieldError("strips", "is 1 in mode ode: decoding the two pictures' latents is "
                                    "deterministic")
-    if (request.guidance > 0) and run.run_dir is None:
+    if (request.guidance > 0) and trained.run_dir is None:
         raise UserError("guidance needs a run folder (its guide); exported weights carry none")
     for name in (request.source, request.target):
-        if name is not None and name not in run.classes:
+        if name is not None and name not in trained.classes:
             raise UserError(f"unknown class {name!r} for this run; its classes: "
-                            f"{', '.join(run.classes)}")
+                            f"{', '.join(trained.classes)}")
 
 
-def _sdedit_plan(run, request: PictureRequest) -> SamplerPlan:
-    sub = below(run.schedule, strength_sigma(run.schedule, request.strength))
+def _sdedit_plan(trained, request: PictureRequest) -> SamplerPlan:
+    sub = below(trained.schedule, strength_sigma(trained.schedule, request.strength))
     plan = plan_sampler(request.sampler or "als", sub, request.steps,
-                        trained_levels=not run.knows_every_sigma)
+                        trained_levels=not trained.knows_every_sigma)
     if not plan.stochastic:
         raise FieldError("sampler", f"{plan.name} injects no noise here, and eq. 4 interpolates "
                                     f"injected noise: blend by sdedit with als, pc, cas or "
@@ -184,22 +184,22 @@ def _slerp(u: torch.Tensor, v: torch.Tensor, t: float) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * u + torch.sin(t * omega) * v) / torch.sin(omega)
 
 
-def _ode_strips(run, job, request, score, a, b, progress) -> torch.Tensor:
+def _ode_strips(trained, job, request, score, a, b, progress) -> torch.Tensor:
     plan = job.plan
-    encode_score, _ = chain_graphs(plan, job.score, run.device)
+    encode_score, _ = chain_graphs(plan, job.score, trained.device)
     callback = progress("encode (A and B)", plan.evaluations) if progress else None
     z = integrate(encode_score, torch.stack([a, b]), plan, upward=True, callback=callback)
-    u, v = z[0] - run.centre, z[1] - run.centre
+    u, v = z[0] - trained.centre, z[1] - trained.centre
     ts = [k / (request.n + 1) for k in range(request.n + 2)]
-    latents = torch.stack([run.centre + _slerp(u, v, t) for t in ts])
-    score, _ = chain_graphs(plan, score, run.device) if request.guidance == 0 else (score, None)
+    latents = torch.stack([trained.centre + _slerp(u, v, t) for t in ts])
+    score, _ = chain_graphs(plan, score, trained.device) if request.guidance == 0 else (score, None)
     callback = progress(f"decode W={request.guidance:g}", plan.evaluations) if progress else None
     out = integrate(score, latents, plan, upward=False, callback=callback).clamp_(0, 1)
     return out[None]
 
 
-def _sdedit_strips(run, job, request, score, a, b, progress) -> torch.Tensor:
-    plan, shape, device = job.plan, run.image_shape, run.device
+def _sdedit_strips(trained, job, request, score, a, b, progress) -> torch.Tensor:
+    plan, shape, device = job.plan, trained.image_shape, trained.device
     sigma = float(plan.sigmas[0])
     p = ImageStreams(request.seed, 0, request.strips, device)
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
