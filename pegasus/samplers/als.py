@@ -75,27 +75,27 @@ def annealed_langevin(
     """
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    plan = _ChainTensors(sigmas, eps, x)
+    chain = _ChainTensors(sigmas, eps, x)
     state, noise = x.clone(), torch.zeros_like(x)
-    sigma, alpha, scale = (plan.per_sample[0].clone(), plan.step_sizes[0].clone(),
-                           plan.noise_scales[0].clone())
+    sigma, alpha, scale = (chain.per_sample[0].clone(), chain.step_sizes[0].clone(),
+                           chain.noise_scales[0].clone())
 
     def step() -> None:
         state.addcmul_(score_fn(state, sigma), alpha).addcmul_(noise, scale)
 
     run = step if capture is None else _captured(step, capture, state)
     index = 0
-    for level in range(plan.levels):
-        sigma.copy_(plan.per_sample[level])
-        alpha.copy_(plan.step_sizes[level])
-        scale.copy_(plan.noise_scales[level])
+    for level in range(chain.levels):
+        sigma.copy_(chain.per_sample[level])
+        alpha.copy_(chain.step_sizes[level])
+        scale.copy_(chain.noise_scales[level])
         for t in range(steps_per_level):
             noise.copy_(noise_sampler())
             run()
-            plan.report(callback, state, level, t, index)
+            chain.report(callback, state, level, t, index)
             index += 1
     if denoise:
-        plan.tweedie(score_fn, state, callback, steps_per_level, index)
+        chain.tweedie(score_fn, state, callback, steps_per_level, index)
     return state
 
 
