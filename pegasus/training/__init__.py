@@ -70,8 +70,8 @@ def train(
     the checkpoints it wrote itself before the failure, with or without `resume`."""
     warn = warn or (lambda message: None)
     keep_freed_memory()
-    run = RunDir(run_dir)
-    run.check_usable()
+    run_dir = RunDir(run_dir)
+    run_dir.check_usable()
     check_data_config(config.data)
     # An unknown backbone, a bad resolution or option, or weights that cannot fit: no allocation.
     shapes = build_score_model(config, device="meta")[0]
@@ -80,19 +80,19 @@ def train(
     network = _network(config, device)
     # The handler goes in before start-up (data, model, TensorBoard), so a Ctrl-C at any point
     # ends the call cleanly rather than with a KeyboardInterrupt.
-    request = {"run folder": str(run_dir), "resume": resume, **config.to_dict()}
+    request = {"run folder": str(run_dir.path), "resume": resume, **config.to_dict()}
     grace = STOP_GRACE if distributed.launched() else None
     with StopOnSignal(grace) as stop, distributed.group(config.train.device, request) as ctx:
-        resume = resume or restarted_job(run)
-        distributed.first_error(ctx, _prepare(run, resume) if ctx.main else None)
+        resume = resume or restarted_job(run_dir)
+        distributed.first_error(ctx, _prepare(run_dir, resume) if ctx.main else None)
         if not ctx.main:  # rank 0 holds the run's lock for the whole job
-            start = _starting_point(run, resume, warn, config.train.iters, init, resumed)
+            start = _starting_point(run_dir, resume, warn, config.train.iters, init, resumed)
             return _train(ctx, config, start, network, progress, tensorboard, stop_after, stop,
                           on_start, None)
-        with RunLock(run.lock, f"run {run.path}"):
-            start = _starting_point(run, resume, warn, config.train.iters, init, resumed)
-            _record_job(run)
-            for path in remove_stale_temporaries(run.checkpoints):
+        with RunLock(run_dir.lock, f"run {run_dir.path}"):
+            start = _starting_point(run_dir, resume, warn, config.train.iters, init, resumed)
+            _record_job(run_dir)
+            for path in remove_stale_temporaries(run_dir.checkpoints):
                 warn(f"removed {path.name}, left by an interrupted write")
             return _train(ctx, config, start, network, progress, tensorboard, stop_after, stop,
                           on_start, notify)
@@ -109,51 +109,51 @@ def _network(config: Config, device) -> tuple:
     return network
 
 
-def _prepare(run: RunDir, resume: bool) -> RunError | None:
+def _prepare(run_dir: RunDir, resume: bool) -> RunError | None:
     """The run folder made ready by rank 0 alone, before it writes (the other ranks would see
     its writes): new runs in new or empty folders, and only the run's own files. What is
     wrong, to be raised on every rank (distributed.first_error)."""
     try:
         if not resume:
-            run.check_new()
-        run.check_own()
-        run.create()
+            run_dir.check_new()
+        run_dir.check_own()
+        run_dir.create()
     except RunError as e:
         return e
     return None
 
 
-def restarted_job(run: RunDir) -> bool:
+def restarted_job(run_dir: RunDir) -> bool:
     """Whether this is torchrun's restart of the job that wrote the run's checkpoints. Every
     rank decides alike: the job file was written in the job's first attempt, before any
     failure could restart it."""
-    if not distributed.restarted() or run.latest_checkpoint() is None:
+    if not distributed.restarted() or run_dir.latest_checkpoint() is None:
         return False
     try:
-        return run.job.read_text() == distributed.job_id()
+        return run_dir.job.read_text() == distributed.job_id()
     except OSError:
         return False
 
 
-def _record_job(run: RunDir) -> None:
+def _record_job(run_dir: RunDir) -> None:
     job = distributed.job_id()
     if job is not None and not distributed.restarted():
-        atomic_write(run.job, lambda f: f.write(job.encode()))
+        atomic_write(run_dir.job, lambda f: f.write(job.encode()))
 
 
-def _starting_point(run: RunDir, resume: bool, warn, iters: int, init: dict | None = None,
+def _starting_point(run_dir: RunDir, resume: bool, warn, iters: int, init: dict | None = None,
                     resumed: Resumed | None = None) -> StartingPoint:
     """A new run needs a folder without checkpoints (it starts from `init`, if given); a resumed
     one its newest good checkpoint (`resumed`, read before the lock was taken, while it is still
     the newest), at a step no later than the `iters` it is to train to."""
     if not resume:
-        if run.latest_checkpoint() is not None:
-            raise RunError(f"{run.path} already holds a trained run; resume it or choose another "
+        if run_dir.latest_checkpoint() is not None:
+            raise RunError(f"{run_dir.path} already holds a trained run; resume it or choose another "
                            f"run folder")
-        return StartingPoint(run, init=init)
-    if resumed is None or run.latest_checkpoint() != resumed.path:
-        resumed = resumed_state(run, iters, warn)
-    return StartingPoint(run, resumed.state, resumed.path)
+        return StartingPoint(run_dir, init=init)
+    if resumed is None or run_dir.latest_checkpoint() != resumed.path:
+        resumed = resumed_state(run_dir, iters, warn)
+    return StartingPoint(run_dir, resumed.state, resumed.path)
 
 
 def _train(ctx, config: Config, start: StartingPoint, network, progress, tensorboard, stop_after,
