@@ -50,16 +50,20 @@ def test_eval_cli_with_judge_features(run, tmp_path):
 def test_the_share_the_judge_recognises_counts_top_classes_at_09():
     import torch
 
-    from pegasus import distributed
-    from pegasus.tasks.evaluate import Recognised
+    from pegasus.tasks.evaluate import recognised
+    from pegasus.tasks.features import JudgeFeatures
 
-    class Judge:  # p(class) per image, as a judge's log_prob gives them
-        def log_prob(self, x):
-            return torch.tensor([[0.95, 0.05], [0.5, 0.5], [0.02, 0.98], [0.89, 0.11]]).log()
+    class Judge(torch.nn.Module):  # its head maps features given as log p(class) to logits
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(2, 2)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.eye(2))
+                self.head.bias.zero_()
 
-    known = Recognised(Judge())
-    known.add(torch.zeros(4, 3, 8, 8))
-    assert known.share(distributed.alone(torch.device("cpu"))) == 0.5
+    features = torch.tensor([[0.95, 0.05], [0.5, 0.5], [0.02, 0.98], [0.89, 0.11]]).log()
+    assert recognised(JudgeFeatures(Judge()), features) == 0.5
+    assert recognised(2048, features) is None  # Inception's features: no judge to ask
 
 
 def test_eval_bad_input(run, tmp_path):

@@ -158,9 +158,7 @@ def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: s
     callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
                 if progress else None)
     first, tally = FirstImages(r.neighbours_of), ColourTally()
-    known = Recognised(feature.judge) if isinstance(feature, JudgeFeatures) else None
-    drawn = _tallied([tally, *([known] if known else [])],
-                     (images for _, images in job.draw_blocks(seed, mine, callback)))
+    drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=trained.device)
     found, held = _novelty(ctx, trained.config, extract, features, seed, fake, first, neighbours)
@@ -168,39 +166,31 @@ def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: s
     # float64 rounding of the order they are added in).
     tally = ColourTally.merged(distributed.gather(ctx, (tally.count, tally.sum, tally.square)))
     colour = Drift(tally.stats(), ColourStats.of(real_pixels))
-    recognised = known.share(ctx) if known else None
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held, trained.step, colour, recognised)
+                   held, trained.step, colour, recognised(feature, fake))
 
 
-def _tallied(tallies: list, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """The batches as they come, each added to every tally on its way."""
+def _tallied(tally: ColourTally, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The batches as they come, each added to `tally` on its way."""
     for batch in batches:
-        for tally in tallies:
-            tally.add(batch)
+        tally.add(batch)
         yield batch
 
 
 RECOGNISED = 0.9  # the judge's top-class probability at which a sample counts as recognised
 
 
-class Recognised:
-    """How many images the judge puts in one of its classes at p >= RECOGNISED: whether the
-    samples look like the classes at all, beside KID's distance between the sets."""
-
-    def __init__(self, judge) -> None:
-        self.judge, self.count, self.seen = judge, 0, 0
-
-    @torch.no_grad()
-    def add(self, images: torch.Tensor) -> None:
-        top = self.judge.log_prob(images.float()).exp().max(dim=1).values
-        self.count += int((top >= RECOGNISED).sum())
-        self.seen += len(images)
-
-    def share(self, ctx: distributed.Context) -> float:
-        """The share over every rank's images."""
-        said = distributed.gather(ctx, (self.count, self.seen))
-        return sum(c for c, _ in said) / max(sum(s for _, s in said), 1)
+@torch.no_grad()
+def recognised(feature, features: torch.Tensor) -> float | None:
+    """The share of samples the judge puts in one of its classes at p >= RECOGNISED (whether
+    they look like the classes at all, beside KID's distance between the sets), from the
+    judge features already extracted (every rank's, gathered): its head alone, no second pass
+    over the images. None for other features."""
+    if not isinstance(feature, JudgeFeatures):
+        return None
+    head = feature.judge.head
+    logits = head(features.to(head.weight.device, head.weight.dtype)).float()
+    return (logits.softmax(dim=1).max(dim=1).values >= RECOGNISED).double().mean().item()
 
 
 def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.device,
@@ -238,13 +228,11 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
                         progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
     first = FirstImages(neighbours_of)
-    known = Recognised(feature.judge) if isinstance(feature, JudgeFeatures) else None
-    read = _tallied([known] if known else [], (batch.to(device) for batch in read))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
     found, held = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations,
-                   found, held, recognised=known.share(ctx) if known else None)
+                   found, held, recognised=recognised(feature, fake))
 
 
 def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:
