@@ -111,6 +111,12 @@ def user_errors(flags: dict[str, str] | None = None):
         raise typer.Exit(2) from None
 
 
+def stated(**options) -> dict:
+    """The options the user gave (those not None): a request object's defaults fill the rest,
+    so that each default is written once, in the request (tasks/*.py)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def given() -> dict:
     """The running verb's options as parsed: the request every rank of a torchrun job must
     agree on (distributed.agree)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
+from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, stated, user_errors
 from pegasus.cli.options import (
     FAST_FLAGS,
     SOURCE_FLAGS,
@@ -87,11 +87,10 @@ def blend(
             raise UserError("a masked blend needs both --image and --mask")
         model = load_model(run, None, weights, device)
         with EvaluationBars() as bars:
-            given = dict(k=k, strips=strips, sampler=sampler, mode=mode)
             result = model.blend(n=n, seed=seed, source=source, target=target,
                                  guidance=guidance, steps=steps, image=image, mask=mask,
                                  report=report, compile=compile, amp=amp, progress=bars,
-                                 **{f: v for f, v in given.items() if v is not None})
+                                 **stated(k=k, strips=strips, sampler=sampler, mode=mode))
         kth, strips_png = result.save(out)
         chosen = _columns(result.columns)
         console.print(f"wrote the {chosen} images to {kth} and the strips (k = 0..{n + 1}) to "
@@ -134,12 +133,11 @@ def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, 
         raise UserError("blending two pictures needs both --image-a and --image-b")
     model = load_model(run, None, weights, device)
     with EvaluationBars() as bars:
-        given = dict(mode=mode, k=k, strips=strips, sampler=sampler)
         result = model.blend_pictures(image_a, image_b, n=n, seed=seed, strength=strength,
                                       steps=steps, source=source, target=target,
                                       guidance=guidance, mask=mask, compile=compile, amp=amp,
                                       progress=bars,
-                                      **{f: v for f, v in given.items() if v is not None})
+                                      **stated(mode=mode, k=k, strips=strips, sampler=sampler))
     column = resolve_column(k, n)
     kth, strips_png = save_blend(result.strips, column, out)
     console.print(f"wrote the k={column} images to {kth} and the strips (k = 0..{n + 1}) to "

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from typer import Option
 
-from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
+from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, stated, user_errors
 from pegasus.cli.options import (
     SOURCE_FLAGS,
     DeviceOpt,
@@ -55,8 +55,8 @@ def encode(
         model = load_model(run, None, weights, device)
         picture = resolve_image(model.trained, given_image(image, model.config.data.res))
         with EvaluationBars() as bars:
-            given = {"sampler": sampler} if sampler is not None else {}
-            latent = model.encode(picture[None], steps=steps, progress=bars, **given)
+            latent = model.encode(picture[None], steps=steps, progress=bars,
+                                  **stated(sampler=sampler))
             again = model.decode(latent, progress=bars)
         latent.save(out)
         console.print(f"wrote {out}: the latent of {image} at sigma_1 ({latent.sampler}); it decodes "

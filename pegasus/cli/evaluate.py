@@ -15,6 +15,7 @@ from pegasus.cli.app import (
     examples,
     given,
     load_model,
+    stated,
     user_errors,
 )
 from pegasus.cli.options import (
@@ -94,12 +95,11 @@ def eval_(
                                               sampler="heun" if sampler == "als" else sampler,
                                               steps=steps, probes=probes, progress=bars, ctx=ctx)
                 else:
-                    chosen = {"num": num} if num is not None else {}  # else the request's
                     result = model.evaluate(seed=seed, sampler=sampler, steps=steps,
                                             features=features, inception_weights=inception_weights,
                                             batch_size=batch_size, neighbours=neighbours,
                                             compile=compile, amp=amp, progress=bars, ctx=ctx,
-                                            **chosen)
+                                            **stated(num=num))
             console.print(result.describe(), highlight=False)
 
 

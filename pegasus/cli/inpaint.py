@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, user_errors
+from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, stated, user_errors
 from pegasus.cli.options import (
     FAST_FLAGS,
     SOURCE_FLAGS,
@@ -58,10 +58,9 @@ def inpaint(
         image_format(out)
         check_switches(compile=compile, amp=amp)
         model = load_model(run, None, weights, device)
-        given = dict(mask=mask, num=num, sampler=sampler)  # the request's defaults where not given
         with EvaluationBars() as bars:
             result = model.inpaint(image, seed=seed, steps=steps, compile=compile, amp=amp,
-                                   progress=bars, **{f: v for f, v in given.items() if v is not None})
+                                   progress=bars, **stated(mask=mask, num=num, sampler=sampler))
         row = result.row()
         save_grid(row, out, nrow=len(row), upscale=True)
         console.print(f"wrote {out}: the image, the mask, what is kept, and "
