@@ -114,10 +114,10 @@ class SampleFolder:
         `source` (the weights' file) and its `step` are kept in the manifest for the reader."""
         self.check()
         if self.manifest.is_file():
-            there = self._read()
-            if there.differences(wanted):
+            differences = self._read().differences(wanted)
+            if differences:
                 raise WriteError(f"{self.path} holds samples drawn otherwise ("
-                                 + "; ".join(there.differences(wanted))
+                                 + "; ".join(differences)
                                  + "); continue it with the same settings and weights, or give "
                                    "a new folder")
             remove_stale_temporaries(self.path)  # half-written images of a stopped job
@@ -235,9 +235,9 @@ class SampleFolder:
     def _read(self) -> SampleSet:
         try:
             body = json.loads(self.manifest.read_text(encoding="utf-8"))
-            values = {f.name: body[f.name] for f in dataclasses.fields(SampleSet)
-                      if f.name != "threads"}
-            values["threads"] = body.get("threads")  # None in manifests written before it
+            # A field with a default came later: manifests written before it lack it.
+            values = {f.name: body[f.name] if f.default is dataclasses.MISSING
+                      else body.get(f.name, f.default) for f in dataclasses.fields(SampleSet)}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UserError(f"{self.manifest} is damaged ({type(e).__name__}), so what drew the "
                             f"samples there is unknown; give a new folder") from None
