@@ -64,11 +64,13 @@ def main() -> int:
                 start = time.perf_counter()
                 report = blend(run, request, report=True).reports[0]
                 s = report.scores
+                kid = ("-" if report.kid is None  # one strip: KID needs two images
+                       else f"{1e3 * report.kid:.1f} ± {1e3 * report.kid_std:.1f}")
                 print(f"| {folder.name} | {sampler} | {steps} | {w:g} | "
                       f"{100 * report.ends_correct:.1f}% | {s.monotonicity:.2f} | "
                       f"{s.balance:.2f} | {s.smoothness:.3g} ± {s.smoothness_spread:.2g} | "
-                      f"{100 * report.memorised:.1f}% | {1e3 * report.kid:.1f} ± "
-                      f"{1e3 * report.kid_std:.1f} | {time.perf_counter() - start:.1f} |",
+                      f"{100 * report.memorised:.1f}% | {kid} | "
+                      f"{time.perf_counter() - start:.1f} |",
                       flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
