@@ -51,3 +51,26 @@ def test_training_warns_once_of_grids_whose_colours_drift(tmp_path, monkeypatch,
     whole = ColourStats.of(load_images(config.data).images)
     expected = Drift(ColourStats.of((data + shift).clamp(0, 1)), whole).mean_gap
     assert result.colour[0][1] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("training,sampler", [("levels", "als"), ("log-normal", "cas")])
+def test_grids_start_where_the_run_trained(tmp_path, monkeypatch, training, sampler):
+    """A run trained on NCSNv2's levels draws its grids by annealed Langevin (the reference's);
+    one trained on log-normal sigmas by cas, which starts at the data's mean + sigma_1 z rather
+    than from uniform noise at a sigma it seldom trained on (trainer.grid_sampler)."""
+    from pegasus.run.job import SamplingJob
+    from pegasus.training import train
+    from tiny import tiny_config
+
+    config = tiny_config("train.iters=2", "train.sample_every=2", "train.grid=4",
+                         f'noise.training="{training}"')
+    drawn = []
+    original = SamplingJob.images
+
+    def images(self, seed):
+        drawn.append(self.plan.name)
+        return original(self, seed)
+
+    monkeypatch.setattr(SamplingJob, "images", images)
+    train(config, tmp_path / "run", tensorboard=False)
+    assert drawn == [sampler]

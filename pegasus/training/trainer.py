@@ -41,7 +41,6 @@ from pegasus.run.checkpoint import save_checkpoint
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.trained import TrainedRun, knows_every_sigma
-from pegasus.samplers.plan import plan_sampler
 from pegasus.training.batches import EpochSampler, batch_of
 from pegasus.training.heldout import HeldOut
 from pegasus.training.state import checkpoint_state, restore
@@ -120,6 +119,19 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> 
     optimizer.step()
     ema.update()
     return out
+
+
+def grid_sampler(config: Config) -> tuple[str, int | None]:
+    """The sampler and budget of a run's training grids. A tuned run's are its 2-evaluation
+    consistency samples. A run trained on NCSNv2's levels draws by annealed Langevin, as the
+    reference's grids are. A run trained on a continuum of sigmas draws one cas step per level
+    (the same sigmas), which starts at the data's mean + sigma_1 z: annealed Langevin starts from
+    uniform noise at sigma_1, which log-normal training seldom draws, and its grids sit 0.07-0.11
+    brighter than the data at every step of such a run (bench/README.md, "Colour drift over 20,000
+    steps"), so the colour monitor would warn of the sampler instead of the network."""
+    if config.consistency.tuned:
+        return "consistency", 2
+    return ("als", None) if config.noise.training == "levels" else ("cas", None)
 
 
 class Trainer:
@@ -254,18 +266,15 @@ class Trainer:
             generators=generators), keep=self.config.train.keep)
 
     def grid(self) -> None:
-        """A grid of EMA samples by annealed Langevin, or a tuned run's consistency sampler (the
-        same seed every time, so grids show progress, not luck)."""
+        """A grid of EMA samples by grid_sampler (the same seed every time, so grids show
+        progress, not luck), and its colours against the data's."""
         model, device, num = self.ema.module.eval(), self.ctx.device, self.config.train.grid
         # The job of the EMA network as it stands, eager and in float32: no probe, no compile
         # and no change to the module's layout in the middle of training.
         trained = TrainedRun(self.config, model, self.schedule, self.step, self.run.path, device,
                              centre=self.data_mean.view(-1, 1, 1).to(device),
                              centre_recorded=True)
-        # A tuned run's grid is its 2-evaluation consistency samples.
-        plan = (trained.plan("consistency", 2) if trained.tuned
-                else plan_sampler("als", self.schedule))
-        job = SamplingJob(trained, plan, num, num,
+        job = SamplingJob(trained, trained.plan(*grid_sampler(self.config)), num, num,
                           FastPath(amp=False, channels_last=False, compile=False), model)
         x = job.images(self.config.train.seed)
         save_grid(x, self.run.sample_grid(self.step))
