@@ -124,8 +124,8 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> 
 def grid_sampler(config: Config) -> tuple[str, int | None]:
     """The sampler and budget of a run's training grids. A tuned run's are its 2-evaluation
     consistency samples. A run trained on NCSNv2's levels draws by annealed Langevin, as the
-    reference's grids are. A run trained on a continuum of sigmas draws one cas step per level
-    (the same sigmas), which starts at the data's mean + sigma_1 z: annealed Langevin starts from
+    reference's grids are. A run trained on a continuum of sigmas draws by cas at its default
+    budget, which starts at the data's mean + sigma_1 z: annealed Langevin starts from
     uniform noise at sigma_1, which log-normal training seldom draws, and its grids sit 0.07-0.11
     brighter than the data at every step of such a run (bench/README.md, "Colour drift over 20,000
     steps"), so the colour monitor would warn of the sampler instead of the network."""
