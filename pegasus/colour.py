@@ -3,8 +3,8 @@ periods". A drifting model's samples move away from the training images' colours
 channel's mean or spread, not any one image. The measure is the per-channel mean and standard
 deviation of samples against the training images', tallied batch by batch (images in [0, 1] or
 uint8), the largest gap of each and their distance (the root of the summed squared gaps).
-Training logs it at every sample grid and warns once past DRIFT_WARNING; `pegasus eval` prints
-it.
+Training logs it at every sample grid and warns once past DRIFT_WARNING and the grid's own
+noise; `pegasus eval` prints it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from dataclasses import dataclass
 import torch
 
 # The largest channel-mean gap that passes without a warning: a shift of 0.05 in [0, 1] (13 of
-# 255 levels) is visible on a grid, where sampling noise on the grid's own images is far below it.
+# 255 levels) is visible on a grid.
 DRIFT_WARNING = 0.05
+# A warning also needs the gap to be beyond the grid's own sampling noise: NOISE_MARGIN standard
+# errors of its channel means. The mean of a few varied images wanders by chance: over 16 sprites
+# (the demo's grid) a channel mean's standard error is 0.027, so a sound run's grid passed 0.05
+# at times; over 64 it is 0.013, where 0.05 alone decides.
+NOISE_MARGIN = 3.0
 
 
 class ColourTally:
@@ -61,10 +66,21 @@ class ColourStats:
         return ColourTally().add(images).stats()
 
 
+def mean_noise(images: torch.Tensor) -> float:
+    """The largest standard error of the images' channel means: the spread of the images' own
+    channel means over the root of their number (0 for fewer than two images)."""
+    if len(images) < 2:
+        return 0.0
+    scale = 255.0 if images.dtype == torch.uint8 else 1.0
+    per_image = images.double().div(scale).flatten(2).mean(dim=2)  # (N, C)
+    return (per_image.std(dim=0) / len(images) ** 0.5).max().item()
+
+
 @dataclass(frozen=True)
 class Drift:
     samples: ColourStats
     data: ColourStats
+    noise: float = 0.0  # the samples' mean_noise, where they are few enough for it to matter
 
     @property
     def mean_gaps(self) -> list[float]:
@@ -88,7 +104,7 @@ class Drift:
 
     @property
     def drifting(self) -> bool:
-        return self.mean_gap > DRIFT_WARNING
+        return self.mean_gap > max(DRIFT_WARNING, NOISE_MARGIN * self.noise)
 
     def describe(self) -> str:
         def row(values: list[float]) -> str:

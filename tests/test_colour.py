@@ -30,7 +30,28 @@ def test_channel_figures_are_the_closed_form_and_batches_add_up():
     assert not Drift(stats, stats).drifting and 0.06 > DRIFT_WARNING
 
 
-@pytest.mark.parametrize("offset,warned", [(0.0, False), (0.1, True)])
+def test_a_gap_within_the_grids_own_noise_does_not_warn():
+    """The same 0.06 gap in green: from 16 images that all hold it, a drift; from 16 whose own
+    greens are 0.35 and 0.85 half and half, a chance the grid's standard error (0.258 / 4, the
+    closed form) covers."""
+    from pegasus.colour import NOISE_MARGIN, mean_noise
+
+    data = ColourStats([0.5, 0.54, 0.5], [0.2, 0.2, 0.2])
+    even = torch.full((16, 3, 4, 4), 0.5)
+    even[:, 1] = 0.6
+    mixed = even.clone()
+    mixed[:8, 1], mixed[8:, 1] = 0.35, 0.85
+    assert mean_noise(even) == pytest.approx(0.0, abs=1e-12)
+    assert mean_noise(mixed) == pytest.approx((0.25 * 0.25 * 16 / 15) ** 0.5 / 4, rel=1e-6)
+    assert NOISE_MARGIN * mean_noise(mixed) > 0.06 > DRIFT_WARNING
+    for images, drifting in [(even, True), (mixed, False)]:
+        drift = Drift(ColourStats.of(images), data, mean_noise(images))
+        assert drift.mean_gap == pytest.approx(0.06) and drift.drifting is drifting
+    assert mean_noise(even[:1]) == 0.0
+    assert mean_noise((mixed * 255).round().to(torch.uint8)) == pytest.approx(mean_noise(mixed), rel=1e-2)
+
+
+@pytest.mark.parametrize("offset,warned", [(0.0, False), (0.25, True)])
 def test_training_warns_once_of_grids_whose_colours_drift(tmp_path, monkeypatch, offset, warned):
     """The grids are the training images themselves, shifted by `offset` in the green channel:
     the monitor logs each grid's gap and warns once, at the first that drifts."""

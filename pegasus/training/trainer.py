@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from pegasus import distributed, fastpath
-from pegasus.colour import ColourStats, Drift
+from pegasus.colour import ColourStats, Drift, mean_noise
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
@@ -278,7 +278,7 @@ class Trainer:
                           FastPath(amp=False, channels_last=False, compile=False), model)
         x = job.images(self.config.train.seed)
         save_grid(x, self.run.sample_grid(self.step))
-        drift = Drift(ColourStats.of(x), self.data_colour)
+        drift = Drift(ColourStats.of(x), self.data_colour, mean_noise(x))
         self.result.colour.append((self.step, drift.mean_gap))
         if drift.drifting and self.notify is not None and not self.warned_colour:
             self.warned_colour = True
