@@ -7,8 +7,9 @@ pegasus/tasks/strips.py).
     python bench/blend_quality.py --run runs/demo --strips 60 --weights 0,3,10,30 \\
         --samplers "cas=32;als=94" --tuned runs/demo-ct --tuned-samplers "consistency=2,4"
 
-The run needs its guide and judge (`pegasus train-guide`, `train-judge`); a tuned run (`pegasus
-tune`) has its source's.
+The run needs its guide and judge (`pegasus train-guide`, `train-judge`). A tuned run (`pegasus
+tune`) holds copies of those its source had when it was tuned; `make demo` trains no judge, so
+copy the source's `judge.pt` into it after `train-judge`.
 """
 
 from __future__ import annotations
