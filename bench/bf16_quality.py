@@ -27,6 +27,7 @@ import torch
 
 from pegasus.data import load_images
 from pegasus.errors import UserError
+from pegasus.fastpath import Execution
 from pegasus.run.job import SamplingJob
 from pegasus.run.load import load_trained_run
 from pegasus.tasks.evaluate import measure
@@ -56,8 +57,8 @@ def main() -> int:
     data = load_images(run.config.data).images
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed))[: args.real]
     real = data[pick].to(run.device).float() / 255
-    fp32_path = SamplingJob.make(run, plan, num=args.num, compile="off", amp="off").path
-    bf16_path = SamplingJob.make(run, plan, num=args.num, compile="off", amp="on").path
+    fp32_path = SamplingJob.make(run, plan, num=args.num, execution=Execution(compile="off", amp="off")).path
+    bf16_path = SamplingJob.make(run, plan, num=args.num, execution=Execution(compile="off", amp="on")).path
     print(f"{args.run}: {run.config.model.backbone} at {run.config.data.res} px, step {run.step}, "
           f"on {run.device}; {args.sampler} at {plan.evaluations} evaluations, {args.num} samples "
           f"per set, seed {args.seed}")

@@ -137,7 +137,7 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
     def score(sampler: str, options: dict, steps: int | None, centre: str, run=run,
               folder=folder) -> dict:
         plan = run.plan(sampler, steps, **options)
-        name = label(sampler, options) + (" (tuned)" if run.tuned else "")
+        name = label(sampler, options) + (" (tuned)" if run.model.learns == "consistency" else "")
         if plan.start != "uniform" and len(centres) > 1:
             name += f"@{centre}"
         key = (str(folder), name, plan.evaluations, args.num, args.seed)

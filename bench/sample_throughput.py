@@ -38,11 +38,11 @@ from common import (
 )
 from pegasus.fastpath.compile import fast_score
 from pegasus.fastpath.graphs import GraphedScore, cuda_graph_capture
-from pegasus.fastpath.rules import FastPath
-from pegasus.noise.schedule import geometric_sigmas
+from pegasus.fastpath.rules import Execution, FastPath
+from pegasus.noise.schedule import geometric_sigmas, karras_sigmas
 from pegasus.registry import get_backbone
 from pegasus.samplers.als import annealed_langevin
-from pegasus.samplers.heun import heun_sampler, karras_sigmas
+from pegasus.samplers.heun import heun_sampler
 
 CASES = {
     "refinenet-cifar10": ("refinenet", 32, {"ngf": 128}),
@@ -135,7 +135,8 @@ def main() -> None:
 
     cuda = device.type == "cuda"
     # The chains' fast path is what `pegasus sample` picks on this device for long work.
-    path = dataclasses.replace(FastPath.choose(device, channels_last, evaluations, "on", "auto"),
+    path = dataclasses.replace(FastPath.choose(device, channels_last, evaluations,
+                                                Execution(compile="on")),
                                backend=args.backend)
     rows = [("bare network", bare), ("eager fp32 sampler", chain(model, None))]
     if cuda:

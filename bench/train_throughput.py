@@ -29,8 +29,8 @@ from pegasus.fastpath import probe as probing
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath, conv_autotuning
 from pegasus.model.ema import EMA
-from pegasus.model.loss import dsm_loss
 from pegasus.noise.schedule import geometric_sigmas
+from pegasus.objectives.dsm import dsm_loss
 from pegasus.registry import get_backbone
 from pegasus.training.trainer import training_step
 

@@ -4,10 +4,11 @@
     model = pegasus.load("runs/demo")      # a Model: .sample, .blend, .inpaint, .score (api.py)
 
 This module stays light (no torch import) so that the CLI starts fast; `load` imports the rest
-when it is called. A plugin author needs `Backbone` and `hookimpl` (hookspecs.py).
+when it is called. A plugin author needs `Backbone` (a network), `Objective` (a training loss)
+and `hookimpl` (hookspecs.py).
 """
 
-from pegasus.hookspecs import Backbone, hookimpl
+from pegasus.hookspecs import Backbone, Objective, hookimpl
 from pegasus.version import __version__
 
 
@@ -19,4 +20,4 @@ def load(path, device: str = "cpu", **kwargs):
     return _load(path, device, **kwargs)
 
 
-__all__ = ["Backbone", "__version__", "hookimpl", "load"]
+__all__ = ["Backbone", "Objective", "__version__", "hookimpl", "load"]

@@ -3,7 +3,7 @@
     import pegasus
     model = pegasus.load("runs/demo")       # a run folder, a checkpoint (.pt), exported weights
                                             # (.safetensors) or a reference NCSNv2 .pth
-    images = model.job(num=16, sampler="cas", steps=32).images(seed=0)
+    images = model.job(num=16).images(seed=0)     # the run's own sampler (model.job(...).plan)
     model.job(num=50_000, sampler="cas", steps=32).write_folder("fid/", seed=0)
     strips = model.blend(n=15, k=9, strips=4, source="horse", target="bird", guidance=10).strips
     filled = model.inpaint("horse.png", mask="right-half", num=4).completions
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from pegasus.allocator import keep_freed_memory
+from pegasus.fastpath import Execution
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
 from pegasus.run.trained import TrainedRun
-from pegasus.signatures import ProgressBar
 from pegasus.tasks.blend import Blend, BlendRequest, blend
 from pegasus.tasks.encode import EncodeRequest, Latent, decode, encode, ode_plan
 from pegasus.tasks.evaluate import EvalRequest, Quality, evaluate_run
@@ -106,51 +106,52 @@ class Model:
         (shape (B,) or a scalar), on the model's device."""
         return self.trained.model(x.to(self.device), torch.as_tensor(sigma, device=self.device))
 
-    def job(self, *, num: int, sampler: str = "als", steps: int | None = None,
-            batch_size: int | None = None, compile: str = "auto", amp: str = "auto") -> SamplingJob:
+    def job(self, *, num: int, sampler: str | None = None, steps: int | None = None,
+            batch_size: int | None = None, execution: Execution = Execution()) -> SamplingJob:
         """The sampling job of `num` images by `sampler` within `steps` network evaluations per
-        image (run/job.py): the one way to draw. Its `images(seed)` returns them; `write_grid`,
-        `write_folder` (continued when stopped) and `write_npz` write them. Image i of a seed is
-        the same whatever num and batch_size."""
-        return SamplingJob.make(self.trained, sampler, steps, num=num, batch_size=batch_size,
-                                compile=compile, amp=amp)
+        image (run/job.py): the one way to draw. The run's own sampler when none is named (how
+        it trained decides: TrainedRun.plan); `job.plan` says which. Its `images(seed)` returns
+        them; `write_grid`, `write_folder` (continued when stopped) and `write_npz` write them.
+        Image i of a seed is the same whatever num and batch_size. `execution` (fastpath.
+        Execution) asks for torch.compile, bf16 and a progress bar."""
+        return SamplingJob.make(self.trained, self.trained.plan(sampler, steps), num=num,
+                                batch_size=batch_size, execution=execution)
 
-    def blend(self, *, report: bool = False, compile: str = "auto", amp: str = "auto",
-              progress: ProgressBar | None = None, **request) -> Blend:
+    def blend(self, *, report: bool = False, execution: Execution = Execution(),
+              **request) -> Blend:
         """Strips of two classes blended by eq. 4 (tasks/blend.py). `request` holds
         BlendRequest's fields, which own the defaults: n (15), k (None: 9 at N = 15; or "auto"),
-        strips (8), seed, source, target, guidance, sampler, steps, mode, image, mask. `.strips`
-        is (strips, n + 2, 3, H, W), `.columns` the column written of each and, with `report`,
-        `.reports` the judge's scores."""
-        return blend(self.trained, BlendRequest(**request), report=report, compile=compile,
-                     amp=amp, progress=progress)
+        strips (8), seed, source, target, guidance, sampler (None: the run's own), steps, mode,
+        image, mask. `.strips` is (strips, n + 2, 3, H, W), `.columns` the column written of
+        each and, with `report`, `.reports` the judge's scores."""
+        return blend(self.trained, BlendRequest(**request), report=report, execution=execution)
 
-    def inpaint(self, image: str | Path, *, compile: str = "auto", amp: str = "auto",
-                progress: ProgressBar | None = None, **request) -> Inpainting:
+    def inpaint(self, image: str | Path, *, execution: Execution = Execution(),
+                **request) -> Inpainting:
         """Completions of an image (a file or "sample:SEED") where the mask is white. `request`
         holds InpaintRequest's other fields, which own the defaults: mask ("right-half"),
-        num (8), seed, sampler ("als"), steps."""
+        num (8), seed, sampler (None: the run's own if it inpaints, else als), steps, and
+        toward and guidance to steer the regenerated pixels to a class."""
         return inpaint_run(self.trained, InpaintRequest(image=str(image), **request),
-                           compile=compile, amp=amp, progress=progress)
+                           execution=execution)
 
-    def encode(self, images: torch.Tensor, *, progress: ProgressBar | None = None,
+    def encode(self, images: torch.Tensor, *, execution: Execution = Execution(),
                **request) -> Latent:
         """The probability-flow ODE's latents at sigma_1 of images (N, 3, H, W) in [0, 1].
-        `request` holds EncodeRequest's fields, which own the defaults: sampler ("heun"),
+        `request` holds EncodeRequest's fields, which own the defaults: sampler (None: heun),
         steps."""
         request = EncodeRequest(**request)
-        callback = progress("encode", request.plan(self.trained).evaluations) if progress else None
+        callback = execution.bar("encode", request.plan(self.trained).evaluations)
         return encode(self.trained, images, request, callback=callback)
 
-    def decode(self, latent: Latent, *, progress: ProgressBar | None = None) -> torch.Tensor:
+    def decode(self, latent: Latent, *, execution: Execution = Execution()) -> torch.Tensor:
         """The images of latents this run encoded, (N, 3, H, W) in [0, 1]."""
         latent.check(self.trained)  # before the progress bar: another run's latent is refused first
         plan = ode_plan(self.trained, latent.sampler, latent.steps)
-        callback = progress("decode", plan.evaluations) if progress else None
-        return decode(self.trained, latent, callback=callback)
+        return decode(self.trained, latent, callback=execution.bar("decode", plan.evaluations))
 
-    def log_likelihood(self, x: torch.Tensor, *, sampler: str = "heun", steps: int | None = None,
-                       probes: int = 1, seed: int = 0) -> torch.Tensor:
+    def log_likelihood(self, x: torch.Tensor, *, sampler: str | None = None,
+                       steps: int | None = None, probes: int = 1, seed: int = 0) -> torch.Tensor:
         """log p(x) in nats per image (N, 3, H, W) in [0, 1], by the probability-flow ODE and
         Hutchinson's estimator (tasks/likelihood.py): the density of the data blurred by
         sigma_L. bits_per_dim(log_p, D) turns it into bits per dimension of 8-bit images."""
@@ -159,30 +160,27 @@ class Model:
                               centre=self.trained.centre, probes=probes,
                               generator=torch.Generator().manual_seed(seed))
 
-    def likelihood(self, num: int = 64, seed: int = 0, *, sampler: str = "heun",
+    def likelihood(self, num: int = 64, seed: int = 0, *, sampler: str | None = None,
                    steps: int | None = None, probes: int = 1,
-                   progress: ProgressBar | None = None, ctx=None) -> Likelihood:
+                   execution: Execution = Execution(), ctx=None) -> Likelihood:
         """The mean negative log-likelihood in bits per dimension, with its standard error, of
         `num` held-out images (or training images) of the run's data (tasks/likelihood.py);
         with `ctx` (distributed.group under torchrun) this rank's share of them."""
         return evaluate_likelihood(self.trained, ode_plan(self.trained, sampler, steps), num=num,
-                                   seed=seed, probes=probes, progress=progress, ctx=ctx)
+                                   seed=seed, probes=probes, progress=execution.progress, ctx=ctx)
 
-    def blend_pictures(self, image_a: str, image_b: str, *, compile: str = "auto",
-                       amp: str = "auto", progress: ProgressBar | None = None,
-                       **request) -> PictureBlend:
+    def blend_pictures(self, image_a: str, image_b: str, *,
+                       execution: Execution = Execution(), **request) -> PictureBlend:
         """Strips between two given pictures (files or "sample:SEED"): their ODE latents
         interpolated (mode "ode") or both noised to `strength` and blended by eq. 4 ("sdedit").
         `request` holds PictureRequest's other fields, which own the defaults."""
         return blend_pictures(self.trained, PictureRequest(image_a, image_b, **request),
-                              compile=compile, amp=amp, progress=progress)
+                              execution=execution)
 
-    def evaluate(self, *, compile: str = "auto", amp: str = "auto",
-                 progress: ProgressBar | None = None, ctx=None, **request) -> Quality:
+    def evaluate(self, *, execution: Execution = Execution(), ctx=None, **request) -> Quality:
         """KID and FID of samples against the run's training images, and whether they copy
         them (tasks/evaluate.py); with `ctx` (distributed.group under torchrun) this rank draws
         its share of the samples. `request` holds EvalRequest's fields, which own the
-        defaults: num (1000), seed, sampler ("als"), steps, features ("judge"),
+        defaults: num (1000), seed, sampler (None: the run's own), steps, features ("judge"),
         inception_weights, batch_size, neighbours."""
-        return evaluate_run(self.trained, EvalRequest(**request), compile=compile, amp=amp,
-                            progress=progress, ctx=ctx)
+        return evaluate_run(self.trained, EvalRequest(**request), execution=execution, ctx=ctx)

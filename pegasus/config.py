@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pegasus.coerce import from_mapping, parse_value
 from pegasus.devices import check_device_name
 from pegasus.errors import ConfigError, RegistryError
-from pegasus.noise.draws import ECT_P_MEAN, ECT_P_STD, P_MEAN, P_STD
+from pegasus.noise.draws import P_MEAN, P_STD
 from pegasus.noise.schedule import check_schedule_numbers
-from pegasus.registry import get_backbone
+from pegasus.registry import get_backbone, get_objective
 
 PRESET_DIRS = (
     Path(__file__).resolve().parent / "configs",  # presets shipped inside an installed wheel
@@ -33,6 +33,9 @@ MAX_RES = 1024
 MAX_GRID = 10_000  # images in one grid picture: 100 x 100 tiles
 # A generated dataset (sprites) is made in memory at once: 2 classes of 200,000 at 64 px are 5 GB.
 MAX_GENERATED = 200_000
+# Training steps of one run: 300 times the published NCSNv2 CIFAR-10 run's 300k, and far below
+# where a count of steps (a stage length, a log interval) stops meaning anything.
+MAX_ITERS = 100_000_000
 
 
 @dataclass
@@ -155,6 +158,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _positive(self, "iters", "batch_size", "lr", "adam_eps", "log_every", "checkpoint_every",
                   "keep", "grid")
+        if self.iters > MAX_ITERS:
+            raise ValueError(f"iters must be at most {MAX_ITERS:,} steps, got {self.iters:,}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.grid > MAX_GRID:
@@ -166,29 +171,14 @@ class TrainConfig:
 
 
 @dataclass
-class ConsistencyConfig:
-    """Consistency tuning (ECT; model/consistency.py): a run tuned from another's EMA weights
-    into a consistency function f, which `--sampler consistency` samples in 1 to N evaluations.
-    Untouched (tuned false) for every run trained from scratch."""
+class ObjectiveConfig:
+    """The objective a run trains on (pegasus/objectives/): its name (`dsm` for every run trained
+    from scratch; `ect` for one that `pegasus tune` made) plus that objective's own typed
+    options, validated against the config its plugin declares."""
 
-    tuned: bool = False
-    source: str = ""  # the run it was tuned from, for the reader
-    # r's schedule: r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))), the stage s rising every
-    # stage_every iterations (ECT's public settings q = 4, k = 8, b = 1).
-    stage_every: int = 300
-    q: float = 4.0
-    k: float = 8.0
-    b: float = 1.0
-    c: float = 0.0  # the pseudo-Huber distance's constant (0: the L2 norm)
-    p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
-    p_std: float = ECT_P_STD
-
-    def __post_init__(self) -> None:
-        _positive(self, "stage_every", "p_std")
-        if not self.q > 1:
-            raise ValueError(f"q must be above 1 (r must move toward t), got {self.q}")
-        if self.k < 0 or self.b < 0 or self.c < 0:
-            raise ValueError(f"k, b and c must be 0 or more, got {self.k}, {self.b} and {self.c}")
+    name: str = "dsm"
+    source: str = ""  # the run this one was tuned from: `pegasus tune` writes it, for the reader
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,21 +187,46 @@ class Config:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["model"] = {"backbone": self.model.backbone, **self.model.options}
+        objective = self.objective
+        d["objective"] = {"name": objective.name, **({"source": objective.source}
+                                                      if objective.source else {}),
+                          **objective.options}
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+        data = _renamed({k: dict(v) if isinstance(v, dict) else v for k, v in data.items()})
         model = data.get("model")
         if isinstance(model, dict):
             backbone = model.pop("backbone", ModelConfig.backbone)
             data["model"] = {"backbone": backbone, "options": model}
+        objective = data.get("objective")
+        if isinstance(objective, dict):
+            name = objective.pop("name", ObjectiveConfig.name)
+            source = objective.pop("source", "")
+            data["objective"] = {"name": name, "source": source, "options": objective}
         return from_mapping(cls, data, where="")
+
+
+def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """A config written before objectives were named (pegasus 0.1 runs until 2026-12): its
+    `consistency` section, tuned or not, as the objective it describes."""
+    old = data.pop("consistency", None)
+    if old is not None and "objective" in data:
+        raise ConfigError("config: it has a consistency section beside its objective section; "
+                          "the objective section replaced it: write its fields as "
+                          "objective.FIELD")
+    if isinstance(old, dict):
+        if old.pop("tuned", False):
+            data["objective"] = {"name": "ect", **old}
+        else:
+            data["objective"] = {"name": "dsm"}
+    return data
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -269,14 +284,16 @@ def build_config(
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     saved: Config | None = None,
+    continuing: str = "resuming",
 ) -> Config:
     """The config of a training command: a preset (or, when resuming, the run's `saved` config),
     then the common flags ({"data.res": 32, ...}; None means not given), then overrides
     ("section.field=value").
 
-    When resuming, the noise and model sections must match the run, and the data's resolution;
-    the train section may change, and so may the data (fine-tuning a run on other images or
-    classes, an imported network on horse and bird, say).
+    When resuming (or tuning a run: `continuing` names which, in the errors), the noise and
+    model sections must match the run, and the data's resolution, the objective's name and
+    source; the train section may change, and so may the data (fine-tuning a run on other
+    images or classes, an imported network on horse and bird, say) and the objective's options.
     """
     if saved is not None:
         if preset is not None:
@@ -295,27 +312,42 @@ def build_config(
         if key == "model.backbone" and value != table.get("backbone", ModelConfig.backbone):
             table.clear()  # the preset's options belong to another backbone
         table[name] = value
-    config = resolve_model_options(Config.from_dict(apply_overrides(data, overrides or [])))
-    if saved is not None:
-        for section in ("noise", "model"):
-            if getattr(config, section) != getattr(saved, section):
-                raise ConfigError(
-                    f"cannot change the {section} section when resuming; start a new run instead"
-                )
-        if config.data.res != saved.data.res:
-            raise ConfigError(f"cannot change data.res when resuming (the run trains at "
-                              f"{saved.data.res} px); start a new run instead")
+    config = Config.from_dict(apply_overrides(data, overrides or []))
+    if saved is None:
+        return resolve_model_options(config)
+    instead = ("start a new run instead" if continuing == "resuming" else
+               "the network and its schedule are the run's it starts from")
+    # Before the options are resolved: another objective's or backbone's options would be
+    # refused first, as unknown keys.
+    if (config.objective.name, config.objective.source) != (saved.objective.name,
+                                                            saved.objective.source):
+        raise ConfigError(f"cannot change objective.name or objective.source when "
+                          f"{continuing}; {instead}")
+    if config.model.backbone != saved.model.backbone:
+        raise ConfigError(f"cannot change the model section when {continuing}; {instead}")
+    config = resolve_model_options(config)
+    for section in ("noise", "model"):
+        if getattr(config, section) != getattr(saved, section):
+            raise ConfigError(f"cannot change the {section} section when {continuing}; {instead}")
+    if config.data.res != saved.data.res:
+        raise ConfigError(f"cannot change data.res when {continuing} (the run trains at "
+                          f"{saved.data.res} px); {instead}")
     return config
 
 
 def resolve_model_options(config: Config) -> Config:
-    """Validate model options against the backbone's config and fill in its defaults."""
+    """Validate the model's and the objective's options against the configs their plugins
+    declare, and fill in their defaults."""
     try:
         spec, _ = get_backbone(config.model.backbone)
         options = _plain(dataclasses.asdict(spec.make_config(config.model.options)))
+        objective, _ = get_objective(config.objective.name)
+        chosen = _plain(dataclasses.asdict(objective.make_config(config.objective.options)))
     except RegistryError as e:
         raise ConfigError(str(e)) from None
-    return dataclasses.replace(config, model=ModelConfig(config.model.backbone, options))
+    return dataclasses.replace(
+        config, model=ModelConfig(config.model.backbone, options),
+        objective=dataclasses.replace(config.objective, options=chosen))
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class DatasetError(UserError):
     """A dataset that cannot be loaded as asked; the message says what to change."""
 
 
+class SamplingError(UserError):
+    """A chain whose images are not finite numbers: nothing is written of them."""
+
+
 class WriteError(UserError):
     """An output that cannot be written (a missing permission, a full disk, a bad name)."""
 

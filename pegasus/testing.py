@@ -4,7 +4,7 @@ At every resolution the backbone declares, it builds the network, runs a tiny ba
 through the score model and the DSM loss, and checks the output shape, finiteness, that every
 parameter receives a gradient, that an undeclared resolution is refused, that the config
 survives a round trip through plain values (as checkpoints store it), and that the backbone
-tuned into a consistency function (model/consistency.py), under either preconditioning, keeps
+tuned into a consistency function (objectives/ect.py), under either preconditioning, keeps
 the boundary condition f(x, sigma_L) = x exactly.
 """
 
@@ -27,11 +27,11 @@ def check_backbone(
 ) -> None:
     import torch
 
-    from pegasus.model.consistency import consistency
-    from pegasus.model.loss import dsm_loss
     from pegasus.model.precondition import EDMPreconditioning
     from pegasus.model.score import ScoreModel
     from pegasus.noise.schedule import geometric_sigmas
+    from pegasus.objectives.dsm import dsm_loss
+    from pegasus.objectives.ect import ConsistencyOutput, consistency
 
     defaults = spec.config()
     if not dataclasses.is_dataclass(defaults):
@@ -59,7 +59,8 @@ def check_backbone(
             raise ConformanceError(f"{spec.name} at {res} px: no finite gradient for {missing[:5]}")
         bottom = sigmas[-1:].expand(batch)
         for edm in (None, EDMPreconditioning(torch.full((channels, 1, 1), 0.5), 0.5)):
-            tuned = ScoreModel(model.backbone, edm, consistency=float(sigmas[-1]))
+            tuned = ScoreModel(model.backbone, edm, output=ConsistencyOutput(float(sigmas[-1])),
+                               learns="consistency")
             with torch.no_grad():
                 if not torch.equal(consistency(tuned, x, bottom), x):
                     raise ConformanceError(f"{spec.name} at {res} px: the consistency function "

@@ -22,14 +22,14 @@ LAYERS = [
     ("base", ["errors", "signatures", "version", "coerce", "atomic", "devices", "images", "colour",
               "distributed", "allocator"]),
     ("noise", ["noise"]),
-    ("plugins", ["hookspecs", "backbones", "registry"]),
+    ("plugins", ["hookspecs", "backbones", "objectives", "registry"]),
     ("config", ["config"]),
     ("data", ["data"]),
     ("model", ["model"]),
     ("samplers", ["samplers"]),
     ("fastpath", ["fastpath"]),
     ("run", ["run"]),
-    ("work", ["training", "tasks", "interop", "report", "testing"]),
+    ("work", ["training", "tasks", "interop", "device_report", "testing"]),
     ("api", ["api"]),
     ("cli", ["cli", "__main__", ""]),  # "": the package's front door, pegasus/__init__.py
 ]

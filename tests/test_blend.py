@@ -8,6 +8,7 @@ import torch
 
 from gmm import GaussianMixture
 from pegasus.fastpath.graphs import cuda_graph_capture
+from pegasus.model.guides import ClassGuide, guided
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.als import annealed_langevin
@@ -16,7 +17,6 @@ from pegasus.tasks.interpolation import (
     InterpolatedNoise,
     blend_strips,
     endpoint_class_weights,
-    guided_score,
     interpolation_angles,
 )
 
@@ -94,10 +94,11 @@ def test_seeded_blend_is_bit_identical():
     assert not torch.equal(_blend(seed=3)[1], _blend(seed=4)[1])
 
 
-def test_zero_guidance_changes_nothing():
+def test_no_guide_changes_nothing():
+    assert guided(score, None) is score
     weights = endpoint_class_weights(4, 0, 1, 2).repeat(3, 1)
-    guided = guided_score(score, log_prob, weights, 0.0)
-    assert torch.equal(_blend(fn=guided)[1], _blend()[1])
+    assert torch.equal(_blend(fn=guided(score, 0.0 * ClassGuide(log_prob, weights)))[1],
+                       _blend()[1])
 
 
 def test_class_weights_move_with_the_noise_angle():
@@ -112,8 +113,7 @@ def test_guidance_lands_the_ends_in_the_components_asked_for():
     component 0 and every right end in component 1."""
     strips, n = 64, 3
     weights = endpoint_class_weights(n, 0, 1, 2).repeat(strips, 1)
-    guided = guided_score(score, log_prob, weights, 1.0)
-    _, out = _blend(strips=strips, n=n, fn=guided)
+    _, out = _blend(strips=strips, n=n, fn=guided(score, ClassGuide(log_prob, weights)))
     assert torch.all(MIXTURE.nearest(out[:, 0]) == 0)
     assert torch.all(MIXTURE.nearest(out[:, -1]) == 1)
     _, plain = _blend(strips=strips, n=n)
@@ -156,7 +156,7 @@ def test_graphed_guided_blend_matches_eager_on_cuda():
         return torch.log_softmax(head(x / (1 + sigma.view(-1, 1, 1, 1) ** 2).sqrt()), dim=1)
 
     weights = endpoint_class_weights(3, 0, 1, 2).repeat(2, 1).cuda()  # 2 strips of N + 2 = 5
-    _graphed_and_eager_blends_agree(guided_score(_conv_score(), log_prob, weights, 2.0))
+    _graphed_and_eager_blends_agree(guided(_conv_score(), 2.0 * ClassGuide(log_prob, weights)))
 
 
 @pytest.mark.parametrize("sampler,steps,mode,guidance,captures", [

@@ -318,7 +318,7 @@ def test_two_ranks_tune_a_run_and_sample_it_as_one_process_does(tmp_path):
     _two_ranks(["tune", "--run", str(source), "--to", str(tuned), "--iters", "4"])
     state = load_checkpoint(latest_checkpoint(tuned / "checkpoints"))
     assert state["step"] == 4 and state["world_size"] == 2
-    assert state["config"]["consistency"]["tuned"] is True
+    assert state["config"]["objective"]["name"] == "ect"
     job = ["sample", "--run", str(tuned), "--num", "5", "--batch-size", "2", "--sampler",
            "consistency", "--steps", "2", "--folder"]
     alone = CliRunner().invoke(app, [*job, str(tmp_path / "one")])

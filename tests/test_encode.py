@@ -49,7 +49,7 @@ def test_encode_then_decode_returns_the_input_and_encode_is_the_exact_transport(
     exact = m + (x - m) @ a.T
     errors = []
     for n in (steps, 2 * steps - 1):
-        plan = plan_sampler(sampler, SCHEDULE, n, trained_levels=False, denoise=False)
+        plan = plan_sampler(sampler, SCHEDULE, n, denoise=False)
         z = integrate(score, x, plan, upward=True)
         errors.append(((z - exact).norm() / (exact - m).norm()).item())
     assert errors[0] < 0.01 and errors[1] < 0.3 * errors[0], errors
@@ -64,7 +64,7 @@ def test_the_likelihood_is_the_closed_form_gaussian_density_within_1_percent():
     0.026 nats of 10.7, the probes' noise 0.015)."""
     d, m = 8, torch.full((8,), 0.5, dtype=torch.float64)
     cov = _covariance(d, seed=2) / 10
-    plan = plan_sampler("heun", SCHEDULE, 161, trained_levels=False)
+    plan = plan_sampler("heun", SCHEDULE, 161)
     g = torch.Generator().manual_seed(3)
     x = m + torch.randn(200, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
     estimate = log_likelihood(gaussian(m, cov), x, plan.sigmas.double(), centre=0.5, probes=32,

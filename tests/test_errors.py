@@ -172,7 +172,8 @@ def test_export_and_sample_from_the_weights_alone_is_bit_identical(tmp_path, run
     a = load_trained_run(run, device="cpu")
     b = load_trained_run(weights=weights, device="cpu")
     assert b.config == a.config and torch.equal(b.sigmas, a.sigmas) and b.step == a.step
-    assert torch.equal(SamplingJob.make(a, num=3).images(2), SamplingJob.make(b, num=3).images(2))
+    assert torch.equal(SamplingJob.make(a, a.plan(), num=3).images(2),
+                       SamplingJob.make(b, b.plan(), num=3).images(2))
     out_a, out_b = tmp_path / "a.png", tmp_path / "b.png"
     runner.invoke(app, ["sample", "--run", str(run), "--num", "2", "--out", str(out_a)])
     result = runner.invoke(app, ["sample", "--weights", str(weights), "--num", "2", "--out", str(out_b)])
@@ -331,7 +332,7 @@ def test_absurd_numbers_and_files_are_one_line_before_any_work(tmp_path, run, mo
         (["train-judge", "--run", str(run), "--batch-size", "1000000000"], "does not fit"),
         (["sample", "--weights", str(huge), *out], "levels must be at most 100,000"),
         (["blend", "--run", str(run), "--guidance", "inf", "--n", "3", "--k", "1", *out],
-         "guidance must be a finite number"),
+         "guidance must be a number from 0 to 1000"),
         (["encode", "--run", str(run), "--image", "sample:0", "--out", str(tmp_path / "z.png")],
          "name it .pt"),
         (["encode", "--run", str(run), "--image", str(bomb), "--out", str(tmp_path / "z.pt")],

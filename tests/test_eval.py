@@ -96,8 +96,12 @@ def test_sample_and_blend_with_each_sampler(run, tmp_path):
     result = runner.invoke(app, [*blend, "--sampler", "heun", "--steps", "9", "--mode", "slerp",
                                  "--out", str(tmp_path / "d.png")])
     assert result.exit_code == 0, result.output
-    one_line(runner.invoke(app, [*blend, "--mode", "slerp", "--out", str(tmp_path / "e.png")]),
-             "--mode")
+    one_line(runner.invoke(app, [*blend, "--mode", "slerp", "--sampler", "als", "--out",
+                                 str(tmp_path / "e.png")]), "--mode")
+    # Without a sampler, slerp takes an ODE (the run's als injects noise): heun.
+    result = runner.invoke(app, [*blend, "--mode", "slerp", "--steps", "9", "--out",
+                                 str(tmp_path / "f.png")])
+    assert result.exit_code == 0 and (tmp_path / "f.png").is_file(), result.output
 
 
 def test_eval_scores_a_sample_folder_as_the_samples_drawn_directly(run, tmp_path):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pegasus import fastpath
 from pegasus.cli import app
 from pegasus.config import TrainConfig
-from pegasus.fastpath.rules import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, FastPath
+from pegasus.fastpath.rules import AUTO_MIN_EVALUATIONS, TRAIN_AUTO_MIN_STEPS, Execution, FastPath
 from pegasus.run.job import SamplingJob
 from pegasus.run.load import load_trained_run
 from pegasus.tasks.blend import BlendRequest, blend
@@ -42,9 +42,11 @@ def test_auto_compiles_only_long_work_on_a_gpu(gpu):
     assert FastPath.choose(cuda, False, AUTO_MIN_EVALUATIONS - 1) == FastPath(True, False, False)
     assert FastPath.choose(cpu, False, 10**6) == FastPath(False, False, False)
     # channels_last as declared on a CPU too (oneDNN's NHWC convolutions: bench/README.md)
-    assert FastPath.choose(cpu, True, 1, compile="on", amp="on") == FastPath(True, True, True)
+    on = Execution(compile="on", amp="on")
+    assert FastPath.choose(cpu, True, 1, on) == FastPath(True, True, True)
     # train.amp's word for on is accepted by sampling's switch too.
-    assert FastPath.choose(cpu, True, 1, amp="bf16") == FastPath.choose(cpu, True, 1, amp="on")
+    assert (FastPath.choose(cpu, True, 1, Execution(amp="bf16"))
+            == FastPath.choose(cpu, True, 1, Execution(amp="on")))
 
 
 def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
@@ -57,7 +59,8 @@ def test_auto_keeps_older_gpus_on_what_they_run_fast(gpu):
     p100 = gpu((6, 0))
     assert FastPath.choose(p100, False, 10**6) == FastPath(False, False, False)
     assert FastPath.for_training(p100, True, TrainConfig(), 10**6) == FastPath(False, True, False)
-    assert FastPath.choose(p100, False, 1, compile="on", amp="on") == FastPath(True, False, True)
+    on = Execution(compile="on", amp="on")
+    assert FastPath.choose(p100, False, 1, on) == FastPath(True, False, True)
 
 
 def test_channels_last_only_where_a_backbone_declares_it_pays(gpu):
@@ -176,14 +179,14 @@ def on_path(monkeypatch):
 def test_compiled_bf16_sampling_matches_eager_within_bf16_rounding(run, on_path):
     trained = load_trained_run(run, device="cpu")
     plan = trained.plan("heun", 9)
-    eager = SamplingJob.make(trained, num=4, sampler=plan).images(0)
+    eager = SamplingJob.make(trained, plan, num=4).images(0)
     on_path(COMPILED)
     job = SamplingJob.make(trained, plan, num=4)
     assert job.path.compile and not job.path.amp
     assert SamplingJob.make(trained, plan, num=4).score is job.score  # compiled once per process
     torch.testing.assert_close(job.images(0), eager, rtol=1e-4, atol=1e-4)
     on_path(FastPath(amp=True, channels_last=False, compile=False))
-    assert (SamplingJob.make(trained, num=4, sampler=plan).images(0) - eager).abs().mean() < 0.05
+    assert (SamplingJob.make(trained, plan, num=4).images(0) - eager).abs().mean() < 0.05
 
 
 def test_a_compile_is_cached_for_the_user_and_loaded_by_the_next_process(run, monkeypatch,
@@ -214,7 +217,7 @@ def test_a_compile_is_cached_for_the_user_and_loaded_by_the_next_process(run, mo
     # The run folder holds data only: no compile, which is pickled code, ever lands there.
     assert not any(p.suffix == ".bin" for p in run.rglob("*"))
     again = load_trained_run(run, device="cpu", notify=notices.append)  # a second `pegasus sample`
-    SamplingJob.make(again, num=2, sampler=plan).images(0)
+    SamplingJob.make(again, plan, num=2).images(0)
     assert loaded == [b"kernels"] and saved == [1]  # loaded, not saved again
     assert notices[1:] == ["loading the network compiled for batch 2 from your compile cache"]
     # Another fast path (here bf16) or another batch size is another compile: its own file, by
@@ -245,7 +248,7 @@ def test_one_compile_serves_every_sampler(run, monkeypatch, on_path, graphed):
     on_path(COMPILED)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for sampler in ("als", "heun", "pc", "cas"):
-            x = SamplingJob.make(trained, num=2, sampler=sampler, steps=8).images(0)
+            x = SamplingJob.make(trained, trained.plan(sampler, 8), num=2).images(0)
             assert torch.isfinite(x).all(), sampler
 
 
@@ -265,7 +268,7 @@ def test_a_cache_that_cannot_be_saved_costs_a_warning_not_the_work(run, monkeypa
     trained = load_trained_run(run, device="cpu")
     on_path(COMPILED)
     with pytest.warns(PegasusWarning, match="the compile was not cached .*disk full"):
-        images = SamplingJob.make(trained, num=2, sampler="heun", steps=5).images(0)
+        images = SamplingJob.make(trained, trained.plan("heun", 5), num=2).images(0)
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
     # The CLI prints such a warning as its own one-line warnings; others keep Python's form.
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored afterwards
@@ -288,10 +291,10 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch, on
     saved = []
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: saved.append(1))
     trained = load_trained_run(run, device="cpu")
-    eager = SamplingJob.make(trained, num=2, sampler="heun", steps=5).images(0)
+    eager = SamplingJob.make(trained, trained.plan("heun", 5), num=2).images(0)
     on_path(dataclasses.replace(COMPILED, backend="pegasus_test_broken"))
     with pytest.warns(PegasusWarning, match="torch.compile failed .*too old") as caught:
-        images = SamplingJob.make(trained, num=2, sampler="heun", steps=5).images(0)
+        images = SamplingJob.make(trained, trained.plan("heun", 5), num=2).images(0)
     assert len(caught) == 1  # once, not once per evaluation
     torch.testing.assert_close(images, eager, rtol=0, atol=0)
     assert not saved  # nothing was compiled, so nothing is cached
@@ -367,7 +370,7 @@ def test_a_compile_cache_from_elsewhere_runs_nothing_and_the_run_still_samples(r
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: (b"kernels", None))
     torch._dynamo.reset()
     with pytest.warns(PegasusWarning, match="not signed by this user"):
-        images = SamplingJob.make(trained, num=2, sampler="heun", steps=5).images(0)
+        images = SamplingJob.make(trained, trained.plan("heun", 5), num=2).images(0)
     assert torch.isfinite(images).all() and not marker.exists()
     assert signed(file)  # this user's compile now
 

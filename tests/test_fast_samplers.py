@@ -9,18 +9,20 @@ import torch
 
 from gmm import GaussianMixture
 from pegasus.errors import FieldError
-from pegasus.noise.schedule import Schedule
+from pegasus.noise.schedule import Schedule, karras_sigmas
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.cas import consistent_annealed
-from pegasus.samplers.heun import heun_sampler, karras_sigmas
+from pegasus.samplers.heun import heun_sampler
 from pegasus.samplers.plan import plan_sampler
 from pegasus.tasks.interpolation import blend_strips, slerp_strips
+from tiny import on_levels
 
 # Centred (weighted mean 0), so that the ODE's start sigma_1 z matches p_sigma_1 closely:
 # a deterministic sampler cannot correct a start that is off by the data's mean.
 MIXTURE = GaussianMixture(weights=[0.2, 0.3, 0.5], means=[[-4.4, -2.5], [3.6, -2.5], [-0.4, 2.5]],
                           stds=[0.6, 0.6, 0.6])
 SCHEDULE = Schedule(sigma_max=50.0, sigma_min=0.01, levels=100, steps_per_level=5, eps=2e-5)
+LEVELS = on_levels(SCHEDULE)
 
 
 def score(x, sigma):
@@ -80,9 +82,12 @@ def test_budgets_and_grids():
     assert len(plan_sampler("heun", SCHEDULE, 35).sigmas) == 18
     assert plan_sampler("pc", SCHEDULE, 200).evaluations == 200
     assert plan_sampler("cas", SCHEDULE, 60).evaluations == 60
-    # Grids keep to the trained levels: 100 levels allow at most 101 cas evaluations.
-    assert plan_sampler("cas", SCHEDULE, 200).evaluations == 101
-    assert set(plan_sampler("heun", SCHEDULE, 35).sigmas.tolist()) <= set(SCHEDULE.sigmas().tolist())
+    # Grids keep to the levels a discrete network knows: 100 levels allow at most 101 cas
+    # evaluations; a network that knows every sigma walks the sampler's own grid.
+    assert plan_sampler("cas", SCHEDULE, 200, round_sigma=LEVELS).evaluations == 101
+    assert set(plan_sampler("heun", SCHEDULE, 35, round_sigma=LEVELS).sigmas.tolist()) <= set(
+        SCHEDULE.sigmas().tolist())
+    assert plan_sampler("cas", SCHEDULE, 200).evaluations == 200
     assert plan_sampler("als", SCHEDULE).evaluations == SCHEDULE.evaluations == 501
     coarse = plan_sampler("als", SCHEDULE, 101)  # 20 levels of T = 5, eps re-planned
     assert coarse.evaluations == 101 and len(coarse.sigmas) == 20
@@ -190,7 +195,7 @@ def test_samplers_started_at_the_datas_centre_land_on_its_mean(name, steps):
 
 def _free(name, steps, n=6000, seed=2, **options):
     """A sampler on its own grid (the exact score knows every sigma), from sigma_1 z."""
-    plan = plan_sampler(name, SCHEDULE, steps, trained_levels=False, **options)
+    plan = plan_sampler(name, SCHEDULE, steps, **options)
     g = torch.Generator().manual_seed(seed)
     x0 = plan.start_point(None, torch.randn(n, 2, generator=g), 0.0)
     return plan, plan.run(score, x0, generator=g)
@@ -223,7 +228,7 @@ def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps)
     schedule = Schedule(top, bottom, 50, 3, 1e-5)
     g = torch.Generator().manual_seed(0)
     x0 = m + math.sqrt(top**2 + s**2) * torch.randn(20000, 4, generator=g, dtype=torch.float64)
-    x = plan_sampler(name, schedule, steps, trained_levels=False).run(gaussian, x0, generator=g)
+    x = plan_sampler(name, schedule, steps).run(gaussian, x0, generator=g)
     assert abs(x.mean().item() - m) < 0.005
     assert abs(x.var().item() / (s**4 / (s**2 + bottom**2)) - 1) < 0.03
     if name in ("dpmpp-2m", "ipndm"):
@@ -231,24 +236,26 @@ def test_the_new_solvers_carry_a_gaussian_onto_its_analytic_moments(name, steps)
         exact = m + s**2 / (s**2 + bottom**2) * (at_bottom - m)
 
         def error(n):
-            y = plan_sampler(name, schedule, n, trained_levels=False).run(gaussian, x0)
+            y = plan_sampler(name, schedule, n).run(gaussian, x0)
             return ((y - exact).norm() / (exact - m).norm()).item()
 
         assert error(steps) < 0.01 and error(2 * steps) < error(steps) / 3.5
         if name == "ipndm":  # its 1st-order form (Euler) is first order, and far off
-            first = plan_sampler(name, schedule, steps, trained_levels=False, order=1)
+            first = plan_sampler(name, schedule, steps, order=1)
             assert ((first.run(gaussian, x0) - exact).norm() / (exact - m).norm()) > 3 * error(steps)
 
 
 def test_a_continuous_run_walks_its_own_grid_and_a_discrete_unet_keeps_to_its_levels():
     from pegasus.config import build_config
+    from pegasus.model.build import build_score_model
     from pegasus.run.trained import TrainedRun
 
     def run(training, backbone):
         config = build_config(None, overrides=[f'model.backbone="{backbone}"',
                                                f'noise.training="{training}"', "noise.sigma_max=10.0",
                                                "noise.levels=20", "noise.eps=1e-5"])
-        return TrainedRun(config, None, Schedule.from_noise(config.noise), 0, None,
+        return TrainedRun(config, build_score_model(config, device="meta")[0],
+                          Schedule.from_noise(config.noise), 0, None,
                           torch.device("cpu"))
 
     levels = set(run("levels", "unet").schedule.sigmas().tolist())
@@ -256,7 +263,7 @@ def test_a_continuous_run_walks_its_own_grid_and_a_discrete_unet_keeps_to_its_le
                                         ("log-normal", "unet", False),
                                         ("levels", "refinenet", False)):
         trained = run(training, backbone)
-        assert trained.knows_every_sigma is not snapped
+        assert trained.model.knows_every_sigma is not snapped
         plan = trained.plan("heun", 61)
         on_levels = set(plan.sigmas.tolist()) <= levels
         assert on_levels is snapped, (training, backbone)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from gmm import GaussianMixture
-from pegasus.model.loss import dsm_loss
 from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import Schedule
+from pegasus.objectives.dsm import dsm_loss
 from pegasus.samplers.als import annealed_langevin
 
 # One worker trains the module's MLP once for all its tests (tests/conftest.py: xdist).

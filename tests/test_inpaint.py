@@ -148,7 +148,7 @@ def test_a_masked_blend_keeps_the_image_outside_the_mask_in_every_column(run):
     from pegasus.tasks.blend import BlendRequest, blend
 
     trained = load_trained_run(run, device="cpu")
-    image = SamplingJob.make(trained, num=1).images(3)[0]  # what sample:3 names
+    image = SamplingJob.make(trained, trained.plan(), num=1).images(3)[0]  # what sample:3 names
     mask = builtin_mask("top", 16)
     strips = blend(trained, BlendRequest(n=3, k=1, strips=2, image="sample:3", mask="top")).strips
     kept = (mask == 0).expand(3, 16, 16)

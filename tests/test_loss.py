@@ -2,9 +2,9 @@ import math
 
 import torch
 
-from pegasus.model.loss import dsm_loss
 from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import geometric_sigmas
+from pegasus.objectives.dsm import dsm_loss
 
 
 def test_loss_matches_closed_form_with_explicit_noise():

@@ -180,7 +180,6 @@ def test_only_images_a_run_never_saw_give_a_held_out_kid(tmp_path):
 
 
 def test_the_held_out_loss_is_logged_and_stops_a_run_that_stopped_improving(tmp_path, monkeypatch):
-    from types import SimpleNamespace
 
     import pegasus.training.heldout as heldout
     from pegasus.training import train
@@ -193,8 +192,7 @@ def test_the_held_out_loss_is_logged_and_stops_a_run_that_stopped_improving(tmp_
     # A held-out loss that falls, then twice fails to reach its low: patience 2 ends the run at
     # the 4th log (step 4 of 20), which keeps its checkpoint.
     values = iter([3.0, 2.0, 2.5, 2.25, 1.0, 0.5])
-    monkeypatch.setattr(heldout, "dsm_loss", lambda *a, **k: SimpleNamespace(
-        loss=torch.tensor(next(values))))
+    monkeypatch.setattr(heldout.HeldOut, "measure", lambda *a: next(values))
     result = train(tiny_config("train.iters=20", "train.early_stop=2"), tmp_path / "b",
                    tensorboard=False)
     assert result.stopped_early == 4 and result.step == 4 and result.interrupted is None

@@ -56,8 +56,10 @@ def plugin_dir(tmp_path, monkeypatch):
 def test_builtins_register_through_the_same_hook():
     reg = load_registry(entry_points=[], env={})
     builtin = reg.plugins[0]
-    assert builtin.name == "builtin" and builtin.hooks == ["register_backbones"]
+    assert builtin.name == "builtin"
+    assert builtin.hooks == ["register_backbones", "register_objectives"]
     assert {"refinenet", "unet"} <= set(builtin.backbones)
+    assert builtin.objectives == ["dsm", "ect"] and set(reg.objectives) == {"dsm", "ect"}
 
 
 def test_a_plugin_adds_a_backbone(plugin_dir):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from pegasus.model.loss import dsm_loss
 from pegasus.model.precondition import EDMPreconditioning
 from pegasus.model.score import ScoreModel
+from pegasus.objectives.dsm import dsm_loss
 
 
 class Wavy(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 from pegasus.config import TrainConfig
 from pegasus.fastpath import probe as probing
 from pegasus.fastpath.keys import WorkKey
-from pegasus.fastpath.rules import FastPath
+from pegasus.fastpath.rules import Execution, FastPath
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
@@ -163,12 +163,12 @@ def test_sampling_probes_once_per_run_folder(run, monkeypatch):
     RunDir(run).probes.unlink(missing_ok=True)
     heard = []
     trained = load_trained_run(run, device="cpu", notify=heard.append)
-    path = SamplingJob.make(trained, "heun", 5, num=3, compile="off").path
+    path = SamplingJob.make(trained, trained.plan("heun", 5), num=3, execution=Execution(compile="off")).path
     assert path in (PLAIN, CL) and len(heard) == 1 and "chosen: " in heard[0]
     (key,) = json.loads(RunDir(run).probes.read_text())
     assert key.startswith("cpu | torch ") and "sample, unet, " in key and "batch 3" in key
     again = load_trained_run(run, device="cpu", notify=heard.append)
-    job = SamplingJob.make(again, "heun", 5, num=3, compile="off")
+    job = SamplingJob.make(again, again.plan("heun", 5), num=3, execution=Execution(compile="off"))
     assert job.path == path and len(heard) == 1
     assert torch.isfinite(job.images(0)).all()
 
@@ -183,10 +183,13 @@ def test_sampling_times_the_layout_but_never_bf16_against_float32(run, monkeypat
     offered = []
     monkeypatch.setattr(probing, "probe", lambda paths, *a, **k: offered.extend(paths) or paths[0])
     trained = load_trained_run(run, device="cpu")
-    assert SamplingJob.make(trained, "heun", 5, num=2, compile="off", amp="auto").path == BF16
+    heun = trained.plan("heun", 5)
+    assert SamplingJob.make(trained, heun, num=2,
+                            execution=Execution(compile="off", amp="auto")).path == BF16
     assert offered == [BF16, BF16_CL]  # amp as the rule says; both layouts timed
     offered.clear()
-    assert SamplingJob.make(trained, "heun", 5, num=2, compile="off", amp="off").path == PLAIN
+    assert SamplingJob.make(trained, heun, num=2,
+                            execution=Execution(compile="off", amp="off")).path == PLAIN
     assert offered == [PLAIN, CL]
 
 
@@ -220,7 +223,8 @@ def test_training_and_sampling_probe_on_cuda(tmp_path):
           tmp_path / "r", resume=True, tensorboard=False, notify=heard.append)
     assert not [line for line in heard if line.startswith("fast path timed on ")]
     trained = load_trained_run(tmp_path / "r", device="cuda", notify=heard.append)
-    images = SamplingJob.make(trained, num=4, sampler="heun", steps=5, batch_size=8, compile="off").images(0)
+    images = SamplingJob.make(trained, trained.plan("heun", 5), num=4, batch_size=8,
+                              execution=Execution(compile="off")).images(0)
     assert torch.isfinite(images).all() and images.shape == (4, 3, 16, 16)
     assert any("| sample, " in key for key in json.loads(RunDir(tmp_path / "r").probes.read_text()))
 
@@ -233,7 +237,8 @@ def test_pegasus_device_shows_the_rules_and_what_a_run_keeps(run, monkeypatch):
     runner = CliRunner()
     monkeypatch.setattr(probing, "probes", lambda device, path, setting: not path.compile)
     RunDir(run).probes.unlink(missing_ok=True)
-    SamplingJob.make(load_trained_run(run, device="cpu"), "heun", 5, num=2, compile="off")
+    trained = load_trained_run(run, device="cpu")
+    SamplingJob.make(trained, trained.plan("heun", 5), num=2, execution=Execution(compile="off"))
     result = runner.invoke(app, ["device", "--run", str(run), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())

@@ -105,7 +105,7 @@ def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
     from pegasus.run.load import load_trained_run
 
     trained = load_trained_run(run)
-    job = SamplingJob.make(trained, "heun", 5, num=2)
+    job = SamplingJob.make(trained, trained.plan("heun", 5), num=2)
     before = SampleSet.of(job, seed=0)
     assert SampleSet.of(job, seed=0) == before
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_the_sample_set_tells_apart_weights_that_differ_in_one_bit(run):
         weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
     after = SampleSet.of(job, seed=0)
     assert [d.split(":")[0] for d in before.differences(after)] == ["weights"]
-    assert SampleSet.of(SamplingJob.make(trained, "heun", 7, num=2), seed=0).grid != before.grid
+    assert SampleSet.of(SamplingJob.make(trained, trained.plan("heun", 7), num=2), seed=0).grid != before.grid
 
 
 def test_an_npz_is_written_batch_by_batch_and_appears_whole(tmp_path):

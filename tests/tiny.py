@@ -31,3 +31,15 @@ def sample_images(score_fn, schedule, *, num, res, seed, batch_size=None, plan=N
     return torch.cat([draw_block(score, plan, first=first, size=size, shape=(3, res, res),
                                  seed=seed, device=device, capture=capture)[: num - first]
                       for first, size in blocks(0, num, batch_size)])
+
+
+def on_levels(schedule):
+    """The sigma rounding of a network that knows `schedule`'s levels alone
+    (ScoreModel.round_sigma), for plan_sampler's `round_sigma`."""
+    import torch
+
+    from pegasus.model.score import ScoreModel
+
+    model = ScoreModel(torch.nn.Identity(), discrete=True)
+    model.know(schedule.sigmas())
+    return model.round_sigma

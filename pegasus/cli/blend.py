@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from pegasus.cli.options import (
     ColumnOpt,
     CompileOpt,
     DeviceOpt,
+    GuidanceOpt,
     ImageAOpt,
     ImageBOpt,
     ImageOpt,
@@ -49,13 +51,13 @@ def blend(
     out: BlendOutOpt = Path("blend.png"),
     source: Annotated[str | None, typer.Option("--from", help="Class at k = 0 (with --guidance).")] = None,
     target: Annotated[str | None, typer.Option("--to", help="Class at k = N+1 (with --guidance).")] = None,
-    guidance: Annotated[float, typer.Option(min=0, help="Classifier guidance weight W; 0 is plain "
-                                            "eq. 4.")] = 0.0,
+    guidance: GuidanceOpt = 0.0,
     report: Annotated[bool, typer.Option(help="Score the strips with the run's judge (and with "
                                          "--guidance unguided ones of the seed).")] = False,
     device: DeviceOpt = "auto",
     sampler: Annotated[str | None, typer.Option(
-        help="Sampler (`pegasus samplers`): default als, and heun for two pictures by ode.")] = None,
+        help="Sampler (`pegasus samplers`). Default: the run's own where it serves the mode, "
+             "else als for a masked blend and heun for slerp and two pictures by ode.")] = None,
     steps: StepsOpt = None,
     mode: BlendModeOpt = None,
     image: ImageOpt = None,
@@ -73,15 +75,15 @@ def blend(
              "strength": "--strength"}
     with user_errors({**flags, **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.errors import UserError
-        from pegasus.fastpath import check_switches
+        from pegasus.fastpath import Execution
         from pegasus.tasks.blend_files import check_blend_output
 
         check_blend_output(out)
-        check_switches(compile=compile, amp=amp)
+        asked = Execution(compile=compile, amp=amp)
         if image_a is not None or image_b is not None:
             _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips,
                             seed, strength, sampler, steps, source, target, guidance, mask,
-                            compile, amp, out)
+                            asked, out)
             return
         if (image is None) != (mask is None):
             raise UserError("a masked blend needs both --image and --mask")
@@ -89,7 +91,7 @@ def blend(
         with EvaluationBars() as bars:
             result = model.blend(n=n, seed=seed, source=source, target=target,
                                  guidance=guidance, steps=steps, image=image, mask=mask,
-                                 report=report, compile=compile, amp=amp, progress=bars,
+                                 report=report, execution=dataclasses.replace(asked, progress=bars),
                                  **stated(k=k, strips=strips, sampler=sampler, mode=mode))
         kth, strips_png = result.save(out)
         chosen = _columns(result.columns)
@@ -124,7 +126,7 @@ def _print_reports(reports, chosen: str, n: int) -> None:
 
 
 def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, seed, strength,
-                    sampler, steps, source, target, guidance, mask, compile, amp, out) -> None:
+                    sampler, steps, source, target, guidance, mask, asked, out) -> None:
     from pegasus.errors import UserError
     from pegasus.tasks.blend_files import save_blend
     from pegasus.tasks.strips import resolve_column
@@ -135,8 +137,8 @@ def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, 
     with EvaluationBars() as bars:
         result = model.blend_pictures(image_a, image_b, n=n, seed=seed, strength=strength,
                                       steps=steps, source=source, target=target,
-                                      guidance=guidance, mask=mask, compile=compile, amp=amp,
-                                      progress=bars,
+                                      guidance=guidance, mask=mask,
+                                      execution=dataclasses.replace(asked, progress=bars),
                                       **stated(mode=mode, k=k, strips=strips, sampler=sampler))
     column = resolve_column(k, n)
     kth, strips_png = save_blend(result.strips, column, out)

@@ -44,6 +44,7 @@ def encode(
                       **SOURCE_FLAGS}):
         from pegasus.atomic import check_writable
         from pegasus.errors import UserError
+        from pegasus.fastpath import Execution
         from pegasus.tasks.encode import psnr
         from pegasus.tasks.inputs import given_image, resolve_image
 
@@ -55,9 +56,10 @@ def encode(
         model = load_model(run, None, weights, device)
         picture = resolve_image(model.trained, given_image(image, model.config.data.res))
         with EvaluationBars() as bars:
-            latent = model.encode(picture[None], steps=steps, progress=bars,
+            execution = Execution(progress=bars)
+            latent = model.encode(picture[None], steps=steps, execution=execution,
                                   **stated(sampler=sampler))
-            again = model.decode(latent, progress=bars)
+            again = model.decode(latent, execution=execution)
         latent.save(out)
         console.print(f"wrote {out}: the latent of {image} at sigma_1 ({latent.sampler}); it decodes "
                       f"back at {psnr(again[0], picture):.1f} dB PSNR", highlight=False)
@@ -74,6 +76,7 @@ def decode(
 ) -> None:
     """Decode a latent back to its image by the probability-flow ODE (the run that encoded it)."""
     with user_errors({"latent": "--latent", **SOURCE_FLAGS}):
+        from pegasus.fastpath import Execution
         from pegasus.images import image_format, save_grid
         from pegasus.tasks.encode import Latent
 
@@ -81,6 +84,6 @@ def decode(
         model = load_model(run, None, weights, device)
         code = Latent.load(latent)
         with EvaluationBars() as bars:
-            images = model.decode(code, progress=bars)
+            images = model.decode(code, execution=Execution(progress=bars))
         save_grid(images, out, padding=0)  # the picture itself, at the run's resolution
         console.print(f"wrote {out} from {latent}", highlight=False)

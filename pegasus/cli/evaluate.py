@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -49,7 +50,7 @@ def eval_(
         min=2, help="Samples to draw and score (default 1000), or to score of --samples "
                     "(default: all).")] = None,
     seed: SeedOpt = 0,
-    sampler: SamplerOpt = "als",
+    sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     features: Annotated[str, typer.Option(
         help="judge: the run's judge classifier (offline, train-judge first; comparable within "
@@ -79,7 +80,7 @@ def eval_(
                       "probes": "--probes", "num": "--num",
                       "inception_weights": "--inception-weights", **FAST_FLAGS}):
         from pegasus.distributed import group
-        from pegasus.fastpath import check_switches
+        from pegasus.fastpath import Execution
 
         _check_sources(run, checkpoint, samples, neighbours)
         with group(device, given()) as ctx:
@@ -87,19 +88,19 @@ def eval_(
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
                               neighbours)
                 return
-            check_switches(compile=compile, amp=amp)
+            asked = Execution(compile=compile, amp=amp)
             model = load_model(run, checkpoint, None, str(ctx.device))
             with EvaluationBars() as bars:
+                execution = dataclasses.replace(asked, progress=bars)
                 if likelihood:
-                    result = model.likelihood(64 if num is None else num, seed,
-                                              sampler="heun" if sampler == "als" else sampler,
-                                              steps=steps, probes=probes, progress=bars, ctx=ctx)
+                    result = model.likelihood(64 if num is None else num, seed, sampler=sampler,
+                                              steps=steps, probes=probes, execution=execution,
+                                              ctx=ctx)
                 else:
                     result = model.evaluate(seed=seed, sampler=sampler, steps=steps,
                                             features=features, inception_weights=inception_weights,
                                             batch_size=batch_size, neighbours=neighbours,
-                                            compile=compile, amp=amp, progress=bars, ctx=ctx,
-                                            **stated(num=num))
+                                            execution=execution, ctx=ctx, **stated(num=num))
             console.print(result.describe(), highlight=False)
 
 

@@ -179,26 +179,68 @@ def _show(value: Any) -> str:
     return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-@app.command(epilog=examples("pegasus samplers", "pegasus sample --run runs/demo --sampler heun --steps 29"))
-def samplers() -> None:
-    """Show each sampler: what it is, its default budget, and what it can do."""
-    import torch
+# Below this many columns (a pipe gets 80) the table's last column would hold a word a line:
+# each sampler is then a paragraph instead.
+TABLE_WIDTH = 150
 
-    from pegasus.samplers import SAMPLERS, sampler_spec
-    from pegasus.samplers.plan import sampler_options
 
-    table = Table("sampler", "evaluations by default", "starts at", "injects noise", "inpaints",
-                  "options", "what it is")
-    for name in SAMPLERS:
-        spec = sampler_spec(name)
-        budget = "the run's schedule: L*T + 1" if spec.default_steps is None else str(spec.default_steps)
-        start = "uniform noise" if spec.start == "uniform" else "data mean + sigma_1 z"
-        # Whether a chain of several steps with the default options injects noise (one
-        # consistency step, say, injects none).
-        noise = "yes" if spec.stochastic({}, torch.ones(3)) else "no (an ODE)"
-        table.add_row(name, budget, start, noise, "yes" if spec.inpaints else "no",
-                      ", ".join(sampler_options(spec)), spec.summary)
-    console.print(table)
+@app.command(epilog=examples("pegasus samplers", "pegasus samplers --run runs/demo",
+                             "pegasus sample --run runs/demo --sampler heun --steps 29"))
+def samplers(
+    run: OptionalRunOpt = None,
+) -> None:
+    """Show each sampler: what it is, its default budget, and what it can do.
+
+    With --run, also the sampler that run draws with unless told, and why."""
+    with user_errors():
+        import torch
+
+        from pegasus.samplers import SAMPLERS, sampler_spec
+        from pegasus.samplers.plan import sampler_options
+
+        rows = []
+        for name in SAMPLERS:
+            spec = sampler_spec(name)
+            budget = ("the run's schedule: L*T + 1" if spec.default_steps is None
+                      else str(spec.default_steps))
+            start = "uniform noise" if spec.start == "uniform" else "data mean + sigma_1 z"
+            # Whether a chain of several steps with the default options injects noise (one
+            # consistency step, say, injects none).
+            noise = "yes" if spec.stochastic({}, torch.ones(3)) else "no (an ODE)"
+            samples = "a consistency-tuned run" if spec.learns == "consistency" else "a score"
+            rows.append((name, budget, start, noise, "yes" if spec.inpaints else "no",
+                         ", ".join(sampler_options(spec)) or "-", samples, spec.summary))
+        _sampler_rows(rows)
+        if run is not None:
+            _run_default(run)
+
+
+def _sampler_rows(rows: list[tuple[str, ...]]) -> None:
+    heads = ("sampler", "evaluations by default", "starts at", "injects noise", "inpaints",
+             "options", "samples", "what it is")
+    if console.width >= TABLE_WIDTH:
+        table = Table(*heads)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    for name, *fields, summary in rows:
+        console.print(f"[bold]{name}[/]: {summary}", highlight=False)
+        console.print("  " + "; ".join(f"{head}: {value}" for head, value in
+                                       zip(heads[1:-1], fields, strict=True)), highlight=False)
+
+
+def _run_default(run: Path) -> None:
+    """The sampler a run draws with unless told (TrainedRun.plan), and why."""
+    from pegasus.api import load_run
+
+    trained = load_run(run, device="cpu").trained
+    plan = trained.plan()
+    why = ("it is consistency-tuned" if trained.model.learns == "consistency" else
+           "it trained on NCSNv2's levels" if trained.config.noise.training == "levels" else
+           f"it trained on a continuum of sigmas ({trained.config.noise.training})")
+    console.print(f"{run} draws with {plan.name} in {plan.evaluations} evaluations unless told: "
+                  f"{why}", highlight=False)
 
 
 @app.command(epilog=examples("pegasus device", "pegasus device --run runs/demo",
@@ -213,8 +255,8 @@ def device(
     What each switch does on auto and why, the compiled networks your cache keeps; with --run,
     the fast path timings that run keeps."""
     with user_errors():
+        from pegasus.device_report import device_report
         from pegasus.devices import resolve_device
-        from pegasus.report import device_report
 
         report = device_report(resolve_device(device), run)
         if as_json:

@@ -24,9 +24,11 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any config field: SECTION.FIELD=VALUE, e.g. model.ngf=64."),
 ]
-SamplerOpt = Annotated[str, typer.Option(help=f"Sampler: {', '.join(SAMPLERS)} (`pegasus samplers` "
-                                              f"says what each is, its default budget and its "
-                                              f"options), options in brackets: 'heun\\[churn=10]'.")]
+SamplerOpt = Annotated[str | None, typer.Option(
+    help=f"Sampler: {', '.join(SAMPLERS)} (`pegasus samplers` says what each is, its default "
+         f"budget and its options), options in brackets: 'heun\\[churn=10]'. Default: the run's "
+         f"own, chosen by how it trained (`pegasus samplers --run R` says which); the output "
+         f"names the one used.")]
 StepsOpt = Annotated[int | None, typer.Option(
     min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
                 "that fits; als keeps T steps per level and re-plans eps).")]
@@ -48,6 +50,12 @@ AmpOpt = Annotated[str, typer.Option(
     help="bf16 autocast for the network (the update and 1/sigma stay float32): auto (on a GPU "
          "with bf16 tensor cores: compute capability 8.0 or later), on (or bf16) or off.")]
 FAST_FLAGS = {"compile": "--compile", "amp": "--amp"}  # the flags that set these fields
+# The bound is tasks/steering.py's MAX_GUIDANCE, which checks it (tests/test_robustness.py holds
+# this text to it).
+GuidanceOpt = Annotated[float, typer.Option(
+    help="Classifier guidance weight W, 0 (none) to 1000. It multiplies grad log p(class | x, "
+         "sigma); far above 30 the guide alone moves the chains, and past 1000 their images "
+         "only leave the picture's range.")]
 SOURCE_FLAGS = {"weights": "--weights", "checkpoint": "--checkpoint"}
 BatchSizeOpt = Annotated[int | None, typer.Option(
     min=1, help="Images per sampling batch (default: all on CPU; as many as fit on a GPU); it "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,7 @@ from pegasus.cli.options import (
 
 
 @app.command(epilog=examples(
-    "pegasus sample --run runs/demo --num 64 --seed 0 --out samples.png",
+    "pegasus sample --run runs/demo --num 64 --seed 0 --out samples.png    # the run's own sampler",
     "pegasus sample --run runs/demo --num 4 --seed 0    # the first 4 of the 64 above",
     "pegasus sample --weights model.safetensors --num 16 --out shared.jpg",
     "pegasus sample --run runs/demo --sampler heun --steps 35    # 35 network evaluations",
@@ -55,7 +56,7 @@ def sample(
     out: OutImage = Path("samples.png"),
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = "auto",
-    sampler: SamplerOpt = "als",
+    sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
@@ -71,7 +72,7 @@ def sample(
                       "batch_size": "--batch-size", **SOURCE_FLAGS, **FAST_FLAGS}):
         from pegasus.distributed import group, launched
         from pegasus.errors import UserError
-        from pegasus.fastpath import check_switches
+        from pegasus.fastpath import Execution
         from pegasus.images import check_npz, image_format
         from pegasus.run.job import SampleFolder
 
@@ -85,26 +86,30 @@ def sample(
             check_npz(out)
         else:
             image_format(out)
-        check_switches(compile=compile, amp=amp)
-        with group(device, given()) if launched() else contextlib.nullcontext() as ctx:
+        asked = Execution(compile=compile, amp=amp)
+        with (group(device, given()) if launched() else contextlib.nullcontext() as ctx,
+              EvaluationBars() as bars):
             model = load_model(run, checkpoint, weights, str(ctx.device) if ctx else device)
             job = model.job(num=num, sampler=sampler, steps=steps, batch_size=batch_size,
-                            compile=compile, amp=amp)
-            if folder is not None or out.suffix == ".npz":
-                with StepsBar(f"sample ({sampler})", "") as bar:
-                    written = (job.write_folder(folder, seed, bar.images, ctx)
-                               if folder is not None else job.write_npz(out, seed, bar.images))
-            else:
-                with EvaluationBars() as bars:
-                    written = job.write_grid(out, seed, bars)
+                            execution=dataclasses.replace(asked, progress=bars))
+            grid = folder is None and out.suffix != ".npz"
+            written = job.write_grid(out, seed) if grid else _write_many(job, out, folder, seed, ctx)
         if written.count == 0:
             console.print(f"{folder} already holds {written.first} samples of this job, the "
                           f"{num} asked for among them; nothing to draw", highlight=False)
             return
         which = f"(images {written.first} to {num - 1}) " if written.first else ""
         console.print(f"wrote {written.count} samples {which}from step {model.step} to "
-                      f"{written.path} ({sampler}, {written.evaluations} evaluations per image)",
-                      highlight=False)
+                      f"{written.path} ({job.plan.name}, {written.evaluations} evaluations per "
+                      f"image)", highlight=False)
+
+
+def _write_many(job, out: Path, folder: Path | None, seed: int, ctx):
+    """The job's images as a folder of PNGs or an .npz, with a bar over the images."""
+    with StepsBar(f"sample ({job.plan.name})", "") as bar:
+        if folder is not None:
+            return job.write_folder(folder, seed, bar.images, ctx)
+        return job.write_npz(out, seed, bar.images)
 
 
 @app.command(epilog=examples(

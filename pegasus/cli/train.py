@@ -32,14 +32,18 @@ PRESETS_HELP = ("Preset name or a TOML file. Presets: cifar10, celeba, church, t
 
 
 def _kind(config) -> list[str]:
-    """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning, and
-    consistency tuning."""
-    noise = config.noise
+    """How a run trains, where it is not NCSNv2's: its sigma draw and preconditioning, and an
+    objective other than DSM (with the run it tunes)."""
+    from pegasus.registry import get_objective
+
+    noise, objective = config.noise, config.objective
     kind = [] if noise.training == "levels" else [f"sigma drawn {noise.training}"]
     if noise.preconditioning == "edm":
         kind.append(f"EDM's preconditioning, sigma_data {noise.sigma_data}")
-    if config.consistency.tuned:
-        kind.append(f"consistency-tuned (ECT) from {config.consistency.source}")
+    if objective.name != "dsm":
+        spec = get_objective(objective.name)[0]
+        kind.append(f"objective {objective.name}: {spec.description}"
+                    + (f", from {objective.source}" if objective.source else ""))
     return kind
 
 
@@ -47,17 +51,19 @@ def _announcer(run: Path, planned: bool):
     """train()'s on_start: what the run trains, on what, and how, in four lines."""
     def announce(resolved, parameters: int, fast) -> None:
         from pegasus.noise.schedule import Schedule
+        from pegasus.run.trained import default_sampler
 
         s = Schedule.from_noise(resolved.noise)
         how = "as configured" if planned else "planned from the data"
+        name, budget = default_sampler(resolved)
         err_console.print(
             f"training [bold]{resolved.model.backbone}[/] on {resolved.data.dataset} "
             f"({','.join(resolved.data.classes)}) at {resolved.data.res} px for "
             f"{resolved.train.iters} steps -> {run}", highlight=False)
         err_console.print(f"model: {resolved.model.backbone} {resolved.model.options}, "
                           f"{parameters:,} parameters", highlight=False)
-        cost = ("1 to 4 evaluations per sample by --sampler consistency"
-                if resolved.consistency.tuned else f"{s.evaluations} evaluations per sample")
+        cost = (f"sampled by {name} in {budget if budget else s.evaluations} evaluations "
+                f"unless told")
         err_console.print(f"noise: {s.describe()} ({'; '.join([how, *_kind(resolved)])}; "
                           f"{cost})", highlight=False)
         err_console.print(f"fast path: {fast.describe()}", highlight=False)

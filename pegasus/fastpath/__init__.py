@@ -23,10 +23,10 @@ from pegasus.fastpath.compile import fast_log_prob, fast_score
 from pegasus.fastpath.graphs import chain_graphs
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.memory import check_training_batch, estimated_batch, sampling_batch_size
-from pegasus.fastpath.rules import FastPath, bf16_on, check_switches
+from pegasus.fastpath.rules import Execution, FastPath, bf16_on
 from pegasus.registry import get_backbone
 
-__all__ = ["FastPath", "WorkKey", "bf16_on", "chain_graphs", "check_switches", "estimated_batch",
+__all__ = ["Execution", "FastPath", "WorkKey", "bf16_on", "chain_graphs", "estimated_batch",
            "fast_log_prob", "for_sampling", "for_training", "sampling_batch_size", "sampling_score"]
 
 Notify = Callable[[str], None] | None
@@ -37,14 +37,15 @@ def _declared(config) -> bool:
 
 
 def for_sampling(model: torch.nn.Module, device: torch.device, config, *, evaluations: int,
-                 batch: int, compile: str = "auto", amp: str = "auto",
+                 batch: int, execution: Execution = Execution(),
                  record: Path | None = None, notify: Notify = None) -> FastPath:
     """The fast path for `evaluations` network evaluations of a run's network (`config`, the
-    run's) in this process, at `batch` images. Uncompiled on a GPU, the layout is timed there,
-    at no more than probe.SAMPLING_BATCH images, once per run folder (`record`). Only the layout:
+    run's) in this process, at `batch` images, as `execution` asks. Uncompiled on a GPU, the
+    layout is timed there, at no more than probe.SAMPLING_BATCH images, once per run folder
+    (`record`). Only the layout:
     it changes float rounding alone, while bf16 against float32 changes the images, and a
     seed's images must not hang on a timing (probe.py)."""
-    path = FastPath.choose(device, _declared(config), evaluations, compile, amp)
+    path = FastPath.choose(device, _declared(config), evaluations, execution)
     if not probe.probes(device, path, config.train.probe):
         return path
     batch = min(batch, probe.SAMPLING_BATCH)

@@ -14,7 +14,7 @@ import torch
 
 from pegasus.errors import FieldError
 from pegasus.fastpath.probe import untouched
-from pegasus.model.loss import dsm_loss
+from pegasus.objectives.dsm import dsm_loss
 
 
 def largest_batch(per_image: float, fixed: float, free: float, fraction: float = 0.9) -> int:

@@ -35,7 +35,7 @@ import torch
 from pegasus.devices import device_name
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath, bf16_pays, conv_autotuning
-from pegasus.model.loss import dsm_loss
+from pegasus.objectives.dsm import dsm_loss
 
 WARMUP = 2  # calls before a candidate's first timing: cuDNN's algorithm search, first blocks
 REPEATS = 3  # timed calls per candidate and round

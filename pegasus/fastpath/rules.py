@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from pegasus.errors import FieldError
+from pegasus.signatures import Callback, ProgressBar
 
 AUTO_MIN_EVALUATIONS = 2000
 TRAIN_AUTO_MIN_STEPS = 20_000
@@ -54,8 +55,8 @@ def cuda_capability(device: torch.device) -> tuple[int, int] | None:
 
 def bf16_pays(device: torch.device) -> bool:
     """`amp = "auto"`'s rule, for sampling and training alike: on GPUs with bf16 tensor cores.
-    Not on CPUs: bf16 sampling paid on this project's CPU, which has AMX units, but bf16 training
-    there ran at half the float32 speed (bench/README.md), and most CPUs have no such units."""
+    Not on CPUs: most have no bf16 units, and bf16 training was slower than float32 on this
+    project's CPU, which has them (bench/README.md, "bf16 on this CPU")."""
     capability = cuda_capability(device)
     return capability is not None and capability >= BF16_MIN_CAPABILITY
 
@@ -104,12 +105,27 @@ def auto_rules(device: torch.device) -> dict[str, str]:
     return {"amp": amp, "compile": compile, "channels_last": layout}
 
 
-def check_switches(**switches: str) -> None:
-    """Each of the fast path's switches is auto, on or off (amp: bf16 for on, too)."""
-    for name, value in switches.items():
-        if value not in SWITCHES or (value == "bf16" and name != "amp"):
-            words = "auto, on (or bf16) or off" if name == "amp" else "auto, on or off"
-            raise FieldError(name, f"must be {words}, got {value!r}")
+@dataclass(frozen=True)
+class Execution:
+    """How a piece of work runs, as its caller asks once: torch.compile and bf16 autocast (each
+    "auto", "on" or "off"; amp "bf16" too), and the progress bar its sampling reports to. The
+    fast path's rules then decide what "auto" means for the work (FastPath.choose). The
+    switches are checked when it is made: before any slow work."""
+
+    compile: str = "auto"
+    amp: str = "auto"
+    progress: ProgressBar | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("compile", "amp"):
+            value = getattr(self, name)
+            if value not in SWITCHES or (value == "bf16" and name != "amp"):
+                words = "auto, on (or bf16) or off" if name == "amp" else "auto, on or off"
+                raise FieldError(name, f"must be {words}, got {value!r}")
+
+    def bar(self, description: str, total: int) -> Callback | None:
+        """The callback of a progress bar over `total` network evaluations, if there is one."""
+        return self.progress(description, total) if self.progress is not None else None
 
 
 @dataclass(frozen=True)
@@ -121,13 +137,11 @@ class FastPath:
 
     @classmethod
     def choose(cls, device: torch.device, channels_last: bool, evaluations: int,
-               compile: str = "auto", amp: str = "auto") -> FastPath:
+               execution: Execution = Execution()) -> FastPath:
         """The fast path for `evaluations` network evaluations on `device` (see the module's
-        rule) for a backbone that declares `channels_last`; `compile` and `amp` are "auto",
-        "on" or "off"."""
-        check_switches(compile=compile, amp=amp)
-        return cls.by_rules(device, channels_last, amp=amp, channels_last="auto",
-                            compile=compile, long=evaluations >= AUTO_MIN_EVALUATIONS)
+        rule) for a backbone that declares `channels_last`, as `execution` asks."""
+        return cls.by_rules(device, channels_last, amp=execution.amp, channels_last="auto",
+                            compile=execution.compile, long=evaluations >= AUTO_MIN_EVALUATIONS)
 
     @classmethod
     def for_training(cls, device: torch.device, channels_last: bool, train, steps: int,

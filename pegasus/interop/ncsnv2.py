@@ -31,7 +31,7 @@ from pegasus.interop.ncsnv2_config import (
 from pegasus.interop.ncsnv2_names import CLASS_NAMES, reference_name, registration_key, stages_of_keys
 from pegasus.model.build import build_score_model
 from pegasus.noise.schedule import geometric_sigmas
-from pegasus.registry import get_backbone
+from pegasus.registry import get_backbone, get_objective
 from pegasus.run.checkpoint import read_torch_file, save_checkpoint
 from pegasus.run.layout import RunDir
 from pegasus.version import __version__
@@ -243,9 +243,10 @@ def export_checkpoint(run_dir: Path, out: Path, checkpoint: Path | None = None) 
     if config.noise.preconditioning != "ncsnv2":
         raise CheckpointError(f"{path} is preconditioned as EDM's; the reference code takes the "
                               f"score as the network's output / sigma only")
-    if config.consistency.tuned:
-        raise CheckpointError(f"{path} is a consistency-tuned run; the reference code samples "
-                              f"scores by Langevin dynamics, not consistency functions")
+    if get_objective(config.objective.name)[0].learns != "score":
+        raise CheckpointError(f"{path} is a consistency-tuned run (objective "
+                              f"{config.objective.name}); the reference code samples scores by "
+                              f"Langevin dynamics, not consistency functions")
     if config.model.backbone != "refinenet":
         raise CheckpointError(f"{path} is a {config.model.backbone} run; the reference code runs "
                               f"the RefineNet only")

@@ -8,11 +8,11 @@
                  2022, with its P_mean and P_std)
 
 A network trained on levels knows those sigmas only when its sigma input does not interpolate
-(the U-Net's Fourier features of log sigma: samplers/plan.py), so its samplers keep to them; one
+(the U-Net's Fourier features of log sigma: ScoreModel.round_sigma), so its samplers keep to them; one
 trained on a continuum knows every sigma between sigma_L and sigma_1, and every sampler walks its
 own grid. EDM weights its loss by lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
 on a preconditioned network whose target then has unit variance at every sigma: the same as
-NCSNv2's sigma^2 weighting of a network whose target is -z (model/loss.py), so the log-normal
+NCSNv2's sigma^2 weighting of a network whose target is -z (objectives/dsm.py), so the log-normal
 option changes where sigma is drawn and keeps the loss.
 """
 
@@ -22,11 +22,13 @@ import math
 
 import torch
 
+from pegasus.noise.schedule import nearest_levels
+
 KINDS = ("levels", "log-uniform", "log-normal")
 # EDM's P_mean = -1.2 is for images in [-1, 1]; pegasus's are in [0, 1], where every sigma is
 # half as large: -1.2 - log 2. P_std = 1.2 is EDM's.
 P_MEAN, P_STD = -1.2 - math.log(2), 1.2
-# ECT's t ~ log-normal(P_mean = -1.1, P_std = 2.0) for consistency tuning (model/consistency.py),
+# ECT's t ~ log-normal(P_mean = -1.1, P_std = 2.0) for consistency tuning (objectives/ect.py),
 # halved in the same way.
 ECT_P_MEAN, ECT_P_STD = -1.1 - math.log(2), 2.0
 
@@ -41,7 +43,6 @@ class SigmaDraw:
         self.kind, self.sigmas, self.p_mean, self.p_std = kind, sigmas, p_mean, p_std
         # Read once, when training starts: no host read inside a step.
         self.log_top, self.log_bottom = math.log(float(sigmas[0])), math.log(float(sigmas[-1]))
-        self.ascending = sigmas.double().log().flip(0)
 
     def __call__(self, batch: int, generator: torch.Generator | None,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,16 +55,5 @@ class SigmaDraw:
         else:
             z = torch.randn(batch, device=device, generator=generator, dtype=torch.float64)
             log_sigma = (self.p_mean + self.p_std * z).clamp(self.log_bottom, self.log_top)
-        return log_sigma.exp().float(), self._nearest(log_sigma)
-
-    def snap(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Each sigma moved to the nearest level (in log sigma)."""
-        return self.sigmas[self._nearest(sigma.double().log())]
-
-    def _nearest(self, log_sigma: torch.Tensor) -> torch.Tensor:
-        ascending = self.ascending.to(log_sigma.device)
-        right = torch.searchsorted(ascending, log_sigma).clamp(1, len(ascending) - 1)
-        left = right - 1
-        nearer = torch.where((log_sigma - ascending[left]).abs() <= (ascending[right] - log_sigma).abs(),
-                             left, right)
-        return len(ascending) - 1 - nearer
+        sigma = log_sigma.exp()
+        return sigma.float(), nearest_levels(self.sigmas, sigma)

@@ -92,6 +92,29 @@ def geometric_sigmas(
     return logs.exp().to(device=device, dtype=dtype)
 
 
+def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """n sigmas from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (EDM eq. 5),
+    computed in float64 so both ends are exact before the cast."""
+    if n < 2:
+        raise ValueError(f"a Karras grid needs at least 2 sigmas, got {n}")
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return ((hi + ramp * (lo - hi)) ** rho).to(device=device, dtype=torch.float32)
+
+
+def nearest_levels(levels: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The index into `levels` (largest first) of the level nearest each sigma, in log sigma: a
+    binary search per sigma, so even the largest grid costs milliseconds. Ties go to the
+    larger level."""
+    ascending = levels.double().log().flip(0).to(sigma.device)
+    x = sigma.double().log()
+    right = torch.searchsorted(ascending, x).clamp(1, len(ascending) - 1)
+    left = right - 1
+    nearer = torch.where((x - ascending[left]).abs() <= (ascending[right] - x).abs(), left, right)
+    return len(ascending) - 1 - nearer
+
+
 def langevin_step_sizes(sigmas: torch.Tensor, eps: float) -> torch.Tensor:
     """alpha_i = eps * sigma_i^2 / sigma_L^2 (NCSNv2 Algorithm 1; sigma_L is the last entry)."""
     return eps * (sigmas / sigmas[-1]) ** 2

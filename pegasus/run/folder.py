@@ -193,20 +193,29 @@ class SampleFolder:
             progress(done)
         return done
 
-    def read(self, num: int, batch: int = 256, progress: Callable[[int], None] | None = None,
+    def read(self, num: int, res: int, batch: int = 256,
+             progress: Callable[[int], None] | None = None,
              start: int = 0) -> Iterator[torch.Tensor]:
-        """Images `start` .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time;
-        `progress` hears the index reached so far."""
+        """Images `start` .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time, each
+        checked to be a `res` x `res` RGB picture as pegasus writes them (a file of another size
+        would be scored as if it were a sample); `progress` hears the index reached so far."""
         import numpy as np
         from PIL import Image
 
         def load(index: int) -> np.ndarray:
+            path = self.image(index)
             try:
-                with Image.open(self.image(index)) as image:
-                    return np.asarray(image.convert("RGB"))
+                with Image.open(path) as image:
+                    size, mode = image.size, image.mode
+                    pixels = np.asarray(image.convert("RGB"))
             except (OSError, ValueError) as e:
-                raise UserError(f"cannot read {self.image(index)}: {first_line(e)}; draw it "
+                raise UserError(f"cannot read {path}: {first_line(e)}; draw it "
                                 f"again (delete it and continue the job)") from None
+            if size != (res, res) or mode != "RGB":
+                raise UserError(f"{path} is a {size[0]} x {size[1]} {mode} picture, not a "
+                                f"{res} x {res} RGB sample of the run; the folder holds other "
+                                f"images: score a folder that pegasus sample --folder drew")
+            return pixels
 
         for first in range(start, num, batch):
             stop = min(num, first + batch)

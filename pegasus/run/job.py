@@ -29,7 +29,7 @@ from pegasus.noise.streams import ImageStreams
 from pegasus.run.folder import SampleFolder, SampleSet
 from pegasus.run.trained import TrainedRun
 from pegasus.samplers.plan import SamplerPlan
-from pegasus.signatures import Callback, Capture, ProgressBar, ScoreFn
+from pegasus.signatures import Callback, Capture, ScoreFn
 
 # The most images one job draws: 200 times the 50,000 an FID measurement takes.
 MAX_IMAGES = 10_000_000
@@ -111,32 +111,31 @@ class SamplingJob:
     batch_size: int
     path: fastpath.FastPath
     score: ScoreFn  # the network under `path`
+    execution: fastpath.Execution = fastpath.Execution()  # its progress bar, among others
 
     @classmethod
-    def make(cls, trained: TrainedRun, sampler: str | SamplerPlan = "als",
-             steps: int | None = None, *, num: int, batch_size: int | None = None,
-             compile: str = "auto", amp: str = "auto", chains: int = 1) -> SamplingJob:
-        """The job of `num` images of `trained` by `sampler` within `steps` evaluations (or a
-        plan already made, TrainedRun.plan), its network on the fast path that `compile` and
-        `amp` (auto, on or off) choose for the work: `chains` times its evaluations run in this
-        process (what the fast path's "auto" rule weighs)."""
-        fastpath.check_switches(compile=compile, amp=amp)
+    def make(cls, trained: TrainedRun, plan: SamplerPlan, *, num: int,
+             batch_size: int | None = None, execution: fastpath.Execution = fastpath.Execution(),
+             chains: int = 1) -> SamplingJob:
+        """The job of `num` images of `trained` by `plan` (made through the run's one door,
+        TrainedRun.plan), its network on the fast path `execution` asks for the work: `chains`
+        times its evaluations run in this process (what the fast path's "auto" rule weighs)."""
         if not 1 <= num <= MAX_IMAGES:
             raise FieldError("num", f"must be between 1 and {MAX_IMAGES:,} images, got {num:,}")
         if batch_size is not None and batch_size < 1:
             raise FieldError("batch_size", f"must be at least 1, got {batch_size}")
-        plan = sampler if isinstance(sampler, SamplerPlan) else trained.plan(sampler, steps)
         batch_size = fitting_batch(trained, num, batch_size)
         device, folder = trained.device, trained.run_dir
         evaluations = plan.evaluations * equal_batches(num, batch_size)[0] * chains
         path = fastpath.for_sampling(trained.model, device, trained.config,
-                                     evaluations=evaluations, batch=batch_size, compile=compile,
-                                     amp=amp, record=folder.probes if folder else None,
+                                     evaluations=evaluations, batch=batch_size,
+                                     execution=execution,
+                                     record=folder.probes if folder else None,
                                      notify=trained.notify)
         if path not in trained.scores:
             trained.scores[path] = fastpath.sampling_score(
                 trained.model, device, path, trained.config, notify=trained.notify)
-        return cls(trained, plan, num, batch_size, path, trained.scores[path])
+        return cls(trained, plan, num, batch_size, path, trained.scores[path], execution)
 
     @property
     def evaluations(self) -> int:
@@ -186,16 +185,16 @@ class SamplingJob:
                                     capture=capture)[: self.num - first])
         return torch.cat(drawn)
 
-    def write_grid(self, out: str | Path, seed: int,
-                   progress: ProgressBar | None = None) -> Written:
+    def write_grid(self, out: str | Path, seed: int) -> Written:
         """All `num` images of `seed` as one grid picture (.png, .jpg or .webp), each enlarged
-        by nearest neighbour to at least 64 px so that a 16 px sprite can be seen."""
+        by nearest neighbour to at least 64 px so that a 16 px sprite can be seen; the job's
+        progress bar counts the evaluations."""
         out = Path(out)
         image_format(out)
         if self.num > MAX_GRID:
             raise FieldError("num", f"{self.num:,} images are too many for one picture (at most "
                                     f"{MAX_GRID:,}); write them to a folder or an .npz instead")
-        callback = progress(f"sample ({self.plan.name})", self.evaluations) if progress else None
+        callback = self.execution.bar(f"sample ({self.plan.name})", self.evaluations)
         save_grid(self.images(seed, callback=callback), out, upscale=True)
         return Written(out, 0, self.num, self.plan.evaluations)
 

@@ -15,13 +15,15 @@ from pegasus.run.layout import RunDir
 from pegasus.run.load import config_of, score_checkpoint
 
 
-def load_resume_state(run: RunDir, warn=None, mmap: bool = False) -> tuple[dict[str, Any], Path]:
+def load_resume_state(run: RunDir, warn=None, mmap: bool = False,
+                      verb: str = "resume") -> tuple[dict[str, Any], Path]:
     """The newest checkpoint of `run` that loads, falling back past damaged ones (each skipped
-    one is reported through `warn`)."""
+    one is reported through `warn`): what resuming it continues, and what tuning it starts
+    from (`verb` says which, in the errors)."""
     first = run.latest_checkpoint(warn)
     if first is None:
-        raise RunError(f"cannot resume: {run.checkpoints} holds no checkpoint; train the run "
-                       f"first, without resuming")
+        raise RunError(f"cannot {verb}: {run.checkpoints} holds no checkpoint; train the run "
+                       f"first" + (", without resuming" if verb == "resume" else ""))
     candidates = [first] + [p for p in reversed(list_checkpoints(run.checkpoints)) if p != first]
     problems = []
     for path in candidates:
@@ -31,7 +33,7 @@ def load_resume_state(run: RunDir, warn=None, mmap: bool = False) -> tuple[dict[
             problems.append(str(e))
             if warn is not None and path != candidates[-1]:
                 warn(f"{e}; falling back to the previous checkpoint")
-    raise CheckpointError(f"cannot resume {run.path}: no checkpoint loads; the newest: {problems[0]}")
+    raise CheckpointError(f"cannot {verb} {run.path}: no checkpoint loads; the newest: {problems[0]}")
 
 
 @dataclass(frozen=True)

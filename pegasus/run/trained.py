@@ -1,8 +1,10 @@
 """A trained run ready to use: its config, EMA weights, schedule and the data's centre, and the
-sampler plans fitted to it. Sampling jobs (job.py) draw from it."""
+one door through which every verb plans its sampler (`TrainedRun.plan`). Sampling jobs (job.py)
+draw from it."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,19 +13,30 @@ from pathlib import Path
 import torch
 
 from pegasus.config import Config
-from pegasus.errors import FieldError
+from pegasus.errors import FieldError, UserError
 from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import Schedule
+from pegasus.registry import get_objective
 from pegasus.run.layout import RunDir
-from pegasus.samplers.plan import SamplerPlan, plan_sampler
+from pegasus.samplers import SAMPLERS, sampler_spec
+from pegasus.samplers.plan import ODE, SAMPLE, SamplerPlan, Use, plan_sampler
+
+# A run trained on a continuum of sigmas draws by cas in 32 evaluations unless told: the
+# cleanest of the few-step samplers on the demo's run, at a ninth of annealed Langevin's 280
+# evaluations and a tenth of its KID (bench/README.md, "The demo's samples").
+CONTINUUM_SAMPLER = ("cas", 32)
 
 
-def knows_every_sigma(config: Config) -> bool:
-    """Whether a run's network is right between its schedule's levels: trained on continuous
-    sigmas (noise.training), or a backbone whose sigma input interpolates."""
-    from pegasus.registry import get_backbone
-
-    return config.noise.training != "levels" or get_backbone(config.model.backbone)[0].interpolates
+def default_sampler(config: Config) -> tuple[str, int | None]:
+    """The sampler and budget a run draws with unless told, by how it was trained: its
+    objective's where it names one (a consistency-tuned run: consistency in 2 evaluations),
+    else annealed Langevin on the run's own schedule for NCSNv2's levels (the reference's
+    sampler), else CONTINUUM_SAMPLER. The one owner of this rule: the CLI, Model and the
+    training grids all plan through TrainedRun.plan."""
+    named = get_objective(config.objective.name)[0].sampler
+    if named is not None:
+        return named
+    return ("als", None) if config.noise.training == "levels" else CONTINUUM_SAMPLER
 
 
 @dataclass
@@ -61,17 +74,6 @@ class TrainedRun:
         """(channels, res, res) of one image."""
         return (3, self.config.data.res, self.config.data.res)
 
-    @property
-    def knows_every_sigma(self) -> bool:
-        """Whether the network is right between its schedule's levels: trained on continuous
-        sigmas (noise.training), or a backbone whose sigma input interpolates."""
-        return knows_every_sigma(self.config)
-
-    @property
-    def tuned(self) -> bool:
-        """Whether the network is a consistency function (model/consistency.py)."""
-        return self.config.consistency.tuned
-
     def weights_digest(self) -> str:
         """A digest of the EMA weights, bit for bit: what says two files hold one network (a
         sample folder's manifest, a latent's record). Read from the weights each time: a caller
@@ -82,16 +84,66 @@ class TrainedRun:
             digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         return digest.hexdigest()[:16]
 
-    def plan(self, sampler: str = "als", steps: int | None = None, **options) -> SamplerPlan:
-        """A sampler fitted to this run's schedule within `steps` evaluations (pegasus.samplers),
-        its grid on the trained levels unless the network knows every sigma."""
-        plan = plan_sampler(sampler, self.schedule, steps,
-                            trained_levels=not self.knows_every_sigma, **options)
-        if plan.spec.tuned_only and not self.tuned:
-            raise FieldError("sampler", f"{plan.name} samples consistency-tuned runs only, and "
-                                        f"{self.source} is not one (consistency.tuned is false); "
-                                        f"tune it into a new run first (pegasus tune)")
+    def plan(self, sampler: str | None = None, steps: int | None = None, *, use: Use = SAMPLE,
+             schedule: Schedule | None = None) -> SamplerPlan:
+        """The one door to a sampler for this run, for every verb and Model method: `sampler`
+        (options in brackets allowed) within `steps` evaluations, or by default the run's own
+        (default_sampler) where it serves `use`, else `use`'s fallback; fitted to the run's
+        schedule (or `schedule`, a part of it) on the sigmas its network knows
+        (ScoreModel.round_sigma); refused in one line unless it samples what the network
+        learns and does what `use` needs."""
+        schedule = schedule or self.schedule
+        if sampler is None:
+            plan = self._default(use, steps, schedule)
+        else:
+            plan = self._fit(sampler, steps, schedule)
+        self._check_learns(plan, use)
+        use.check(plan)
+        if not use.denoise and plan.options.get("denoise", False):
+            plan = dataclasses.replace(plan, options={**plan.options, "denoise": False},
+                                       evaluations=plan.evaluations - 1)
         if plan.start == "normal" and not self.centre_recorded and self.notify is not None:
-            self.notify(f"{sampler} starts at 0.5 + sigma_1 z: {self.source} records no mean of "
-                        f"its training images (imported, or written before pegasus kept one)")
+            self.notify(f"{plan.name} starts at 0.5 + sigma_1 z: {self.source} records no mean "
+                        f"of its training images (imported, or written before pegasus kept one)")
         return plan
+
+    def _default(self, use: Use, steps: int | None, schedule: Schedule) -> SamplerPlan:
+        """The run's default sampler where it serves `use` (a budget given is kept), else
+        `use`'s fallback for what the network learns."""
+        name, budget = default_sampler(self.config)
+        fallback = use.fallback.get(self.model.learns)
+        try:
+            plan = self._fit(name, budget if steps is None else steps, schedule)
+            if fallback is None or use.serves(plan):
+                return plan
+        except FieldError:
+            if fallback is None:
+                raise
+        name, budget = fallback
+        return self._fit(name, budget if steps is None else steps, schedule)
+
+    def _fit(self, sampler: str, steps: int | None, schedule: Schedule) -> SamplerPlan:
+        known = None if self.model.knows_every_sigma else self.model.round_sigma
+        return plan_sampler(sampler, schedule, steps, round_sigma=known)
+
+    def _check_learns(self, plan: SamplerPlan, use: Use) -> None:
+        """A sampler samples what the network learns: a diffusion model's score, or a
+        consistency function (hookspecs.Objective.learns)."""
+        learns, objective = self.model.learns, self.config.objective
+        if plan.spec.learns == learns:
+            return
+        if plan.spec.learns == "consistency":
+            raise FieldError("sampler", f"{plan.name} samples consistency-tuned runs only, and "
+                                        f"{self.source} is not one (its objective is "
+                                        f"{objective.name}); tune it into a new run first "
+                                        f"(pegasus tune)")
+        kind = f"consistency-tuned ({objective.name}, from {objective.source or 'its base run'})"
+        if use is ODE:
+            raise UserError(f"{self.source} is {kind}: its network maps each point to the end of "
+                            f"its trajectory, so it has no probability-flow ODE to run either "
+                            f"way; encode and measure likelihoods with the run it was tuned "
+                            f"from ({objective.source or 'its base run'})")
+        samplers = [n for n in SAMPLERS if sampler_spec(n).learns == learns]
+        raise FieldError("sampler", f"{plan.name} integrates a diffusion model's score, and "
+                                    f"{self.source} is {kind}, whose network gives a consistency "
+                                    f"function instead; sample it with {' or '.join(samplers)}")

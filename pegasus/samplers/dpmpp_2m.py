@@ -17,9 +17,8 @@ import math
 
 import torch
 
-from pegasus.noise.schedule import Schedule, geometric_sigmas
+from pegasus.noise.schedule import Schedule, geometric_sigmas, karras_sigmas
 from pegasus.samplers.calls import ScoreCalls
-from pegasus.samplers.heun import karras_sigmas
 from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 

@@ -17,22 +17,11 @@ import math
 
 import torch
 
-from pegasus.noise.schedule import Schedule
+from pegasus.noise.schedule import Schedule, karras_sigmas
 from pegasus.noise.streams import gaussian_noise_sampler
 from pegasus.samplers.calls import ScoreCalls
 from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
-
-
-def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0,
-                  device: torch.device | str | None = None) -> torch.Tensor:
-    """n sigmas from sigma_max down to sigma_min, evenly spaced in sigma^(1/rho) (EDM eq. 5),
-    computed in float64 so both ends are exact before the cast."""
-    if n < 2:
-        raise ValueError(f"a Karras grid needs at least 2 sigmas, got {n}")
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return ((hi + ramp * (lo - hi)) ** rho).to(device=device, dtype=torch.float32)
 
 
 @torch.no_grad()

@@ -16,9 +16,8 @@ from __future__ import annotations
 import torch
 
 from pegasus.errors import FieldError
-from pegasus.noise.schedule import Schedule
+from pegasus.noise.schedule import Schedule, karras_sigmas
 from pegasus.samplers.calls import ScoreCalls
-from pegasus.samplers.heun import karras_sigmas
 from pegasus.samplers.spec import Fitted, SamplerSpec, Snap, enough
 from pegasus.signatures import Callback, NoiseSampler, ScoreFn
 

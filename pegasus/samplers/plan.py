@@ -1,15 +1,19 @@
 """A sampler fitted to a run's schedule and an evaluation budget: its grid, options and cost,
-and the one place a plan's chain is started and run."""
+and the one place a plan's chain is started and run; and what each kind of work needs of the
+sampler it runs (`Use`). A run's plans are made through one door, TrainedRun.plan
+(run/trained.py), which adds the run's own rules: its default sampler, what its network knows
+and learns."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from pegasus.errors import FieldError
+from pegasus.errors import FieldError, SamplingError
 from pegasus.noise.schedule import Schedule
 from pegasus.samplers import sampler_spec, split_sampler
 from pegasus.samplers.spec import SamplerSpec
@@ -63,36 +67,105 @@ class SamplerPlan:
     def run(self, score_fn: ScoreFn, x: torch.Tensor, *, generator: torch.Generator | None = None,
             noise_sampler: NoiseSampler | None = None, callback: Callback | None = None,
             capture: Capture | None = None) -> torch.Tensor:
-        """The chain from `x`; `capture` reaches a sampler that captures its own step."""
+        """The chain from `x`; `capture` reaches a sampler that captures its own step. Images
+        that are not finite (a chain pushed out of range: an absurd guidance weight or step
+        size) are refused here, once per chain, for every verb: a picture of them would be
+        black or white without saying why."""
         extra = {"capture": capture} if self.captures_steps else {}
-        return self.spec.function(score_fn, x, self.sigmas.to(x.device), generator=generator,
-                                  noise_sampler=noise_sampler, callback=callback,
-                                  **self.options, **extra)
+        out = self.spec.function(score_fn, x, self.sigmas.to(x.device), generator=generator,
+                                 noise_sampler=noise_sampler, callback=callback,
+                                 **self.options, **extra)
+        if not bool(torch.isfinite(out).all()):
+            raise SamplingError(f"{self.name}'s chain gave images that are not finite numbers "
+                                f"(nan or inf), so none was written: lower the guidance weight "
+                                f"or the sampler's step options, or check the run's weights")
+        return out
 
 
 def plan_sampler(name: str, schedule: Schedule, steps: int | None = None, *,
-                 trained_levels: bool = True, **options: Any) -> SamplerPlan:
+                 round_sigma: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 **options: Any) -> SamplerPlan:
     """Fit sampler `name` to `schedule` within `steps` evaluations (None: its default).
 
-    With `trained_levels` (a network that knows the run's discrete levels only), every grid is
-    snapped to them: a noise-conditional network trained at those sigmas alone, whose sigma
-    input does not interpolate, is wrong between them; the U-Net's Fourier features of log sigma
-    (scale 16) turn over several radians between neighbouring levels (annealed Langevin on 40
-    evenly re-spaced levels of the demo run scored KID 339e-3 against 16e-3 on its own 93).
-    Snapping merges grid points that fall on one level, so a plan may then use fewer evaluations
-    than its budget. A network trained on continuous sigmas, or one whose sigma input
-    interpolates (TrainedRun.knows_every_sigma), walks each sampler's own grid."""
+    `round_sigma` is the network's rounding of a sigma to one it knows (ScoreModel.round_sigma:
+    the nearest trained level for a network that knows those alone); every grid is laid on
+    what it returns, grid points that fall on one sigma merged, so a plan may then use fewer
+    evaluations than its budget. None: the network knows every sigma, and each sampler walks
+    its own grid."""
     name, written = split_sampler(name)
     spec = sampler_spec(name)
     options = {**written, **options}
     _check_options(spec, options)
-    if steps is not None and not 1 <= steps <= MAX_STEPS:
-        raise FieldError("steps", f"must be between 1 and {MAX_STEPS:,} network evaluations per "
-                                  f"image, got {steps:,}")
-    trained = schedule.sigmas()
-    snap = (lambda grid: on_levels(grid, trained)) if trained_levels else (lambda grid: grid)
+    most = spec.max_steps or MAX_STEPS
+    if steps is not None and not 1 <= steps <= most:
+        raise FieldError("steps", f"must be between 1 and {most:,} network evaluations per "
+                                  f"image for {spec.name}, got {steps:,}")
+    snap = ((lambda grid: torch.unique_consecutive(round_sigma(grid))) if round_sigma is not None
+            else (lambda grid: grid))
     fitted = spec.fit(schedule, steps, {"denoise": schedule.denoise, **options}, snap)
     return SamplerPlan(spec, fitted.sigmas, fitted.evaluations, fitted.options)
+
+
+@dataclass(frozen=True)
+class Use:
+    """What a piece of work needs of the sampler it runs, checked on every plan made for it
+    (TrainedRun.plan), and the sampler it takes when the run's own default does not serve."""
+
+    work: str  # what the work is, for its errors: "an eq. 4 blend", "encoding", ...
+    noise: bool | None = None  # True: injects noise at its steps (eq. 4); False: injects none
+    normal_start: bool = False  # starts at centre + sigma_1 z (a slerp of the starting noise)
+    inpaints: bool = False  # fits regenerated pixels to kept ones
+    reversible: bool = False  # an ODE solver that runs both ways
+    denoise: bool = True  # ends with the denoising step (an ODE that encodes has none)
+    # The sampler (and budget: None, its default) when the run's default does not serve, per
+    # what the run's network learns.
+    fallback: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+
+    def serves(self, plan: SamplerPlan) -> bool:
+        try:
+            self.check(plan)
+        except FieldError:
+            return False
+        return True
+
+    def check(self, plan: SamplerPlan) -> None:
+        """Refuse a plan this work cannot use, naming the samplers that can."""
+        from pegasus.samplers import SAMPLERS
+
+        fits = [n for n in SAMPLERS if self._serves(sampler_spec(n))]
+        if self.reversible and not (plan.spec.reversible and not plan.stochastic):
+            raise FieldError("sampler", f"{plan.name} is not an ODE solver that runs both ways; "
+                                        f"{self.work} needs one: {' or '.join(fits)}")
+        if self.inpaints and not plan.spec.inpaints:
+            raise FieldError("sampler", f"{plan.name} takes no Langevin or consistency steps, "
+                                        f"which is how the regenerated pixels adapt to the kept "
+                                        f"ones; {self.work} needs {' or '.join(fits)}")
+        if self.noise and not plan.stochastic:
+            raise FieldError("sampler", f"{plan.name} is deterministic here (it injects no noise), "
+                                        f"and {self.work} interpolates injected noise: use a "
+                                        f"sampler that injects it ({', '.join(fits)}; heun with "
+                                        f"churn), or blend by slerp of the starting noise")
+        if self.noise is False and (plan.stochastic or (self.normal_start and plan.start != "normal")):
+            raise FieldError("mode", f"{self.work} blends a deterministic sampler's starting "
+                                     f"noise; {plan.name} injects noise here, so use eq4")
+
+    def _serves(self, spec: SamplerSpec) -> bool:
+        """Whether a sampler can serve this work with some options (a rough cut, for messages)."""
+        if self.reversible:
+            return spec.reversible
+        if self.inpaints and not spec.inpaints:
+            return False
+        return self.noise is None or spec.stochastic({}, torch.ones(3)) == self.noise
+
+
+SAMPLE = Use("sampling")
+EQ4 = Use("an eq. 4 blend", noise=True)
+SLERP = Use("a slerp blend", noise=False, normal_start=True,
+            fallback={"score": ("heun", None), "consistency": ("consistency", 1)})
+INPAINT = Use("inpainting", inpaints=True, fallback={"score": ("als", None)})
+MASKED_EQ4 = Use("a masked blend", noise=True, inpaints=True, fallback={"score": ("als", None)})
+ODE = Use("encoding", reversible=True, noise=False, denoise=False,
+          fallback={"score": ("heun", None)})
 
 
 def sampler_options(spec: SamplerSpec) -> dict[str, str]:
@@ -135,16 +208,3 @@ def _kinds(value) -> set[str]:
     if isinstance(value, int):
         return {"whole number", "number"}
     return {"number"} if isinstance(value, float) else {"word"}
-
-
-def on_levels(grid: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Each grid sigma replaced by the nearest of `levels` (largest first; nearest in log
-    sigma), duplicates merged, order kept: a binary search per point, so even a grid of the
-    largest budget costs milliseconds."""
-    ascending = levels.double().log().flip(0)
-    x = grid.double().log()
-    right = torch.searchsorted(ascending, x).clamp(1, len(ascending) - 1)
-    left = right - 1
-    nearer = torch.where((x - ascending[left]).abs() <= (ascending[right] - x).abs(), left, right)
-    index = torch.unique(len(levels) - 1 - nearer)  # sorted ascending: largest sigma first
-    return levels[index]

@@ -3,9 +3,10 @@
 A sampler module holds its pure function and a `SamplerSpec`: the function, its default budget,
 how it fits a run's schedule within a budget (its grid and what that grid costs), where its
 chains start, whether they inject noise (what eq. 4 blends need), whether they fit regenerated
-pixels to kept ones (what inpainting and masked blends need), and whether it captures its own step in a CUDA
-graph. `plan.plan_sampler`, the CLI, blends and inpainting read these fields; nothing else
-knows a sampler by name.
+pixels to kept ones (what inpainting and masked blends need), whether it captures its own step
+in a CUDA graph, and what the model it samples must learn. `plan.plan_sampler` and the uses
+it checks a plan against (`plan.Use`), the CLI and `pegasus samplers` read these fields;
+nothing else knows a sampler by name.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 from pegasus.errors import FieldError
 from pegasus.noise.schedule import Schedule
 
-# A grid laid on the levels the network knows (plan.py: each grid sigma moved to the nearest
-# trained level, duplicates merged), or left as it is for a network that knows every sigma.
+# A grid laid on the sigmas the network knows (plan.py: each grid sigma rounded by the model,
+# ScoreModel.round_sigma, duplicates merged), or left as it is for a network that knows every
+# sigma.
 Snap = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -55,8 +57,12 @@ class SamplerSpec:
     # Options its fit takes from the run's schedule, which decide what a plan costs: not the
     # user's to give (als's T steps per level).
     fixed: tuple[str, ...] = ()
-    # Samples a consistency-tuned run only (model/consistency.py): its score is f's.
-    tuned_only: bool = False
+    # What the model it samples must learn (hookspecs.Objective.learns): "score", a diffusion
+    # model's score, or "consistency", a consistency function's (objectives/ect.py).
+    learns: str = "score"
+    # The largest budget it takes, where more evaluations stop meaning anything (None: the
+    # plan's own bound).
+    max_steps: int | None = None
 
 
 def enough(name: str, points: int, least: int, steps: int) -> None:

@@ -5,34 +5,28 @@ judge's report of where the strips start and end."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from pegasus.errors import FieldError, UserError
-from pegasus.fastpath import chain_graphs, fast_log_prob
+from pegasus.fastpath import Execution, chain_graphs, fast_log_prob
 from pegasus.model.classifier import Classifier
-from pegasus.noise.schedule import Schedule
+from pegasus.model.guides import ClassGuide, Guide, guided
 from pegasus.noise.streams import ImageStreams
-from pegasus.run.classifiers import load_classifier
 from pegasus.run.job import MAX_IMAGES, SamplingJob, fitting_batch
 from pegasus.samplers import sampler_spec
-from pegasus.samplers.plan import SamplerPlan, plan_sampler
-from pegasus.signatures import Callback, ProgressBar
+from pegasus.samplers.plan import EQ4, MASKED_EQ4, SLERP, SamplerPlan
+from pegasus.signatures import Callback
 from pegasus.tasks.blend_files import save_blend
 from pegasus.tasks.features import Extractor, JudgeFeatures, scores
-from pegasus.tasks.inpaint import check_sampler, masked_score, paste
+from pegasus.tasks.inpaint import masked_score, paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
-from pegasus.tasks.interpolation import (
-    blend_strips,
-    endpoint_class_weights,
-    guided_score,
-    slerp_strips,
-)
+from pegasus.tasks.interpolation import blend_strips, endpoint_class_weights, slerp_strips
 from pegasus.tasks.neighbours import Reference
 from pegasus.tasks.novelty import memorisation
+from pegasus.tasks.steering import check_classes, check_guidance, classifier
 from pegasus.tasks.strips import AUTO, StripScores, crossing_columns, resolve_column
 
 Q_STREAM = 1  # the per-image streams of q; p uses stream 0, the streams `pegasus sample` draws
@@ -50,7 +44,7 @@ class BlendRequest:
     source: str | None = None  # the class at k = 0 (guided only)
     target: str | None = None  # the class at k = N + 1 (guided only)
     guidance: float = 0.0
-    sampler: str = "als"
+    sampler: str | None = None  # None: the run's own (TrainedRun.plan)
     steps: int | None = None  # evaluation budget; None: the sampler's default
     mode: str = "eq4"  # eq4: interpolate injected noise; slerp: interpolate the starting noise
     # A masked blend keeps `image` (a file or sample:SEED) where `mask` is black and blends where
@@ -61,39 +55,29 @@ class BlendRequest:
     def validate(self, classes: list[str]) -> None:
         if self.mode not in MODES:
             raise FieldError("mode", f"must be {' or '.join(MODES)}, got {self.mode!r}")
-        sampler_spec(self.sampler)  # an unknown name is refused here
+        if self.sampler is not None:
+            sampler_spec(self.sampler)  # an unknown name is refused here
         if self.n < 1:
             raise FieldError("n", f"must be at least 1, got {self.n}")
         resolve_column(self.k, self.n)  # a column outside 0 .. N + 1 is refused here
         if self.strips < 1:
             raise FieldError("strips", f"must be at least 1, got {self.strips}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise FieldError("guidance", f"must be a finite number, 0 or more, got {self.guidance}")
+        check_guidance(self.guidance)
         if (self.image is None) != (self.mask is None):
             raise UserError("a masked blend needs both an image and a mask")
-        for name in (self.source, self.target):
-            if name is not None and name not in classes:
-                raise UserError(f"unknown class {name!r} for this run; its classes: {', '.join(classes)}")
+        check_classes(classes, self.source, self.target)
 
     @property
     def column(self) -> int | str:
         """The column written: a number, or "auto" (strips.py)."""
         return resolve_column(self.k, self.n)
 
-    def plan(self, schedule: Schedule, trained_levels: bool = True) -> SamplerPlan:
-        """The sampler this blend runs, fitted to `schedule` within `steps` evaluations (its grid
-        on the trained levels with `trained_levels`, as plan_sampler); `mode` needs its kind:
-        eq. 4 interpolates injected noise, slerp a deterministic start."""
-        plan = plan_sampler(self.sampler, schedule, self.steps, trained_levels=trained_levels)
-        if self.mode == "eq4" and not plan.stochastic:
-            raise FieldError("sampler", f"{self.sampler} without churn is deterministic and eq. 4 "
-                                        f"needs injected noise: blend with mode slerp, or add churn")
-        if self.mode == "slerp" and plan.stochastic:
-            raise FieldError("mode", f"slerp blends a deterministic sampler's starting noise; "
-                                     f"{self.sampler} injects noise here, so use eq4")
-        if self.mask is not None:  # the blended region fits the kept one by Langevin steps
-            check_sampler(plan)
-        return plan
+    def plan(self, trained) -> SamplerPlan:
+        """The sampler this blend runs, through the run's one door: `mode` needs its kind (eq.
+        4 interpolates injected noise, slerp a deterministic start), and a masked blend fits
+        the blended region to the kept one by Langevin or consistency steps."""
+        use = SLERP if self.mode == "slerp" else MASKED_EQ4 if self.mask is not None else EQ4
+        return trained.plan(self.sampler, self.steps, use=use)
 
     def runs(self, report: bool) -> list[BlendRequest]:
         """What is blended: this request and, for a report of a guided one, the unguided blend
@@ -102,14 +86,13 @@ class BlendRequest:
         return [self, *unguided]
 
 
-def endpoints(request: BlendRequest, classes: list[str]) -> tuple[int, int]:
+def endpoints(request, classes: list[str]) -> tuple[int, int]:
+    """The indices of the classes at k = 0 and k = N + 1: those asked for (validated by
+    check_classes), else the run's first and the next."""
     if len(classes) < 2:
         raise UserError("guidance needs a run trained on at least two classes")
     source = request.source or classes[0]
     target = request.target or next(c for c in classes if c != source)
-    if source == target:
-        raise UserError(f"the source and target classes are both {source!r}; pick two different "
-                        f"classes")
     return classes.index(source), classes.index(target)
 
 
@@ -135,19 +118,21 @@ class Kept:
     mask: torch.Tensor
 
 
-def blend(trained, request: BlendRequest, *, report: bool = False, compile: str = "auto",
-          amp: str = "auto", progress: ProgressBar | None = None) -> Blend:
+def blend(trained, request: BlendRequest, *, report: bool = False,
+          execution: Execution = Execution()) -> Blend:
     """Blend as asked, every input checked before any chain runs. With `report`, the run's judge
     scores the strips (and a guided request is compared with the unguided one of its seed); a
     column `auto` is the judge's choice, and comes with the report."""
     request.validate(trained.classes)
-    plan = request.plan(trained.schedule, trained_levels=not trained.knows_every_sigma)
+    plan = request.plan(trained)
     report = report or request.column == AUTO
     if (request.guidance > 0 or report) and trained.run_dir is None:
         raise UserError("guidance, reports and k auto need a run folder (its guide and judge); "
                         "exported weights carry neither")
-    guide = load_classifier(trained.run_dir.path, "guide", trained.device) if request.guidance > 0 else None
-    judge = load_classifier(trained.run_dir.path, "judge", trained.device) if report else None
+    if request.guidance > 0 or report:
+        endpoints(request, trained.classes)  # two classes to go between, before any work
+    guide = classifier(trained, "guide") if request.guidance > 0 else None
+    judge = classifier(trained, "judge") if report else None
     kept = None
     if request.mask is not None:
         given = given_image(request.image, trained.config.data.res)
@@ -155,13 +140,13 @@ def blend(trained, request: BlendRequest, *, report: bool = False, compile: str 
     runs = request.runs(report)
     images = request.strips * (request.n + 2)
     check_fits(trained, request, images)
-    job = SamplingJob.make(trained, plan, num=images, chains=len(runs), batch_size=images, compile=compile,
-                  amp=amp)
+    job = SamplingJob.make(trained, plan, num=images, chains=len(runs), batch_size=images,
+                           execution=execution)
     if request.mask is not None:
         kept = Kept(resolve_image(trained, given), mask)
-    results = [blend_strips_of(job, r, guide, kept,
-                               progress(f"blend W={r.guidance:g}", plan.evaluations)
-                               if progress else None) for r in runs]
+    results = [blend_strips_of(job, r, column_guide(job, r, guide), kept,
+                               execution.bar(f"blend W={r.guidance:g}", plan.evaluations))
+               for r in runs]
     if judge is None:
         return Blend(request, results[0], [request.column] * request.strips)
     source, target = (trained.classes[i] for i in endpoints(request, trained.classes))
@@ -201,25 +186,30 @@ def check_fits(trained, request: BlendRequest, images: int) -> None:
                                f"{fits // (request.n + 2):,}")
 
 
-def column_score(job, request, guide: Classifier | None, kept: Kept | None):
-    """The score a strip's columns are drawn with: the job's network, guided toward the source
-    class at k = 0 and the target at k = N + 1 (weights moving with the noise angle), and, with
-    a mask, the exact score of the kept picture outside it. `request` holds n, strips,
-    guidance, source and target."""
-    trained, score = job.trained, job.score
-    if request.guidance > 0:
-        if guide is None:
-            raise UserError("guidance needs the run's guide classifier; train the guide first")
-        source, target = endpoints(request, trained.classes)
-        weights = endpoint_class_weights(request.n, source, target, len(trained.classes))
-        weights = weights.repeat(request.strips, 1).to(trained.device)
-        score = guided_score(score, fast_log_prob(guide, job.path), weights, request.guidance)
-    if kept is not None:  # outside the mask every column keeps the image; guidance acts inside
-        score = masked_score(score, kept.image, kept.mask)
-    return score
+def column_guide(job, request, classifier: Classifier | None) -> Guide | None:
+    """The guide of a strip's columns: W times the guide classifier's pull toward the source
+    class at k = 0 and the target at k = N + 1, its class weights moving with the noise angle
+    (interpolation.py); None unguided. `request` holds n, strips, guidance, source and
+    target."""
+    if request.guidance == 0:
+        return None
+    if classifier is None:
+        raise UserError("guidance needs the run's guide classifier; train the guide first")
+    trained = job.trained
+    source, target = endpoints(request, trained.classes)
+    weights = endpoint_class_weights(request.n, source, target, len(trained.classes))
+    weights = weights.repeat(request.strips, 1).to(trained.device)
+    return request.guidance * ClassGuide(fast_log_prob(classifier, job.path), weights)
 
 
-def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
+def column_score(job, guide: Guide | None, kept: Kept | None):
+    """The score a strip's columns are drawn with: the job's network steered by `guide` and,
+    with a mask, the exact score of the kept picture outside it (so the guide acts inside)."""
+    score = guided(job.score, guide)
+    return score if kept is None else masked_score(score, kept.image, kept.mask)
+
+
+def blend_strips_of(job, request: BlendRequest, guide: Guide | None = None,
                     kept: Kept | None = None, callback: Callback | None = None) -> torch.Tensor:
     """Strips (M, N + 2, C, H, W) in [0, 1] of a sampling job's run by its plan (and network on
     its fast path). Column 0 is exactly what `pegasus sample` draws with the same seed (x0 and
@@ -230,12 +220,12 @@ def blend_strips_of(job, request: BlendRequest, guide: Classifier | None = None,
     q = ImageStreams(request.seed, 0, request.strips, device, stream=Q_STREAM)
     uniform_p, normal_p = p.starting_draws(shape)
     _, normal_q = q.starting_draws(shape)  # q's noise then follows as in a plain chain
-    score = column_score(job, request, guide, kept)
+    score = column_score(job, guide, kept)
     # On a GPU a chain replays a CUDA graph (fastpath/graphs.py). A guided step differentiates
     # the classifier: torch can capture that backward pass too, but no GPU has checked it against
     # the eager chain yet (the check is test_graphed_guided_blend_matches_eager_on_cuda), so
     # guided chains launch their (compiled) kernels step by step.
-    score, capture = chain_graphs(plan, score, device) if request.guidance == 0 else (score, None)
+    score, capture = chain_graphs(plan, score, device) if guide is None else (score, None)
     if request.mode == "slerp":
         strips = slerp_strips(score, normal_p, normal_q, plan, n=request.n, callback=callback,
                               centre=trained.centre)

@@ -18,31 +18,20 @@ from pathlib import Path
 import torch
 
 from pegasus.atomic import atomic_write
-from pegasus.errors import CheckpointError, FieldError, UserError
+from pegasus.errors import CheckpointError, FieldError
 from pegasus.run.checkpoint import read_torch_file
 from pegasus.run.job import SamplingJob
-from pegasus.samplers import SAMPLERS, sampler_spec
-from pegasus.samplers.plan import SamplerPlan
+from pegasus.samplers.plan import ODE, SamplerPlan
 from pegasus.signatures import Callback
 
 FORMAT = "pegasus-latent"
 
 
-def ode_plan(trained, sampler: str, steps: int | None = None) -> SamplerPlan:
-    """The run's plan for `sampler`, checked to be a reversible ODE, with no denoising step.
-    Encoding, decoding and likelihoods all come here."""
-    if trained.tuned:
-        raise UserError(f"{trained.source} is consistency-tuned: its network maps each point to the "
-                        f"end of its trajectory, so it has no probability-flow ODE to run either "
-                        f"way; encode and measure likelihoods with the run it was tuned from "
-                        f"({trained.config.consistency.source or 'its base run'})")
-    plan = trained.plan(sampler, steps)
-    if not plan.spec.reversible or plan.stochastic:
-        ways = " or ".join(n for n in SAMPLERS if sampler_spec(n).reversible)
-        raise FieldError("sampler", f"{sampler} is not an ODE solver that runs both ways; encode "
-                                    f"with {ways}")
-    return dataclasses.replace(plan, options={**plan.options, "denoise": False},
-                               evaluations=plan.evaluations - int(plan.options.get("denoise", True)))
+def ode_plan(trained, sampler: str | None, steps: int | None = None) -> SamplerPlan:
+    """The run's plan for `sampler` (None: an ODE solver, heun, unless the run's own is one),
+    through its one door: a reversible ODE without the denoising step. Encoding, decoding and
+    likelihoods all come here."""
+    return trained.plan(sampler, steps, use=ODE)
 
 
 def integrate(score_fn, x: torch.Tensor, plan: SamplerPlan, *, upward: bool,
@@ -89,7 +78,7 @@ class Latent:
 class EncodeRequest:
     """What `pegasus encode` and Model.encode ask for, with the defaults of both."""
 
-    sampler: str = "heun"  # an ODE solver that runs both ways
+    sampler: str | None = None  # an ODE solver that runs both ways; None: heun (ode_plan)
     steps: int | None = None  # evaluation budget; None: the sampler's default
 
     def plan(self, trained) -> SamplerPlan:
@@ -102,7 +91,7 @@ def encode(trained, images: torch.Tensor, request: EncodeRequest, *, score_fn=No
     plan = request.plan(trained)
     score = score_fn or SamplingJob.make(trained, plan, num=len(images), batch_size=len(images)).score
     z = integrate(score, images.to(trained.device), plan, upward=True, callback=callback)
-    return Latent(z, request.sampler, request.steps, trained.config.data.res,
+    return Latent(z, request.sampler or plan.name, request.steps, trained.config.data.res,
                   trained.schedule.describe(), trained.weights_digest(), str(trained.source))
 
 

@@ -29,10 +29,10 @@ from pegasus.colour import ColourStats, ColourTally, Drift
 from pegasus.config import Config
 from pegasus.data import load_images
 from pegasus.errors import FieldError, PegasusWarning, UserError
+from pegasus.fastpath import Execution
 from pegasus.run.folder import SampleFolder
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
-from pegasus.signatures import ProgressBar
 from pegasus.tasks.features import (
     FEATURE_BATCH,
     Extractor,
@@ -109,7 +109,7 @@ class EvalRequest:
 
     num: int = 1000  # samples drawn and scored
     seed: int = 0
-    sampler: str = "als"
+    sampler: str | None = None  # None: the run's own (TrainedRun.plan)
     steps: int | None = None  # evaluation budget; None: the sampler's default
     features: str = "judge"  # judge or inception (features.py)
     inception_weights: Path | None = None  # an offline copy, with inception features
@@ -128,11 +128,10 @@ class EvalRequest:
             raise FieldError("num", f"must be at least 2 for KID and FID, got {self.num}")
 
 
-def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: str = "auto",
-                 progress: ProgressBar | None = None,
+def evaluate_run(trained, request: EvalRequest, *, execution: Execution = Execution(),
                  ctx: distributed.Context | None = None) -> Quality:
-    """`request.num` samples of a TrainedRun (its network on the fast path that `compile` and
-    `amp` choose), scored batch by batch as they are drawn against up to `max_real` training
+    """`request.num` samples of a TrainedRun (its network on the fast path `execution` asks
+    for), scored batch by batch as they are drawn against up to `max_real` training
     images, and checked for copies of the training images (novelty.py; with `neighbours`, a
     picture of the first `neighbours_of` samples beside their nearest training images). The
     features are loaded before any sampling. Under torchrun (`ctx` of several ranks) each rank
@@ -141,12 +140,12 @@ def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: s
     ctx = ctx or distributed.alone(trained.device)
     request.validate()
     r = request
-    num, seed, sampler, features = r.num, r.seed, r.sampler, r.features
+    num, seed, features = r.num, r.seed, r.features
     inception_weights, neighbours = r.inception_weights, r.neighbours
-    plan = trained.plan(sampler, r.steps)
+    plan = trained.plan(r.sampler, r.steps)
     folder = trained.run_dir.path if trained.run_dir is not None else None
     feature = feature_extractor(features, folder, trained.device, inception_weights)
-    job = SamplingJob.make(trained, plan, num=num, batch_size=r.batch_size, compile=compile, amp=amp)
+    job = SamplingJob.make(trained, plan, num=num, batch_size=r.batch_size, execution=execution)
     extract = Extractor(feature, inception_weights, trained.device)
     real_pixels = real_images(trained.config, trained.device, r.max_real, seed)
     real = _features(ctx, extract, real_pixels)
@@ -155,8 +154,7 @@ def evaluate_run(trained, request: EvalRequest, *, compile: str = "auto", amp: s
     todo = job.blocks(0, num)
     lo, hi = distributed.share(ctx, len(todo))
     mine = todo[lo:hi]
-    callback = (progress(f"sample ({sampler})", plan.evaluations * len(mine))
-                if progress else None)
+    callback = execution.bar(f"sample ({plan.name})", plan.evaluations * len(mine))
     first, tally = FirstImages(r.neighbours_of), ColourTally()
     drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
@@ -225,7 +223,7 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     extract = Extractor(feature, inception_weights, device)
     real = _features(ctx, extract, real_images(config, device, max_real, seed))
     lo, hi = distributed.share(ctx, num, FEATURE_BATCH)
-    read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
+    read = samples.read(hi, config.data.res, batch=FEATURE_BATCH, start=lo,
                         progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
     first = FirstImages(neighbours_of)
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))

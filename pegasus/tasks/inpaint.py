@@ -20,6 +20,10 @@ Multistep consistency sampling of a tuned run inpaints the other way (Song et al
 and maps the unknown ones from the whole noisy image, and the next step renoises both, so the
 regenerated pixels are redrawn from a point that holds the kept ones.
 
+A guide (model/guides.py) steers the regenerated pixels: toward a class of the run's guide
+classifier, say (`toward` and `guidance`), so that the top of a horse grows a bird's wings.
+Outside the mask it has no effect: the kept pixels follow their exact score.
+
 Masks are 1 where pixels are regenerated and 0 where the given image is kept (inputs.py reads
 pictures and masks).
 """
@@ -31,18 +35,15 @@ from dataclasses import dataclass
 import torch
 
 from pegasus.errors import FieldError
+from pegasus.fastpath import Execution, fast_log_prob
 from pegasus.fastpath.graphs import chain_graphs
+from pegasus.model.guides import ClassGuide, Guide, guided
 from pegasus.noise.streams import ImageStreams
 from pegasus.run.job import MAX_IMAGES, SamplingJob, fitting_batch
-from pegasus.samplers import SAMPLERS, sampler_spec
-from pegasus.samplers.plan import SamplerPlan
-from pegasus.signatures import Callback, ProgressBar, ScoreFn
+from pegasus.samplers.plan import INPAINT, SamplerPlan
+from pegasus.signatures import Callback, ScoreFn
 from pegasus.tasks.inputs import check_mask, given_image, resolve_image, resolve_mask
-
-
-def inpainting_samplers() -> list[str]:
-    """The samplers whose steps fit regenerated pixels to kept ones (SamplerSpec.inpaints)."""
-    return [name for name in SAMPLERS if sampler_spec(name).inpaints]
+from pegasus.tasks.steering import check_classes, check_guidance, classifier
 
 
 def masked_score(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor) -> ScoreFn:
@@ -63,12 +64,13 @@ def paste(x: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: SamplerPlan, *,
             num: int, seed: int, callback: Callback | None = None,
-            centre: float | torch.Tensor = 0.5) -> torch.Tensor:
+            centre: float | torch.Tensor = 0.5, guide: Guide | None = None) -> torch.Tensor:
     """`num` completions (num, C, H, W) of `image` (C, H, W) where `mask` (1 or C, H, W) is 1,
-    each image from its own seeded stream, as samplers/draw.py draws them (from `centre` for a
-    sampler that starts at the noisiest level)."""
+    each image from its own seeded stream, as a sampling job draws them (run/job.py; from
+    `centre` for a sampler that starts at the noisiest level), the regenerated pixels steered
+    by `guide`."""
     check_mask(mask)
-    check_sampler(plan)
+    INPAINT.check(plan)
     device, shape = image.device, tuple(image.shape)
     streams = ImageStreams(seed, 0, num, device)
     start = plan.start_point(*streams.starting_draws(shape), centre)
@@ -78,17 +80,11 @@ def inpaint(score_fn: ScoreFn, image: torch.Tensor, mask: torch.Tensor, plan: Sa
         start = start + (image - centre) * (1 - mask)
     # A few completions are a small batch, where launching kernels one by one would bound the
     # GPU: the chain replays a CUDA graph there (fastpath/graphs.py).
-    score, capture = chain_graphs(plan, masked_score(score_fn, image, mask), device)
+    score = masked_score(guided(score_fn, guide), image, mask)
+    score, capture = chain_graphs(plan, score, device) if guide is None else (score, None)
     out = plan.run(score, start, noise_sampler=streams.noise_sampler(shape), callback=callback,
                    capture=capture)
     return paste(out.clamp_(0, 1), image, mask)
-
-
-def check_sampler(plan: SamplerPlan) -> None:
-    if not plan.spec.inpaints:
-        raise FieldError("sampler", f"{plan.name} takes no Langevin or consistency steps, "
-                                    f"which is how the regenerated pixels adapt to the kept "
-                                    f"ones; inpaint with {' or '.join(inpainting_samplers())}")
 
 
 @dataclass
@@ -114,33 +110,47 @@ class InpaintRequest:
     mask: str = "right-half"  # a name, box:..., or a mask file: white is regenerated
     num: int = 8  # completions
     seed: int = 0
-    sampler: str = "als"
+    sampler: str | None = None  # None: the run's own if it inpaints, else als (TrainedRun.plan)
     steps: int | None = None  # evaluation budget; None: the sampler's default
+    toward: str | None = None  # a class the guide classifier steers the regenerated pixels to
+    guidance: float = 0.0  # its weight W (blend.py's bound)
 
     def validate(self, trained) -> SamplerPlan:
         """The sampler's plan on the run, once every field is known to be usable."""
+        check_guidance(self.guidance)
+        check_classes(trained.classes, self.toward)
+        if (self.toward is None) != (self.guidance == 0):
+            raise FieldError("toward", "and guidance go together: name the class the regenerated "
+                                       "pixels are guided toward and a weight above 0")
+        if self.guidance > 0 and trained.run_dir is None:
+            raise FieldError("guidance", "needs a run folder (its guide); exported weights carry "
+                                         "none")
         if self.num < 1:
             raise FieldError("num", f"must be at least 1, got {self.num}")
         if self.num > MAX_IMAGES or fitting_batch(trained, self.num, None) < self.num:
             raise FieldError("num", f"{self.num:,} completions do not fit in the free memory at "
                                     f"once; the most that fit are about "
                                     f"{fitting_batch(trained, MAX_IMAGES, None):,}")
-        plan = trained.plan(self.sampler, self.steps)
-        check_sampler(plan)
-        return plan
+        return trained.plan(self.sampler, self.steps, use=INPAINT)
 
 
-def inpaint_run(trained, request: InpaintRequest, *, compile: str = "auto", amp: str = "auto",
-                progress: ProgressBar | None = None) -> Inpainting:
+def inpaint_run(trained, request: InpaintRequest, *,
+                execution: Execution = Execution()) -> Inpainting:
     """`request.num` completions of an image by a TrainedRun, everything the user gave checked
     before any sampling (a file read, a sample not drawn)."""
     plan = request.validate(trained)
     given = given_image(request.image, trained.config.data.res)
     region = resolve_mask(request.mask, trained.config.data.res, request.image).to(trained.device)
-    job = SamplingJob.make(trained, plan, num=request.num, batch_size=request.num, compile=compile,
-                           amp=amp)
+    steer = classifier(trained, "guide") if request.guidance > 0 else None
+    job = SamplingJob.make(trained, plan, num=request.num, batch_size=request.num,
+                           execution=execution)
+    guide = None
+    if steer is not None:
+        toward = torch.zeros(len(trained.classes), device=trained.device)
+        toward[trained.classes.index(request.toward)] = 1
+        guide = request.guidance * ClassGuide(fast_log_prob(steer, job.path), toward)
     given = resolve_image(trained, given)
-    callback = progress(f"inpaint ({request.sampler})", plan.evaluations) if progress else None
+    callback = execution.bar(f"inpaint ({plan.name})", plan.evaluations)
     completions = inpaint(job.score, given, region, plan, num=request.num, seed=request.seed,
-                          callback=callback, centre=trained.centre)
-    return Inpainting(given, region, completions, request.sampler, plan.evaluations)
+                          callback=callback, centre=trained.centre, guide=guide)
+    return Inpainting(given, region, completions, plan.name, plan.evaluations)

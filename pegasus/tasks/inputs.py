@@ -184,7 +184,7 @@ def resolve_image(trained, given: torch.Tensor | int | str, field: str = "image"
     if isinstance(given, str):
         given = given_image(given, trained.config.data.res, field)
     if isinstance(given, int):
-        return SamplingJob.make(trained, num=1).images(given)[0]
+        return SamplingJob.make(trained, trained.plan(), num=1).images(given)[0]
     return given.to(trained.device)
 
 

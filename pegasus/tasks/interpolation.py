@@ -13,20 +13,18 @@ A deterministic sampler (the probability-flow ODE) injects no noise to interpola
 Classifier guidance makes the ends the classes asked for, which the source text names as its
 main limitation: the score gets W * grad_x [cos^2(theta_k) log p(a | x, sigma) +
 sin^2(theta_k) log p(b | x, sigma)], so the class weight moves from class a to class b along
-the strip together with the noise angle.
+the strip together with the noise angle: a ClassGuide (model/guides.py) with the weights of
+`endpoint_class_weights`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
 from pegasus.samplers.plan import SamplerPlan
 from pegasus.signatures import Callback, Capture, NoiseSampler, ScoreFn
-
-LogProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def interpolation_angles(n: int) -> torch.Tensor:
@@ -70,24 +68,6 @@ def endpoint_class_weights(n: int, source: int, target: int, classes: int) -> to
     return w.float()
 
 
-def guided_score(score_fn: ScoreFn, log_prob_fn: LogProbFn, class_weights: torch.Tensor,
-                 scale: float) -> ScoreFn:
-    """s(x, sigma) + scale * grad_x sum_c w_c log p(c | x, sigma), per sample (classifier
-    guidance; Song et al. 2021, sec. 5). `class_weights` is (B, classes). With scale 0 the
-    score is returned untouched."""
-    if scale == 0:
-        return score_fn
-
-    def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            objective = (log_prob_fn(xg, sigma) * class_weights).sum()
-            (grad,) = torch.autograd.grad(objective, xg)
-        return score_fn(x, sigma) + scale * grad
-
-    return score
-
-
 @torch.no_grad()
 def blend_strips(
     score_fn: ScoreFn,
@@ -106,8 +86,8 @@ def blend_strips(
     (M, ...) standard normal noise per call. With `per_column`, x0 is (M, N + 2, ...): a start
     for each column (two given pictures noised and mixed: tasks/pictures.py).
 
-    `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guided score
-    built with `guided_score` uses class weights laid out the same way. `capture` is passed to
+    `score_fn` sees the strips flattened to (M * (N + 2), ...), strip-major; a guide's class
+    weights (model/guides.py) are laid out the same way. `capture` is passed to
     annealed Langevin (a CUDA graph of one step on a GPU gives the same chain).
     """
     if not plan.stochastic:

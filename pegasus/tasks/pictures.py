@@ -22,18 +22,17 @@ from dataclasses import dataclass, field
 import torch
 
 from pegasus.errors import FieldError, UserError
-from pegasus.fastpath import chain_graphs
+from pegasus.fastpath import Execution, chain_graphs
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.streams import ImageStreams
-from pegasus.run.classifiers import load_classifier
 from pegasus.run.job import SamplingJob
-from pegasus.samplers.plan import SamplerPlan, plan_sampler
-from pegasus.signatures import ProgressBar
-from pegasus.tasks.blend import Q_STREAM, Kept, column_score
+from pegasus.samplers.plan import EQ4, SamplerPlan
+from pegasus.tasks.blend import Q_STREAM, Kept, column_guide, column_score
 from pegasus.tasks.encode import integrate, ode_plan, psnr
 from pegasus.tasks.inpaint import paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import blend_strips, interpolation_angles
+from pegasus.tasks.steering import check_classes, check_guidance, classifier
 from pegasus.tasks.strips import AUTO, resolve_column
 
 MODES = ("ode", "sdedit")
@@ -50,7 +49,7 @@ class PictureRequest:
     strips: int | None = None
     seed: int = 0
     strength: str = "0.5"  # sdedit: a fraction of the schedule, or sigma=VALUE
-    sampler: str | None = None  # default: heun for ode, als for sdedit
+    sampler: str | None = None  # None: the run's own where it serves the mode (TrainedRun.plan)
     steps: int | None = None
     source: str | None = None
     target: str | None = None
@@ -110,24 +109,25 @@ def below(schedule: Schedule, sigma: float) -> Schedule:
                     schedule.steps_per_level, schedule.eps, schedule.denoise)
 
 
-def blend_pictures(trained, request: PictureRequest, *, compile: str = "auto", amp: str = "auto",
-                   progress: ProgressBar | None = None) -> PictureBlend:
+def blend_pictures(trained, request: PictureRequest, *,
+                   execution: Execution = Execution()) -> PictureBlend:
     """Strips between two given pictures, every input checked before any chain runs."""
     _check(request, trained)
     res = trained.config.data.res
     given = [given_image(request.image_a, res, "image_a"), given_image(request.image_b, res, "image_b")]
     mask = resolve_mask(request.mask, res, request.image_a).to(trained.device) if request.mask else None
-    guide = (load_classifier(trained.run_dir.path, "guide", trained.device)
-             if request.guidance > 0 else None)
+    guide = classifier(trained, "guide") if request.guidance > 0 else None
     if request.mode == "ode":
-        plan = ode_plan(trained, request.sampler or "heun", request.steps)
+        plan = ode_plan(trained, request.sampler, request.steps)
     else:
         plan = _sdedit_plan(trained, request)
     columns = request.strips * (request.n + 2)
-    job = SamplingJob.make(trained, plan, num=columns, batch_size=columns, compile=compile, amp=amp)
+    job = SamplingJob.make(trained, plan, num=columns, batch_size=columns, execution=execution)
     a, b = (resolve_image(trained, g) for g in given)
     kept = Kept(a, mask) if mask is not None else None
-    score = column_score(job, request, guide, kept)
+    steer = column_guide(job, request, guide)
+    score = column_score(job, steer, kept)
+    progress = execution.bar
     if request.mode == "ode":
         strips = _ode_strips(trained, job, request, score, a, b, progress)
         ends = {"PSNR of k=0 to A (dB)": psnr(strips[0, 0], a),
@@ -155,23 +155,18 @@ def _check(request: PictureRequest, trained) -> None:
     if request.mode == "ode" and request.strips != 1:
         raise FieldError("strips", "is 1 in mode ode: decoding the two pictures' latents is "
                                    "deterministic")
+    check_guidance(request.guidance)
     if (request.guidance > 0) and trained.run_dir is None:
         raise UserError("guidance needs a run folder (its guide); exported weights carry none")
-    for name in (request.source, request.target):
-        if name is not None and name not in trained.classes:
-            raise UserError(f"unknown class {name!r} for this run; its classes: "
-                            f"{', '.join(trained.classes)}")
+    check_classes(trained.classes, request.source, request.target)
 
 
 def _sdedit_plan(trained, request: PictureRequest) -> SamplerPlan:
+    """SDEdit's sampler on the part of the schedule below its strength, through the run's one
+    door: one that injects noise, for eq. 4 from there (the kept picture is where every chain
+    starts, so a masked SDEdit needs no Langevin steps to fit it)."""
     sub = below(trained.schedule, strength_sigma(trained.schedule, request.strength))
-    plan = plan_sampler(request.sampler or "als", sub, request.steps,
-                        trained_levels=not trained.knows_every_sigma)
-    if not plan.stochastic:
-        raise FieldError("sampler", f"{plan.name} injects no noise here, and eq. 4 interpolates "
-                                    f"injected noise: blend by sdedit with als, pc, cas or "
-                                    f"dpmpp-2m-sde, or use mode ode")
-    return plan
+    return trained.plan(request.sampler, request.steps, use=EQ4, schedule=sub)
 
 
 def _slerp(u: torch.Tensor, v: torch.Tensor, t: float) -> torch.Tensor:
@@ -187,13 +182,13 @@ def _slerp(u: torch.Tensor, v: torch.Tensor, t: float) -> torch.Tensor:
 def _ode_strips(trained, job, request, score, a, b, progress) -> torch.Tensor:
     plan = job.plan
     encode_score, _ = chain_graphs(plan, job.score, trained.device)
-    callback = progress("encode (A and B)", plan.evaluations) if progress else None
+    callback = progress("encode (A and B)", plan.evaluations)
     z = integrate(encode_score, torch.stack([a, b]), plan, upward=True, callback=callback)
     u, v = z[0] - trained.centre, z[1] - trained.centre
     ts = [k / (request.n + 1) for k in range(request.n + 2)]
     latents = torch.stack([trained.centre + _slerp(u, v, t) for t in ts])
     score, _ = chain_graphs(plan, score, trained.device) if request.guidance == 0 else (score, None)
-    callback = progress(f"decode W={request.guidance:g}", plan.evaluations) if progress else None
+    callback = progress(f"decode W={request.guidance:g}", plan.evaluations)
     out = integrate(score, latents, plan, upward=False, callback=callback).clamp_(0, 1)
     return out[None]
 
@@ -208,7 +203,7 @@ def _sdedit_strips(trained, job, request, score, a, b, progress) -> torch.Tensor
     w = w.view(1, -1, *([1] * len(shape)))
     starts = (1 - w) * a + w * b + sigma * z[:, None]
     score, capture = chain_graphs(plan, score, device) if request.guidance == 0 else (score, None)
-    callback = progress(f"sdedit from sigma {sigma:.3g}", plan.evaluations) if progress else None
+    callback = progress(f"sdedit from sigma {sigma:.3g}", plan.evaluations)
     out = blend_strips(score, starts, plan, n=request.n, noise_p=p.noise_sampler(shape),
                        noise_q=q.noise_sampler(shape), callback=callback, capture=capture,
                        per_column=True)

@@ -21,10 +21,11 @@ from pegasus.atomic import atomic_write, remove_stale_temporaries
 from pegasus.config import Config
 from pegasus.data import check_data_config
 from pegasus.devices import resolve_device
-from pegasus.errors import RunError
+from pegasus.errors import ConfigError, RunError
 from pegasus.fastpath import FastPath
 from pegasus.fastpath.memory import check_estimated_training_batch, check_weights_fit
 from pegasus.model.build import build_score_model
+from pegasus.registry import get_objective
 from pegasus.run.checkpoint import step_of
 from pegasus.run.layout import RunDir
 from pegasus.run.lock import RunLock
@@ -73,6 +74,7 @@ def train(
     run_dir = RunDir(run_dir)
     run_dir.check_usable()
     check_data_config(config.data)
+    _check_objective(config, resume, init)
     # An unknown backbone, a bad resolution or option, or weights that cannot fit: no allocation.
     shapes = build_score_model(config, device="meta")[0]
     device = resolve_device(config.train.device)
@@ -96,6 +98,20 @@ def train(
                 warn(f"removed {path.name}, left by an interrupted write")
             return _train(ctx, config, start, network, progress, tensorboard, stop_after, stop,
                           on_start, notify)
+
+
+def _check_objective(config: Config, resume: bool, init: dict | None) -> None:
+    """A new run from fresh weights trains on an objective that starts from them, and names no
+    source run: that is `pegasus tune`'s to write, for the runs it starts from another's."""
+    objective = config.objective
+    if resume or init is not None:
+        return
+    if get_objective(objective.name)[0].tunes:
+        raise ConfigError(f"objective.name: {objective.name} tunes a trained run and does not "
+                          f"train from fresh weights; train a run first, then pegasus tune it")
+    if objective.source:
+        raise ConfigError("objective.source: pegasus tune writes it for the runs it makes; a "
+                          "run trained from scratch has none")
 
 
 def _network(config: Config, device) -> tuple:

@@ -1,5 +1,6 @@
-"""The held-out DSM loss: the EMA weights' loss on images the run does not train on, at each log
-step, with the same levels and noise every time (a seeded generator) so that the values compare.
+"""The held-out loss: the EMA weights' loss (the run's objective, DSM unless tuned) on images the
+run does not train on, at each log step, with the same sigmas and noise every time (a seeded
+generator) so that the values compare.
 A training loss that keeps falling while this one rises is the sign that the run has started
 memorising its images; `train.early_stop` stops training then (after that many logs without a new
 lowest held-out loss)."""
@@ -9,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from pegasus.data import load_held_out
-from pegasus.model.loss import dsm_loss
 
 MOST = 256  # held-out images per evaluation
 SEED = 20_201_126
@@ -23,12 +23,17 @@ class HeldOut:
         self.best, self.since_best = float("inf"), 0
 
     @torch.no_grad()
-    def loss(self, model, sigmas: torch.Tensor, draw=None) -> float | None:
+    def measure(self, model, objective) -> float:
+        """`objective`'s loss of `model` on the held-out images, the same draws every time."""
+        g = torch.Generator(device=self.images.device).manual_seed(SEED)
+        return objective(model, self.images, step=0, generator=g).loss.item()
+
+    def loss(self, model, objective) -> float | None:
+        """The held-out loss of `model` (the EMA weights) now, kept track of for early stops;
+        None where the run has no held-out images."""
         if self.images is None:
             return None
-        g = torch.Generator(device=self.images.device).manual_seed(SEED)
-        value = dsm_loss(model, self.images, sigmas, generator=g, draw=draw,
-                         weight=model.loss_weight).loss.item()
+        value = self.measure(model, objective)
         if value < self.best:
             self.best, self.since_best = value, 0
         else:

@@ -1,6 +1,7 @@
-"""The training loop: DSM on a fixed noise schedule with Adam, EMA weights, TensorBoard logs,
-sample grids, atomic checkpoints, exact resume, a clean stop on Ctrl-C or SIGTERM, and a stop
-with the good checkpoints intact when the loss or the weights stop being finite (stops.py).
+"""The training loop: the run's objective (pegasus/objectives/, whichever the config names) with
+Adam, EMA weights, TensorBoard logs, sample grids, atomic checkpoints, exact resume, a clean
+stop on Ctrl-C or SIGTERM, and a stop with the good checkpoints intact when the loss or the
+weights stop being finite (stops.py).
 
 Fast path (NCSNv2 runs are 300k steps): bf16 autocast for the network with the loss and the
 1/sigma scaling in float32, channels_last, fused Adam, a foreach EMA update, data and batch
@@ -26,21 +27,21 @@ from pegasus import distributed, fastpath
 from pegasus.colour import ColourStats, Drift, mean_noise
 from pegasus.config import Config
 from pegasus.data import load_images
+from pegasus.errors import SamplingError
 from pegasus.fastpath.cache import load_artifacts, save_artifacts, signed
 from pegasus.fastpath.compile import compile_notice, warn_uncompiled
 from pegasus.fastpath.keys import WorkKey
 from pegasus.fastpath.rules import FastPath, conv_autotuning
+from pegasus.hookspecs import Loss
 from pegasus.images import save_grid, tile
-from pegasus.model.consistency import ect_loss
 from pegasus.model.ema import EMA
-from pegasus.model.loss import DSMLoss, dsm_loss
-from pegasus.noise.draws import SigmaDraw
 from pegasus.noise.schedule import Schedule
 from pegasus.noise.techniques import choose_for_images
+from pegasus.registry import get_objective
 from pegasus.run.checkpoint import save_checkpoint
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
-from pegasus.run.trained import TrainedRun, knows_every_sigma
+from pegasus.run.trained import TrainedRun
 from pegasus.training.batches import EpochSampler, batch_of
 from pegasus.training.heldout import HeldOut
 from pegasus.training.state import checkpoint_state, restore
@@ -53,7 +54,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log
     interrupted: int | None = None  # the signal number that stopped training early
     checkpoint: Path | None = None
-    held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out DSM loss)
+    held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
     stopped_early: int | None = None  # the step the held-out loss's patience ran out at
     colour: list[tuple[int, float]] = field(default_factory=list)  # (step, largest mean gap)
 
@@ -62,7 +63,7 @@ class TrainResult:
 class StartingPoint:
     """Where a training call starts: the run folder and, when resuming, the checkpoint it
     continues (its state and step); a new run may start from given weights (`init`: another
-    run's EMA weights, which consistency tuning starts from) instead of fresh ones."""
+    run's EMA weights, which `pegasus tune` starts from) instead of fresh ones."""
 
     run: RunDir
     state: dict | None = None
@@ -91,7 +92,7 @@ class LossLog:
         self.one = torch.ones((), device=device)  # each sample counts once for its level
         self.steps = 0
 
-    def add(self, out: DSMLoss) -> None:
+    def add(self, out: Loss) -> None:
         self.total += out.loss.detach()
         self.sums.index_add_(0, out.levels, out.per_sample.detach())
         self.counts.index_add_(0, out.levels, self.one.expand(len(out.levels)))
@@ -109,8 +110,8 @@ class LossLog:
         return mean, by_range
 
 
-def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> DSMLoss:
-    """One step: `loss(net, x)` under `autocast` (the loss itself is float32; Trainer.objective),
+def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> Loss:
+    """One step: `loss(net, x)` under `autocast` (the loss itself is float32: the objective's),
     backward, Adam, EMA. Nothing in it reads a value back to the host."""
     with autocast:
         out = loss(net, x)
@@ -119,19 +120,6 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> 
     optimizer.step()
     ema.update()
     return out
-
-
-def grid_sampler(config: Config) -> tuple[str, int | None]:
-    """The sampler and budget of a run's training grids. A tuned run's are its 2-evaluation
-    consistency samples. A run trained on NCSNv2's levels draws by annealed Langevin, as the
-    reference's grids are. A run trained on a continuum of sigmas draws by cas at its default
-    budget, which starts at the data's mean + sigma_1 z: annealed Langevin starts from
-    uniform noise at sigma_1, which log-normal training seldom draws, and its grids sit 0.07-0.11
-    brighter than the data at every step of such a run (bench/README.md, "Colour drift over 20,000
-    steps"), so the colour monitor would warn of the sampler instead of the network."""
-    if config.consistency.tuned:
-        return "consistency", 2
-    return ("als", None) if config.noise.training == "levels" else ("cas", None)
 
 
 class Trainer:
@@ -145,6 +133,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.config = self._data(config)
         self._model(network)
+        self._objective()
         if start.init is not None:  # before the EMA copies the network (_optimiser)
             self.model.load_state_dict(start.init)
             start.init = None
@@ -176,37 +165,31 @@ class Trainer:
             config = dataclasses.replace(config, noise=choose_for_images(config.noise, self.images))
         self.schedule = Schedule.from_noise(config.noise)
         self.sigmas = self.schedule.sigmas(device)
-        noise, tuning = config.noise, config.consistency
-        self.sigma_draw = (None if noise.training == "levels" else
-                     SigmaDraw(noise.training, self.sigmas, noise.p_mean, noise.p_std))
-        self.snap = None
-        if tuning.tuned:  # ECT's t, on the levels alone for a network that knows only those
-            self.sigma_draw = SigmaDraw("log-normal", self.sigmas, tuning.p_mean, tuning.p_std)
-            self.snap = None if knows_every_sigma(config) else self.sigma_draw.snap
-        # The held-out DSM loss says nothing of a consistency function: none for a tuned run.
-        self.held_out = HeldOut(config, device) if self.ctx.main and not tuning.tuned else None
         return config
-
-    def objective(self, net, x: torch.Tensor) -> DSMLoss:
-        """One batch's loss: DSM, each image's sigma by `draw` (None: one of the levels, NCSNv2)
-        weighted as the model asks (ScoreModel.loss_weight), or ECT's for a consistency-tuned
-        run at the stage this step is in (model/consistency.py)."""
-        tuning = self.config.consistency
-        if not tuning.tuned:
-            return dsm_loss(net, x, self.sigmas, generator=self.g, draw=self.sigma_draw,
-                            weight=self.model.loss_weight)
-        return ect_loss(net, x, draw=self.sigma_draw, stage=self.step // tuning.stage_every,
-                        q=tuning.q, k=tuning.k, b=tuning.b, c=tuning.c,
-                        sigma_min=self.config.noise.sigma_min,
-                        sigma_data=self.config.noise.sigma_data, snap=self.snap, generator=self.g)
 
     def _model(self, network: tuple) -> None:
         """The network `train` built, (ScoreModel, Plugin), its weights drawn from the run's
-        seed, moved to its device; EDM's preconditioning is then taken about this data's mean."""
+        seed, moved to its device; EDM's preconditioning is then taken about this data's mean,
+        and the model told the sigmas it trains on."""
         self.model, self.plugin = network
         if self.model.edm is not None:
             self.model.edm.centre.copy_(self.data_mean.view(-1, 1, 1))
+        self.model.know(self.sigmas)
         self.model.to(self.ctx.device)
+
+    def _objective(self) -> None:
+        """The run's loss, whichever objective the config names, and the held-out loss where
+        the objective's means something (hookspecs.Objective.held_out)."""
+        objective = self.config.objective
+        spec, _ = get_objective(objective.name)
+        self.loss = spec.build(objective.options, config=self.config, sigmas=self.sigmas,
+                               model=self.model)
+        self.held_out = (HeldOut(self.config, self.ctx.device)
+                         if self.ctx.main and spec.held_out else None)
+
+    def objective(self, net, x: torch.Tensor) -> Loss:
+        """One batch's loss at the step training is at (the objective's stage follows it)."""
+        return self.loss(net, x, step=self.step, generator=self.g)
 
     def _fast_path(self, steps_left: int) -> None:
         self.fast = fastpath.for_training(
@@ -266,17 +249,23 @@ class Trainer:
             generators=generators), keep=self.config.train.keep)
 
     def grid(self) -> None:
-        """A grid of EMA samples by grid_sampler (the same seed every time, so grids show
-        progress, not luck), and its colours against the data's."""
+        """A grid of EMA samples by the run's default sampler (TrainedRun.plan: the same seed
+        every time, so grids show progress, not luck), and its colours against the data's."""
         model, device, num = self.ema.module.eval(), self.ctx.device, self.config.train.grid
         # The job of the EMA network as it stands, eager and in float32: no probe, no compile
         # and no change to the module's layout in the middle of training.
         trained = TrainedRun(self.config, model, self.schedule, self.step, self.run.path, device,
                              centre=self.data_mean.view(-1, 1, 1).to(device),
                              centre_recorded=True)
-        job = SamplingJob(trained, trained.plan(*grid_sampler(self.config)), num, num,
+        job = SamplingJob(trained, trained.plan(), num, num,
                           FastPath(amp=False, channels_last=False, compile=False), model)
-        x = job.images(self.config.train.seed)
+        try:
+            x = job.images(self.config.train.seed)
+        except SamplingError:  # a network that diverges stops at its next log (stops.py)
+            if self.notify is not None:
+                self.notify(f"warning: no sample grid at step {self.step}: its images are not "
+                            f"finite numbers")
+            return
         save_grid(x, self.run.sample_grid(self.step))
         drift = Drift(ColourStats.of(x), self.data_colour, mean_noise(x))
         self.result.colour.append((self.step, drift.mean_gap))
@@ -326,7 +315,7 @@ class Trainer:
         if not math.isfinite(mean):
             raise diverged(self.step, "the losses", self.result.checkpoint, self.config.train.lr)
         self.result.losses.append((self.step, mean))
-        held = self.held_out.loss(self.ema.module, self.sigmas, self.sigma_draw) if self.held_out else None
+        held = self.held_out.loss(self.ema.module, self.loss) if self.held_out else None
         if held is not None:
             self.result.held_out.append((self.step, held))
             patience = self.config.train.early_stop
@@ -363,7 +352,7 @@ class Trainer:
         if self.compile_cache is not None and self.ctx.main and not signed(self.compile_cache):
             save_artifacts(self.compile_cache)
 
-    def _step(self, x: torch.Tensor, first: bool) -> DSMLoss:
+    def _step(self, x: torch.Tensor, first: bool) -> Loss:
         """One training step. The process's `first` step under torch.compile is the one that
         compiles: its noise is kept (host-side seed and offset, no device sync) so that, if the
         compile fails, the step is drawn again with the same noise on the uncompiled network."""

@@ -1,10 +1,15 @@
-"""Consistency tuning of a trained run into a new run (ECT; model/consistency.py): the new run's
-config is the source's with `consistency.tuned` set, and its network and EMA start from the
-source's EMA weights. Everything else is an ordinary training run (the trainer with ECT's loss
-in Trainer.objective): the lock, the NaN guard, checkpoints, resume (`train --resume` of the new
-run), TensorBoard, exports and torchrun. The source run is only read. Its guide and judge
+"""Tuning a trained run into a new run on an objective that starts from trained weights (ECT's
+consistency tuning, objectives/ect.py, by default): the new run's config is the source's with
+the objective named, and its network and EMA start from the source's EMA weights. Everything
+else is an ordinary training run (the trainer calling the objective's loss): the lock, the NaN
+guard, checkpoints, resume (`train --resume` of the new run), TensorBoard, exports and torchrun.
+
+The source run is only read, and is its newest good checkpoint (a damaged newest one is passed
+over, as resuming does). The tuned run keeps its source's network and schedule: overrides of the
+model or noise sections are refused before anything is written. Its guide and judge
 (classifiers of noisy and clean images, blind to the score network) serve the tuned run as they
-are: they are copied into it when tuning starts, for guided blends and reports.
+are: each is checked to load, then copied into it when tuning starts, for guided blends and
+reports.
 """
 
 from __future__ import annotations
@@ -14,60 +19,78 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pegasus.atomic import atomic_write
-from pegasus.config import Config, apply_overrides
-from pegasus.errors import ConfigError, RunError
+from pegasus.config import Config, build_config, resolve_model_options
+from pegasus.devices import resolve_device
+from pegasus.errors import RunError
+from pegasus.registry import get_objective
+from pegasus.run.classifiers import load_classifier
 from pegasus.run.layout import CLASSIFIER_FILES, RunDir
-from pegasus.run.load import load_trained_run
+from pegasus.run.load import trained_from_state
+from pegasus.run.resume import load_resume_state
 from pegasus.training import restarted_job, train
 from pegasus.training.trainer import TrainResult
 
 STAGES = 4  # r's schedule in 4 stages over the tuning (stage_every = iters / 4) unless set
+OBJECTIVE = "ect"
 
 
-def tuning_config(config: Config, source: Path, *, iters: int,
-                  overrides: Sequence[str] = ()) -> Config:
+def tuning_config(config: Config, source: Path, *, iters: int, overrides: Sequence[str] = (),
+                  objective: str = OBJECTIVE) -> Config:
     """The tuned run's config: the source's `config` (as it trained: its noise fields resolved)
-    tuned for `iters` steps, then `overrides` (SECTION.FIELD=VALUE) applied."""
+    on `objective`, tuned for `iters` steps (a stage schedule in STAGES stages, where the
+    objective has one), then `overrides` (SECTION.FIELD=VALUE) applied as on resuming: the
+    network, its schedule and the objective named are the tuned run's own."""
     data = config.to_dict()
     data["train"]["iters"] = iters
-    data["consistency"] = {"tuned": True, "source": str(source),
-                           "stage_every": max(1, iters // STAGES)}
-    tuned = Config.from_dict(apply_overrides(data, list(overrides)))
-    if not tuned.consistency.tuned:
-        raise ConfigError("consistency.tuned: a tuned run is tuned; train the source run on "
-                          "instead to keep it a diffusion model")
-    return tuned
+    data["objective"] = {"name": objective, "source": str(source)}
+    if "stage_every" in get_objective(objective)[0].defaults():
+        data["objective"]["stage_every"] = max(1, iters // STAGES)
+    start = resolve_model_options(Config.from_dict(data))
+    return build_config(overrides=list(overrides), saved=start, continuing="tuning")
 
 
 def tune(source: Path, target: Path, *, iters: int = 1200, overrides: Sequence[str] = (),
          progress=None, tensorboard: bool = True, on_start=None,
          warn: Callable[[str], None] | None = None,
          notify: Callable[[str], None] | None = None) -> TrainResult:
-    """Tune the run in `source` (its newest checkpoint's EMA weights) into a new consistency run
-    in `target` for `iters` steps. progress, on_start, warn and notify are train()'s."""
+    """Tune the run in `source` (its newest good checkpoint's EMA weights) into a new run in
+    `target` for `iters` steps. progress, on_start, warn and notify are train()'s."""
     source, target = Path(source), Path(target)
-    if RunDir(target).path.resolve() == RunDir(source).path.resolve():
-        raise RunError(f"the tuned run needs a folder of its own; {target} is the run it tunes")
-    # torchrun's restart of this very job (a worker failed) resumes it, as train's does.
-    if RunDir(target).latest_checkpoint() is not None and not restarted_job(RunDir(target)):
-        raise RunError(f"{target} already holds a run; tune on with `pegasus train --run "
-                       f"{target} --resume --iters N`, or give a new folder")
-    trained = load_trained_run(source, device="cpu", warn=warn)
-    if trained.tuned:
-        raise RunError(f"{source} is consistency-tuned already; tune its source run "
-                       f"({trained.config.consistency.source}) instead, or train it on")
+    _check_target(source, target)
+    state, path = load_resume_state(RunDir(source), warn, verb="tune")
+    trained = trained_from_state(state, path, resolve_device("cpu"), RunDir(source))
+    if trained.model.learns != "score":
+        raise RunError(f"{source} is consistency-tuned already (objective "
+                       f"{trained.config.objective.name}); tune its source run "
+                       f"({trained.config.objective.source}) instead, or train it on")
     config = tuning_config(trained.config, source, iters=iters, overrides=overrides)
+    classifiers = [kind for kind in CLASSIFIER_FILES if RunDir(source).classifier(kind).is_file()]
+    for kind in classifiers:  # a damaged or foreign file is refused before any work
+        load_classifier(source, kind, "cpu", classes=config.data.classes)
     init = {name: tensor.detach().clone() for name, tensor in trained.model.state_dict().items()}
 
     def start(*args) -> None:
-        for kind in CLASSIFIER_FILES:
-            given = RunDir(source).classifier(kind)
-            if given.is_file():
-                with given.open("rb") as read:
-                    atomic_write(RunDir(target).classifier(kind),
-                                 lambda out, read=read: shutil.copyfileobj(read, out))
+        for kind in classifiers:
+            with RunDir(source).classifier(kind).open("rb") as read:
+                atomic_write(RunDir(target).classifier(kind),
+                             lambda out, read=read: shutil.copyfileobj(read, out))
         if on_start is not None:
             on_start(*args)
 
     return train(config, target, progress=progress, tensorboard=tensorboard, on_start=start,
                  warn=warn, notify=notify, init=init)
+
+
+def _check_target(source: Path, target: Path) -> None:
+    """The tuned run needs a new folder of its own, outside the run it reads (a link into the
+    source counts as inside it); torchrun's restart of this very job resumes it, as train's
+    does."""
+    here, there = RunDir(source).path.resolve(), RunDir(target).path.resolve()
+    if there == here:
+        raise RunError(f"the tuned run needs a folder of its own; {target} is the run it tunes")
+    if there.is_relative_to(here):
+        raise RunError(f"{target} lies inside the run it tunes ({source}), which tuning only "
+                       f"reads; give a folder outside it")
+    if RunDir(target).latest_checkpoint() is not None and not restarted_job(RunDir(target)):
+        raise RunError(f"{target} already holds a run; tune on with `pegasus train --run "
+                       f"{target} --resume --iters N`, or give a new folder")

@@ -1,5 +1,5 @@
-"""Consistency functions and their tuning (ECT: Geng et al., ICLR 2025, "Consistency models made
-easy"; docs/science.md, "Consistency tuning").
+"""Consistency functions and their tuning: the objective `ect` (ECT: Geng et al., ICLR 2025,
+"Consistency models made easy"; docs/science.md, "Consistency tuning").
 
 A consistency function f(x, sigma) maps any point of a probability-flow trajectory to its end,
 with the boundary condition f(x, sigma_min) = x. A run's network gives a denoiser,
@@ -16,7 +16,8 @@ c_out; on NCSNv2's it is f = x + (sigma - sigma_min) F. Away from sigma_min, f i
 denoiser, so tuning starts from what the run already knows, and the network's output keeps its
 scale down to a few sigma_min (a c_out that vanished faster would ask it to grow as 1 / c_out).
 Written as a score, f = x + sigma^2 c_out s: a tuned run's ScoreModel returns c_out times its
-network's score, and every sampler, guide and blend keeps talking to a score function.
+network's score (`ConsistencyOutput`, the objective's parameterisation), and every sampler,
+guide and blend keeps talking to a score function.
 
 ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r = x + r z, r < t,
 one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
@@ -24,14 +25,51 @@ stage s rises (every `stage_every` iterations), so the pairs tighten from denois
 clean image is the target) to neighbouring points of one trajectory. The distance is
 sqrt(||f(x_t, t) - sg f(x_r, r)||^2 + c^2) - c (c = 0: the L2 norm), weighted by
 (t^2 + sigma_data^2) / (t sigma_data)^2. No teacher, no ODE solve, no Jacobian-vector product.
+The loss of a consistency function's pairs moves with the stage, so a held-out value says
+nothing from one log step to the next: the objective declares none.
 """
 
 from __future__ import annotations
 
 import torch
 
-from pegasus.model.loss import DSMLoss
+from pegasus.hookspecs import Loss
+from pegasus.noise.draws import SigmaDraw
 from pegasus.signatures import ScoreFn
+
+
+class ConsistencyOutput:
+    """The parameterisation of a consistency function, applied last by the score model: the
+    network's score times c_out, so that x + sigma^2 s is f (module docstring)."""
+
+    def __init__(self, sigma_min: float) -> None:
+        self.sigma_min = sigma_min
+
+    def __call__(self, score: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return score * c_out(sigma.float(), self.sigma_min).view(-1, *([1] * (score.dim() - 1)))
+
+
+class ConsistencyTuning:
+    """The `ect` objective of a run (hookspecs.Objective's factory): t drawn log-normally, on
+    the levels alone for a network that knows only those (ScoreModel.round_sigma), and r's
+    stage raised every `stage_every` steps."""
+
+    def __init__(self, options, *, config, sigmas: torch.Tensor, model) -> None:
+        self.options = options
+        self.draw = SigmaDraw("log-normal", sigmas, options.p_mean, options.p_std)
+        self.round_sigma = None if model.knows_every_sigma else model.round_sigma
+        self.sigma_min, self.sigma_data = config.noise.sigma_min, config.noise.sigma_data
+
+    def stage(self, step: int) -> int:
+        """The stage of r's schedule that training step `step` is in."""
+        return step // self.options.stage_every
+
+    def __call__(self, net: ScoreFn, x: torch.Tensor, *, step: int,
+                 generator: torch.Generator | None = None) -> Loss:
+        o = self.options
+        return ect_loss(net, x, draw=self.draw, stage=self.stage(step), q=o.q, k=o.k, b=o.b,
+                        c=o.c, sigma_min=self.sigma_min, sigma_data=self.sigma_data,
+                        snap=self.round_sigma, generator=generator)
 
 
 def c_out(sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
@@ -55,10 +93,11 @@ def partner(t: torch.Tensor, stage: int, *, q: float, k: float, b: float) -> tor
 
 def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, k: float,
              b: float, c: float, sigma_min: float, sigma_data: float,
-             snap=None, generator: torch.Generator | None = None) -> DSMLoss:
+             snap=None, generator: torch.Generator | None = None) -> Loss:
     """ECT's loss on clean images x (module docstring). `draw` gives each image's t and the
     index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
-    knows, where its sigma input does not interpolate (None: every sigma)."""
+    knows, where its sigma input does not interpolate (ScoreModel.round_sigma; None: every
+    sigma)."""
     t, levels = draw(len(x), generator, x.device)
     r = partner(t, stage, q=q, k=k, b=b)
     if snap is not None:
@@ -78,4 +117,4 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
     distance = (gap + c * c).clamp_min(1e-12).sqrt() - c
     weight = (t.float().square() + sigma_data ** 2) / (t.float() * sigma_data).square()
     per_sample = distance * weight
-    return DSMLoss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)
+    return Loss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)

@@ -1,0 +1,86 @@
+"""The built-in objectives, registered through the same hook a third-party plugin uses
+(hookspecs.register_objectives). Only declarations live here; torch and the losses are imported
+inside the factories."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pegasus.hookspecs import Objective, hookimpl
+from pegasus.noise.draws import ECT_P_MEAN, ECT_P_STD
+
+# Bounds that keep the options meaning something: the log-normal's mean within the sigmas any
+# run uses (e^-12 to e^12), its spread below where almost every draw is clipped to an end.
+P_MEAN_BOUND, P_STD_MOST = 12.0, 10.0
+
+
+def _dsm(options, **run):
+    from pegasus.objectives.dsm import DenoisingScoreMatching
+
+    return DenoisingScoreMatching(options, **run)
+
+
+@hookimpl
+def register_objectives(register):
+    register(Objective(
+        name="dsm",
+        description="denoising score matching (NCSNv2): each image at one of the levels or a "
+                    "sigma of the run's noise draw",
+        factory=_dsm,
+    ))
+    register(Objective(
+        name="ect",
+        description="easy consistency tuning (ECT, Geng et al. 2025) of a trained run into a "
+                    "consistency function",
+        factory=_ect,
+        config=ECTConfig,
+        learns="consistency",
+        output=_consistency_output,
+        tunes=True,
+        held_out=False,
+        sampler=("consistency", 2),
+    ))
+
+
+@dataclass(frozen=True)
+class ECTConfig:
+    """ECT's options (objectives/ect.py). r's schedule: r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))),
+    the stage s rising every `stage_every` iterations (ECT's public settings q = 4, k = 8, b = 1;
+    `pegasus tune` sets stage_every to a quarter of the tuning)."""
+
+    stage_every: int = 300
+    q: float = 4.0
+    k: float = 8.0
+    b: float = 1.0
+    c: float = 0.0  # the pseudo-Huber distance's constant (0: the L2 norm)
+    p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
+    p_std: float = ECT_P_STD
+
+    def __post_init__(self) -> None:
+        for name in ("q", "k", "b", "c", "p_mean", "p_std"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if self.stage_every < 1:
+            raise ValueError(f"stage_every must be at least 1 step, got {self.stage_every}")
+        if not self.q > 1:
+            raise ValueError(f"q must be above 1 (r must move toward t), got {self.q}")
+        if self.k < 0 or self.b < 0 or self.c < 0:
+            raise ValueError(f"k, b and c must be 0 or more, got {self.k}, {self.b} and {self.c}")
+        if abs(self.p_mean) > P_MEAN_BOUND:
+            raise ValueError(f"p_mean must be within +-{P_MEAN_BOUND:g} (log sigma), got "
+                             f"{self.p_mean}")
+        if not 0 < self.p_std <= P_STD_MOST:
+            raise ValueError(f"p_std must be above 0 and at most {P_STD_MOST:g}, got {self.p_std}")
+
+
+def _ect(options, **run):
+    from pegasus.objectives.ect import ConsistencyTuning
+
+    return ConsistencyTuning(options, **run)
+
+
+def _consistency_output(config):
+    from pegasus.objectives.ect import ConsistencyOutput
+
+    return ConsistencyOutput(config.noise.sigma_min)
