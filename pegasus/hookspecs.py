@@ -94,7 +94,7 @@ class Loss:
 
     loss: Any  # scalar tensor: the mean over the batch, what the optimiser steps on
     per_sample: Any  # (B,) each image's loss
-    levels: Any  # (B,) the index of the level nearest each image's sigma (the loss log per range)
+    nearest: Any  # (B,) the index of the level nearest each image's sigma (the loss log by range)
 
 
 @dataclass(frozen=True)

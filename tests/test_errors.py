@@ -377,3 +377,57 @@ def test_odd_pictures_are_converted_with_a_note_or_refused(tmp_path):
     Image.new("RGB", (1, 1)).save(tiny)
     with pytest.raises(UserError, match="1 x 1 px"):
         read_image(tiny, 16)
+
+
+def test_the_third_audits_cases_are_one_line_and_write_nothing(tmp_path, run, monkeypatch):
+    """Absurd guidance weights, the same class twice, a chain whose images are not finite and
+    a sample folder of pictures of another size: one line each, exit 2, no picture written."""
+    import json
+
+    from pegasus.errors import SamplingError
+    from pegasus.model.score import ScoreModel
+    from pegasus.noise.schedule import Schedule
+    from pegasus.samplers.plan import plan_sampler
+    from pegasus.tasks.steering import MAX_GUIDANCE
+
+    out = ["--out", str(tmp_path / "x.png")]
+    blend = ["blend", "--run", str(run), "--n", "3", "--k", "1", "--strips", "1", *out]
+    for weight in ("1e30", "1e300", "1001"):
+        one_line(runner.invoke(app, [*blend, "--from", "horse", "--to", "bird", "--guidance",
+                                     weight]), "guidance must be a number from 0 to 1000")
+    for extra in ([], ["--k", "auto", "--report"]):
+        one_line(runner.invoke(app, [*blend, "--from", "horse", "--to", "horse", *extra]),
+                 "both 'horse'")
+    one_line(runner.invoke(app, ["inpaint", "--run", str(run), "--image", "sample:1", "--toward",
+                                 "horse", "--guidance", "1e30", *out]), "--guidance must be")
+    help_text = " ".join(runner.invoke(app, ["blend", "--help"]).output.replace("│", " ").split())
+    assert f"0 (none) to {MAX_GUIDANCE:g}" in help_text  # the bound the check holds
+    # A chain that leaves the finite numbers, in any verb: SamplerPlan.run refuses its images.
+    plan = plan_sampler("cas", Schedule(10.0, 0.01, 10, 1, 1e-5), 6)
+    with pytest.raises(SamplingError, match="not finite"):
+        plan.run(lambda x, sigma: x * float("inf"), torch.ones(2, 3, 4, 4))
+    monkeypatch.setattr(ScoreModel, "forward", lambda self, x, sigma: x * float("nan"))
+    for args in (["sample", "--run", str(run), "--num", "2", *out],
+                 [*blend, "--sampler", "als"],
+                 ["inpaint", "--run", str(run), "--image", str(_png(tmp_path)), *out]):
+        one_line(runner.invoke(app, args), "not finite")
+    assert not (tmp_path / "x.png").exists()
+    monkeypatch.undo()
+    # A folder's manifest is right but its pictures are not the run's size, or not RGB.
+    folder = tmp_path / "fid"
+    result = runner.invoke(app, ["sample", "--run", str(run), "--num", "3", "--sampler", "heun",
+                                 "--steps", "5", "--folder", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "pegasus-samples.json").read_text())["res"] == 16
+    Image.new("RGB", (1, 1)).save(folder / "000001.png")
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder)]),
+             "000001.png is a 1 x 1 RGB picture, not a 16 x 16 RGB sample")
+    Image.new("L", (16, 16)).save(folder / "000001.png")
+    one_line(runner.invoke(app, ["eval", "--run", str(run), "--samples", str(folder)]),
+             "16 x 16 L picture")
+
+
+def _png(tmp_path):
+    path = tmp_path / "given.png"
+    Image.new("RGB", (16, 16), (120, 80, 40)).save(path)
+    return path

@@ -72,3 +72,24 @@ def test_pegasus_sample_reaches_its_sampler_in_few_frames(run, tmp_path, monkeyp
     modules = {frame.split(":")[0] for frame in frames}
     assert frames[0] == "cli/__init__.py:main" and frames[-1] == "samplers/heun.py:heun_sampler"
     assert len(frames) <= 8 and len(modules) <= 6, frames
+
+
+def test_the_design_page_names_every_sampler_verb_and_objective():
+    """docs/design.md stays in step with the samplers (each one's module), the CLI's verbs and
+    the built-in objectives."""
+    from pegasus.cli import app
+    from pegasus.registry import load_registry
+    from pegasus.samplers import SAMPLERS
+
+    page = (ROOT / "docs" / "design.md").read_text()
+    missing = [f"sampler {name}" for name in SAMPLERS
+               if f"{name.replace('-', '_')}.py" not in page]
+    verbs = [c.name or c.callback.__name__ for c in app.registered_commands]
+    verbs += [f"{g.name} {c.name or c.callback.__name__}" for g in app.registered_groups
+              for c in g.typer_instance.registered_commands]
+    missing += [f"verb {verb}" for verb in verbs if f"`pegasus {verb}`" not in page]
+    missing += [f"objective {name}" for name in load_registry(entry_points=[], env={}).objectives
+                if f"(`{name}`)" not in page]
+    assert len(verbs) >= 18 and not missing, missing
+    headings = [line for line in page.splitlines() if line.startswith("## ")]
+    assert len(headings) == len(set(headings)), headings  # no section twice

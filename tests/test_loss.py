@@ -19,7 +19,7 @@ def test_loss_matches_closed_form_with_explicit_noise():
     def score(xt, sigma):
         return -a * xt / sigma.view(-1, 1, 1, 1) ** 2
 
-    out = dsm_loss(score, x, sigmas, levels=levels, noise=noise)
+    out = dsm_loss(score, x, sigmas, nearest=levels, noise=noise)
     expected = []
     for i in range(2):
         s = sigmas[levels[i]]
@@ -28,7 +28,7 @@ def test_loss_matches_closed_form_with_explicit_noise():
     expected = torch.stack(expected)
     torch.testing.assert_close(out.per_sample, expected)
     torch.testing.assert_close(out.loss, expected.mean())
-    assert out.levels.tolist() == [0, 2]
+    assert out.nearest.tolist() == [0, 2]
 
 
 class _Zero(torch.nn.Module):
@@ -67,7 +67,7 @@ def test_levels_are_drawn_uniformly():
     sigmas = geometric_sigmas(10.0, 0.01, 4)
     out = dsm_loss(lambda x, s: torch.zeros_like(x), torch.zeros(8000, 1), sigmas,
                    generator=torch.Generator().manual_seed(3))
-    counts = torch.bincount(out.levels, minlength=4).float() / 8000
+    counts = torch.bincount(out.nearest, minlength=4).float() / 8000
     assert torch.all((counts - 0.25).abs() < 0.02)
 
 
@@ -134,5 +134,5 @@ def test_the_default_draw_is_ncsnv2s_bit_for_bit():
     g = torch.Generator().manual_seed(3)
     levels = torch.randint(3, (6,), generator=g)
     noise = torch.randn(x.shape, generator=g)
-    b = dsm_loss(lambda y, s: -y, x, sigmas, levels=levels, noise=noise)
-    assert torch.equal(a.levels, b.levels) and torch.equal(a.per_sample, b.per_sample)
+    b = dsm_loss(lambda y, s: -y, x, sigmas, nearest=levels, noise=noise)
+    assert torch.equal(a.nearest, b.nearest) and torch.equal(a.per_sample, b.per_sample)

@@ -51,7 +51,7 @@ def test_the_weighted_loss_is_edms_unit_variance_target_loss():
     sigmas = torch.tensor([8.0, 1.0, 0.1, 0.01])
     levels = torch.tensor([0, 1, 2, 3, 0, 2])
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
-    got = dsm_loss(model, x, sigmas, levels=levels, noise=noise,
+    got = dsm_loss(model, x, sigmas, nearest=levels, noise=noise,
                    weight=model.loss_weight).per_sample
     sigma = sigmas[levels]
     s = sigma.view(-1, 1, 1, 1)

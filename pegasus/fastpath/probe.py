@@ -2,16 +2,15 @@
 timed evaluations before the work starts, kept in the run folder so that a run probes once.
 
 Why: the declared choices (bf16 autocast where the GPU has bf16 tensor cores, channels_last where
-the backbone says it pays) were measured on one H100 at one size. There, channels_last made the
-U-Net 0.80x of eager float32 and bf16 alone only 1.05x (bench/README.md, "H100 figures of the
-earlier fast path"), and its fast path trained at 0.86x, so another GPU, width or resolution can
-put a declared mode below float32.
+the backbone says it pays) were measured on one H100 at one size, where a declared mode already
+ran below eager float32 for the U-Net (bench/README.md, "Figures behind the code's choices"), so
+another GPU, width or resolution can put one below float32 too.
 Timing the candidates where the work runs keeps a slower one from being chosen.
 
 What is probed: in training, each switch left at "auto" (amp only where bf16 pays at all), both
-ways; in sampling, the layout only, because bf16 against float32 changes the images (by about
-0.016 a pixel on the H100), and a seed's images must not depend on which way a timing fell, while
-the layout changes nothing but float rounding. A training run's choice is recorded, so its
+ways; in sampling, the layout only, because bf16 against float32 changes the images, and a
+seed's images must not depend on which way a timing fell, while the layout changes nothing but
+float rounding. A training run's choice is recorded, so its
 resumed parts train on the same path. The plainest candidate (float32, contiguous) comes first.
 Each is warmed up (cuDNN's algorithm search runs then) and timed over a few calls; the fastest
 wins if it beats the plainest by more than MARGIN, else the plainest does. Compiled paths are not

@@ -56,7 +56,7 @@ def cuda_capability(device: torch.device) -> tuple[int, int] | None:
 def bf16_pays(device: torch.device) -> bool:
     """`amp = "auto"`'s rule, for sampling and training alike: on GPUs with bf16 tensor cores.
     Not on CPUs: most have no bf16 units, and bf16 training was slower than float32 on this
-    project's CPU, which has them (bench/README.md, "bf16 on this CPU")."""
+    project's CPU, which has them (bench/README.md, "Latest figures")."""
     capability = cuda_capability(device)
     return capability is not None and capability >= BF16_MIN_CAPABILITY
 

@@ -39,8 +39,8 @@ class ScoreModel(nn.Module):
         self.output = output
         self.learns = learns
         self.discrete = discrete
-        self.levels: torch.Tensor | None = None  # the sigmas a discrete network knows (CPU)
-        self._placed: dict[torch.device, torch.Tensor] = {}  # the levels on each device asked
+        self.known: torch.Tensor | None = None  # the sigmas a discrete network knows (CPU)
+        self._placed: dict[torch.device, torch.Tensor] = {}  # `known` on each device asked
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         sigma = _per_sample(sigma, x)
@@ -55,7 +55,7 @@ class ScoreModel(nn.Module):
     def know(self, sigmas: torch.Tensor) -> None:
         """The sigmas the network is trained on (largest first): a discrete network knows
         those alone."""
-        self.levels = sigmas.detach().float().cpu().clone() if self.discrete else None
+        self.known = sigmas.detach().float().cpu().clone() if self.discrete else None
         self._placed = {}
 
     @property
@@ -67,12 +67,12 @@ class ScoreModel(nn.Module):
         level for a discrete network, the sigma itself for any other."""
         if not self.discrete:
             return sigma
-        if self.levels is None:
+        if self.known is None:
             raise RuntimeError("a discrete network's levels are not known yet (ScoreModel.know)")
         if sigma.device not in self._placed:  # copied once per device, not at every step
-            self._placed[sigma.device] = self.levels.to(sigma.device)
-        levels = self._placed[sigma.device]
-        return levels[nearest_levels(levels, sigma)].to(sigma.dtype)
+            self._placed[sigma.device] = self.known.to(sigma.device)
+        known = self._placed[sigma.device]
+        return known[nearest_levels(known, sigma)].to(sigma.dtype)
 
     @property
     def loss_weight(self):

@@ -44,7 +44,7 @@ def dsm_loss(
     sigmas: torch.Tensor,
     *,
     generator: torch.Generator | None = None,
-    levels: torch.Tensor | None = None,
+    nearest: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     draw=None,
     weight=None,
@@ -52,17 +52,18 @@ def dsm_loss(
     """The loss on a batch of clean images x, each at a sigma `draw` picks (a noise/draws.py
     SigmaDraw; by default one of `sigmas`, uniformly: NCSNv2).
 
-    `levels` and `noise` may be given explicitly (tests do, to check the closed form);
+    `nearest` (each image's level index) and `noise` may be given explicitly (tests do, to
+    check the closed form);
     otherwise they are drawn from `generator`. `weight`, a function of each sample's sigma,
     multiplies its loss (EDM's lambda: ScoreModel.loss_weight); None keeps NCSNv2's.
     """
     batch = x.shape[0]
-    if draw is not None and levels is None:
-        sigma, levels = draw(batch, generator, x.device)
+    if draw is not None and nearest is None:
+        sigma, nearest = draw(batch, generator, x.device)
     else:
-        if levels is None:
-            levels = torch.randint(len(sigmas), (batch,), device=x.device, generator=generator)
-        sigma = sigmas[levels]
+        if nearest is None:
+            nearest = torch.randint(len(sigmas), (batch,), device=x.device, generator=generator)
+        sigma = sigmas[nearest]
     if noise is None:
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     sigma_b = sigma.view(-1, *([1] * (x.dim() - 1)))
@@ -72,4 +73,4 @@ def dsm_loss(
     per_sample = 0.5 * residual.square().flatten(1).sum(dim=1)
     if weight is not None:
         per_sample = per_sample * weight(sigma)
-    return Loss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)
+    return Loss(loss=per_sample.mean(), per_sample=per_sample, nearest=nearest)

@@ -98,7 +98,7 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
     index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
     knows, where its sigma input does not interpolate (ScoreModel.round_sigma; None: every
     sigma)."""
-    t, levels = draw(len(x), generator, x.device)
+    t, nearest = draw(len(x), generator, x.device)
     r = partner(t, stage, q=q, k=k, b=b)
     if snap is not None:
         t, r = snap(t), torch.where(r < sigma_min, r, snap(r))
@@ -117,4 +117,4 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
     distance = (gap + c * c).clamp_min(1e-12).sqrt() - c
     weight = (t.float().square() + sigma_data ** 2) / (t.float() * sigma_data).square()
     per_sample = distance * weight
-    return Loss(loss=per_sample.mean(), per_sample=per_sample, levels=levels)
+    return Loss(loss=per_sample.mean(), per_sample=per_sample, nearest=nearest)

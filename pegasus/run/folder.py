@@ -38,7 +38,7 @@ class SampleSet:
     seed: int
     sampler: str
     evaluations: int  # network evaluations per image
-    bf16: bool  # the network under bf16 autocast (it moves pixels by about 0.002 on average)
+    bf16: bool  # the network under bf16 autocast, which moves pixels (bench/README.md)
     res: int
     weights: str  # digest of the EMA weights
     grid: str  # digest of the sampler's sigma grid and options
@@ -162,11 +162,9 @@ class SampleFolder:
         images this call has written. Returns it.
 
         A batch is written by `workers` threads while the next one is drawn (PIL's encoder and
-        fsync release the GIL), so on a GPU the sampler does not wait for the disk: 1,000 32 px
-        PNGs took 1.35 s to write atomically on the project's CPU machine, while an H100 draws
-        them by cas at 32 evaluations in about 2.6 s (80 ms an evaluation at batch 1,000,
-        bench/README.md, "H100 figures of the earlier fast path"). At most two batches are held
-        at once."""
+        fsync release the GIL), so on a GPU the sampler does not wait for the disk: writing a
+        batch takes about half as long as an H100 takes to draw it (bench/README.md, "Figures
+        behind the code's choices"). At most two batches are held at once."""
         from concurrent.futures import ThreadPoolExecutor
 
         from PIL import Image
@@ -193,21 +191,17 @@ class SampleFolder:
             progress(done)
         return done
 
-    def read(self, num: int, res: int, batch: int = 256,
-             progress: Callable[[int], None] | None = None,
-             start: int = 0) -> Iterator[torch.Tensor]:
-        """Images `start` .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time, each
-        checked to be a `res` x `res` RGB picture as pegasus writes them (a file of another size
-        would be scored as if it were a sample); `progress` hears the index reached so far."""
-        import numpy as np
+    def check_pictures(self, num: int, res: int, start: int = 0) -> None:
+        """Images `start` .. `num` - 1 are each a `res` x `res` RGB picture, as pegasus writes
+        them (a file of another size would be scored as if it were a sample): their headers
+        alone are read, before any scoring."""
         from PIL import Image
 
-        def load(index: int) -> np.ndarray:
+        for index in range(start, num):
             path = self.image(index)
             try:
                 with Image.open(path) as image:
                     size, mode = image.size, image.mode
-                    pixels = np.asarray(image.convert("RGB"))
             except (OSError, ValueError) as e:
                 raise UserError(f"cannot read {path}: {first_line(e)}; draw it "
                                 f"again (delete it and continue the job)") from None
@@ -215,7 +209,21 @@ class SampleFolder:
                 raise UserError(f"{path} is a {size[0]} x {size[1]} {mode} picture, not a "
                                 f"{res} x {res} RGB sample of the run; the folder holds other "
                                 f"images: score a folder that pegasus sample --folder drew")
-            return pixels
+
+    def read(self, num: int, batch: int = 256, progress: Callable[[int], None] | None = None,
+             start: int = 0) -> Iterator[torch.Tensor]:
+        """Images `start` .. `num` - 1 in [0, 1], (N, C, H, W) float32, `batch` at a time
+        (check_pictures says first that they fit); `progress` hears the index reached so far."""
+        import numpy as np
+        from PIL import Image
+
+        def load(index: int) -> np.ndarray:
+            try:
+                with Image.open(self.image(index)) as image:
+                    return np.asarray(image.convert("RGB"))
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read {self.image(index)}: {first_line(e)}; draw it "
+                                f"again (delete it and continue the job)") from None
 
         for first in range(start, num, batch):
             stop = min(num, first + batch)

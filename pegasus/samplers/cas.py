@@ -30,14 +30,14 @@ def consistent_eta(sigmas: torch.Tensor) -> float:
     return 1 - float(ratios.min()) ** 2
 
 
-def eta_problem(levels: list[float], eta: float) -> str | None:
-    """Why `eta` is not consistent on these levels (1 - eta <= gamma, the smallest ratio
+def eta_problem(grid: list[float], eta: float) -> str | None:
+    """Why `eta` is not consistent on this grid of sigmas (1 - eta <= gamma, the smallest ratio
     sigma_{i+1} / sigma_i, and 0 < eta <= 1), or None: the one statement of the rule, checked
     by the plan before any work and by the function for its own callers."""
-    smallest = min(b / a for a, b in zip(levels, levels[1:], strict=False))
+    smallest = min(b / a for a, b in zip(grid, grid[1:], strict=False))
     if 0 < eta <= 1 and 1 - eta <= smallest + 1e-12:
         return None
-    return (f"eta must be in (1 - gamma, 1] = ({1 - smallest:.4g}, 1] on these {len(levels)} "
+    return (f"eta must be in (1 - gamma, 1] = ({1 - smallest:.4g}, 1] on these {len(grid)} "
             f"levels, got {eta}")
 
 
@@ -54,25 +54,25 @@ def consistent_annealed(
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """One step per level (L evaluations) and, with `denoise`, a final Tweedie step."""
-    levels = sigmas.tolist()
+    grid = sigmas.tolist()
     eta = consistent_eta(sigmas) if eta is None else eta
-    if (problem := eta_problem(levels, eta)) is not None:
+    if (problem := eta_problem(grid, eta)) is not None:
         raise ValueError(problem)
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
     x = x.clone()
-    score = ScoreCalls(score_fn, x, levels, callback)
-    for i, sigma in enumerate(levels + ([levels[-1]] if denoise else [])):
-        tweedie = i == len(levels)
-        s = score(x, sigma, min(i, len(levels) - 1), int(tweedie))
+    score = ScoreCalls(score_fn, x, grid, callback)
+    for i, sigma in enumerate(grid + ([grid[-1]] if denoise else [])):
+        tweedie = i == len(grid)
+        s = score(x, sigma, min(i, len(grid) - 1), int(tweedie))
         if tweedie:
             x.add_(s, alpha=sigma**2)
             break
         x.add_(s, alpha=eta * sigma**2)
-        if i + 1 < len(levels):
-            gamma = levels[i + 1] / sigma
+        if i + 1 < len(grid):
+            gamma = grid[i + 1] / sigma
             beta = math.sqrt(max(0.0, 1 - ((1 - eta) / gamma) ** 2))
-            x.add_(noise_sampler(), alpha=beta * levels[i + 1])
+            x.add_(noise_sampler(), alpha=beta * grid[i + 1])
     return x
 
 

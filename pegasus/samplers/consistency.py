@@ -39,15 +39,15 @@ def consistency_sampler(
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """One evaluation of f per sigma of `sigmas` (largest first), renoising between them."""
-    levels = sigmas.tolist()
-    calls = ScoreCalls(score_fn, x, levels, callback)
-    if len(levels) > 1 and noise_sampler is None:
+    grid = sigmas.tolist()
+    calls = ScoreCalls(score_fn, x, grid, callback)
+    if len(grid) > 1 and noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    for i, sigma in enumerate(levels):
+    for i, sigma in enumerate(grid):
         image = calls(x, sigma, i, 0).mul_(sigma**2).add_(x)
-        if i + 1 == len(levels):
+        if i + 1 == len(grid):
             return image
-        x = image.add_(noise_sampler(), alpha=math.sqrt(max(levels[i + 1] ** 2 - sigma_min**2, 0.0)))
+        x = image.add_(noise_sampler(), alpha=math.sqrt(max(grid[i + 1] ** 2 - sigma_min**2, 0.0)))
     return x
 
 

@@ -29,12 +29,12 @@ def multistep(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, *, denoi
               callback: Callback | None, noise_sampler: NoiseSampler | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), or with `noise_sampler` its SDE form (dpmpp_2m_sde.py): the same
     denoised images, each step's update and noise by the form's own rule."""
-    levels = sigmas.tolist()
-    calls = ScoreCalls(score_fn, x, levels, callback)
+    grid = sigmas.tolist()
+    calls = ScoreCalls(score_fn, x, grid, callback)
     x = x.clone()
-    targets = levels[1:] + ([0.0] if denoise else [])
+    targets = grid[1:] + ([0.0] if denoise else [])
     last_denoised, last_h = None, None
-    for i, (sigma, nxt) in enumerate(zip(levels, targets, strict=False)):
+    for i, (sigma, nxt) in enumerate(zip(grid, targets, strict=False)):
         denoised = calls(x, sigma, i, 0).mul_(sigma**2).add_(x)
         if nxt == 0:
             return denoised

@@ -48,21 +48,21 @@ def heun_sampler(
     """
     if churn > 0 and noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    levels = sigmas.tolist()  # the grid is known up front: no host read inside the loop
-    n = len(levels)
+    grid = sigmas.tolist()  # the grid is known up front: no host read inside the loop
+    n = len(grid)
     hats = []  # each step's raised sigma (the level itself without churn)
-    top = max(levels)  # a grid may run upward too: encoding an image (tasks/encode.py)
-    for sigma in levels[:-1]:
+    top = max(grid)  # a grid may run upward too: encoding an image (tasks/encode.py)
+    for sigma in grid[:-1]:
         gamma = min(churn / n, math.sqrt(2) - 1) if churn > 0 and s_min <= sigma <= s_max else 0.0
         hats.append(min(sigma * (1 + gamma), top))
-    score = ScoreCalls(score_fn, x, levels + hats, callback)
+    score = ScoreCalls(score_fn, x, grid + hats, callback)
     x = x.clone()
 
     def derivative(state: torch.Tensor, sigma: float, level: int, step: int) -> torch.Tensor:
         return score(state, sigma, level, step).mul_(-sigma)
 
     for i in range(n - 1):
-        sigma, nxt, hat = levels[i], levels[i + 1], hats[i]
+        sigma, nxt, hat = grid[i], grid[i + 1], hats[i]
         if hat > sigma:
             x.add_(noise_sampler(), alpha=s_noise * math.sqrt(hat**2 - sigma**2))
         d = derivative(x, hat, i, 0)
@@ -70,7 +70,7 @@ def heun_sampler(
         d_next = derivative(proposal, nxt, i, 1)
         x.add_(d.add_(d_next), alpha=(nxt - hat) / 2)
     if denoise:
-        x.add_(derivative(x, levels[-1], n - 1, 0), alpha=-levels[-1])
+        x.add_(derivative(x, grid[-1], n - 1, 0), alpha=-grid[-1])
     return x
 
 

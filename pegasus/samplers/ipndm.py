@@ -42,18 +42,18 @@ def ipndm(
     (with `denoise`) to sigma = 0 by the last evaluation's Tweedie step."""
     if order not in (1, 2, 3, 4):
         raise FieldError("sampler", f"ipndm's order must be 1, 2, 3 or 4, got {order}")
-    levels = sigmas.tolist()
-    calls = ScoreCalls(score_fn, x, levels, callback)
+    grid = sigmas.tolist()
+    calls = ScoreCalls(score_fn, x, grid, callback)
     x = x.clone()
     history: list[torch.Tensor] = []  # the last derivatives, newest first
-    for i, (sigma, nxt) in enumerate(zip(levels[:-1], levels[1:], strict=True)):
+    for i, (sigma, nxt) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         history.insert(0, calls(x, sigma, i, 0).mul_(-sigma))
         del history[order:]
         weights = WEIGHTS[len(history) - 1]
         for weight, d in zip(weights, history, strict=True):
             x.add_(d, alpha=(nxt - sigma) * weight)
     if denoise:
-        x.add_(calls(x, levels[-1], len(levels) - 1, 0), alpha=levels[-1] ** 2)
+        x.add_(calls(x, grid[-1], len(grid) - 1, 0), alpha=grid[-1] ** 2)
     return x
 
 

@@ -39,25 +39,25 @@ def predictor_corrector(
     denoise: bool = True,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """L levels of (corrector_steps + 1) evaluations each; without `denoise` the last
+    """L grid of (corrector_steps + 1) evaluations each; without `denoise` the last
     (noise-free) predictor step is left out."""
     if noise_sampler is None:
         noise_sampler = gaussian_noise_sampler(x, generator)
-    levels = sigmas.tolist()
+    grid = sigmas.tolist()
     x = x.clone()
-    calls = ScoreCalls(score_fn, x, levels, callback)
+    calls = ScoreCalls(score_fn, x, grid, callback)
 
     def score(sigma: float, level: int, step: int) -> torch.Tensor:
         return calls(x, sigma, level, step)
 
-    for i, sigma in enumerate(levels):
+    for i, sigma in enumerate(grid):
         eps = 2 * (snr * sigma) ** 2
         for c in range(corrector_steps):
             x.add_(score(sigma, i, c), alpha=eps).add_(noise_sampler(), alpha=(2 * eps) ** 0.5)
-        last = i == len(levels) - 1
+        last = i == len(grid) - 1
         if last and not denoise:
             break
-        variance = sigma**2 - (0.0 if last else levels[i + 1] ** 2)
+        variance = sigma**2 - (0.0 if last else grid[i + 1] ** 2)
         x.add_(score(sigma, i, corrector_steps), alpha=variance)
         if not last:
             x.add_(noise_sampler(), alpha=variance**0.5)

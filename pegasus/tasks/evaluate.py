@@ -219,11 +219,15 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
     if num < 2 or num > held:
         raise FieldError("num", f"must be between 2 and the {held} images {samples.path} holds, "
                                 f"got {num}")
+    try:
+        samples.check_pictures(num, config.data.res)
+    except UserError as e:  # every rank checks alike: rank 0 says it
+        distributed.first_error(ctx, e)
     feature = feature_extractor(features, run_dir, device, inception_weights)
     extract = Extractor(feature, inception_weights, device)
     real = _features(ctx, extract, real_images(config, device, max_real, seed))
     lo, hi = distributed.share(ctx, num, FEATURE_BATCH)
-    read = samples.read(hi, config.data.res, batch=FEATURE_BATCH, start=lo,
+    read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
                         progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
     first = FirstImages(neighbours_of)
     fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))

@@ -102,8 +102,8 @@ def strength_sigma(schedule: Schedule, strength: str) -> float:
 def below(schedule: Schedule, sigma: float) -> Schedule:
     """The part of the schedule from its level nearest `sigma` down to sigma_L (at least two
     levels), with the same ratio, T and eps."""
-    levels = schedule.sigmas().double().log()
-    top = int((levels - math.log(sigma)).abs().argmin())
+    logs = schedule.sigmas().double().log()
+    top = int((logs - math.log(sigma)).abs().argmin())
     top = min(top, schedule.levels - 2)
     return Schedule(float(schedule.sigmas()[top]), schedule.sigma_min, schedule.levels - top,
                     schedule.steps_per_level, schedule.eps, schedule.denoise)

@@ -94,8 +94,8 @@ class LossLog:
 
     def add(self, out: Loss) -> None:
         self.total += out.loss.detach()
-        self.sums.index_add_(0, out.levels, out.per_sample.detach())
-        self.counts.index_add_(0, out.levels, self.one.expand(len(out.levels)))
+        self.sums.index_add_(0, out.nearest, out.per_sample.detach())
+        self.counts.index_add_(0, out.nearest, self.one.expand(len(out.nearest)))
         self.steps += 1
 
     def read(self, ctx) -> tuple[float, dict[str, float]]:
