@@ -7,6 +7,7 @@
     model.job(num=50_000, sampler="cas", steps=32).write_folder("fid/", seed=0)
     strips = model.blend(n=15, k=9, strips=4, source="horse", target="bird", guidance=10).strips
     filled = model.inpaint("horse.png", mask="right-half", num=4).completions
+    pegasi = model.hybrid(base="horse", parts="bird", num=16).images   # horses with bird wings
     s = model.score(x, sigma)                            # x in [0, 1], sigma shaped (B,)
 
 Every image is a float tensor in [0, 1], (N, 3, H, W). The CLI's verbs call these methods.
@@ -27,6 +28,7 @@ from pegasus.run.trained import TrainedRun
 from pegasus.tasks.blend import Blend, BlendRequest, blend
 from pegasus.tasks.encode import EncodeRequest, Latent, decode, encode, ode_plan
 from pegasus.tasks.evaluate import EvalRequest, Quality, evaluate_run
+from pegasus.tasks.hybrid import HybridRequest, Hybrids, hybrid
 from pegasus.tasks.inpaint import Inpainting, InpaintRequest, inpaint_run
 from pegasus.tasks.likelihood import Likelihood, evaluate_likelihood, log_likelihood
 from pegasus.tasks.pictures import PictureBlend, PictureRequest, blend_pictures
@@ -134,6 +136,14 @@ class Model:
         toward and guidance to steer the regenerated pixels to a class."""
         return inpaint_run(self.trained, InpaintRequest(image=str(image), **request),
                            execution=execution)
+
+    def hybrid(self, *, execution: Execution = Execution(), **request) -> Hybrids:
+        """Images of the base class that grow the other class's parts: a horse with a bird's
+        wings (tasks/hybrid.py). `request` holds HybridRequest's fields, which own the defaults:
+        base and parts (None: the run's first class and its other), num (16), seed, sampler
+        (None: the run's own if it can, else als), steps, guidance (10), candidates (4),
+        batch_size. `.images` are the hybrids, `.scores` how hybrid each is by the run's guide."""
+        return hybrid(self.trained, HybridRequest(**request), execution=execution)
 
     def encode(self, images: torch.Tensor, *, execution: Execution = Execution(),
                **request) -> Latent:

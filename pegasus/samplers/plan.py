@@ -117,6 +117,9 @@ class Use:
     inpaints: bool = False  # fits regenerated pixels to kept ones
     reversible: bool = False  # an ODE solver that runs both ways
     denoise: bool = True  # ends with the denoising step (an ODE that encodes has none)
+    # Why it needs injected noise (with `noise`), and what to do instead, for its error.
+    noise_because: str = "interpolates injected noise"
+    otherwise: str = ", or blend by slerp of the starting noise"
     # The sampler (and budget: None, its default) when the run's default does not serve, per
     # what the run's network learns.
     fallback: dict[str, tuple[str, int | None]] = field(default_factory=dict)
@@ -142,9 +145,9 @@ class Use:
                                         f"ones; {self.work} needs {' or '.join(fits)}")
         if self.noise and not plan.stochastic:
             raise FieldError("sampler", f"{plan.name} is deterministic here (it injects no noise), "
-                                        f"and {self.work} interpolates injected noise: use a "
-                                        f"sampler that injects it ({', '.join(fits)}; heun with "
-                                        f"churn), or blend by slerp of the starting noise")
+                                        f"and {self.work} {self.noise_because}: use a sampler "
+                                        f"that injects it ({', '.join(fits)}; heun with "
+                                        f"churn){self.otherwise}")
         if self.noise is False and (plan.stochastic or (self.normal_start and plan.start != "normal")):
             raise FieldError("mode", f"{self.work} blends a deterministic sampler's starting "
                                      f"noise; {plan.name} injects noise here, so use eq4")
@@ -164,6 +167,11 @@ SLERP = Use("a slerp blend", noise=False, normal_start=True,
             fallback={"score": ("heun", None), "consistency": ("consistency", 1)})
 INPAINT = Use("inpainting", inpaints=True, fallback={"score": ("als", None)})
 MASKED_EQ4 = Use("a masked blend", noise=True, inpaints=True, fallback={"score": ("als", None)})
+# A hybrid regenerates a region of a base image (tasks/hybrid.py): the region adapts to the kept
+# body through the noise each step injects, which a deterministic ODE has none of.
+HYBRID = Use("a hybrid", noise=True, fallback={"score": ("als", None)},
+             noise_because="fits its regenerated region to the kept body by the noise each step "
+                           "injects", otherwise="")
 ODE = Use("encoding", reversible=True, noise=False, denoise=False,
           fallback={"score": ("heun", None)})
 
