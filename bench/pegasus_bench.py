@@ -19,6 +19,7 @@ standard error, sqrt(p (1 - p) / n).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -124,10 +125,11 @@ def parse(text: str) -> list[tuple[str, bool, str, int]]:
     return out
 
 
-def images_of(run, method: str, sampler: str, steps: int, num: int, seed: int) -> torch.Tensor:
+def images_of(run, method: str, sampler: str, steps: int, num: int, seed: int,
+              **options) -> torch.Tensor:
     if method == "hybrid":
         return hybrid(run, HybridRequest(base="horse", parts="bird", num=num, seed=seed,
-                                         sampler=sampler, steps=steps)).images
+                                         sampler=sampler, steps=steps, **options)).images
     if method == "blend":
         strips = -(-num // 1)
         made = blend(run, BlendRequest(n=15, k=9, strips=strips, seed=seed, source="horse",
@@ -157,6 +159,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-kind", type=int, default=2000, help="evaluator training images")
     parser.add_argument("--evaluator-steps", type=int, default=1500)
+    parser.add_argument("--guidance", default="10", help="hybrid cases: weights W, a,b,...")
+    parser.add_argument("--candidates", default="4", help="hybrid cases: candidates, a,b,...")
     parser.add_argument("--evaluators", type=int, default=3,
                         help="evaluators trained from different seeds; the table gives their "
                              "mean and the spread between them")
@@ -177,22 +181,30 @@ def main() -> int:
         print(f"({time.perf_counter() - start:.0f} s to train them); {args.num} images a case, "
               f"seed {args.seed}. Each share: the evaluators' mean ± its binomial standard "
               f"error, [the lowest and highest evaluator]. A horse body: horse or winged horse.")
-        print("| run | method | sampler | evaluations | winged horse | cross-fade | horse body "
-              "| bird | seconds |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for method, on_tuned, sampler, steps in parse(args.cases):
+        print("| run | method | sampler | evaluations | W | candidates | winged horse | "
+              "cross-fade | horse body | bird | seconds |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        weights = [float(w) for w in args.guidance.split(",")]
+        counts = [int(c) for c in args.candidates.split(",")]
+        cases = [(case, {"guidance": w, "candidates": c} if case[0] == "hybrid" else {})
+                 for case in parse(args.cases)
+                 for w, c in (itertools.product(weights, counts) if case[0] == "hybrid"
+                              else [(None, None)])]
+        for (method, on_tuned, sampler, steps), options in cases:
             run = tuned if on_tuned else base
             if run is None:
                 raise UserError("a case @tuned needs --tuned")
             start = time.perf_counter()
-            images = images_of(run, method, sampler, steps, args.num, args.seed)
+            images = images_of(run, method, sampler, steps, args.num, args.seed, **options)
             seconds = time.perf_counter() - start
             with torch.no_grad():
                 kinds = torch.stack([e(images.float().cpu()).argmax(1) for e in evaluators])
             columns = [kinds == 2, kinds == 3, (kinds == 0) | (kinds == 2), kinds == 1]
             cells = " | ".join(share(c.float().mean(1), len(images)) for c in columns)
+            w = options.get("guidance", 10.0 if method == "blend" else 0.0)
             print(f"| {run.run_dir.path.name if run.run_dir else '-'} | {method} | {sampler} | "
-                  f"{steps} | {cells} | {seconds:.0f} |", flush=True)
+                  f"{steps} | {w:g} | {options.get('candidates', '-')} | {cells} | "
+                  f"{seconds:.0f} |", flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: train on the built-in sprites (horses and birds), draw samples, train the guide,
-# then blend horses into birds: plain eq. 4 and class-guided. PNGs land in $OUT.
+# then blend horses into birds (plain eq. 4 and class-guided) and make winged horses. PNGs land
+# in $OUT.
 # (`pegasus train-judge` and `pegasus blend --report` score blends; see the README.)
 # Re-running resumes the run instead of starting over.
 set -euo pipefail
@@ -33,6 +34,11 @@ pegasus sample --run "$RUN" --num 36 --seed 0 "${FAST[@]}" --out "$OUT/samples.p
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 "${FAST[@]}" --out "$OUT/blend-unguided.png"
 pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird --guidance 10 \
   "${FAST[@]}" --out "$OUT/blend.png"
+# Winged horses: each a guided horse whose region above the back is regenerated toward bird,
+# the best of 4 candidates by the run's guide (pegasus/tasks/hybrid.py; bench/README.md,
+# "Winged horses").
+pegasus hybrid --run "$RUN" --base horse --with bird --num 64 --seed 0 --report \
+  --out "$OUT/hybrids.png"
 # Annealed Langevin (inpainting needs its Langevin steps) on 31 of the levels, 3 steps each.
 pegasus inpaint --run "$RUN" --image sample:3 --mask right-half --num 8 --steps 94 \
   --out "$OUT/inpaint.png"
@@ -43,5 +49,5 @@ pegasus sample --run "$RUN-ct" --num 36 --seed 0 --sampler consistency --steps 2
   --out "$OUT/samples-2-evaluations.png"
 pegasus blend --run "$RUN-ct" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bird \
   --guidance 10 --sampler consistency --steps 4 --out "$OUT/blend-4-evaluations.png"
-echo "demo done: see $OUT/ (samples.png, blend.png, blend-strips.png, blend-unguided*.png," \
+echo "demo done: see $OUT/ (hybrids.png, samples.png, blend.png, blend-strips.png, blend-unguided*.png," \
   "inpaint.png, samples-2-evaluations.png, blend-4-evaluations*.png)"

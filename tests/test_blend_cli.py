@@ -49,6 +49,7 @@ def test_guide_judge_and_report(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "bird left and horse right" in result.output
     assert "copies of training images" in result.output and "KID x 1e3 at k" in result.output
+    assert "hybrid at k" in result.output  # how hybrid the columns are, by the judge
     assert result.output.count("%") >= 4  # a guided and an unguided row, two shares each
     assert result.output.count("±") >= 4  # each row's smoothness and KID, with their spreads
     # The scored strips carry the judge's numbers: a line under each image, a verdict beside.

@@ -123,6 +123,10 @@ def _print_reports(reports, chosen: str, n: int) -> None:
     console.print(table)
     for r in reports:
         console.print(f"W={r.guidance:g}: columns {_columns(r.scores.columns)}", highlight=False)
+    for r in reports:
+        console.print(f"W={r.guidance:g}: hybrid at k (a {src} body with {tgt} parts, by the "
+                      f"judge) {r.hybrid:.2f}, {100 * r.hybrid_share:.0f}% above 0.5",
+                      highlight=False)
 
 
 def _blend_pictures(run, weights, device, image_a, image_b, mode, n, k, strips, seed, strength,

@@ -56,8 +56,10 @@ def hybrid(
     compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
 ) -> None:
-    """Make hybrids: each a sample of one class whose region above the back is regenerated
-    toward the other class, the best of several candidates by the run's own guide."""
+    """Make hybrids of two classes: a horse growing a bird's wings, say.
+
+    Each is a sample of one class whose region above the back is regenerated toward the other
+    class, the best of several candidates by the run's own guide."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
                       "guidance": "--guidance", "candidates": "--candidates",
                       "batch_size": "--batch-size", **FAST_FLAGS}):

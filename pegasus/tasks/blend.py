@@ -21,11 +21,13 @@ from pegasus.samplers.plan import EQ4, MASKED_EQ4, SLERP, SamplerPlan
 from pegasus.signatures import Callback
 from pegasus.tasks.blend_files import save_blend
 from pegasus.tasks.features import Extractor, JudgeFeatures, scores
+from pegasus.tasks.hybrid import hybrid_scores
 from pegasus.tasks.inpaint import masked_score, paste
 from pegasus.tasks.inputs import given_image, resolve_image, resolve_mask
 from pegasus.tasks.interpolation import blend_strips, endpoint_class_weights, slerp_strips
 from pegasus.tasks.neighbours import Reference
 from pegasus.tasks.novelty import memorisation
+from pegasus.tasks.regions import above_back, silhouette
 from pegasus.tasks.steering import check_classes, check_guidance, classifier
 from pegasus.tasks.strips import AUTO, StripScores, crossing_columns, resolve_column
 
@@ -251,6 +253,11 @@ class JudgeReport:
     memorised: float | None = None  # the share of the columns' images that copy a training image
     kid: float | None = None  # the columns' images against the training images, judge features
     kid_std: float | None = None  # its spread over subsets
+    # How hybrid the columns are, by the judge (hybrid.py's HybridScores.hybrid, 0 to 1): the
+    # body of the source class outside the region above the back of the strip's own source end,
+    # the target's parts inside it. The mean, and the share above 1/2.
+    hybrid: float = 0.0
+    hybrid_share: float = 0.0
 
 
 @torch.no_grad()
@@ -270,5 +277,9 @@ def judge_strips(strips: torch.Tensor, judge: Classifier, extract: Extractor, so
     columns = (crossing_columns(probs[..., src]) if column == AUTO
                else torch.full((m,), column, dtype=torch.long))
     scores = StripScores.of(probs[..., src], probs[..., tgt], features, columns)
+    chosen = strips[torch.arange(m), columns].to(flat.device)
+    regions = above_back(silhouette(strips[:, 0].to(flat.device)))
+    hybrid = hybrid_scores(chosen, regions, judge.log_prob, src, tgt).hybrid.cpu()
     return JudgeReport(guidance, m, source, target, ends, probs[..., src].mean(0).tolist(), scores,
-                       probs[..., src].tolist(), strip_ends.tolist())
+                       probs[..., src].tolist(), strip_ends.tolist(), hybrid=hybrid.mean().item(),
+                       hybrid_share=(hybrid > 0.5).float().mean().item())
