@@ -84,13 +84,7 @@ def hybrid(
                       f"{made.evaluations} evaluations per image with its candidates)",
                       highlight=False)
         if report:
-            scores = made.scores
-            console.print(f"by the run's guide: hybrid {scores.hybrid.mean():.3f} on average, "
-                          f"{(scores.hybrid > 0.5).float().mean():.1%} above 0.5; body "
-                          f"p({made.base}) {scores.body.mean():.3f}, parts p({made.parts}) "
-                          f"{scores.parts.mean():.3f}, region filled "
-                          f"{scores.coverage.mean():.1%}", highlight=False)
-
+            _print_report(made)
 
 def _write(images, out: Path, folder: Path | None) -> str:
     """The hybrids as one grid at `out`, or one PNG each in `folder`; where they went."""
@@ -105,3 +99,13 @@ def _write(images, out: Path, folder: Path | None) -> str:
     for i, pixels in enumerate(to_uint8(images).numpy()):
         save_image_atomic(Image.fromarray(pixels), folder / f"{i:06d}.png")
     return f"{folder}/"
+
+
+def _print_report(made) -> None:
+    """How hybrid the images are by the run's guide, in one line."""
+    scores = made.scores
+    console.print(f"by the run's guide: hybrid {scores.hybrid.mean():.3f} on average, "
+                  f"{(scores.hybrid > 0.5).float().mean():.1%} above 0.5; body "
+                  f"p({made.base}) {scores.body.mean():.3f}, parts p({made.parts}) "
+                  f"{scores.parts.mean():.3f}, region filled "
+                  f"{scores.coverage.mean():.1%}", highlight=False)
