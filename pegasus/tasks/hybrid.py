@@ -132,9 +132,9 @@ def hybrid(trained, request: HybridRequest, *, execution: Execution = Execution(
     """`request.num` hybrids by a TrainedRun, every input checked before any sampling."""
     plan = request.validate(trained)
     steer = classifier(trained, "guide")
-    job = SamplingJob.make(trained, plan, num=request.num, batch_size=request.batch_size,
-                           execution=execution, chains=1 + request.candidates)
     chains = 1 + request.candidates
+    job = SamplingJob.make(trained, plan, num=request.num, batch_size=request.batch_size,
+                           execution=execution, chains=chains)
     grower = _Grower(job, request, steer,
                      execution.bar(f"hybrid ({plan.name})", job.evaluations * chains))
     made = [grower.block(first, size) for first, size in job.blocks(0, request.num)]
@@ -142,8 +142,8 @@ def hybrid(trained, request: HybridRequest, *, execution: Execution = Execution(
                               for i in range(3))
     scores = HybridScores(*(torch.cat([getattr(m[3], name) for m in made])[: request.num].cpu()
                             for name in ("body", "parts", "coverage")))
-    base, parts = request.classes(trained.classes)
-    return Hybrids(images, bases, regions, scores, trained.classes[base], trained.classes[parts],
+    return Hybrids(images, bases, regions, scores, trained.classes[grower.base],
+                   trained.classes[grower.parts],
                    plan.name, plan.evaluations * chains)
 
 
