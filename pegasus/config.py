@@ -215,7 +215,8 @@ class Config:
 
 def _renamed(data: dict[str, Any]) -> dict[str, Any]:
     """A config written before objectives were named (pegasus 0.1 runs until 2026-12): its
-    `consistency` section, tuned or not, as the objective it describes."""
+    `consistency` section, tuned or not, as the objective it describes; and a tuned run's
+    options from before ECT's weight could be chosen, with the weight it trained on."""
     old = data.pop("consistency", None)
     if old is not None and "objective" in data:
         raise ConfigError("config: it has a consistency section beside its objective section; "
@@ -226,6 +227,12 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
             data["objective"] = {"name": "ect", **old}
         else:
             data["objective"] = {"name": "dsm"}
+    objective = data.get("objective")
+    # A tuned run written before ECT's weight was an option (its options resolved, q among
+    # them, but no weight) trained on EDM's weight, and resumes on it.
+    if (isinstance(objective, dict) and objective.get("name") == "ect" and "q" in objective
+            and "weight" not in objective):
+        objective["weight"] = "edm"
     return data
 
 
@@ -326,9 +333,11 @@ def build_config(
     if config.model.backbone != saved.model.backbone:
         raise ConfigError(f"cannot change the model section when {continuing}; {instead}")
     config = resolve_model_options(config)
-    for section in ("noise", "model"):
-        if getattr(config, section) != getattr(saved, section):
-            raise ConfigError(f"cannot change the {section} section when {continuing}; {instead}")
+    if config.noise != saved.noise:
+        raise ConfigError(f"cannot change the noise section when {continuing}; {instead}")
+    if _weights_options(config) != _weights_options(resolve_model_options(saved)):
+        raise ConfigError(f"cannot change the model section when {continuing} (only "
+                          f"{_free_options(config) or 'none of its options'} may); {instead}")
     if config.data.res != saved.data.res:
         raise ConfigError(f"cannot change data.res when {continuing} (the run trains at "
                           f"{saved.data.res} px); {instead}")
@@ -348,6 +357,16 @@ def resolve_model_options(config: Config) -> Config:
     return dataclasses.replace(
         config, model=ModelConfig(config.model.backbone, options),
         objective=dataclasses.replace(config.objective, options=chosen))
+
+
+def _free_options(config: Config) -> str:
+    return ", ".join(f"model.{name}" for name in get_backbone(config.model.backbone)[0].free)
+
+
+def _weights_options(config: Config) -> dict[str, Any]:
+    """The model's options that shape its weights: all but the backbone's free ones (dropout)."""
+    free = get_backbone(config.model.backbone)[0].free
+    return {k: v for k, v in config.model.options.items() if k not in free}
 
 
 def _plain(options: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,9 @@ class Backbone:
     # declared: the U-Net's Fourier features of log sigma do not (ScoreModel.round_sigma). A run
     # trained on continuous sigmas (noise.training) knows every sigma either way.
     interpolates: bool = False
+    # Options that leave the weights as they are (dropout): a run may change them when it
+    # resumes or is tuned, where every other option must stay the run's.
+    free: tuple[str, ...] = ()
 
     def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
         return _options(f"backbone {self.name!r}", "model", self.config, options)

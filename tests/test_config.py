@@ -22,7 +22,7 @@ def test_default_schedule_is_planned_from_the_data_and_the_rest_is_published():
     assert not c.noise.planned
     assert (c.noise.sigma_min, c.noise.steps_per_level) == (0.01, 5)
     assert (c.train.lr, c.train.ema) == (1e-4, 0.999)
-    assert c.model.options == {"ngf": 128, "stages": "auto"}
+    assert c.model.options == {"ngf": 128, "stages": "auto", "dropout": 0.0}
 
 
 def test_every_preset_loads_and_validates():

@@ -197,6 +197,12 @@ def test_a_tuned_run_starts_from_its_sources_ema_and_is_an_ordinary_run(run, tun
     state = load_checkpoint(next((tuned_run / "checkpoints").glob("*.pt")))
     assert state["config"]["objective"]["name"] == "ect"
     assert state["config"]["objective"]["source"] == str(run)
+    # ECT's recipe unless told: its CIFAR-10 dropout, weight and schedule.
+    from pegasus.training.tune import DROPOUT, STAGES
+
+    assert state["config"]["model"]["dropout"] == DROPOUT
+    assert state["config"]["objective"]["weight"] == "gap"
+    assert state["config"]["objective"]["stage_every"] == max(1, 4 // STAGES)
     assert (tuned_run / "guide.pt").is_file() and (tuned_run / "judge.pt").is_file()
     source, tuned = pegasus.load(run), pegasus.load(tuned_run)
     assert tuned.trained.model.learns == "consistency" and source.trained.model.learns == "score"
@@ -327,6 +333,13 @@ def test_tune_refuses_in_one_line_before_any_work_and_leaves_no_folder(run, tmp_
             (["--set", "model.emb_dim=32"], "cannot change the model section when tuning"),
             (["--set", "objective.c=nan"], "c must be a finite number"),
             (["--set", "objective.q=1.0"], "q must be above 1"),
+            (["--q", "0.5"], "q must be above 1"),
+            (["--dropout", "1"], "dropout must be in [0, 1)"),
+            (["--weight", "huber"], "weight"),
+            (["--c", "-1"], "k, b and c must be 0 or more"),
+            (["--c", "often"], "objective.c"),
+            (["--stages", "0"], "stages must be at least 1"),
+            (["--ema", "1.5"], "ema must be in [0, 1)"),
             (["--set", 'objective.source="/etc"'], "cannot change objective.name or "
                                                    "objective.source"),
             (["--iters", "1000000000000"], "iters must be at most 100,000,000")):

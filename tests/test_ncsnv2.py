@@ -67,7 +67,7 @@ def test_the_fixture_imports_and_scores_as_the_reference_network_does(tmp_path):
         assert error < 1e-5, error
         assert model.step == 40 and torch.equal(model.trained.sigmas, probe["sigmas"])
         assert model.config.noise.eps == 6.2e-6 and model.config.noise.steps_per_level == 5
-        assert model.config.model.options == {"ngf": 8, "stages": "ncsnv2"}
+        assert model.config.model.options == {"ngf": 8, "stages": "ncsnv2", "dropout": 0.0}
     images = pegasus.load(run).job(num=2, sampler="cas", steps=9).images(0)
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
 

@@ -121,6 +121,11 @@ def test_a_config_written_before_objectives_had_names_loads_as_its_objective():
     old = Config.from_dict(data)
     assert old.objective.name == "ect" and old.objective.source == "runs/demo"
     assert old.objective.options["stage_every"] == 75
+    assert old.objective.options["weight"] == "edm"  # the weight it tuned on, before the choice
+    data["consistency"]["weight"] = "gap"
+    assert Config.from_dict(data).objective.options["weight"] == "gap"
+    written = tiny_config('objective.name="ect"').to_dict()  # a new run's options: the default
+    assert Config.from_dict(written).objective.options["weight"] == "gap"
     data["consistency"] = {"tuned": False, "source": "", "stage_every": 300}
     assert Config.from_dict(data).objective.name == "dsm"
     data["objective"] = {"name": "dsm"}

@@ -17,16 +17,23 @@ class RefineNetConfig:
     # "auto": by resolution as the paper does (ncsnv2 below 96 px, deeper at 96-128 px,
     # deepest at 256 px); any of them can be asked for at any supported size.
     stages: Literal["auto", "ncsnv2", "deeper", "deepest"] = "auto"
+    dropout: float = 0.0  # in each residual block of the stages; off unless set
 
     def __post_init__(self) -> None:
         if self.ngf < 1:
             raise ValueError(f"ngf must be at least 1, got {self.ngf}")
+        _check_dropout(self.dropout)
+
+
+def _check_dropout(p: float) -> None:
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
 
 
 def _refinenet(config: RefineNetConfig, *, res: int, channels: int):
     from pegasus.backbones.refinenet import RefineNet, stages_for
 
-    return RefineNet(channels, config.ngf, stages_for(config.stages, res))
+    return RefineNet(channels, config.ngf, stages_for(config.stages, res), config.dropout)
 
 
 @hookimpl
@@ -39,6 +46,7 @@ def register_backbones(register):
         resolutions=(32, 48, 64, 96, 128, 256),
         channels_last=True,  # faster in NHWC on an H100 and on oneDNN CPUs (bench/README.md)
         interpolates=True,  # its only dependence on sigma is the score's 1/sigma
+        free=("dropout",),
     ))
 
 
@@ -52,8 +60,10 @@ class UNetConfig:
     head_dim: int = 32
     norm: Literal["instancenorm++", "groupnorm"] = "instancenorm++"
     act: Literal["elu", "silu"] = "elu"
+    dropout: float = 0.0  # in each residual block; off unless set
 
     def __post_init__(self) -> None:
+        _check_dropout(self.dropout)
         for name in ("width", "emb_dim", "heads", "head_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -72,7 +82,7 @@ def _unet(config: UNetConfig, *, res: int, channels: int):
         raise ValueError(f"unet with {len(config.mults)} levels needs a resolution divisible by "
                          f"{2 ** len(config.mults)}, got {res}")
     return UNet(channels, config.width, tuple(config.mults), config.emb_dim, config.fourier_scale,
-                config.heads, config.head_dim, config.norm, config.act)
+                config.heads, config.head_dim, config.norm, config.act, config.dropout)
 
 
 @hookimpl(specname="register_backbones")
@@ -84,4 +94,5 @@ def register_unet(register):
         config=UNetConfig,
         resolutions=(16, 24, 32, 48, 64, 96),
         channels_last=False,  # slower in NHWC: its norms and attention reshapes (bench/README.md)
+        free=("dropout",),
     ))

@@ -1,5 +1,5 @@
 """Layers shared by the built-in networks: InstanceNorm++, the Fourier embedding of log sigma,
-the float32 output convolution, and the norm/activation choices."""
+the float32 output convolution, dropout, and the norm/activation choices."""
 
 from __future__ import annotations
 
@@ -120,3 +120,10 @@ class GaussianFourierEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * t[:, None].float() * self.weight[None, :]
         return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def dropout(p: float) -> nn.Module:
+    """Dropout before a residual block's second convolution (DDPM's and EDM's place; ECT tunes
+    with it: docs/science.md, "Consistency tuning"). At p = 0 no layer at all, so a network
+    without dropout draws no random numbers and keeps its reference-exact forward."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pegasus.backbones.layers import FloatConv2d, InstanceNormPlus
+from pegasus.backbones.layers import FloatConv2d, InstanceNormPlus, dropout
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,10 @@ class ResidualBlock(nn.Module):
     resolution, as in the reference implementation (its `resample='down'` with dilation). A
     plain block widens in its first convolution."""
 
-    def __init__(self, cin: int, cout: int, act: nn.Module, downsample: bool, dilation: int) -> None:
+    def __init__(self, cin: int, cout: int, act: nn.Module, downsample: bool, dilation: int,
+                 drop: float = 0.0) -> None:
         super().__init__()
-        self.act = act
+        self.act, self.drop = act, dropout(drop)
         self.norm1 = InstanceNormPlus(cin)
         if downsample and dilation == 1:
             self.conv1 = conv3x3(cin, cin)
@@ -92,7 +93,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.act(self.norm1(x)))
-        h = self.conv2(self.act(self.norm2(h)))
+        h = self.conv2(self.drop(self.act(self.norm2(h))))
         return self.shortcut(x) + h
 
 
@@ -161,7 +162,8 @@ class RefineBlock(nn.Module):
 
 
 class RefineNet(nn.Module):
-    def __init__(self, channels: int, ngf: int, stages: tuple[Stage, ...]) -> None:
+    def __init__(self, channels: int, ngf: int, stages: tuple[Stage, ...],
+                 drop: float = 0.0) -> None:
         super().__init__()
         act = nn.ELU()
         widths = [s.mult * ngf for s in stages]
@@ -170,8 +172,8 @@ class RefineNet(nn.Module):
         cin = ngf
         for stage, width in zip(stages, widths, strict=True):
             self.stages.append(nn.Sequential(
-                ResidualBlock(cin, width, act, stage.downsample, stage.dilation),
-                ResidualBlock(width, width, act, False, stage.dilation),
+                ResidualBlock(cin, width, act, stage.downsample, stage.dilation, drop),
+                ResidualBlock(width, width, act, False, stage.dilation, drop),
             ))
             cin = width
         # RefineBlocks from coarse to fine: the coarsest takes its stage alone; each next one

@@ -20,25 +20,28 @@ from pegasus.backbones.layers import (
     FloatConv2d,
     GaussianFourierEmbedding,
     NormName,
+    dropout,
     make_act,
     make_norm,
 )
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, emb_dim: int, norm: NormName, act: ActName) -> None:
+    def __init__(self, cin: int, cout: int, emb_dim: int, norm: NormName, act: ActName,
+                 drop: float = 0.0) -> None:
         super().__init__()
         self.norm1, self.act = make_norm(norm, cin), make_act(act)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
         self.norm2 = make_norm(norm, cout)
+        self.drop = dropout(drop)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(self.act(self.norm1(x)))
         h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv2(self.act(self.norm2(h)))
+        h = self.conv2(self.drop(self.act(self.norm2(h))))
         return self.skip(x) + h
 
 
@@ -92,6 +95,7 @@ class UNet(nn.Module):
         head_dim: int = 32,
         norm: NormName = "instancenorm++",
         act: ActName = "elu",
+        drop: float = 0.0,
     ) -> None:
         super().__init__()
         self.embed = nn.Sequential(
@@ -108,13 +112,13 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         cin = width
         for w in widths:
-            self.down.append(nn.ModuleList([ResBlock(cin, w, e, norm, act), attention(w)]))
+            self.down.append(nn.ModuleList([ResBlock(cin, w, e, norm, act, drop), attention(w)]))
             cin = w
-        self.mid = nn.ModuleList([ResBlock(cin, cin, e, norm, act), attention(cin),
-                                  ResBlock(cin, cin, e, norm, act)])
+        self.mid = nn.ModuleList([ResBlock(cin, cin, e, norm, act, drop), attention(cin),
+                                  ResBlock(cin, cin, e, norm, act, drop)])
         self.up = nn.ModuleList()
         for w in reversed(widths):
-            self.up.append(nn.ModuleList([ResBlock(cin + w, w, e, norm, act), attention(w)]))
+            self.up.append(nn.ModuleList([ResBlock(cin + w, w, e, norm, act, drop), attention(w)]))
             cin = w
         self.norm, self.act = make_norm(norm, cin), make_act(act)
         self.end = FloatConv2d(cin, channels, 3, padding=1)  # float32 under autocast

@@ -15,6 +15,7 @@ from pegasus.cli.app import (
     examples,
     given,
     note,
+    stated,
     user_errors,
     warn,
 )
@@ -132,13 +133,29 @@ def train(
 @app.command(epilog=examples(
     "pegasus tune --run runs/demo --to runs/demo-ct",
     "pegasus sample --run runs/demo-ct --sampler consistency --steps 2 --out two-steps.png",
-    "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --set consistency.stage_every=400",
+    "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --dropout 0 --weight edm",
+    "pegasus tune --run runs/demo --to runs/demo-ct --c auto --stages 4 --q 4 --ema 0.999",
     "pegasus train --run runs/demo-ct --resume --iters 2400    # tune on",
 ))
 def tune(
     run: RunOpt,
     to: Annotated[Path, typer.Option(file_okay=False, help="The new run's folder.")],
     iters: Annotated[int, typer.Option(min=1, help="Tuning steps.")] = 1200,
+    stages: Annotated[int | None, typer.Option(
+        help="Stages of r's schedule over the tuning; ECT's CIFAR-10 schedule unless set.")] = None,
+    q: Annotated[float | None, typer.Option(
+        help="r's step toward t each stage (objective.q); ECT's CIFAR-10 value unless set.")] = None,
+    c: Annotated[str | None, typer.Option(
+        help="The distance's pseudo-Huber constant: a number (0: the L2 norm, ECT's CIFAR-10) "
+             "or auto (iCT's rule by the image's size).")] = None,
+    weight: Annotated[str | None, typer.Option(
+        help="gap: 1/(t - r), ECT's CIFAR-10 weight (unless set); edm: EDM's.")] = None,
+    dropout: Annotated[float | None, typer.Option(
+        help="The backbone's dropout while tuning, one mask for both points of a pair; "
+             "ECT's CIFAR-10 rate unless set.")] = None,
+    ema: Annotated[float | None, typer.Option(
+        help="The tuned run's EMA decay; the source run's unless set (ECT's own "
+             "suits 100k steps and more).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -146,13 +163,21 @@ def tune(
 
     The new run starts from the run's EMA weights and is an ordinary run: checkpoints, resume
     (`train --resume`), exports, torchrun. Sample it with `--sampler consistency`."""
-    with user_errors({"train.iters": "--iters", "train.device": "--device"}):
+    flags = {"train.iters": "--iters", "train.device": "--device", "objective.q": "--q",
+             "objective.c": "--c", "objective.weight": "--weight", "model.dropout": "--dropout",
+             "train.ema": "--ema"}
+    with user_errors(flags):
         from pegasus.training.tune import tune as tune_run
 
-        overrides = [*([f'train.device="{device}"'] if device else []), *(set_ or [])]
+        chosen = {"train.device": device and f'"{device}"', "objective.q": q,
+                  "objective.c": c and (f'"{c}"' if c == "auto" else c),
+                  "objective.weight": weight and f'"{weight}"', "train.ema": ema}
+        overrides = [f"{field}={value}" for field, value in chosen.items() if value is not None]
+        recipe = stated(stages=stages, dropout=dropout)
         with StepsBar("tune", ".3g") as bar:
-            result = tune_run(run, to, iters=iters, overrides=overrides, progress=bar.report,
-                              on_start=_announcer(to, True), warn=warn, notify=note)
+            result = tune_run(run, to, iters=iters, overrides=[*overrides, *(set_ or [])],
+                              progress=bar.report, on_start=_announcer(to, True), warn=warn,
+                              notify=note, **recipe)
         _finish(result, to, 0)
 
 

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.module = copy.deepcopy(model).requires_grad_(False).eval()  # no dropout
         self.updates = 0
         self._update = get_ema_multi_avg_fn(decay)
         self._ema = self._tensors(self.module)

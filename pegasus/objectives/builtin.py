@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from pegasus.hookspecs import Objective, hookimpl
 from pegasus.noise.draws import ECT_P_MEAN, ECT_P_STD
@@ -45,27 +46,33 @@ def register_objectives(register):
 
 @dataclass(frozen=True)
 class ECTConfig:
-    """ECT's options (objectives/ect.py). r's schedule: r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))),
-    the stage s rising every `stage_every` iterations (ECT's public settings q = 4, k = 8, b = 1;
-    `pegasus tune` sets stage_every to a quarter of the tuning)."""
+    """ECT's options (objectives/ect.py), ECT's CIFAR-10 recipe unless set. r's schedule:
+    r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))), the stage s rising every `stage_every`
+    iterations (q = 2, k = 8, b = 1; `pegasus tune` spreads ECT's 16 stages over the tuning,
+    training/tune.py). The distance sqrt(||.||^2 + c^2) - c: c = 0 is the L2 norm, "auto" iCT's
+    rule for c by the image's dimension. The weight: "gap" is 1 / (t - r), ECT's CIFAR-10
+    weight; "edm" EDM's (t^2 + sigma_data^2) / (t sigma_data)^2, which its ImageNet branch
+    follows."""
 
     stage_every: int = 300
-    q: float = 4.0
+    q: float = 2.0
     k: float = 8.0
     b: float = 1.0
-    c: float = 0.0  # the pseudo-Huber distance's constant (0: the L2 norm)
+    c: float | Literal["auto"] = 0.0
+    weight: Literal["gap", "edm"] = "gap"
     p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
     p_std: float = ECT_P_STD
 
     def __post_init__(self) -> None:
-        for name in ("q", "k", "b", "c", "p_mean", "p_std"):
+        numbers = ("q", "k", "b", "p_mean", "p_std") + (("c",) if self.c != "auto" else ())
+        for name in numbers:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.stage_every < 1:
             raise ValueError(f"stage_every must be at least 1 step, got {self.stage_every}")
         if not self.q > 1:
             raise ValueError(f"q must be above 1 (r must move toward t), got {self.q}")
-        if self.k < 0 or self.b < 0 or self.c < 0:
+        if self.k < 0 or self.b < 0 or (self.c != "auto" and self.c < 0):
             raise ValueError(f"k, b and c must be 0 or more, got {self.k}, {self.b} and {self.c}")
         if abs(self.p_mean) > P_MEAN_BOUND:
             raise ValueError(f"p_mean must be within +-{P_MEAN_BOUND:g} (log sigma), got "

@@ -23,10 +23,14 @@ ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r =
 one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
 stage s rises (every `stage_every` iterations), so the pairs tighten from denoising (r = 0: the
 clean image is the target) to neighbouring points of one trajectory. The distance is
-sqrt(||f(x_t, t) - sg f(x_r, r)||^2 + c^2) - c (c = 0: the L2 norm), weighted by
-(t^2 + sigma_data^2) / (t sigma_data)^2. No teacher, no ODE solve, no Jacobian-vector product.
-The loss of a consistency function's pairs moves with the stage, so a held-out value says
-nothing from one log step to the next: the objective declares none.
+sqrt(||f(x_t, t) - sg f(x_r, r)||^2 + c^2) - c (c = 0: the L2 norm; iCT's c = 0.00054 sqrt(d)
+for d numbers an image, halved for pegasus's [0, 1] images), weighted by 1 / (t - r), ECT's
+CIFAR-10 weight, which keeps the loss's scale as the pairs close in, or by EDM's
+(t^2 + sigma_data^2) / (t sigma_data)^2. A network with dropout evaluates both points of a pair
+with one mask, as ECT's reference code does by restoring the random state between them. No
+teacher, no ODE solve, no Jacobian-vector product. The loss of a consistency function's pairs
+moves with the stage, so a held-out value says nothing from one log step to the next: the
+objective declares none.
 """
 
 from __future__ import annotations
@@ -67,9 +71,16 @@ class ConsistencyTuning:
     def __call__(self, net: ScoreFn, x: torch.Tensor, *, step: int,
                  generator: torch.Generator | None = None) -> Loss:
         o = self.options
+        c = ict_c(x[0].numel()) if o.c == "auto" else o.c
         return ect_loss(net, x, draw=self.draw, stage=self.stage(step), q=o.q, k=o.k, b=o.b,
-                        c=o.c, sigma_min=self.sigma_min, sigma_data=self.sigma_data,
-                        snap=self.round_sigma, generator=generator)
+                        c=c, weight=o.weight, sigma_min=self.sigma_min,
+                        sigma_data=self.sigma_data, snap=self.round_sigma, generator=generator)
+
+
+def ict_c(numbers: int) -> float:
+    """iCT's pseudo-Huber constant for images of `numbers` values, 0.00054 sqrt(d) on [-1, 1]
+    data, halved for the distances of pegasus's [0, 1] images."""
+    return 0.00054 * numbers**0.5 / 2
 
 
 def c_out(sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
@@ -92,7 +103,7 @@ def partner(t: torch.Tensor, stage: int, *, q: float, k: float, b: float) -> tor
 
 
 def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, k: float,
-             b: float, c: float, sigma_min: float, sigma_data: float,
+             b: float, c: float, sigma_min: float, sigma_data: float, weight: str = "gap",
              snap=None, generator: torch.Generator | None = None) -> Loss:
     """ECT's loss on clean images x (module docstring). `draw` gives each image's t and the
     index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
@@ -106,15 +117,37 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     view = (-1, *([1] * (x.dim() - 1)))
     x_t = x + t.view(view) * noise
+    masks = random_state(x.device)  # dropout's masks: the same for both points of each pair
     with torch.no_grad():
         x_r = x + r.view(view) * noise
         # At or below sigma_min f is the identity (the boundary condition): x_r is the target.
         on = r > sigma_min
         target = torch.where(on.view(view), consistency(score_fn, x_r, r.clamp_min(sigma_min)),
                              x_r.float())
+    set_random_state(x.device, masks)
     gap = (consistency(score_fn, x_t, t) - target).flatten(1).square().sum(dim=1)
     # Clamped: sqrt's gradient at 0 is infinite, and snapped pairs (r = t) give a gap of 0.
     distance = (gap + c * c).clamp_min(1e-12).sqrt() - c
-    weight = (t.float().square() + sigma_data ** 2) / (t.float() * sigma_data).square()
-    per_sample = distance * weight
+    per_sample = distance * pair_weight(t.float(), r.float(), weight, sigma_data)
     return Loss(loss=per_sample.mean(), per_sample=per_sample, nearest=nearest)
+
+
+def pair_weight(t: torch.Tensor, r: torch.Tensor, weight: str, sigma_data: float) -> torch.Tensor:
+    """Each pair's weight (module docstring). A pair snapped onto one level (r = t) holds no
+    signal and weighs 0 under 1 / (t - r)."""
+    if weight == "edm":
+        return (t.square() + sigma_data**2) / (t * sigma_data).square()
+    apart = t > r
+    return torch.where(apart, 1 / torch.where(apart, t - r, 1.0), 0.0)
+
+
+def random_state(device: torch.device) -> torch.Tensor:
+    """The generator state that dropout on `device` draws its masks from."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_random_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)

@@ -15,7 +15,9 @@ How a training call starts (its checks, the run's lock) is in training/__init__.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import math
 import signal
 from dataclasses import dataclass, field
@@ -120,6 +122,22 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> 
     optimizer.step()
     ema.update()
     return out
+
+
+def step_randomness(model: torch.nn.Module, seed: int, rank: int, step: int,
+                    device: torch.device):
+    """The random numbers a step draws outside the run's own generator, dropout's masks, seeded
+    by the step (and restored after it), so that a resumed run draws the masks it would have
+    drawn in one go. A network without dropout draws none, and trains as it always did."""
+    if not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(
+        devices=[device] if device.type == "cuda" else [], device_type=device.type))
+    # A digest of the three, 32 bits: the CPU's Mersenne Twister keeps only a seed's low 32.
+    key = hashlib.blake2b(f"{seed}/{rank}/{step}".encode(), digest_size=4).digest()
+    torch.manual_seed(int.from_bytes(key, "little"))
+    return stack
 
 
 class Trainer:
@@ -291,7 +309,9 @@ class Trainer:
                 x = batch_of(self.images, self.batches.indices(self.step), flip=self.config.data.flip,
                              channels_last=self.fast.channels_last, generator=self.g,
                              shift=self.config.data.shift)
-                log.add(self._step(x, first=self.step == first))
+                with step_randomness(self.model, tc.seed, self.ctx.rank, self.step,
+                                     self.ctx.device):
+                    log.add(self._step(x, first=self.step == first))
                 self.step += 1
                 if self.step == first + 1:
                     self._keep_compile()

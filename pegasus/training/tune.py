@@ -21,8 +21,8 @@ from pathlib import Path
 from pegasus.atomic import atomic_write
 from pegasus.config import Config, build_config, resolve_model_options
 from pegasus.devices import resolve_device
-from pegasus.errors import RunError
-from pegasus.registry import get_objective
+from pegasus.errors import ConfigError, RunError
+from pegasus.registry import get_backbone, get_objective
 from pegasus.run.classifiers import load_classifier
 from pegasus.run.layout import CLASSIFIER_FILES, RunDir
 from pegasus.run.load import trained_from_state
@@ -30,31 +30,43 @@ from pegasus.run.resume import load_resume_state
 from pegasus.training import restarted_job, train
 from pegasus.training.trainer import TrainResult
 
-STAGES = 4  # r's schedule in 4 stages over the tuning (stage_every = iters / 4) unless set
+# ECT's CIFAR-10 schedule, 16 stages (a stage every 25k of 400k iterations), spread over the
+# tuning whatever its length: stage_every = iters / stages.
+STAGES = 16
+# ECT's CIFAR-10 dropout, for backbones that take one (model.dropout; off in training).
+DROPOUT = 0.2
 OBJECTIVE = "ect"
 
 
 def tuning_config(config: Config, source: Path, *, iters: int, overrides: Sequence[str] = (),
-                  objective: str = OBJECTIVE) -> Config:
+                  objective: str = OBJECTIVE, stages: int = STAGES,
+                  dropout: float | None = DROPOUT) -> Config:
     """The tuned run's config: the source's `config` (as it trained: its noise fields resolved)
-    on `objective`, tuned for `iters` steps (a stage schedule in STAGES stages, where the
-    objective has one), then `overrides` (SECTION.FIELD=VALUE) applied as on resuming: the
-    network, its schedule and the objective named are the tuned run's own."""
+    on `objective`, tuned for `iters` steps (a stage schedule in `stages` stages, where the
+    objective has one) with `dropout` (where the backbone takes one; None: the source's), then
+    `overrides` (SECTION.FIELD=VALUE) applied as on resuming: the network, its schedule and
+    the objective named are the tuned run's own."""
+    if stages < 1:
+        raise ConfigError(f"stages must be at least 1, got {stages}")
     data = config.to_dict()
     data["train"]["iters"] = iters
     data["objective"] = {"name": objective, "source": str(source)}
     if "stage_every" in get_objective(objective)[0].defaults():
-        data["objective"]["stage_every"] = max(1, iters // STAGES)
+        data["objective"]["stage_every"] = max(1, iters // stages)
+    if dropout is not None and "dropout" in get_backbone(config.model.backbone)[0].defaults():
+        data["model"]["dropout"] = dropout
     start = resolve_model_options(Config.from_dict(data))
     return build_config(overrides=list(overrides), saved=start, continuing="tuning")
 
 
 def tune(source: Path, target: Path, *, iters: int = 1200, overrides: Sequence[str] = (),
-         progress=None, tensorboard: bool = True, on_start=None,
+         stages: int = STAGES, dropout: float | None = DROPOUT, progress=None,
+         tensorboard: bool = True, on_start=None,
          warn: Callable[[str], None] | None = None,
          notify: Callable[[str], None] | None = None) -> TrainResult:
     """Tune the run in `source` (its newest good checkpoint's EMA weights) into a new run in
-    `target` for `iters` steps. progress, on_start, warn and notify are train()'s."""
+    `target` for `iters` steps, its schedule in `stages` stages, with `dropout` (see
+    tuning_config). progress, on_start, warn and notify are train()'s."""
     source, target = Path(source), Path(target)
     _check_target(source, target)
     state, path = load_resume_state(RunDir(source), warn, verb="tune")
@@ -63,7 +75,8 @@ def tune(source: Path, target: Path, *, iters: int = 1200, overrides: Sequence[s
         raise RunError(f"{source} is consistency-tuned already (objective "
                        f"{trained.config.objective.name}); tune its source run "
                        f"({trained.config.objective.source}) instead, or train it on")
-    config = tuning_config(trained.config, source, iters=iters, overrides=overrides)
+    config = tuning_config(trained.config, source, iters=iters, overrides=overrides,
+                           stages=stages, dropout=dropout)
     classifiers = [kind for kind in CLASSIFIER_FILES if RunDir(source).classifier(kind).is_file()]
     for kind in classifiers:  # a damaged or foreign file is refused before any work
         load_classifier(source, kind, "cpu", classes=config.data.classes)
