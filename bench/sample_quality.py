@@ -23,8 +23,9 @@ noisiest level begin: centre + sigma_1 z with the centre the training images' pe
 `--tuned-budgets` (default consistency=1,2,4), and prints each run's training steps and wall
 time (from its TensorBoard log) beside the other's: what the tuning cost against the training.
 
-Each row also gives the samples' grain: the mean absolute difference between neighbouring pixels,
-beside the training images' own.
+Each row also gives the samples' texture (pegasus/texture.py): their neighbour-pixel difference
+over the training images' and their high-frequency power gap in dB, each with its bootstrap
+spread.
 
 `--rows FILE.jsonl` keeps every measured row there as it is measured; a later call with the same
 file measures only the rows it lacks (same run, sampler, evaluations, samples and seed), so a
@@ -51,6 +52,7 @@ from pegasus.run.load import load_trained_run
 from pegasus.samplers import split_sampler
 from pegasus.tasks.evaluate import measure
 from pegasus.tasks.features import feature_extractor
+from pegasus.texture import TextureTally, compare
 
 DEFAULT_BUDGETS = ("heun=5,9,15,21,35;pc=8,16,32,64,128;cas=8,16,32,64,128;"
                    "dpmpp-2m=8,14,20,28;dpmpp-2m-sde=8,14,20,28;ipndm=5,10,20;als=31,61,121")
@@ -126,7 +128,8 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
     data_mean = data.mean(dim=(0, 2, 3), dtype=torch.float64).div(255).float()
     centres = {c: (data_mean if c == "data" else torch.full_like(data_mean, float(c)))
                for c in args.centres.split(",")}
-    print(f"training images' grain {grain(real):.4f}")
+    real_texture = TextureTally().add(real).table()
+    print(f"training images' neighbour-pixel difference {real_texture[:, 0].mean():.4f}")
     print(f"{folder}{f' ({kind})' if kind else ''}: {run.config.model.backbone} at "
           f"{run.config.data.res} px, step {run.step}, noise.training "
           f"{run.config.noise.training}; KID x 1e3 on {judge}'s judge features, {args.num} samples "
@@ -151,12 +154,17 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
         fake = SamplingJob.make(run, plan, num=args.num).images(args.seed)
         seconds = time.perf_counter() - start
         kid, std, fid = measure(real, fake, feature, seed=args.seed)
+        texture = compare(TextureTally().add(fake).table(), real_texture, run.config.data.res,
+                          seed=args.seed)
         row = {"kind": kind, "sampler": name, "evaluations": plan.evaluations, "kid": kid,
                "std": std, "fid": fid, "seconds": seconds, "mean": fake.mean().item(),
-               "grain": grain(fake)}
+               "grain": texture.grain, "grain_std": texture.grain_std,
+               "high_db": texture.high_gap_db, "high_db_std": texture.high_gap_std}
         print(f"  {name:24s} {plan.evaluations:5d} evaluations  KID {1e3 * kid:8.2f} ± "
               f"{1e3 * std:5.2f}  FID {fid:8.3f}  pixel mean {row['mean']:.4f}  grain "
-              f"{row['grain']:.4f}  {seconds:7.1f} s", flush=True)
+              f"{texture.grain:.3f}x ± {texture.grain_std:.3f}  high frequencies "
+              f"{texture.high_gap_db:+.2f} ± {texture.high_gap_std:.2f} dB  {seconds:7.1f} s",
+              flush=True)
         if args.rows is not None:
             with args.rows.open("a") as f:
                 f.write(json.dumps({"run": str(folder), "num": args.num, "seed": args.seed,
@@ -175,12 +183,6 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
             rows += [score(sampler, options, steps, first, tuned, args.tuned)
                      for steps in steps_list]
     return rows
-
-
-def grain(images: torch.Tensor) -> float:
-    """The mean absolute difference between horizontally neighbouring pixels: what a grainy
-    sampler raises above the data's own (KID on judge features barely sees it)."""
-    return (images[..., 1:] - images[..., :-1]).abs().mean().item()
 
 
 def training_time(folder: Path) -> tuple[int, float]:

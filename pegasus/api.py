@@ -24,6 +24,7 @@ from pegasus.fastpath import Execution
 from pegasus.run.job import SamplingJob
 from pegasus.run.layout import RunDir
 from pegasus.run.load import load_trained_run
+from pegasus.run.sigmas import SearchedSigmas
 from pegasus.run.trained import TrainedRun
 from pegasus.tasks.blend import Blend, BlendRequest, blend
 from pegasus.tasks.encode import EncodeRequest, Latent, decode, encode, ode_plan
@@ -32,6 +33,7 @@ from pegasus.tasks.hybrid import HybridRequest, Hybrids, hybrid
 from pegasus.tasks.inpaint import Inpainting, InpaintRequest, inpaint_run
 from pegasus.tasks.likelihood import Likelihood, evaluate_likelihood, log_likelihood
 from pegasus.tasks.pictures import PictureBlend, PictureRequest, blend_pictures
+from pegasus.tasks.sigma_search import SearchRequest, search_sigmas
 
 
 def load(path: str | Path, device: str = "cpu", *, run: str | Path | None = None,
@@ -186,6 +188,16 @@ class Model:
         `request` holds PictureRequest's other fields, which own the defaults."""
         return blend_pictures(self.trained, PictureRequest(image_a, image_b, **request),
                               execution=execution)
+
+    def search_sigmas(self, *, execution: Execution = Execution(), heard=None,
+                      **request) -> SearchedSigmas:
+        """Choose a consistency-tuned run's sampling sigmas for 2 .. steps evaluations by
+        held-out KID (tasks/sigma_search.py) and write them into its run folder, where
+        `consistency` at those budgets then walks them. `request` holds SearchRequest's
+        fields, which own the defaults: steps (4), num (256), seed, probes (8), batch_size;
+        `heard` hears each probe."""
+        return search_sigmas(self.trained, SearchRequest(**request), execution=execution,
+                             heard=heard)
 
     def evaluate(self, *, execution: Execution = Execution(), ctx=None, **request) -> Quality:
         """KID and FID of samples against the run's training images, and whether they copy

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "pegasus"
 # The layers, lowest first: a module may import from its own layer and the ones below, never
 # from one above. A name is a module or a package (all its modules).
 LAYERS = [
-    ("base", ["errors", "signatures", "version", "coerce", "atomic", "devices", "images", "colour",
+    ("base", ["errors", "signatures", "version", "coerce", "atomic", "devices", "images", "colour", "texture",
               "distributed", "allocator"]),
     ("noise", ["noise"]),
     ("plugins", ["hookspecs", "backbones", "objectives", "registry"]),

@@ -368,3 +368,47 @@ def test_tune_refuses_in_one_line_before_any_work_and_leaves_no_folder(run, tmp_
     result = runner.invoke(app, ["tune", "--run", str(source), "--to", str(target), "--iters", "2"])
     said = " ".join(result.output.split())
     assert result.exit_code == 0 and "falling back to the previous checkpoint" in said, said
+
+
+def test_searched_sigmas_are_written_into_the_run_and_walked_at_their_budgets(run, tuned_run,
+                                                                            tmp_path):
+    """search-sigmas writes 2 and 3 evaluations' sigmas; consistency walks them there, refuses
+    4 in one line until it is searched, and takes given ones instead (--sigmas)."""
+    import shutil
+
+    import pegasus
+    from pegasus.run.sigmas import SearchedSigmas
+
+    tuned = tmp_path / "ct"
+    shutil.copytree(tuned_run, tuned)
+    result = runner.invoke(app, ["search-sigmas", "--run", str(tuned), "--steps", "3",
+                                 "--num", "8", "--probes", "1"])
+    assert result.exit_code == 0, result.output
+    searched = SearchedSigmas.read(tuned / "consistency-sigmas.toml")
+    assert set(searched.by_steps) == {2, 3} and searched.num == 8
+    two, three = searched.by_steps[2].sigmas, searched.by_steps[3].sigmas
+    assert len(two) == 1 and three[0] == two[0] and three[1] < three[0]
+    assert "3 evaluations: sigma_1, then" in " ".join(result.output.split())
+    model = pegasus.load(tuned)
+
+    def given(below, steps):  # the tiny run's U-Net knows its levels: the sigmas snap to them
+        return model.trained.plan(f"consistency[sigmas={list(below)}]", steps).sigmas
+
+    for steps, below in ((2, two), (3, three)):
+        assert torch.equal(model.trained.plan("consistency", steps).sigmas, given(below, steps))
+    assert torch.equal(model.trained.plan("consistency").sigmas, given(two, 2))
+    assert len(model.trained.plan("consistency", 1).sigmas) == 1
+    out = ["--out", str(tmp_path / "x.png")]
+    _one_line(runner.invoke(app, ["sample", "--run", str(tuned), "--sampler", "consistency",
+                                  "--steps", "4", *out]), "were searched for 2 and 3")
+    result = runner.invoke(app, ["sample", "--run", str(tuned), "--num", "2", "--steps", "4",
+                                 "--sigmas", "0.5,0.2,0.1", *out])
+    assert result.exit_code == 0, result.output
+    _one_line(runner.invoke(app, ["sample", "--run", str(tuned), "--sampler", "heun",
+                                  "--sigmas", "0.5", *out]), "are the consistency sampler's")
+    _one_line(runner.invoke(app, ["sample", "--run", str(tuned), "--sigmas", "half", *out]),
+              "give numbers separated by commas")
+    # Untuned runs and runs without a judge are refused before any sampling.
+    _one_line(runner.invoke(app, ["search-sigmas", "--run", str(run)]), "is not consistency-tuned")
+    (tuned / "judge.pt").unlink()
+    _one_line(runner.invoke(app, ["search-sigmas", "--run", str(tuned)]), "train-judge")

@@ -117,6 +117,23 @@ def stated(**options) -> dict:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def with_sigmas(sampler: str | None, sigmas: str | None) -> str | None:
+    """--sampler with --sigmas folded in as the consistency sampler's own option."""
+    if sigmas is None:
+        return sampler
+    from pegasus.errors import UserError
+
+    if sampler is not None and sampler.partition("[")[0].strip() != "consistency":
+        raise UserError(f"--sigmas are the consistency sampler's; {sampler} walks its own grid "
+                        f"(give --sampler consistency, or leave --sampler out)")
+    try:
+        values = [float(v) for v in sigmas.split(",")]
+    except ValueError:
+        raise UserError(f"--sigmas {sigmas!r}: give numbers separated by commas, e.g. "
+                        f"0.5,0.15") from None
+    return f"consistency[sigmas=[{', '.join(map(repr, values))}]]"
+
+
 def given() -> dict:
     """The running verb's options as parsed: the request every rank of a torchrun job must
     agree on (distributed.agree)."""

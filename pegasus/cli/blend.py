@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, stated, user_errors
+from pegasus.cli.app import (
+    EvaluationBars,
+    app,
+    console,
+    examples,
+    load_model,
+    stated,
+    user_errors,
+    with_sigmas,
+)
 from pegasus.cli.options import (
     FAST_FLAGS,
     SOURCE_FLAGS,
@@ -26,6 +35,7 @@ from pegasus.cli.options import (
     MaskOpt,
     OptionalRunOpt,
     SeedOpt,
+    SigmasOpt,
     StepsOpt,
     StrengthOpt,
     StripsOpt,
@@ -59,6 +69,7 @@ def blend(
         help="Sampler (`pegasus samplers`). Default: the run's own where it serves the mode, "
              "else als for a masked blend and heun for slerp and two pictures by ode.")] = None,
     steps: StepsOpt = None,
+    sigmas: SigmasOpt = None,
     mode: BlendModeOpt = None,
     image: ImageOpt = None,
     mask: MaskOpt = None,
@@ -74,6 +85,7 @@ def blend(
              "mask": "--mask", "image_a": "--image-a", "image_b": "--image-b",
              "strength": "--strength"}
     with user_errors({**flags, **SOURCE_FLAGS, **FAST_FLAGS}):
+        sampler = with_sigmas(sampler, sigmas)
         from pegasus.errors import UserError
         from pegasus.fastpath import Execution
         from pegasus.tasks.blend_files import check_blend_output
@@ -93,12 +105,16 @@ def blend(
                                  guidance=guidance, steps=steps, image=image, mask=mask,
                                  report=report, execution=dataclasses.replace(asked, progress=bars),
                                  **stated(k=k, strips=strips, sampler=sampler, mode=mode))
-        kth, strips_png = result.save(out)
-        chosen = _columns(result.columns)
-        console.print(f"wrote the {chosen} images to {kth} and the strips (k = 0..{n + 1}) to "
-                      f"{strips_png}", highlight=False)
-        if result.reports:
-            _print_reports(result.reports, chosen, n)
+        _say(result, *result.save(out), n)
+
+
+def _say(result, kth: Path, strips_png: Path, n: int) -> None:
+    """What a drawn blend wrote and, with --report, the judge's scores of its strips."""
+    chosen = _columns(result.columns)
+    console.print(f"wrote the {chosen} images to {kth} and the strips (k = 0..{n + 1}) to "
+                  f"{strips_png}", highlight=False)
+    if result.reports:
+        _print_reports(result.reports, chosen, n)
 
 
 def _columns(columns: list[int]) -> str:

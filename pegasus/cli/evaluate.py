@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from pegasus.cli.app import (
     load_model,
     stated,
     user_errors,
+    with_sigmas,
 )
 from pegasus.cli.options import (
     FAST_FLAGS,
@@ -29,6 +29,7 @@ from pegasus.cli.options import (
     OptionalRunOpt,
     SamplerOpt,
     SeedOpt,
+    SigmasOpt,
     StepsOpt,
 )
 
@@ -52,6 +53,7 @@ def eval_(
     seed: SeedOpt = 0,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
+    sigmas: SigmasOpt = None,
     features: Annotated[str, typer.Option(
         help="judge: the run's judge classifier (offline, train-judge first; comparable within "
              "this project only); inception: standard Inception-v3 features (torch-fidelity).")] = "judge",
@@ -79,6 +81,7 @@ def eval_(
     with user_errors({"steps": "--steps", "sampler": "--sampler", "features": "--features",
                       "probes": "--probes", "num": "--num",
                       "inception_weights": "--inception-weights", **FAST_FLAGS}):
+        sampler = with_sigmas(sampler, sigmas)
         from pegasus.distributed import group
         from pegasus.fastpath import Execution
 
@@ -88,10 +91,9 @@ def eval_(
                 _score_folder(run, samples, ctx, num, seed, features, inception_weights,
                               neighbours)
                 return
-            asked = Execution(compile=compile, amp=amp)
             model = load_model(run, checkpoint, None, str(ctx.device))
             with EvaluationBars() as bars:
-                execution = dataclasses.replace(asked, progress=bars)
+                execution = Execution(compile=compile, amp=amp, progress=bars)
                 if likelihood:
                     result = model.likelihood(64 if num is None else num, seed, sampler=sampler,
                                               steps=steps, probes=probes, execution=execution,
@@ -127,3 +129,46 @@ def _score_folder(run, samples, ctx, num, seed, features, inception_weights, nei
                                   progress=bar.images,
                                   neighbours=neighbours, ctx=ctx)
     console.print(quality.describe(), highlight=False)
+
+
+@app.command("search-sigmas", epilog=examples(
+    "pegasus search-sigmas --run runs/demo-ct",
+    "pegasus search-sigmas --run runs/demo-ct --steps 2 --num 512 --probes 10",
+    "pegasus sample --run runs/demo-ct --sampler consistency --steps 2   # walks them",
+))
+def search_sigmas_(
+    run: Annotated[Path, typer.Option("--run", "--run-dir", file_okay=False,
+                                      help="A consistency-tuned run folder (pegasus tune).")],
+    steps: Annotated[int | None, typer.Option(
+        help="Search the sigmas of 2 up to this many evaluations (default 4).")] = None,
+    num: Annotated[int | None, typer.Option(
+        help="Samples each candidate is scored on (default 256).")] = None,
+    probes: Annotated[int | None, typer.Option(
+        help="Golden-section probes per sigma after the first two (default 8).")] = None,
+    seed: SeedOpt = 0,
+    batch_size: BatchSizeOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Choose a tuned run's consistency sigmas by held-out KID, and write them into the run.
+
+    Each sigma below sigma_1 is found by a golden-section search on the judge's KID against
+    held-out images, every candidate drawn from one seed; `--sampler consistency` then walks
+    them at those budgets, and refuses others until they are searched too."""
+    with user_errors({"steps": "--steps", "num": "--num", "probes": "--probes"}):
+        model = load_model(run, None, None, device)
+
+        def heard(probe) -> None:
+            console.print(f"  {probe.steps} evaluations, sigmas {_sigmas(probe.sigmas)}: KID "
+                          f"{probe.kid:.4g} ± {probe.kid_std:.2g}", highlight=False)
+
+        found = model.search_sigmas(heard=heard, seed=seed, batch_size=batch_size,
+                                    **stated(steps=steps, num=num, probes=probes))
+        for count, best in sorted(found.by_steps.items()):
+            console.print(f"{count} evaluations: sigma_1, then {_sigmas(best.sigmas)} (KID "
+                          f"{best.kid:.4g} ± {best.kid_std:.2g}, {found.num} samples)",
+                          highlight=False)
+        console.print(f"wrote {model.trained.run_dir.searched_sigmas}")
+
+
+def _sigmas(values) -> str:
+    return ", ".join(f"{v:.3g}" for v in values)

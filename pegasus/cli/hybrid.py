@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from pegasus.cli.app import EvaluationBars, app, console, examples, load_model, stated, user_errors
+from pegasus.cli.app import (
+    EvaluationBars,
+    app,
+    console,
+    examples,
+    load_model,
+    stated,
+    user_errors,
+    with_sigmas,
+)
 from pegasus.cli.options import (
     FAST_FLAGS,
     AmpOpt,
@@ -19,6 +28,7 @@ from pegasus.cli.options import (
     RunOpt,
     SamplerOpt,
     SeedOpt,
+    SigmasOpt,
     StepsOpt,
 )
 
@@ -43,6 +53,7 @@ def hybrid(
                               "the folder must be new or empty.")] = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
+    sigmas: SigmasOpt = None,
     guidance: Annotated[float | None, typer.Option(
         help="Guidance weight W (0 to 1000, default 10): the body toward its class, the region "
              "above its back toward the other's (the run's guide, pegasus train-guide).")] = None,
@@ -63,6 +74,7 @@ def hybrid(
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
                       "guidance": "--guidance", "candidates": "--candidates",
                       "batch_size": "--batch-size", **FAST_FLAGS}):
+        sampler = with_sigmas(sampler, sigmas)
         from pegasus.errors import UserError
         from pegasus.fastpath import Execution
         from pegasus.images import image_format

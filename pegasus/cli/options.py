@@ -29,6 +29,9 @@ SamplerOpt = Annotated[str | None, typer.Option(
          f"budget and its options), options in brackets: 'heun\\[churn=10]'. Default: the run's "
          f"own, chosen by how it trained (`pegasus samplers --run R` says which); the output "
          f"names the one used.")]
+SigmasOpt = Annotated[str | None, typer.Option(
+    help="The consistency sampler's sigmas below sigma_1, comma-separated, largest first (one "
+         "fewer than --steps): instead of those `pegasus search-sigmas` chose for the run.")]
 StepsOpt = Annotated[int | None, typer.Option(
     min=1, help="Network evaluations per image (a budget: the sampler takes the largest grid "
                 "that fits; als keeps T steps per level and re-plans eps).")]

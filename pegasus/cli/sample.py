@@ -18,6 +18,7 @@ from pegasus.cli.app import (
     given,
     load_model,
     user_errors,
+    with_sigmas,
 )
 from pegasus.cli.options import (
     FAST_FLAGS,
@@ -32,6 +33,7 @@ from pegasus.cli.options import (
     RunOpt,
     SamplerOpt,
     SeedOpt,
+    SigmasOpt,
     StepsOpt,
     WeightsOpt,
 )
@@ -58,6 +60,7 @@ def sample(
     device: DeviceOpt = "auto",
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
+    sigmas: SigmasOpt = None,
     compile: CompileOpt = "auto",
     amp: AmpOpt = "auto",
     folder: Annotated[Path | None, typer.Option(
@@ -70,6 +73,7 @@ def sample(
     """Draw images from a run's EMA weights (or exported weights): a grid, PNGs or an .npz."""
     with user_errors({"steps": "--steps", "sampler": "--sampler", "num": "--num",
                       "batch_size": "--batch-size", **SOURCE_FLAGS, **FAST_FLAGS}):
+        sampler = with_sigmas(sampler, sigmas)
         from pegasus.distributed import group, launched
         from pegasus.errors import UserError
         from pegasus.fastpath import Execution

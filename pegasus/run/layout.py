@@ -42,9 +42,10 @@ EXPORTS = "exports"
 PROBES_FILE = "fast-path.json"  # which uncompiled fast path was fastest, per GPU (fastpath/probe.py)
 LOCK_FILE = ".lock"
 JOB_FILE = ".torchrun-job"
+SIGMAS_FILE = "consistency-sigmas.toml"  # the sigmas searched for a tuned run (run/sigmas.py)
 CLASSIFIER_FILES = {"guide": GUIDE_FILE, "judge": JUDGE_FILE}
 NAMES = {CONFIG_FILE, CONFIG_DIGEST, CHECKPOINTS, SAMPLES, LOGS, GUIDE_FILE, JUDGE_FILE, EXPORTS,
-         PROBES_FILE, LOCK_FILE, JOB_FILE}
+         PROBES_FILE, LOCK_FILE, JOB_FILE, SIGMAS_FILE}
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class RunDir:
     @property
     def probes(self) -> Path:
         return self.path / PROBES_FILE
+
+    @property
+    def searched_sigmas(self) -> Path:
+        return self.path / SIGMAS_FILE
 
     @property
     def lock(self) -> Path:

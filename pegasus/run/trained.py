@@ -18,7 +18,8 @@ from pegasus.model.score import ScoreModel
 from pegasus.noise.schedule import Schedule
 from pegasus.registry import get_objective
 from pegasus.run.layout import RunDir
-from pegasus.samplers import SAMPLERS, sampler_spec
+from pegasus.run.sigmas import SearchedSigmas
+from pegasus.samplers import SAMPLERS, sampler_spec, split_sampler
 from pegasus.samplers.plan import ODE, SAMPLE, SamplerPlan, Use, plan_sampler
 
 # A run trained on a continuum of sigmas draws by cas in 32 evaluations unless told: the
@@ -124,7 +125,27 @@ class TrainedRun:
 
     def _fit(self, sampler: str, steps: int | None, schedule: Schedule) -> SamplerPlan:
         known = None if self.model.knows_every_sigma else self.model.round_sigma
-        return plan_sampler(sampler, schedule, steps, round_sigma=known)
+        searched = self._searched(sampler, steps) if schedule is self.schedule else {}
+        return plan_sampler(sampler, schedule, steps, round_sigma=known, **searched)
+
+    def _searched(self, sampler: str, steps: int | None) -> dict:
+        """The consistency sampler's sigmas searched for this run at `steps` evaluations
+        (run/sigmas.py), where none are given: nothing for a run never searched (Karras's grid)
+        or one evaluation; a budget it was not searched for is refused."""
+        name, written = split_sampler(sampler)
+        if name != "consistency" or "sigmas" in written or self.run_dir is None:
+            return {}
+        steps = sampler_spec(name).default_steps if steps is None else steps
+        searched = SearchedSigmas.read(self.run_dir.searched_sigmas)
+        if steps == 1 or searched is None:
+            return {}
+        if steps not in searched.by_steps:
+            counts = " and ".join(map(str, sorted(searched.by_steps)))
+            raise FieldError("steps", f"{steps} evaluations of consistency: the sigmas of "
+                                      f"{self.run_dir.path} were searched for {counts}; search "
+                                      f"them for {steps} (pegasus search-sigmas --steps "
+                                      f"{steps}), or give them as consistency[sigmas=[...]]")
+        return {"sigmas": list(searched.by_steps[steps].sigmas)}
 
     def _check_learns(self, plan: SamplerPlan, use: Use) -> None:
         """A sampler samples what the network learns: a diffusion model's score, or a

@@ -31,8 +31,9 @@ SAMPLERS = _names()
 
 def split_sampler(text: str) -> tuple[str, dict]:
     """A sampler written with its options, as the CLI's --sampler takes it, "heun[churn=10,
-    s_min=0.05]" or "dpmpp-2m[grid=karras]", as its name and options (a value in TOML syntax
-    when it parses, else a string); a plain name has none."""
+    s_min=0.05]", "dpmpp-2m[grid=karras]" or "consistency[sigmas=[0.8, 0.2]]", as its name
+    and options (a value in TOML syntax when it parses, else a string); a plain name has
+    none."""
     from pegasus.coerce import parse_value
     from pegasus.errors import FieldError
 
@@ -42,12 +43,23 @@ def split_sampler(text: str) -> tuple[str, dict]:
     if not rest.endswith("]"):
         raise FieldError("sampler", f"{text!r}: write a sampler's options as NAME[KEY=VALUE,...]")
     options = {}
-    for item in filter(None, (part.strip() for part in rest[:-1].split(","))):
+    for item in filter(None, (part.strip() for part in _top_level(rest[:-1]))):
         key, equals, value = item.partition("=")
         if not equals or not key.strip() or not value.strip():
             raise FieldError("sampler", f"{text!r}: the option {item!r} is not KEY=VALUE")
         options[key.strip()] = parse_value(value.strip())
     return name.strip(), options
+
+
+def _top_level(text: str) -> list[str]:
+    """`text` split at the commas outside brackets: "a=1,b=[2, 3]" as "a=1" and "b=[2, 3]"."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def sampler_spec(name: str):

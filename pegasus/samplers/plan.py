@@ -189,8 +189,9 @@ def sampler_options(spec: SamplerSpec) -> dict[str, str]:
             return "number"
         return "whole number" if "int" in types else "flag" if "bool" in types else "word"
 
-    return {p.name: kind(p.annotation) for p in inspect.signature(spec.function).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.name not in given}
+    return {**{p.name: kind(p.annotation)
+               for p in inspect.signature(spec.function).parameters.values()
+               if p.kind is p.KEYWORD_ONLY and p.name not in given}, **dict(spec.grid_options)}
 
 
 def _check_options(spec: SamplerSpec, options: dict[str, Any]) -> None:
@@ -214,5 +215,8 @@ def _kinds(value) -> set[str]:
     if isinstance(value, bool):
         return {"flag"}
     if isinstance(value, int):
-        return {"whole number", "number"}
-    return {"number"} if isinstance(value, float) else {"word"}
+        return {"whole number", "number", "numbers"}
+    if isinstance(value, list) and value and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return {"numbers"}
+    return {"number", "numbers"} if isinstance(value, float) else {"word"}

@@ -57,6 +57,9 @@ class SamplerSpec:
     # Options its fit takes from the run's schedule, which decide what a plan costs: not the
     # user's to give (als's T steps per level).
     fixed: tuple[str, ...] = ()
+    # Options its fit alone takes, to lay its grid, with their kinds ("numbers": one number or
+    # a list of them): the consistency sampler's chosen sigmas.
+    grid_options: tuple[tuple[str, str], ...] = ()
     # What the model it samples must learn (hookspecs.Objective.learns): "score", a diffusion
     # model's score, or "consistency", a consistency function's (objectives/ect.py).
     learns: str = "score"

@@ -42,6 +42,7 @@ from pegasus.tasks.features import (
 )
 from pegasus.tasks.neighbours import FirstImages, Reference, save_neighbours
 from pegasus.tasks.novelty import Novelty, novelty
+from pegasus.texture import Texture, TextureTally, compare
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Quality:
     step: int | None = None  # the training step of the weights that drew them, when known
     colour: Drift | None = None  # the samples' channel colours against the training images'
     recognised: float | None = None  # the share the judge recognises (judge features only)
+    texture: Texture | None = None  # the samples' grain and high frequencies against the data's
 
     def describe(self) -> str:
         drawn = f" of step {self.step}'s weights" if self.step is not None else ""
@@ -79,6 +81,8 @@ class Quality:
         if self.recognised is not None:
             text += (f"\nthe judge recognises {100 * self.recognised:.1f}% of the samples (its "
                      f"top class at p >= {RECOGNISED})")
+        if self.texture is not None:
+            text += f"\n{self.texture.describe()}"
         if self.colour is not None:
             text += f"\n{self.colour.describe()}"
         return text if self.novelty is None else f"{text}\n{self.novelty.describe()}"
@@ -155,8 +159,9 @@ def evaluate_run(trained, request: EvalRequest, *, execution: Execution = Execut
     lo, hi = distributed.share(ctx, len(todo))
     mine = todo[lo:hi]
     callback = execution.bar(f"sample ({plan.name})", plan.evaluations * len(mine))
-    first, tally = FirstImages(r.neighbours_of), ColourTally()
-    drawn = _tallied(tally, (images for _, images in job.draw_blocks(seed, mine, callback)))
+    first, tally, texture = FirstImages(r.neighbours_of), ColourTally(), TextureTally()
+    drawn = _tallied((tally, texture),
+                     (images for _, images in job.draw_blocks(seed, mine, callback)))
     fake = _gathered(ctx, lambda: extract.stream(first.keep(drawn)))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=trained.device)
     found, held = _novelty(ctx, trained.config, extract, features, seed, fake, first, neighbours)
@@ -165,13 +170,24 @@ def evaluate_run(trained, request: EvalRequest, *, execution: Execution = Execut
     tally = ColourTally.merged(distributed.gather(ctx, (tally.count, tally.sum, tally.square)))
     colour = Drift(tally.stats(), ColourStats.of(real_pixels))
     return Quality(features, kid, kid_std, fid, num, len(real), plan.name, plan.evaluations, found,
-                   held, trained.step, colour, recognised(feature, fake))
+                   held, trained.step, colour, recognised(feature, fake),
+                   _texture(ctx, texture, real_pixels, seed))
 
 
-def _tallied(tally: ColourTally, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """The batches as they come, each added to `tally` on its way."""
+def _texture(ctx: distributed.Context, samples: TextureTally, real_pixels: torch.Tensor,
+             seed: int) -> Texture:
+    """The texture figures of every rank's samples (their per-image rows gathered in rank
+    order) against the real images'."""
+    rows = distributed.gather_rows(ctx, samples.table())
+    return compare(rows, TextureTally().add(real_pixels).table(), real_pixels.shape[-1],
+                   seed=seed)
+
+
+def _tallied(tallies, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The batches as they come, each added to every one of `tallies` on its way."""
     for batch in batches:
-        tally.add(batch)
+        for tally in tallies:
+            tally.add(batch)
         yield batch
 
 
@@ -225,16 +241,18 @@ def evaluate_folder(run_dir: Path, samples: SampleFolder, *, device: torch.devic
         distributed.first_error(ctx, e)
     feature = feature_extractor(features, run_dir, device, inception_weights)
     extract = Extractor(feature, inception_weights, device)
-    real = _features(ctx, extract, real_images(config, device, max_real, seed))
+    real_pixels = real_images(config, device, max_real, seed)
+    real = _features(ctx, extract, real_pixels)
     lo, hi = distributed.share(ctx, num, FEATURE_BATCH)
     read = samples.read(hi, batch=FEATURE_BATCH, start=lo,
                         progress=(lambda done: progress(done - lo, hi - lo)) if progress else None)
-    first = FirstImages(neighbours_of)
-    fake = _gathered(ctx, lambda: extract.stream(first.keep(read)))
+    first, texture = FirstImages(neighbours_of), TextureTally()
+    fake = _gathered(ctx, lambda: extract.stream(first.keep(_tallied((texture,), read))))
     kid, kid_std, fid = scores(real, fake, seed=seed, device=device)
     found, held = _novelty(ctx, config, extract, features, seed, fake, first, neighbours)
     return Quality(features, kid, kid_std, fid, num, len(real), drawn.sampler, drawn.evaluations,
-                   found, held, recognised=recognised(feature, fake))
+                   found, held, recognised=recognised(feature, fake),
+                   texture=_texture(ctx, texture, real_pixels, seed))
 
 
 def _features(ctx: distributed.Context, extract: Extractor, images: torch.Tensor) -> torch.Tensor:

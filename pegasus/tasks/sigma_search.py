@@ -1,0 +1,155 @@
+"""The consistency sampler's sigmas, chosen on a tuned run by measurement (`pegasus
+search-sigmas`): where multistep consistency sampling renoises between its evaluations.
+
+openai/consistency_models chooses its 2-step sampler's intermediate sigma by a ternary search
+on the metric; a too small one is a known cause of poor 2-step images. Here the metric is the
+held-out KID on the run's judge features: `num` samples against images the run never trained
+on (its training images where it has none), every candidate drawn from the same seed, so that
+the candidates differ by their sigmas alone and not by their luck. Each sigma is found by a
+golden-section search of the log sigma (a ternary search that reuses one probe per step),
+greedily: the sigma below sigma_1 for 2 evaluations, then, keeping it, the next one down for 3,
+and so on up to the number of evaluations asked for; each count's sigmas are written into the
+run (run/sigmas.py) and used by the consistency sampler at that count unless it is given
+others (consistency[sigmas=[...]]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from pegasus.data import load_held_out
+from pegasus.errors import FieldError, UserError
+from pegasus.fastpath import Execution
+from pegasus.run.job import SamplingJob
+from pegasus.run.sigmas import Searched, SearchedSigmas
+from pegasus.samplers.consistency import MAX_STEPS
+from pegasus.tasks.evaluate import real_images
+from pegasus.tasks.features import Extractor, feature_extractor, scores
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+HELD_OUT = 1000  # images the samples are compared with, at most
+# The search's bracket for each sigma: from a little above sigma_L (f is the identity there)
+# to the sigma above it, less a little (two equal sigmas would merge into one evaluation).
+FLOOR, GAP = 2.0, 0.95
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchRequest:
+    """What `pegasus search-sigmas` and Model.search_sigmas ask for."""
+
+    steps: int = 4  # search for 2 .. steps evaluations
+    num: int = 256  # samples each candidate is scored on
+    seed: int = 0
+    probes: int = 8  # golden-section probes per sigma, after the bracket's two
+    batch_size: int | None = None
+
+    def validate(self) -> None:
+        if not 2 <= self.steps <= MAX_STEPS:
+            raise FieldError("steps", f"must be between 2 and {MAX_STEPS} evaluations (one has "
+                                      f"no sigma below sigma_1 to choose), got {self.steps}")
+        if self.num < 4:
+            raise FieldError("num", f"must be at least 4 samples for KID, got {self.num}")
+        if not 1 <= self.probes <= 40:
+            raise FieldError("probes", f"must be between 1 and 40, got {self.probes}")
+
+
+@dataclass(frozen=True)
+class Probe:
+    steps: int
+    sigmas: tuple[float, ...]  # below sigma_1
+    kid: float
+    kid_std: float
+
+
+def search_sigmas(trained, request: SearchRequest, *, execution: Execution = Execution(),
+                  heard: Callable[[Probe], None] | None = None) -> SearchedSigmas:
+    """Search the consistency sampler's sigmas of a tuned TrainedRun for 2 .. request.steps
+    evaluations (module docstring), write them into its run folder, and return them; `heard`
+    hears each probe as it is scored."""
+    request.validate()
+    if trained.model.learns != "consistency":
+        raise UserError(f"{trained.source} is not consistency-tuned: its samplers walk the "
+                        f"run's schedule; tune it first (pegasus tune), then search the new run")
+    if trained.run_dir is None:
+        raise UserError("searching sigmas writes them into a run folder: load the tuned run "
+                        "from its folder, not from exported weights")
+    score = _Scorer(trained, request, execution)
+    top, bottom = trained.schedule.sigma_max, trained.schedule.sigma_min
+    found, above = {}, []
+    for steps in range(2, request.steps + 1):
+        high = (above[-1] if above else top) * GAP
+        probes = _golden(lambda s, n=steps, kept=tuple(above): score(n, (*kept, s)), FLOOR * bottom, high,
+                         request.probes, heard)
+        best = min(probes, key=lambda p: p.kid)
+        found[steps] = Searched(best.sigmas, best.kid, best.kid_std)
+        above = list(best.sigmas)
+    searched = SearchedSigmas(trained.step, request.num, request.seed, found)
+    searched.write(trained.run_dir.searched_sigmas)
+    return searched
+
+
+def _golden(figure: Callable[[float], Probe], low: float, high: float, probes: int,
+            heard) -> list[Probe]:
+    """Golden-section probes of `figure` over log sigma in [low, high]: the bracket's two
+    inner points, then one new point a step, toward the lower figure."""
+    if not low < high:
+        raise UserError(f"no room for another sigma between {low:.3g} and {high:.3g}: search "
+                        f"fewer evaluations")
+    a, b = math.log(low), math.log(high)
+    done: list[Probe] = []
+
+    def probe(u: float) -> Probe:
+        result = figure(math.exp(u))
+        done.append(result)
+        if heard is not None:
+            heard(result)
+        return result
+
+    c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
+    fc, fd = probe(c).kid, probe(d).kid
+    for _ in range(probes):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - GOLDEN * (b - a)
+            fc = probe(c).kid
+        else:
+            a, c, fc = c, d, fd
+            d = a + GOLDEN * (b - a)
+            fd = probe(d).kid
+    return done
+
+
+class _Scorer:
+    """Held-out KID of a tuned run's samples at given sigmas: the real images' features once,
+    every candidate's samples from one seed."""
+
+    def __init__(self, trained, request: SearchRequest, execution: Execution) -> None:
+        folder = trained.run_dir.path
+        if not trained.run_dir.classifier("judge").is_file():
+            raise UserError(f"searching sigmas scores samples with the run's judge, and "
+                            f"{folder} has none: train it with pegasus train-judge --run "
+                            f"{folder}")
+        self.trained, self.request, self.execution = trained, request, execution
+        self.extract = Extractor(feature_extractor("judge", folder, trained.device), None,
+                                 trained.device)
+        held = load_held_out(trained.config.data,
+                             per_class=HELD_OUT // len(trained.config.data.classes)).images
+        real = (held.to(trained.device).float() / 255 if len(held) else
+                real_images(trained.config, trained.device, HELD_OUT, request.seed))
+        self.real = self.extract.of(real[:HELD_OUT])
+
+    def __call__(self, steps: int, sigmas: tuple[float, ...]) -> Probe:
+        r = self.request
+        plan = self.trained.plan(f"consistency[sigmas=[{', '.join(map(repr, sigmas))}]]", steps)
+        job = SamplingJob.make(self.trained, plan, num=r.num, batch_size=r.batch_size,
+                               execution=self.execution)
+        with torch.no_grad():
+            fake = self.extract.of(job.images(r.seed))
+        kid, kid_std, _ = scores(self.real, fake, seed=r.seed, device=self.trained.device)
+        # The sigmas asked for: a network that knows its levels alone walks the levels nearest
+        # them, at use as here (ScoreModel.round_sigma).
+        return Probe(steps, sigmas, kid, kid_std)
