@@ -36,8 +36,11 @@ def exact_score(x, sigma):
 
 @pytest.mark.parametrize("backbone", ["unet", "refinenet"])
 @pytest.mark.parametrize("preconditioning", ["ncsnv2", "edm"])
-def test_f_at_sigma_min_is_x_exactly_for_every_backbone(backbone, preconditioning):
-    """For any weights (the plugins' backbones through pegasus.testing.check_backbone)."""
+def test_f_at_the_boundary_is_x_exactly_for_every_backbone(backbone, preconditioning):
+    """For any weights (the plugins' backbones through pegasus.testing.check_backbone). The
+    boundary is ECT's sigma_min, below the run's sigma_L, so f at sigma_L denoises."""
+    from pegasus.objectives.ect import ECT_BOUNDARY, boundary
+
     from pegasus.config import build_config
     from pegasus.model.build import build_score_model
 
@@ -51,10 +54,11 @@ def test_f_at_sigma_min_is_x_exactly_for_every_backbone(backbone, preconditionin
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # not an initialisation that happens to be benign
     x = torch.rand(3, 3, config.data.res, config.data.res)
-    bottom = torch.full((3,), config.noise.sigma_min)
+    assert boundary(config) == ECT_BOUNDARY < config.noise.sigma_min
+    bottom = torch.full((3,), ECT_BOUNDARY)
     with torch.no_grad():
         assert torch.equal(consistency(model, x, bottom), x)
-        above = consistency(model, x, bottom * 4)
+        above = consistency(model, x, torch.full((3,), config.noise.sigma_min))
     assert torch.isfinite(above).all() and not torch.equal(above, x)
 
 

@@ -107,7 +107,8 @@ def test_an_unknown_objective_and_a_tuning_objective_from_scratch_are_refused(tm
     ("c", "nan", "c must be a finite number"), ("k", "inf", "k must be a finite number"),
     ("q", "1.0", "q must be above 1"), ("p_std", "0.0", "p_std must be above 0"),
     ("p_mean", "40.0", "p_mean must be within"), ("stage_every", "0", "stage_every must be at"),
-    ("c", "-1.0", "k, b and c must be 0 or more")])
+    ("c", "-1.0", "k, b and c must be 0 or more"),
+    ("boundary", "0.0", "boundary must be a sigma above 0")])
 def test_ect_options_are_checked_when_the_config_is_made(field, value, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         tiny_config('objective.name="ect"', f"objective.{field}={value}")
@@ -122,6 +123,7 @@ def test_a_config_written_before_objectives_had_names_loads_as_its_objective():
     assert old.objective.name == "ect" and old.objective.source == "runs/demo"
     assert old.objective.options["stage_every"] == 75
     assert old.objective.options["weight"] == "edm"  # the weight it tuned on, before the choice
+    assert old.objective.options["boundary"] == old.noise.sigma_min  # and its f's boundary
     data["consistency"]["weight"] = "gap"
     assert Config.from_dict(data).objective.options["weight"] == "gap"
     written = tiny_config('objective.name="ect"').to_dict()  # a new run's options: the default

@@ -135,6 +135,7 @@ def train(
     "pegasus sample --run runs/demo-ct --sampler consistency --steps 2 --out two-steps.png",
     "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --dropout 0 --weight edm",
     "pegasus tune --run runs/demo --to runs/demo-ct --c auto --stages 4 --q 4 --ema 0.999",
+    "pegasus search-sigmas --run runs/demo-ct    # then its sampling sigmas, by held-out KID",
     "pegasus train --run runs/demo-ct --resume --iters 2400    # tune on",
 ))
 def tune(
@@ -179,6 +180,9 @@ def tune(
                               progress=bar.report, on_start=_announcer(to, True), warn=warn,
                               notify=note, **recipe)
         _finish(result, to, 0)
+        if not result.interrupted:
+            console.print(f"choose its sampling sigmas by measurement: pegasus search-sigmas "
+                          f"--run {to} (until then consistency walks Karras's grid)")
 
 
 def _train_classifier(run: Path, kind: str, iters: int, batch_size: int, seed: int,

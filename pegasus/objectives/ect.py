@@ -2,19 +2,28 @@
 "Consistency models made easy"; docs/science.md, "Consistency tuning").
 
 A consistency function f(x, sigma) maps any point of a probability-flow trajectory to its end,
-with the boundary condition f(x, sigma_min) = x. A run's network gives a denoiser,
+with the boundary condition f(x, e) = x at a sigma e near 0. A run's network gives a denoiser,
 D(x, sigma) = x + sigma^2 s(x, sigma) (Tweedie), for either parameterisation (output / sigma or
 EDM's) and any backbone. A tuned run's f is
 
     f(x, sigma) = c_skip(sigma) x + c_out(sigma) D(x, sigma),
-    c_out = (sigma - sigma_min) / sigma,   c_skip = 1 - c_out = sigma_min / sigma,
+    c_out = (sigma - e) / sigma,   c_skip = 1 - c_out = e / sigma,
 
-so c_out(sigma_min) = 0 exactly and the boundary condition holds for any weights. On EDM's
-network F this is Song et al. 2023's parameterisation (consistency models, eq. 9) in its output
-term: F's weight in f is (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2), their
-c_out; on NCSNv2's it is f = x + (sigma - sigma_min) F. Away from sigma_min, f is the network's
-denoiser, so tuning starts from what the run already knows, and the network's output keeps its
-scale down to a few sigma_min (a c_out that vanished faster would ask it to grow as 1 / c_out).
+so c_out(e) = 0 exactly and the boundary condition holds for any weights. On EDM's network F
+this is Song et al. 2023's parameterisation (consistency models, eq. 9) in its output term: F's
+weight in f is (sigma - e) sigma_data / sqrt(sigma^2 + sigma_data^2), their c_out; on NCSNv2's
+it is f = x + (sigma - e) F. Away from e, f is the network's denoiser, so tuning starts from
+what the run already knows, and the network's output keeps its scale down to a few e (a c_out
+that vanished faster would ask it to grow as 1 / c_out).
+
+The boundary e is ECT's and EDM's sigma_min, 0.002 on [-1, 1] images (0.001 on pegasus's
+[0, 1] ones), unless the run's sigma_L is smaller or the run sets another (objective.boundary);
+runs tuned before it could be chosen keep theirs, sigma_L. It is no detail: the two points of
+ECT's pairs share one z, so a term b z in f costs nothing in any pair above the boundary, and
+what pins b is the boundary, where f(x_e, e) = x + e z, and the pairs that denoise (r = 0). At
+e = sigma_L = 0.01 that is noise of 2.5 grey levels in every sample: speckle on flat
+backgrounds (bench/README.md, "Two evaluations"). The network itself is never asked below the
+run's sigma_L.
 Written as a score, f = x + sigma^2 c_out s: a tuned run's ScoreModel returns c_out times its
 network's score (`ConsistencyOutput`, the objective's parameterisation), and every sampler,
 guide and blend keeps talking to a score function.
@@ -46,11 +55,20 @@ class ConsistencyOutput:
     """The parameterisation of a consistency function, applied last by the score model: the
     network's score times c_out, so that x + sigma^2 s is f (module docstring)."""
 
-    def __init__(self, sigma_min: float) -> None:
-        self.sigma_min = sigma_min
+    def __init__(self, boundary: float) -> None:
+        self.boundary = boundary
 
     def __call__(self, score: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return score * c_out(sigma.float(), self.sigma_min).view(-1, *([1] * (score.dim() - 1)))
+        return score * c_out(sigma.float(), self.boundary).view(-1, *([1] * (score.dim() - 1)))
+
+
+ECT_BOUNDARY = 0.001  # ECT's and EDM's sigma_min, 0.002 on [-1, 1] images, on [0, 1] ones
+
+
+def boundary(config) -> float:
+    """The sigma at which a tuned run's f is the identity (module docstring)."""
+    chosen = config.objective.options.get("boundary", "auto")
+    return min(ECT_BOUNDARY, config.noise.sigma_min) if chosen == "auto" else float(chosen)
 
 
 class ConsistencyTuning:
@@ -63,6 +81,7 @@ class ConsistencyTuning:
         self.draw = SigmaDraw("log-normal", sigmas, options.p_mean, options.p_std)
         self.round_sigma = None if model.knows_every_sigma else model.round_sigma
         self.sigma_min, self.sigma_data = config.noise.sigma_min, config.noise.sigma_data
+        self.boundary = boundary(config)
 
     def stage(self, step: int) -> int:
         """The stage of r's schedule that training step `step` is in."""
@@ -73,7 +92,7 @@ class ConsistencyTuning:
         o = self.options
         c = ict_c(x[0].numel()) if o.c == "auto" else o.c
         return ect_loss(net, x, draw=self.draw, stage=self.stage(step), q=o.q, k=o.k, b=o.b,
-                        c=c, weight=o.weight, sigma_min=self.sigma_min,
+                        c=c, weight=o.weight, sigma_min=self.sigma_min, boundary=self.boundary,
                         sigma_data=self.sigma_data, snap=self.round_sigma, generator=generator)
 
 
@@ -83,9 +102,9 @@ def ict_c(numbers: int) -> float:
     return 0.00054 * numbers**0.5 / 2
 
 
-def c_out(sigma: torch.Tensor, sigma_min: float) -> torch.Tensor:
-    """D's weight in f: 0 at sigma_min exactly, towards 1 above it."""
-    return (sigma - sigma_min) / sigma
+def c_out(sigma: torch.Tensor, boundary: float) -> torch.Tensor:
+    """D's weight in f: 0 at the boundary exactly, towards 1 above it."""
+    return (sigma - boundary) / sigma
 
 
 def consistency(score_fn: ScoreFn, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -104,11 +123,14 @@ def partner(t: torch.Tensor, stage: int, *, q: float, k: float, b: float) -> tor
 
 def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, k: float,
              b: float, c: float, sigma_min: float, sigma_data: float, weight: str = "gap",
-             snap=None, generator: torch.Generator | None = None) -> Loss:
+             boundary: float | None = None, snap=None,
+             generator: torch.Generator | None = None) -> Loss:
     """ECT's loss on clean images x (module docstring). `draw` gives each image's t and the
     index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
     knows, where its sigma input does not interpolate (ScoreModel.round_sigma; None: every
-    sigma)."""
+    sigma). f is the identity at `boundary` (None: sigma_min, the run's sigma_L), and the
+    network is asked at sigma_min and above only."""
+    boundary = sigma_min if boundary is None else boundary
     t, nearest = draw(len(x), generator, x.device)
     r = partner(t, stage, q=q, k=k, b=b)
     if snap is not None:
@@ -120,8 +142,9 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
     masks = random_state(x.device)  # dropout's masks: the same for both points of each pair
     with torch.no_grad():
         x_r = x + r.view(view) * noise
-        # At or below sigma_min f is the identity (the boundary condition): x_r is the target.
-        on = r > sigma_min
+        # At or below the boundary f is the identity (the boundary condition): x_r is the
+        # target (the clean image where r = 0).
+        on = r > boundary
         target = torch.where(on.view(view), consistency(score_fn, x_r, r.clamp_min(sigma_min)),
                              x_r.float())
     set_random_state(x.device, masks)

@@ -223,7 +223,7 @@ class Trainer:
         tc, ctx = self.config.train, self.ctx
         self.ema = EMA(self.model, tc.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
-                                          fused=ctx.device.type == "cuda")
+                                          fused=True)
         self.g = torch.Generator(device=ctx.device).manual_seed(tc.seed + 7919 * ctx.rank)
         self.batches = EpochSampler(len(self.images), tc.batch_size, tc.seed, ctx.rank, ctx.world,
                                     ctx.device)
