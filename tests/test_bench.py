@@ -200,3 +200,26 @@ def test_blend_quality_prints_a_row_per_weight_and_sampler(judged_run):
     assert code == 0, said
     rows = [line for line in said.splitlines() if line.startswith(f"| {judged_run.name} |")]
     assert len(rows) == 4 and all(row.count("|") == 12 for row in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("judged-run")
+def test_ect_study_prints_a_row_per_run_sampler_and_budget(judged_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from pegasus.cli import app
+
+    tuned = tmp_path / "ct"
+    result = CliRunner().invoke(app, ["tune", "--run", str(judged_run), "--to", str(tuned),
+                                      "--iters", "2"])
+    assert result.exit_code == 0, result.output
+    code, said = bench("ect_study", "--base", str(judged_run), "--runs", f"ct={tuned}",
+                       "--base-samplers", "cas=3", "--num", "4", "--search", "--search-num", "4",
+                       "--probes", "1")
+    assert code == 0, said
+    rows = [line for line in said.splitlines() if line.startswith("| ") and "---" not in line]
+    # The header, cas, then 1 evaluation and 2 and 4 on Karras's grid and on the searched one.
+    assert len(rows) == 1 + 1 + 5, said
+    assert (tuned / "consistency-sigmas.toml").is_file()
+    assert sum("(Karras)" in line for line in rows) == 2
+    assert sum("(searched)" in line for line in rows) == 2

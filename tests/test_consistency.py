@@ -39,10 +39,9 @@ def exact_score(x, sigma):
 def test_f_at_the_boundary_is_x_exactly_for_every_backbone(backbone, preconditioning):
     """For any weights (the plugins' backbones through pegasus.testing.check_backbone). The
     boundary is ECT's sigma_min, below the run's sigma_L, so f at sigma_L denoises."""
-    from pegasus.objectives.ect import ECT_BOUNDARY, boundary
-
     from pegasus.config import build_config
     from pegasus.model.build import build_score_model
+    from pegasus.objectives.ect import ECT_BOUNDARY, boundary
 
     sizes = ["model.ngf=8", "data.res=32"] if backbone == "refinenet" else [
         "model.width=8", "model.emb_dim=16", "model.heads=2", "model.head_dim=8", "data.res=16"]
@@ -201,11 +200,13 @@ def test_a_tuned_run_starts_from_its_sources_ema_and_is_an_ordinary_run(run, tun
     state = load_checkpoint(next((tuned_run / "checkpoints").glob("*.pt")))
     assert state["config"]["objective"]["name"] == "ect"
     assert state["config"]["objective"]["source"] == str(run)
-    # ECT's recipe unless told: its CIFAR-10 dropout, weight and schedule.
-    from pegasus.training.tune import DROPOUT, STAGES
+    # The recipe unless told: the source's dropout (none), EDM's weight, 4 stages, ECT's
+    # boundary.
+    from pegasus.training.tune import STAGES
 
-    assert state["config"]["model"]["dropout"] == DROPOUT
-    assert state["config"]["objective"]["weight"] == "gap"
+    assert state["config"]["model"]["dropout"] == 0.0
+    assert state["config"]["objective"]["weight"] == "edm"
+    assert state["config"]["objective"]["boundary"] == "auto"
     assert state["config"]["objective"]["stage_every"] == max(1, 4 // STAGES)
     assert (tuned_run / "guide.pt").is_file() and (tuned_run / "judge.pt").is_file()
     source, tuned = pegasus.load(run), pegasus.load(tuned_run)

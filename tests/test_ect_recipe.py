@@ -90,9 +90,9 @@ def test_the_stages_follow_the_formula_over_the_tuning(tmp_path):
     source = tiny_config()
     config = tuning_config(source, tmp_path, iters=320)
     options = config.objective.options
-    assert options["stage_every"] == 320 // STAGES and options["q"] == 2.0
-    assert tuning_config(source, tmp_path, iters=320, stages=4).objective.options[
-        "stage_every"] == 80
+    assert options["stage_every"] == 320 // STAGES and options["q"] == 4.0
+    assert tuning_config(source, tmp_path, iters=320, stages=16).objective.options[
+        "stage_every"] == 20
     # r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))), b on EDM's sigma (pegasus's doubled).
     t = torch.tensor([0.5, 1.0, 4.0])
     for stage in range(4):

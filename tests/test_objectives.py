@@ -126,8 +126,9 @@ def test_a_config_written_before_objectives_had_names_loads_as_its_objective():
     assert old.objective.options["boundary"] == old.noise.sigma_min  # and its f's boundary
     data["consistency"]["weight"] = "gap"
     assert Config.from_dict(data).objective.options["weight"] == "gap"
-    written = tiny_config('objective.name="ect"').to_dict()  # a new run's options: the default
-    assert Config.from_dict(written).objective.options["weight"] == "gap"
+    written = tiny_config('objective.name="ect"', 'objective.weight="gap"').to_dict()
+    assert Config.from_dict(written).objective.options["weight"] == "gap"  # a new run's own
+    assert Config.from_dict(written).objective.options["boundary"] == "auto"
     data["consistency"] = {"tuned": False, "source": "", "stage_every": 300}
     assert Config.from_dict(data).objective.name == "dsm"
     data["objective"] = {"name": "dsm"}

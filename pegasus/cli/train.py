@@ -133,8 +133,8 @@ def train(
 @app.command(epilog=examples(
     "pegasus tune --run runs/demo --to runs/demo-ct",
     "pegasus sample --run runs/demo-ct --sampler consistency --steps 2 --out two-steps.png",
-    "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --dropout 0 --weight edm",
-    "pegasus tune --run runs/demo --to runs/demo-ct --c auto --stages 4 --q 4 --ema 0.999",
+    "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --ema 0.999",
+    "pegasus tune --run runs/demo --to runs/c --stages 16 --q 2 --weight gap --dropout 0.2 # ECT's CIFAR-10",
     "pegasus search-sigmas --run runs/demo-ct    # then its sampling sigmas, by held-out KID",
     "pegasus train --run runs/demo-ct --resume --iters 2400    # tune on",
 ))
@@ -143,17 +143,20 @@ def tune(
     to: Annotated[Path, typer.Option(file_okay=False, help="The new run's folder.")],
     iters: Annotated[int, typer.Option(min=1, help="Tuning steps.")] = 1200,
     stages: Annotated[int | None, typer.Option(
-        help="Stages of r's schedule over the tuning; ECT's CIFAR-10 schedule unless set.")] = None,
+        help="Stages of r's schedule over the tuning (ECT's CIFAR-10 run has 16; the default "
+             "measured best on short tunings).")] = None,
     q: Annotated[float | None, typer.Option(
-        help="r's step toward t each stage (objective.q); ECT's CIFAR-10 value unless set.")] = None,
+        help="r's step toward t each stage (objective.q; the default is ECT's ImageNet value, "
+             "its CIFAR-10 one is 2).")] = None,
     c: Annotated[str | None, typer.Option(
         help="The distance's pseudo-Huber constant: a number (0: the L2 norm, ECT's CIFAR-10) "
              "or auto (iCT's rule by the image's size).")] = None,
     weight: Annotated[str | None, typer.Option(
-        help="gap: 1/(t - r), ECT's CIFAR-10 weight (unless set); edm: EDM's.")] = None,
+        help="edm: EDM's weight (the default; ECT's on ImageNet); gap: 1/(t - r), ECT's on "
+             "CIFAR-10.")] = None,
     dropout: Annotated[float | None, typer.Option(
-        help="The backbone's dropout while tuning, one mask for both points of a pair; "
-             "ECT's CIFAR-10 rate unless set.")] = None,
+        help="The backbone's dropout while tuning, one mask for both points of a pair "
+             "(default: the source run's; ECT's CIFAR-10 rate is 0.2).")] = None,
     ema: Annotated[float | None, typer.Option(
         help="The tuned run's EMA decay; the source run's unless set (ECT's own "
              "suits 100k steps and more).")] = None,
