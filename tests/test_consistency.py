@@ -34,31 +34,41 @@ def exact_score(x, sigma):
     return (exact_f(x, sigma) - x) / s.square()
 
 
+def config_overrides(backbone, preconditioning, sizes):
+    return [f'model.backbone="{backbone}"', *sizes, f'noise.preconditioning="{preconditioning}"',
+            'objective.name="ect"']
+
+
 @pytest.mark.parametrize("backbone", ["unet", "refinenet"])
 @pytest.mark.parametrize("preconditioning", ["ncsnv2", "edm"])
 def test_f_at_the_boundary_is_x_exactly_for_every_backbone(backbone, preconditioning):
-    """For any weights (the plugins' backbones through pegasus.testing.check_backbone). The
-    boundary is ECT's sigma_min, below the run's sigma_L, so f at sigma_L denoises."""
+    """For any weights (the plugins' backbones through pegasus.testing.check_backbone): at the
+    run's sigma_L, or at a boundary set below it (ECT's sigma_min), where f at sigma_L then
+    moves x."""
     from pegasus.config import build_config
     from pegasus.model.build import build_score_model
-    from pegasus.objectives.ect import ECT_BOUNDARY, boundary
+    from pegasus.objectives.ect import boundary
 
     sizes = ["model.ngf=8", "data.res=32"] if backbone == "refinenet" else [
         "model.width=8", "model.emb_dim=16", "model.heads=2", "model.head_dim=8", "data.res=16"]
-    config = build_config(overrides=[f'model.backbone="{backbone}"', *sizes,
-                                     f'noise.preconditioning="{preconditioning}"',
-                                     'objective.name="ect"'])
+    config = build_config(overrides=config_overrides(backbone, preconditioning, sizes))
     model = build_score_model(config)[0].eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # not an initialisation that happens to be benign
     x = torch.rand(3, 3, config.data.res, config.data.res)
-    assert boundary(config) == ECT_BOUNDARY < config.noise.sigma_min
-    bottom = torch.full((3,), ECT_BOUNDARY)
+    assert boundary(config) == config.noise.sigma_min
+    bottom = torch.full((3,), config.noise.sigma_min)
     with torch.no_grad():
         assert torch.equal(consistency(model, x, bottom), x)
-        above = consistency(model, x, torch.full((3,), config.noise.sigma_min))
+        above = consistency(model, x, bottom * 4)
     assert torch.isfinite(above).all() and not torch.equal(above, x)
+    ect = build_config(overrides=[*config_overrides(backbone, preconditioning, sizes),
+                                  "objective.boundary=0.001"])
+    model = build_score_model(ect)[0].eval()
+    with torch.no_grad():
+        assert torch.equal(consistency(model, x, torch.full((3,), 0.001)), x)
+        assert not torch.equal(consistency(model, x, bottom), x)
 
 
 def test_c_out_and_the_partner_schedule():
@@ -200,13 +210,13 @@ def test_a_tuned_run_starts_from_its_sources_ema_and_is_an_ordinary_run(run, tun
     state = load_checkpoint(next((tuned_run / "checkpoints").glob("*.pt")))
     assert state["config"]["objective"]["name"] == "ect"
     assert state["config"]["objective"]["source"] == str(run)
-    # The recipe unless told: the source's dropout (none), EDM's weight, 4 stages, ECT's
-    # boundary.
+    # The recipe unless told: the source's dropout (none), EDM's weight, 4 stages, f the
+    # identity at sigma_L.
     from pegasus.training.tune import STAGES
 
     assert state["config"]["model"]["dropout"] == 0.0
     assert state["config"]["objective"]["weight"] == "edm"
-    assert state["config"]["objective"]["boundary"] == "auto"
+    assert state["config"]["objective"]["boundary"] == "sigma_L"
     assert state["config"]["objective"]["stage_every"] == max(1, 4 // STAGES)
     assert (tuned_run / "guide.pt").is_file() and (tuned_run / "judge.pt").is_file()
     source, tuned = pegasus.load(run), pegasus.load(tuned_run)

@@ -128,7 +128,7 @@ def test_a_config_written_before_objectives_had_names_loads_as_its_objective():
     assert Config.from_dict(data).objective.options["weight"] == "gap"
     written = tiny_config('objective.name="ect"', 'objective.weight="gap"').to_dict()
     assert Config.from_dict(written).objective.options["weight"] == "gap"  # a new run's own
-    assert Config.from_dict(written).objective.options["boundary"] == "auto"
+    assert Config.from_dict(written).objective.options["boundary"] == "sigma_L"
     data["consistency"] = {"tuned": False, "source": "", "stage_every": 300}
     assert Config.from_dict(data).objective.name == "dsm"
     data["objective"] = {"name": "dsm"}

@@ -53,8 +53,8 @@ class ECTConfig:
     by the image's dimension. The weight: "edm" is EDM's (t^2 + sigma_data^2) / (t sigma_data)^2,
     which ECT's ImageNet branch uses; "gap" is 1 / (t - r), its CIFAR-10 weight. The defaults
     are what measured best on the demo's run for tunings of 300 to 3000 steps, ECT's CIFAR-10
-    recipe (q = 2 in 16 stages, the gap weight, dropout 0.2) far worse there (bench/README.md,
-    "Two evaluations")."""
+    recipe (q = 2 in 16 stages, the gap weight, dropout 0.2) and its boundary far worse there
+    (bench/README.md, "Two evaluations")."""
 
     stage_every: int = 300
     q: float = 4.0
@@ -62,16 +62,16 @@ class ECTConfig:
     b: float = 1.0
     c: float | Literal["auto"] = 0.0
     weight: Literal["gap", "edm"] = "edm"
-    # The sigma at which f is the identity (the boundary condition). "auto": ECT's and EDM's
-    # sigma_min, 0.002 on [-1, 1] images, 0.001 on pegasus's [0, 1] ones, or the run's sigma_L
-    # where that is smaller. Samples carry noise of about this size (objectives/ect.py).
-    boundary: float | Literal["auto"] = "auto"
+    # The sigma at which f is the identity (the boundary condition): the run's sigma_L, or a
+    # number (ECT's and EDM's sigma_min is 0.002 on [-1, 1] images: 0.001 on pegasus's [0, 1]
+    # ones). Samples carry noise of about this size (objectives/ect.py).
+    boundary: float | Literal["sigma_L"] = "sigma_L"
     p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
     p_std: float = ECT_P_STD
 
     def __post_init__(self) -> None:
         numbers = ("q", "k", "b", "p_mean", "p_std") + (("c",) if self.c != "auto" else ()) + (
-            ("boundary",) if self.boundary != "auto" else ())
+            ("boundary",) if self.boundary != "sigma_L" else ())
         for name in numbers:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
@@ -81,7 +81,7 @@ class ECTConfig:
             raise ValueError(f"q must be above 1 (r must move toward t), got {self.q}")
         if self.k < 0 or self.b < 0 or (self.c != "auto" and self.c < 0):
             raise ValueError(f"k, b and c must be 0 or more, got {self.k}, {self.b} and {self.c}")
-        if self.boundary != "auto" and not self.boundary > 0:
+        if self.boundary != "sigma_L" and not self.boundary > 0:
             raise ValueError(f"boundary must be a sigma above 0, got {self.boundary}")
         if abs(self.p_mean) > P_MEAN_BOUND:
             raise ValueError(f"p_mean must be within +-{P_MEAN_BOUND:g} (log sigma), got "

@@ -16,17 +16,14 @@ it is f = x + (sigma - e) F. Away from e, f is the network's denoiser, so tuning
 what the run already knows, and the network's output keeps its scale down to a few e (a c_out
 that vanished faster would ask it to grow as 1 / c_out).
 
-The boundary e is ECT's and EDM's sigma_min, 0.002 on [-1, 1] images (0.001 on pegasus's
-[0, 1] ones), unless the run's sigma_L is smaller or the run sets another (objective.boundary);
-runs tuned before it could be chosen keep theirs, sigma_L. It is no detail: the two points of
-ECT's pairs share one z, so a term b z in f costs nothing in any pair above the boundary, and
-what pins b is the boundary, where f(x_e, e) = x + e z, and the pairs that denoise (r = 0). At
-e = sigma_L = 0.01 that is noise of 2.5 grey levels in every sample: speckle on flat
-backgrounds (bench/README.md, "Two evaluations"). The network itself is never asked below the
-run's sigma_L.
-Written as a score, f = x + sigma^2 c_out s: a tuned run's ScoreModel returns c_out times its
-network's score (`ConsistencyOutput`, the objective's parameterisation), and every sampler,
-guide and blend keeps talking to a score function.
+The boundary e is the run's sigma_L unless the run sets another (objective.boundary; ECT's and
+EDM's sigma_min is 0.002 on [-1, 1] images, 0.001 on pegasus's [0, 1] ones). It is no detail:
+the two points of ECT's pairs share one z, so a term b z in f costs nothing in any pair above
+the boundary, and what pins b is the boundary, where f(x_e, e) = x + e z, and the pairs that
+denoise (r = 0): at e = sigma_L = 0.01 about 2.5 grey levels of noise in a sample. ECT's e
+nonetheless measured far worse on the demo's run (bench/README.md, "Two evaluations"): with
+c_out(sigma_L) = 0.9 instead of 0, f starts far from the trained denoiser near sigma_L. The
+network itself is never asked below the run's sigma_L.
 
 ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r = x + r z, r < t,
 one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
@@ -62,13 +59,10 @@ class ConsistencyOutput:
         return score * c_out(sigma.float(), self.boundary).view(-1, *([1] * (score.dim() - 1)))
 
 
-ECT_BOUNDARY = 0.001  # ECT's and EDM's sigma_min, 0.002 on [-1, 1] images, on [0, 1] ones
-
-
 def boundary(config) -> float:
     """The sigma at which a tuned run's f is the identity (module docstring)."""
-    chosen = config.objective.options.get("boundary", "auto")
-    return min(ECT_BOUNDARY, config.noise.sigma_min) if chosen == "auto" else float(chosen)
+    chosen = config.objective.options.get("boundary", "sigma_L")
+    return config.noise.sigma_min if chosen == "sigma_L" else float(chosen)
 
 
 class ConsistencyTuning:
