@@ -141,14 +141,14 @@ def test_a_run_with_dropout_resumes_exactly_and_samples_without_it(tmp_path):
 def test_a_steps_dropout_masks_follow_its_seed_rank_and_step_alone():
     """On any device (the CUDA generator is not in a checkpoint) and on every rank of DDP:
     the masks are the step's, whatever was drawn before, and the state outside is kept."""
-    from pegasus.training.trainer import step_randomness
+    from pegasus.training.trainer import has_dropout, step_randomness
 
     net, x, cpu = Masked(0.5).train(), torch.zeros(4, 3, 4, 4), torch.device("cpu")
     drawn = {}
     for key in ((0, 0, 7), (0, 0, 7), (0, 1, 7), (0, 0, 8), (1, 0, 7)):
         torch.manual_seed(len(drawn) + 100)  # a different global state each time
         before = torch.get_rng_state()
-        with step_randomness(net, *key, cpu):
+        with step_randomness(has_dropout(net), *key, cpu):
             net(x, torch.ones(4))
         assert torch.equal(torch.get_rng_state(), before)
         drawn.setdefault(key, []).append(net.masks[-1])
@@ -159,5 +159,6 @@ def test_a_steps_dropout_masks_follow_its_seed_rank_and_step_alone():
     plain = nn.Linear(2, 2)
     torch.manual_seed(9)
     state = torch.get_rng_state()
-    with step_randomness(plain, 0, 0, 7, cpu):  # no dropout: nothing seeded
+    assert not has_dropout(plain)
+    with step_randomness(has_dropout(plain), 0, 0, 7, cpu):  # no dropout: nothing seeded
         assert torch.equal(torch.get_rng_state(), state)

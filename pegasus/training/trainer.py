@@ -124,12 +124,16 @@ def training_step(net, optimizer, ema: EMA, x: torch.Tensor, loss, autocast) -> 
     return out
 
 
-def step_randomness(model: torch.nn.Module, seed: int, rank: int, step: int,
-                    device: torch.device):
+def has_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def step_randomness(drops: bool, seed: int, rank: int, step: int, device: torch.device):
     """The random numbers a step draws outside the run's own generator, dropout's masks, seeded
     by the step (and restored after it), so that a resumed run draws the masks it would have
-    drawn in one go. A network without dropout draws none, and trains as it always did."""
-    if not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+    drawn in one go. A network without dropout (`drops` false) draws none, and trains as it
+    always did."""
+    if not drops:
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     stack.enter_context(torch.random.fork_rng(
@@ -304,12 +308,13 @@ class Trainer:
         if self.notify is not None and self.fast.compile:
             self.notify(compile_notice(tc.batch_size, self.compile_cache))
         self.net.train()
+        drops = has_dropout(self.model)  # once a call: the network's layers do not change
         with conv_autotuning(self.ctx.device):
             while self.step < tc.iters:
                 x = batch_of(self.images, self.batches.indices(self.step), flip=self.config.data.flip,
                              channels_last=self.fast.channels_last, generator=self.g,
                              shift=self.config.data.shift)
-                with step_randomness(self.model, tc.seed, self.ctx.rank, self.step,
+                with step_randomness(drops, tc.seed, self.ctx.rank, self.step,
                                      self.ctx.device):
                     log.add(self._step(x, first=self.step == first))
                 self.step += 1
