@@ -177,10 +177,11 @@ def evaluate_run(trained, request: EvalRequest, *, execution: Execution = Execut
 def _texture(ctx: distributed.Context, samples: TextureTally, real_pixels: torch.Tensor,
              seed: int) -> Texture:
     """The texture figures of every rank's samples (their per-image rows gathered in rank
-    order) against the real images'."""
-    rows = distributed.gather_rows(ctx, samples.table())
-    return compare(rows, TextureTally().add(real_pixels).table(), real_pixels.shape[-1],
-                   seed=seed)
+    order; a rank whose share is empty sends none, of the real table's width) against the real
+    images'."""
+    real = TextureTally().add(real_pixels).table()
+    mine = samples.table() if samples.rows else real[:0]
+    return compare(distributed.gather_rows(ctx, mine), real, real_pixels.shape[-1], seed=seed)
 
 
 def _tallied(tallies, batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
