@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -109,3 +110,18 @@ def peak_tflops(device: torch.device, precision: str) -> tuple[float, str]:
 
 def precision_of(device: torch.device, bf16: bool) -> str:
     return "bf16" if bf16 and device.type == "cuda" else float_precision(device)
+
+
+def training_time(folder: Path) -> tuple[int, float] | None:
+    """A run's last logged step and its training's wall time, from its TensorBoard log: the span
+    between its first and last logged losses, scaled to the whole run (the first log comes
+    after log_every steps; start-up is not counted); None without two logged losses."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "logs")).Reload()
+    tags = events.Tags()["scalars"]
+    losses = events.Scalars(tags[0]) if tags else []
+    if len(losses) < 2:
+        return None
+    first, last = losses[0], losses[-1]
+    return last.step, (last.wall_time - first.wall_time) * last.step / (last.step - first.step)

@@ -21,24 +21,9 @@ import time
 from pathlib import Path
 
 import pegasus
+from common import training_time
 from pegasus.errors import UserError
 from pegasus.run.sigmas import SearchedSigmas
-
-
-def training_seconds(folder: Path) -> float | None:
-    """The wall time of a run's training, from its TensorBoard log (first to last logged loss,
-    scaled to the whole run); None without a log."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder / "logs")).Reload()
-    tags = events.Tags()["scalars"]
-    if not tags:
-        return None
-    losses = events.Scalars(tags[0])
-    if len(losses) < 2:
-        return None
-    first, last = losses[0], losses[-1]
-    return (last.wall_time - first.wall_time) * last.step / (last.step - first.step)
 
 
 def row(name: str, model, sampler: str, steps: int, num: int, seed: int,
@@ -76,8 +61,8 @@ def main() -> int:
         for name, folder in runs:
             folder = Path(folder)
             tuned = pegasus.load(folder)
-            seconds = training_seconds(folder)
-            label = f"{name} ({seconds:.0f} s)" if seconds else name
+            timing = training_time(folder)
+            label = f"{name} ({timing[1]:.0f} s)" if timing else name
             if args.search:
                 tuned.search_sigmas(steps=4, num=args.search_num, probes=args.probes,
                                     seed=args.seed)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from common import training_time
 from pegasus.data import load_images
 from pegasus.errors import UserError
 from pegasus.run.job import SamplingJob
@@ -108,8 +109,9 @@ def main() -> int:
             rows += measure_run(kind, Path(folder), judge, budgets, args)
         if args.tuned is not None:
             for folder in (Path(next(iter(runs.values()))), args.tuned):
-                steps, seconds = training_time(folder)
-                print(f"{folder}: {steps} steps in {seconds:.0f} s of wall time")
+                timing = training_time(folder)
+                if timing is not None:
+                    print(f"{folder}: {timing[0]} steps in {timing[1]:.0f} s of wall time")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -183,18 +185,6 @@ def measure_run(kind: str, folder: Path, judge: Path, budgets, args) -> list[dic
             rows += [score(sampler, options, steps, first, tuned, args.tuned)
                      for steps in steps_list]
     return rows
-
-
-def training_time(folder: Path) -> tuple[int, float]:
-    """A run's last logged step and its training's wall time, from its TensorBoard log: the span
-    between its first and last logged losses, scaled to the whole run (the first log comes
-    after log_every steps; start-up is not counted)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder / "logs")).Reload()
-    losses = events.Scalars(events.Tags()["scalars"][0])
-    first, last = losses[0], losses[-1]
-    return last.step, (last.wall_time - first.wall_time) * last.step / (last.step - first.step)
 
 
 def _kept_rows(path: Path | None) -> dict[tuple, dict]:
