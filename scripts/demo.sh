@@ -38,7 +38,7 @@ pegasus blend --run "$RUN" --k 9 --n 15 --strips 6 --seed 0 --from horse --to bi
 pegasus inpaint --run "$RUN" --image sample:3 --mask right-half --num 8 --steps 94 \
   --out "$OUT/inpaint.png"
 # Consistency tuning (ECT) of the run, 300 steps, then samples in 2 network evaluations and
-# guided blends in 4 (bench/README.md, "Few evaluations: consistency tuning and iPNDM").
+# guided blends in 4 (bench/README.md, "Two evaluations").
 [ -f "$RUN-ct/checkpoints/latest" ] || pegasus tune --run "$RUN" --to "$RUN-ct" --iters 300
 pegasus sample --run "$RUN-ct" --num 36 --seed 0 --sampler consistency --steps 2 \
   --out "$OUT/samples-2-evaluations.png"
