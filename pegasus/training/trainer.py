@@ -223,7 +223,7 @@ class Trainer:
         self.autocast = self.fast.autocast(self.ctx.device)
 
     def _optimiser(self) -> None:
-        """EMA, Adam (fused on CUDA), the noise generator (one stream per rank) and the batches."""
+        """EMA, Adam (fused), the noise generator (one stream per rank) and the batches."""
         tc, ctx = self.config.train, self.ctx
         self.ema = EMA(self.model, tc.ema)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=tc.lr, eps=tc.adam_eps,
