@@ -31,6 +31,7 @@ LAYERS = [
     ("run", ["run"]),
     ("work", ["training", "tasks", "interop", "device_report", "testing"]),
     ("api", ["api"]),
+    ("studio", ["studio"]),
     ("cli", ["cli", "__main__", ""]),  # "": the package's front door, pegasus/__init__.py
 ]
 

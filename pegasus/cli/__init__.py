@@ -2,7 +2,7 @@
 
 Each verb lives in a module of its own: train.py (train, train-guide, train-judge), sample.py
 (sample, export), blend.py, hybrid.py, inpaint.py, encode.py (encode, decode), evaluate.py (eval),
-imports.py (import ncsnv2), and info.py for the verbs that describe (data, sigmas, plugins,
+imports.py (import ncsnv2), studio.py, and info.py for the verbs that describe (data, sigmas, plugins,
 backbones, samplers, device); app.py holds what they share, options.py the options several
 take. Errors caused by input are one line on stderr and exit code 2.
 """
@@ -14,7 +14,8 @@ import importlib
 from pegasus.cli.app import app, show_library_warnings, warn
 
 # Importing a module registers its verbs, in --help's order.
-for _verbs in ("train", "sample", "blend", "hybrid", "inpaint", "encode", "evaluate", "imports", "info"):
+for _verbs in ("train", "sample", "blend", "hybrid", "inpaint", "encode", "evaluate", "imports", "info",
+               "studio"):
     importlib.import_module(f"pegasus.cli.{_verbs}")
 
 

@@ -107,7 +107,7 @@ def user_errors(flags: dict[str, str] | None = None):
         error_line(f"{(flags or {}).get(e.field, e.field)} {e.problem}", e.shared)
         raise typer.Exit(2) from None
     except UserError as e:
-        error_line(str(e).replace("[", r"\["), e.shared)
+        error_line(str(e), e.shared)
         raise typer.Exit(2) from None
 
 

@@ -91,24 +91,23 @@ def hybrid(
                                 **stated(base=base, parts=with_, num=num, sampler=sampler,
                                          steps=steps, guidance=guidance, candidates=candidates,
                                          batch_size=batch_size))
-        where = _write(made.images, out, folder)
+        where = _write(made, out, folder)
         console.print(f"wrote {len(made.images)} hybrids to {where} ({made.sampler}, "
                       f"{made.evaluations} evaluations per image with its candidates)",
                       highlight=False)
         if report:
             _print_report(made)
 
-def _write(images, out: Path, folder: Path | None) -> str:
+def _write(made, out: Path, folder: Path | None) -> str:
     """The hybrids as one grid at `out`, or one PNG each in `folder`; where they went."""
     from PIL import Image
 
-    from pegasus.images import save_grid, save_image_atomic, to_uint8
+    from pegasus.images import save_image_atomic, to_uint8
 
     if folder is None:
-        save_grid(images, out, upscale=True)
-        return str(out)
+        return str(made.save(out))
     folder.mkdir(parents=True, exist_ok=True)
-    for i, pixels in enumerate(to_uint8(images).numpy()):
+    for i, pixels in enumerate(to_uint8(made.images).numpy()):
         save_image_atomic(Image.fromarray(pixels), folder / f"{i:06d}.png")
     return f"{folder}/"
 

@@ -20,7 +20,7 @@ def save_blend(strips: torch.Tensor, columns: int | list[int], out: Path,
     columns = [columns] * len(strips) if isinstance(columns, int) else list(columns)
     kth = save_grid(strips[torch.arange(len(strips)), torch.tensor(columns)], out)
     strips_path = strips_file(out)
-    _save_labelled_strips(strips, columns, strips_path, report)
+    save_image_atomic(labelled_strips(strips, columns, report), strips_path)
     return kth, strips_path
 
 
@@ -34,8 +34,9 @@ def check_blend_output(out: Path) -> None:
     image_format(strips_file(out))
 
 
-def _save_labelled_strips(strips: torch.Tensor, columns: list[int], path: Path,
-                          report=None) -> None:
+def labelled_strips(strips: torch.Tensor, columns: list[int], report=None):
+    """The strips as one PIL image: a header row naming each column, a frame around each
+    strip's chosen one and, with a report, the judge's numbers."""
     from PIL import Image, ImageDraw
 
     m, cols, _, res, _ = strips.shape
@@ -60,7 +61,7 @@ def _save_labelled_strips(strips: torch.Tensor, columns: list[int], path: Path,
                 draw.text((x + 2, y + cell), f"{report.strip_probability[r][c]:.2f}", fill="black")
     if report is not None:
         _verdicts(draw, report, x=2 + cols * (cell + 2) + 4, top=header + 2, row=cell + pad)
-    save_image_atomic(canvas, path)
+    return canvas
 
 
 def _verdicts(draw, report, x: int, top: int, row: int) -> None:

@@ -23,11 +23,13 @@ Image i depends on its seed and index only, whatever the number of images and th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from pegasus.errors import FieldError, UserError
 from pegasus.fastpath import Execution, fast_log_prob
+from pegasus.images import save_grid
 from pegasus.model.guides import ClassGuide, guided
 from pegasus.noise.streams import ImageStreams
 from pegasus.run.job import MAX_IMAGES, SamplingJob, draw_block
@@ -126,6 +128,10 @@ class Hybrids:
     parts: str  # the class whose parts grew
     sampler: str
     evaluations: int  # network evaluations per image, its base and candidates together
+
+    def save(self, out) -> Path:
+        """The hybrids as one grid, enlarged so that small images can be seen."""
+        return save_grid(self.images, Path(out), upscale=True)
 
 
 def hybrid(trained, request: HybridRequest, *, execution: Execution = Execution()) -> Hybrids:
