@@ -156,8 +156,64 @@ def _serve(run: Path, out: Path) -> tuple[subprocess.Popen, str]:
     return process, line.split(" at ")[1].split()[0]
 
 
-def test_sigterm_ends_the_studio_while_a_slow_draw_runs(guided, tmp_path):
-    process, url = _serve(guided, tmp_path / "out")
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return reply.read().decode()
+    except OSError as e:
+        return str(e)
+
+
+@pytest.fixture(scope="module")
+def served(guided, tmp_path_factory):
+    """One studio process for the page's test and then the signal's (one start-up, not two)."""
+    out = tmp_path_factory.mktemp("served")
+    process, url = _serve(guided, out)
+    yield process, url, out
+    process.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("studio-process")
+def test_the_page_in_a_browser_redraws_on_a_slider_and_keeps_a_favourite(served, tmp_path):
+    if CHROMIUM is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no Chromium: .ci/run installs Debian's chromium package")
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    process, url, out = served
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_function("document.body.dataset.drawn !== undefined", timeout=30000)
+        first = page.get_attribute("#chosen", "src")
+        drawn = page.evaluate("document.body.dataset.drawn")
+        page.focus("#seed")
+        page.keyboard.press("ArrowRight")  # seed 0 -> 1, as a user moves the slider
+        page.wait_for_function(f"document.body.dataset.drawn !== '{drawn}'", timeout=30000)
+        assert page.input_value("#seed") == "1"
+        assert page.get_attribute("#chosen", "src") != first
+        assert page.text_content("#error") == ""
+        page.click("#keep")
+        page.wait_for_selector("#tray figure code", timeout=30000)
+        command = page.text_content("#tray figure code")
+        browser.close()
+    kept = out / "favourite-001.png"
+    words = shlex.split(command)
+    assert words[words.index("--out") + 1] == str(kept) and "--seed" in words
+    again = tmp_path / "again.png"
+    words[words.index("--out") + 1] = str(again)
+    result = CliRunner().invoke(app, words[1:])
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == kept.read_bytes()
+
+
+@pytest.mark.xdist_group("studio-process")
+def test_sigterm_ends_the_studio_while_a_slow_draw_runs(served):
+    """Ctrl-C's SIGINT goes through the same handler (studio/__init__.py)."""
+    process, url, _ = served
     try:
         slow = threading.Thread(target=lambda: _get(url + "api/draw?sampler=als&steps=2000"),
                                 daemon=True)
@@ -171,52 +227,3 @@ def test_sigterm_ends_the_studio_while_a_slow_draw_runs(guided, tmp_path):
         assert "Traceback" not in process.stdout.read()
     finally:
         process.kill()
-
-
-def _get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as reply:
-            return reply.read().decode()
-    except OSError as e:
-        return str(e)
-
-
-@pytest.mark.slow
-def test_the_page_in_a_browser_redraws_on_a_slider_and_keeps_a_favourite(guided, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no Chromium: .ci/run installs Debian's chromium package")
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    process, url = _serve(guided, tmp_path / "out")
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(url)
-            page.wait_for_function("document.body.dataset.drawn !== undefined", timeout=30000)
-            first = page.get_attribute("#chosen", "src")
-            drawn = page.evaluate("document.body.dataset.drawn")
-            page.focus("#seed")
-            page.keyboard.press("ArrowRight")  # seed 0 -> 1, as a user moves the slider
-            page.wait_for_function(f"document.body.dataset.drawn !== '{drawn}'", timeout=30000)
-            assert page.input_value("#seed") == "1"
-            assert page.get_attribute("#chosen", "src") != first
-            assert page.text_content("#error") == ""
-            page.click("#keep")
-            page.wait_for_selector("#tray figure code", timeout=30000)
-            command = page.text_content("#tray figure code")
-            browser.close()
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C
-        code = process.wait(timeout=20)
-    assert code == 0 and "Traceback" not in process.stdout.read()
-    kept = tmp_path / "out" / "favourite-001.png"
-    words = shlex.split(command)
-    assert words[words.index("--out") + 1] == str(kept) and "--seed" in words
-    again = tmp_path / "again.png"
-    words[words.index("--out") + 1] = str(again)
-    result = CliRunner().invoke(app, words[1:])
-    assert result.exit_code == 0, result.output
-    assert again.read_bytes() == kept.read_bytes()
