@@ -216,7 +216,8 @@ class Config:
 def _renamed(data: dict[str, Any]) -> dict[str, Any]:
     """A config written before objectives were named (pegasus 0.1 runs until 2026-12): its
     `consistency` section, tuned or not, as the objective it describes; and a tuned run's
-    options from before ECT's weight and boundary could be chosen, with those it trained on."""
+    options from before ECT's weight, boundary and denoising share could be chosen, with those
+    it trained on."""
     old = data.pop("consistency", None)
     if old is not None and "objective" in data:
         raise ConfigError("config: it has a consistency section beside its objective section; "
@@ -229,10 +230,11 @@ def _renamed(data: dict[str, Any]) -> dict[str, Any]:
             data["objective"] = {"name": "dsm"}
     objective = data.get("objective")
     # A tuned run's options are written resolved (q among them): one written before ECT's
-    # weight or boundary were options trained on EDM's weight, or with f the identity at
-    # sigma_L, and resumes and samples so.
+    # weight, boundary or denoising share were options trained on EDM's weight, with f the
+    # identity at sigma_L and no pairs kept denoising, and resumes and samples so.
     if isinstance(objective, dict) and objective.get("name") == "ect" and "q" in objective:
         objective.setdefault("weight", "edm")
+        objective.setdefault("denoise", 0.0)
         objective.setdefault("boundary", data.get("noise", {}).get("sigma_min",
                                                                    NoiseConfig.sigma_min))
     return data

@@ -55,6 +55,14 @@ def _noise_of(x, seed):
     return t, torch.randn(x.shape, generator=g)
 
 
+def _after_noise(x, seed):
+    """A generator seeded `seed` after ect_loss's draw of t and z."""
+    g = torch.Generator().manual_seed(seed)
+    DRAW(len(x), g, x.device)
+    torch.randn(x.shape, generator=g)
+    return g
+
+
 @pytest.mark.parametrize("c", [0.0, 0.5])
 @pytest.mark.parametrize("weight", ["gap", "edm"])
 def test_the_distance_is_the_l2_norm_at_c_0_and_pseudo_huber_above(c, weight):
@@ -72,6 +80,28 @@ def test_the_distance_is_the_l2_norm_at_c_0_and_pseudo_huber_above(c, weight):
     torch.testing.assert_close(loss.per_sample, distance * w, rtol=1e-5, atol=1e-7)
     if c == 0 and weight == "gap":  # the L2 norm over the gap: |z| itself
         torch.testing.assert_close(loss.per_sample, z.flatten(1).norm(dim=1), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_a_denoising_share_keeps_those_pairs_at_the_clean_image(share):
+    """With s = 0, f is the identity: a pair kept at r = 0 has the gap t z (its target the clean
+    image), any other (t - r) z. The kept pairs are drawn after the noise, so t and z are those
+    of ECT's loss; at share 0 no draw is made and the loss is ECT's own."""
+    x = torch.rand(64, 3, 4, 4)
+    g = torch.Generator().manual_seed(5)
+    loss = ect_loss(lambda x, sigma: torch.zeros_like(x), x, draw=DRAW, stage=3, q=2, k=8, b=1,
+                    c=0.0, weight="edm", sigma_min=SIGMA_MIN, sigma_data=SIGMA_DATA,
+                    denoise=share, generator=g)
+    t, z = _noise_of(x, 5)
+    kept = (torch.rand(len(x), generator=_after_noise(x, 5)) < share) if share else (
+        torch.zeros(len(x), dtype=torch.bool))
+    r = torch.where(kept, 0.0, partner(t, 3, q=2, k=8, b=1))
+    w = (t**2 + SIGMA_DATA**2) / (t * SIGMA_DATA) ** 2
+    torch.testing.assert_close(loss.per_sample, (t - r) * z.flatten(1).norm(dim=1) * w,
+                               rtol=1e-5, atol=1e-6)
+    assert kept.all() if share == 1 else (not kept.any() if share == 0 else 0 < kept.sum() < 64)
+    if share == 0:  # nothing more drawn: the generator stands where ECT's own loss left it
+        assert torch.equal(g.get_state(), _after_noise(x, 5).get_state())
 
 
 def test_a_pair_on_one_point_weighs_nothing_and_stays_finite():

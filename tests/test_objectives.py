@@ -108,7 +108,8 @@ def test_an_unknown_objective_and_a_tuning_objective_from_scratch_are_refused(tm
     ("q", "1.0", "q must be above 1"), ("p_std", "0.0", "p_std must be above 0"),
     ("p_mean", "40.0", "p_mean must be within"), ("stage_every", "0", "stage_every must be at"),
     ("c", "-1.0", "k, b and c must be 0 or more"),
-    ("boundary", "0.0", "boundary must be a sigma above 0")])
+    ("boundary", "0.0", "boundary must be a sigma above 0"),
+    ("denoise", "1.5", "denoise must be a share from 0 to 1")])
 def test_ect_options_are_checked_when_the_config_is_made(field, value, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         tiny_config('objective.name="ect"', f"objective.{field}={value}")
@@ -124,11 +125,13 @@ def test_a_config_written_before_objectives_had_names_loads_as_its_objective():
     assert old.objective.options["stage_every"] == 75
     assert old.objective.options["weight"] == "edm"  # the weight it tuned on, before the choice
     assert old.objective.options["boundary"] == old.noise.sigma_min  # and its f's boundary
+    assert old.objective.options["denoise"] == 0.0  # and no pairs kept denoising
     data["consistency"]["weight"] = "gap"
     assert Config.from_dict(data).objective.options["weight"] == "gap"
     written = tiny_config('objective.name="ect"', 'objective.weight="gap"').to_dict()
     assert Config.from_dict(written).objective.options["weight"] == "gap"  # a new run's own
     assert Config.from_dict(written).objective.options["boundary"] == "sigma_L"
+    assert Config.from_dict(written).objective.options["denoise"] == 0.3
     data["consistency"] = {"tuned": False, "source": "", "stage_every": 300}
     assert Config.from_dict(data).objective.name == "dsm"
     data["objective"] = {"name": "dsm"}

@@ -134,7 +134,8 @@ def train(
     "pegasus tune --run runs/demo --to runs/demo-ct",
     "pegasus sample --run runs/demo-ct --sampler consistency --steps 2 --out two-steps.png",
     "pegasus tune --run runs/demo --to runs/demo-ct --iters 2400 --ema 0.999",
-    "pegasus tune --run runs/demo --to runs/c --stages 16 --q 2 --weight gap --dropout 0.2 # ECT's CIFAR-10",
+    "pegasus tune --run runs/demo --to runs/c --stages 16 --q 2 --weight gap --dropout 0.2 "
+    "--denoise 0  # ECT's CIFAR-10",
     "pegasus search-sigmas --run runs/demo-ct    # then its sampling sigmas, by held-out KID",
     "pegasus train --run runs/demo-ct --resume --iters 2400    # tune on",
 ))
@@ -154,6 +155,9 @@ def tune(
     weight: Annotated[str | None, typer.Option(
         help="edm: EDM's weight (the default; ECT's on ImageNet); gap: 1/(t - r), ECT's on "
              "CIFAR-10.")] = None,
+    denoise: Annotated[float | None, typer.Option(
+        help="The share of pairs kept denoising (r = 0) at every stage, against grainy "
+             "samples (objective.denoise; default 0.3, ECT's is 0).")] = None,
     dropout: Annotated[float | None, typer.Option(
         help="The backbone's dropout while tuning, one mask for both points of a pair "
              "(default: the source run's; ECT's CIFAR-10 rate is 0.2).")] = None,
@@ -169,13 +173,14 @@ def tune(
     (`train --resume`), exports, torchrun. Sample it with `--sampler consistency`."""
     flags = {"train.iters": "--iters", "train.device": "--device", "objective.q": "--q",
              "objective.c": "--c", "objective.weight": "--weight", "model.dropout": "--dropout",
-             "train.ema": "--ema"}
+             "train.ema": "--ema", "objective.denoise": "--denoise"}
     with user_errors(flags):
         from pegasus.training.tune import tune as tune_run
 
         chosen = {"train.device": device and f'"{device}"', "objective.q": q,
                   "objective.c": c and (f'"{c}"' if c == "auto" else c),
-                  "objective.weight": weight and f'"{weight}"', "train.ema": ema}
+                  "objective.weight": weight and f'"{weight}"', "train.ema": ema,
+                  "objective.denoise": denoise}
         overrides = [f"{field}={value}" for field, value in chosen.items() if value is not None]
         recipe = stated(stages=stages, dropout=dropout)
         with StepsBar("tune", ".3g") as bar:

@@ -53,8 +53,8 @@ class ECTConfig:
     by the image's dimension. The weight: "edm" is EDM's (t^2 + sigma_data^2) / (t sigma_data)^2,
     which ECT's ImageNet branch uses; "gap" is 1 / (t - r), its CIFAR-10 weight. The defaults
     are what measured best on the demo's run for tunings of 300 to 3000 steps, ECT's CIFAR-10
-    recipe (q = 2 in 16 stages, the gap weight, dropout 0.2) and its boundary far worse there
-    (bench/README.md, "Two evaluations")."""
+    recipe (q = 2 in 16 stages, the gap weight, dropout 0.2, no denoising share) and its
+    boundary far worse there (bench/README.md, "Two evaluations")."""
 
     stage_every: int = 300
     q: float = 4.0
@@ -68,13 +68,20 @@ class ECTConfig:
     boundary: float | Literal["sigma_L"] = "sigma_L"
     p_mean: float = ECT_P_MEAN  # t ~ log-normal(p_mean, p_std^2), clipped to [sigma_L, sigma_1]
     p_std: float = ECT_P_STD
+    # The share of each batch's pairs kept at r = 0 (the clean image their target) at every
+    # stage, not only the first: they pin f's response to the noise of its input, which the
+    # pairs that share one z leave free (objectives/ect.py). 0 is ECT's; 0.3 measured less
+    # grainy at every budget on the demo's run (bench/README.md, "Two evaluations").
+    denoise: float = 0.3
 
     def __post_init__(self) -> None:
-        numbers = ("q", "k", "b", "p_mean", "p_std") + (("c",) if self.c != "auto" else ()) + (
+        numbers = ("q", "k", "b", "p_mean", "p_std", "denoise") + (("c",) if self.c != "auto" else ()) + (
             ("boundary",) if self.boundary != "sigma_L" else ())
         for name in numbers:
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not 0 <= self.denoise <= 1:
+            raise ValueError(f"denoise must be a share from 0 to 1, got {self.denoise}")
         if self.stage_every < 1:
             raise ValueError(f"stage_every must be at least 1 step, got {self.stage_every}")
         if not self.q > 1:

@@ -28,7 +28,9 @@ network itself is never asked below the run's sigma_L.
 ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r = x + r z, r < t,
 one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
 stage s rises (every `stage_every` iterations), so the pairs tighten from denoising (r = 0: the
-clean image is the target) to neighbouring points of one trajectory. The distance is
+clean image is the target) to neighbouring points of one trajectory. As the stages rise, fewer
+pairs denoise, and less pins the term b z above: a tuned run's samples grew grainy. So a share
+of the pairs (objective.denoise) keeps r = 0 at every stage. The distance is
 sqrt(||f(x_t, t) - sg f(x_r, r)||^2 + c^2) - c (c = 0: the L2 norm; iCT's c = 0.00054 sqrt(d)
 for d numbers an image, halved for pegasus's [0, 1] images), weighted by 1 / (t - r), ECT's
 CIFAR-10 weight, which keeps the loss's scale as the pairs close in, or by EDM's
@@ -87,7 +89,8 @@ class ConsistencyTuning:
         c = ict_c(x[0].numel()) if o.c == "auto" else o.c
         return ect_loss(net, x, draw=self.draw, stage=self.stage(step), q=o.q, k=o.k, b=o.b,
                         c=c, weight=o.weight, sigma_min=self.sigma_min, boundary=self.boundary,
-                        sigma_data=self.sigma_data, snap=self.round_sigma, generator=generator)
+                        sigma_data=self.sigma_data, snap=self.round_sigma, denoise=o.denoise,
+                        generator=generator)
 
 
 def ict_c(numbers: int) -> float:
@@ -117,13 +120,14 @@ def partner(t: torch.Tensor, stage: int, *, q: float, k: float, b: float) -> tor
 
 def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, k: float,
              b: float, c: float, sigma_min: float, sigma_data: float, weight: str = "gap",
-             boundary: float | None = None, snap=None,
+             boundary: float | None = None, snap=None, denoise: float = 0.0,
              generator: torch.Generator | None = None) -> Loss:
     """ECT's loss on clean images x (module docstring). `draw` gives each image's t and the
     index of its nearest level (noise/draws.py); `snap` moves t and r onto the levels a network
     knows, where its sigma input does not interpolate (ScoreModel.round_sigma; None: every
     sigma). f is the identity at `boundary` (None: sigma_min, the run's sigma_L), and the
-    network is asked at sigma_min and above only."""
+    network is asked at sigma_min and above only. A share `denoise` of the pairs, drawn after
+    the noise, is kept at r = 0 whatever the stage."""
     boundary = sigma_min if boundary is None else boundary
     t, nearest = draw(len(x), generator, x.device)
     r = partner(t, stage, q=q, k=k, b=b)
@@ -131,6 +135,9 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
         t, r = snap(t), torch.where(r < sigma_min, r, snap(r))
         r = torch.minimum(r, t)
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+    if denoise > 0:
+        kept = torch.rand(len(x), device=x.device, generator=generator) < denoise
+        r = torch.where(kept, torch.zeros_like(r), r)
     view = (-1, *([1] * (x.dim() - 1)))
     x_t = x + t.view(view) * noise
     masks = random_state(x.device)  # dropout's masks: the same for both points of each pair
