@@ -194,7 +194,8 @@ class Model:
         """Choose a consistency-tuned run's sampling sigmas for 2 .. steps evaluations by
         held-out KID (tasks/sigma_search.py) and write them into its run folder, where
         `consistency` at those budgets then walks them. `request` holds SearchRequest's
-        fields, which own the defaults: steps (4), num (256), seed, probes (8), batch_size;
+        fields, which own the defaults: steps (4), num (256), seed, probes (8), grain (1.1),
+        batch_size;
         `heard` hears each probe."""
         return search_sigmas(self.trained, SearchRequest(**request), execution=execution,
                              heard=heard)

@@ -13,7 +13,7 @@ from pegasus.run.sigmas import Searched, SearchedSigmas
 from pegasus.samplers import split_sampler
 from pegasus.samplers.consistency import consistency_sampler
 from pegasus.samplers.plan import plan_sampler
-from pegasus.tasks.sigma_search import Probe, _golden
+from pegasus.tasks.sigma_search import Probe, SearchRequest, _golden
 
 SCHEDULE = Schedule(sigma_max=10.0, sigma_min=0.01, levels=20, steps_per_level=1, eps=1e-5)
 
@@ -67,6 +67,24 @@ def test_the_golden_section_search_finds_the_minimum_of_a_known_figure():
     assert len(probes) == 14 and heard == probes
     with pytest.raises(UserError, match="no room for another sigma"):
         _golden(lambda s: None, 0.5, 0.4, 3, None)
+
+
+def test_a_grainy_candidate_ranks_after_every_one_within_the_bound():
+    """KID decides within the grain bound; past it the less grainy wins, whatever its KID, and
+    no bound is KID alone."""
+    clean, grainy, grainier = (Probe(2, (0.2,), 0.09, 0.0, 1.05, 1.1),
+                               Probe(2, (0.5,), 0.001, 0.0, 1.4, 1.1),
+                               Probe(2, (0.9,), 0.0005, 0.0, 1.6, 1.1))
+    assert min([grainier, grainy, clean], key=lambda p: p.figure) is clean
+    assert min([grainier, grainy], key=lambda p: p.figure) is grainy
+    assert Probe(2, (0.5,), 0.001, 0.0, 1.4, None).figure == 0.001
+    # A figure with its KID minimum at sigma 0.5 and grain falling with sigma below 0.3: the
+    # search lands at the bound's edge, not at the KID minimum.
+    probes = _golden(lambda s: Probe(2, (s,), math.log(s / 0.5) ** 2, 0.0, 1.0 + s / 3, 1.1),
+                     0.02, 9.5, 14, None)
+    assert min(probes, key=lambda p: p.figure).sigmas[0] == pytest.approx(0.3, rel=0.05)
+    with pytest.raises(FieldError, match="grain"):
+        SearchRequest(grain=0.0).validate()
 
 
 def test_searched_sigmas_round_trip_and_a_damaged_file_is_one_line(tmp_path):

@@ -145,6 +145,9 @@ def search_sigmas_(
         help="Samples each candidate is scored on (default 256).")] = None,
     probes: Annotated[int | None, typer.Option(
         help="Golden-section probes per sigma after the first two (default 8).")] = None,
+    grain: Annotated[float | None, typer.Option(
+        help="The most neighbour-pixel difference a candidate may have, over the held-out "
+             "images' (default 1.1; 0: KID alone, which prefers grainy sigmas).")] = None,
     seed: SeedOpt = 0,
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = "auto",
@@ -152,16 +155,20 @@ def search_sigmas_(
     """Choose a tuned run's consistency sigmas by held-out KID, and write them into the run.
 
     Each sigma below sigma_1 is found by a golden-section search on the judge's KID against
-    held-out images, every candidate drawn from one seed; `--sampler consistency` then walks
+    held-out images, among candidates whose grain stays within --grain of the images' (the
+    least grainy where none does), every candidate drawn from one seed; `--sampler consistency` then walks
     them at those budgets, and refuses others until they are searched too."""
-    with user_errors({"steps": "--steps", "num": "--num", "probes": "--probes"}):
+    with user_errors({"steps": "--steps", "num": "--num", "probes": "--probes",
+                      "grain": "--grain"}):
         model = load_model(run, None, None, device)
 
         def heard(probe) -> None:
             console.print(f"  {probe.steps} evaluations, sigmas {_sigmas(probe.sigmas)}: KID "
-                          f"{probe.kid:.4g} ± {probe.kid_std:.2g}", highlight=False)
+                          f"{probe.kid:.4g} ± {probe.kid_std:.2g}, grain {probe.grain:.2f}x",
+                          highlight=False)
 
-        found = model.search_sigmas(heard=heard, seed=seed, batch_size=batch_size,
+        bound = {} if grain is None else {"grain": grain or None}
+        found = model.search_sigmas(heard=heard, seed=seed, batch_size=batch_size, **bound,
                                     **stated(steps=steps, num=num, probes=probes))
         for count, best in sorted(found.by_steps.items()):
             console.print(f"{count} evaluations: sigma_1, then {_sigmas(best.sigmas)} (KID "
