@@ -24,6 +24,9 @@ denoise (r = 0): at e = sigma_L = 0.01 about 2.5 grey levels of noise in a sampl
 nonetheless measured far worse on the demo's run (bench/README.md, "Two evaluations"): with
 c_out(sigma_L) = 0.9 instead of 0, f starts far from the trained denoiser near sigma_L. The
 network itself is never asked below the run's sigma_L.
+Written as a score, f = x + sigma^2 c_out s: a tuned run's ScoreModel returns c_out times its
+network's score (`ConsistencyOutput`, the objective's parameterisation), and every sampler,
+guide and blend keeps talking to a score function.
 
 ECT's loss compares f at two points of one noising path: x_t = x + t z and x_r = x + r z, r < t,
 one z. t is drawn log-normally; r = t (1 - q^-(s+1) (1 + k sigmoid(-b t))) moves toward t as the
@@ -136,8 +139,7 @@ def ect_loss(score_fn: ScoreFn, x: torch.Tensor, *, draw, stage: int, q: float, 
         r = torch.minimum(r, t)
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     if denoise > 0:
-        kept = torch.rand(len(x), device=x.device, generator=generator) < denoise
-        r = torch.where(kept, torch.zeros_like(r), r)
+        r = r.masked_fill(torch.rand(len(x), device=x.device, generator=generator) < denoise, 0.0)
     view = (-1, *([1] * (x.dim() - 1)))
     x_t = x + t.view(view) * noise
     masks = random_state(x.device)  # dropout's masks: the same for both points of each pair

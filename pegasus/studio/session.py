@@ -23,7 +23,7 @@ import torch
 from pegasus.atomic import atomic_write
 from pegasus.errors import FieldError, UserError
 from pegasus.fastpath import Execution
-from pegasus.samplers import SAMPLERS, sampler_spec
+from pegasus.samplers import SAMPLERS
 from pegasus.tasks.blend import BlendRequest
 from pegasus.tasks.hybrid import HybridRequest
 
@@ -74,8 +74,6 @@ class Draw:
                                    seed=seed, source=first if guided else None,
                                    target=second if guided else None, guidance=guidance,
                                    sampler=sampler, steps=steps)
-        if sampler is not None:
-            sampler_spec(sampler)
         return cls(mode, request)
 
     def command(self, run: Path, out: Path, device: str) -> str:
@@ -246,9 +244,10 @@ def png(image: torch.Tensor) -> bytes:
     """An image (C, H, W) in [0, 1] as PNG bytes."""
     from PIL import Image
 
-    pixels = (image.float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    from pegasus.images import to_uint8
+
     buffer = io.BytesIO()
-    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(image[None].float())[0].numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
