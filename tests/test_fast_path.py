@@ -300,7 +300,7 @@ def test_a_compiler_that_fails_costs_a_warning_not_the_work(run, monkeypatch, on
     assert not saved  # nothing was compiled, so nothing is cached
 
 
-def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path):
+def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path, tmp_path):
     """A guided step differentiates the guide: compiled, that backward goes through AOTAutograd,
     and the chain must be the eager one up to float rounding."""
     result = runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "2", "--device", "cpu"])
@@ -308,16 +308,21 @@ def test_guided_blends_and_inpainting_run_compiled_like_eager(run, on_path):
     trained = load_trained_run(run, device="cpu")
     request = BlendRequest(n=2, k=1, strips=2, guidance=5.0, sampler="als", steps=10)
     eager = blend(trained, request).strips
-    eager_inpainting = inpaint_run(trained, InpaintRequest(image="sample:1", steps=10, num=2)).completions
+    # A picture of the blend's batch of images (its 2 strips of n + 2), so that one trace of the
+    # network serves both; `sample:i` would draw its image at a batch of 1, a second trace.
+    assert runner.invoke(app, ["sample", "--run", str(run), "--num", "1", "--folder",
+                               str(tmp_path)]).exit_code == 0
+    painting = InpaintRequest(image=str(next(tmp_path.glob("*.png"))), steps=10, num=8)
+    eager_inpainting = inpaint_run(trained, painting).completions
     unguided = blend(trained, dataclasses.replace(request, guidance=0.0)).strips
     assert (unguided - eager).abs().max() > 1e-3  # the guidance term took part
     on_path(COMPILED)
     torch._dynamo.reset()
     with torch._dynamo.config.patch(error_on_recompile=True):  # each network compiled once
         compiled = blend(trained, request).strips
+        completions = inpaint_run(trained, painting).completions
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
-    compiled = inpaint_run(trained, InpaintRequest(image="sample:1", steps=10, num=2)).completions
-    torch.testing.assert_close(compiled, eager_inpainting, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(completions, eager_inpainting, rtol=1e-4, atol=1e-4)
 
 
 def test_a_bad_fast_path_switch_is_refused_in_one_line(run):
