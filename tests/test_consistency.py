@@ -3,6 +3,7 @@ closed-form consistency function of a Gaussian, and `pegasus tune` end to end.""
 
 import hashlib
 import math
+import shutil
 
 import pytest
 import torch
@@ -337,8 +338,6 @@ def test_every_verb_plans_through_one_door(run, tuned_run, tmp_path):
 def test_tune_refuses_in_one_line_before_any_work_and_leaves_no_folder(run, tmp_path):
     """The third audit's cases: the network's options are the source's, the objective's are
     checked up front, provenance is tune's to write, and the target lies outside the source."""
-    import shutil
-
     target = tmp_path / "t"
     link = tmp_path / "link"
     link.symlink_to(run)
@@ -385,11 +384,35 @@ def test_tune_refuses_in_one_line_before_any_work_and_leaves_no_folder(run, tmp_
     assert result.exit_code == 0 and "falling back to the previous checkpoint" in said, said
 
 
+def test_a_guide_trained_beside_the_tuning_is_carried_when_it_ends(run, tmp_path):
+    """The demo trains the guide while the tuning runs: one the source gains meanwhile is
+    copied when the tuning ends; one the tuned run already has is never replaced, and a damaged
+    late one costs a warning, not the tuning."""
+    from pegasus.training.tune import tune
+
+    source = tmp_path / "source"
+    shutil.copytree(run, source, ignore=shutil.ignore_patterns("guide.pt", "judge.pt"))
+    guide = (run / "guide.pt").read_bytes() if (run / "guide.pt").is_file() else None
+    if guide is None:
+        assert runner.invoke(app, ["train-guide", "--run", str(run), "--iters", "2"]).exit_code == 0
+        guide = (run / "guide.pt").read_bytes()
+    said = []
+
+    def guide_trained_meanwhile(*args):
+        (source / "guide.pt").write_bytes(guide)
+        (source / "judge.pt").write_bytes(b"not a judge")
+
+    tune(source, tmp_path / "ct", iters=2, on_start=guide_trained_meanwhile, warn=said.append,
+         tensorboard=False)
+    assert (tmp_path / "ct" / "guide.pt").read_bytes() == guide
+    assert not (tmp_path / "ct" / "judge.pt").exists()
+    assert len(said) == 1 and "judge.pt" in said[0] and "not copied" in said[0], said
+
+
 def test_searched_sigmas_are_written_into_the_run_and_walked_at_their_budgets(run, tuned_run,
                                                                             tmp_path):
     """search-sigmas writes 2 and 3 evaluations' sigmas; consistency walks them there, refuses
     4 in one line until it is searched, and takes given ones instead (--sigmas)."""
-    import shutil
 
     import pegasus
     from pegasus.run.sigmas import SearchedSigmas

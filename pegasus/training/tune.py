@@ -9,7 +9,8 @@ over, as resuming does). The tuned run keeps its source's network and schedule: 
 model or noise sections are refused before anything is written. Its guide and judge
 (classifiers of noisy and clean images, blind to the score network) serve the tuned run as they
 are: each is checked to load, then copied into it when tuning starts, for guided blends and
-reports.
+reports; one the source gains while the tuning runs (trained beside it) is copied when it ends,
+if the tuned run has none of its own by then.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from pegasus.atomic import atomic_write
 from pegasus.config import Config, build_config, resolve_model_options
 from pegasus.devices import resolve_device
-from pegasus.errors import ConfigError, RunError
+from pegasus.errors import ConfigError, RunError, UserError
 from pegasus.registry import get_backbone, get_objective
 from pegasus.run.classifiers import load_classifier
 from pegasus.run.layout import CLASSIFIER_FILES, RunDir
@@ -79,21 +80,47 @@ def tune(source: Path, target: Path, *, iters: int = 1200, overrides: Sequence[s
                        f"({trained.config.objective.source}) instead, or train it on")
     config = tuning_config(trained.config, source, iters=iters, overrides=overrides,
                            stages=stages, dropout=dropout)
-    classifiers = [kind for kind in CLASSIFIER_FILES if RunDir(source).classifier(kind).is_file()]
+    classifiers = _carried(source, target)
     for kind in classifiers:  # a damaged or foreign file is refused before any work
-        load_classifier(source, kind, "cpu", classes=config.data.classes)
+        _check_classifier(source, kind, config)
     init = {name: tensor.detach().clone() for name, tensor in trained.model.state_dict().items()}
+    main = []  # whether this process is the one that writes (on_start runs there alone)
 
     def start(*args) -> None:
-        for kind in classifiers:
-            with RunDir(source).classifier(kind).open("rb") as read:
-                atomic_write(RunDir(target).classifier(kind),
-                             lambda out, read=read: shutil.copyfileobj(read, out))
+        main.append(True)
+        _carry(source, target, classifiers)
         if on_start is not None:
             on_start(*args)
 
-    return train(config, target, progress=progress, tensorboard=tensorboard, on_start=start,
-                 warn=warn, notify=notify, init=init)
+    result = train(config, target, progress=progress, tensorboard=tensorboard, on_start=start,
+                   warn=warn, notify=notify, init=init)
+    for kind in _carried(source, target) if main else ():
+        try:
+            _check_classifier(source, kind, config)
+        except UserError as e:  # the tuning is done and kept; only this file is not
+            if warn is not None:
+                warn(f"{e}; not copied into {target}")
+            continue
+        _carry(source, target, [kind])
+    return result
+
+
+def _carried(source: Path, target: Path) -> list[str]:
+    """The classifiers of `source` that `target` lacks."""
+    return [kind for kind in CLASSIFIER_FILES if RunDir(source).classifier(kind).is_file()
+            and not RunDir(target).classifier(kind).is_file()]
+
+
+def _check_classifier(source: Path, kind: str, config: Config) -> None:
+    """Refuse a damaged or foreign classifier file, or one of other classes."""
+    load_classifier(source, kind, "cpu", classes=config.data.classes)
+
+
+def _carry(source: Path, target: Path, kinds: list[str]) -> None:
+    for kind in kinds:
+        with RunDir(source).classifier(kind).open("rb") as read:
+            atomic_write(RunDir(target).classifier(kind),
+                         lambda out, read=read: shutil.copyfileobj(read, out))
 
 
 def _check_target(source: Path, target: Path) -> None:
