@@ -16,8 +16,8 @@ mkdir -p "$OUT"
 # (docs/science.md): their KID at 600 steps is 2.4x below that of NCSNv2's discrete levels at 700
 # (bench/README.md, "The demo's training budget"). 900 rather than 1600 so that the demo fits its
 # 4 minutes on a 2-core machine at 0.15 s a step (bench/README.md, "The demo's samples", has
-# what the 700 steps fewer cost); `pegasus train --run runs/demo --resume --set
-# train.iters=1600` continues the run to the preset's. The guide trains its full 1500 steps:
+# what the 700 steps fewer cost); `pegasus train --run runs/demo --resume --iters 1600`
+# continues the run to the preset's. The guide trains its full 1500 steps:
 # at 400, 88.3% of the guided strips ran from a horse to a bird at seed 11, at 1500 96.7%
 # (bench/README.md, "Blend reports and --k auto").
 # Re-running resumes.
