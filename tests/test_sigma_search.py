@@ -13,7 +13,7 @@ from pegasus.run.sigmas import Searched, SearchedSigmas
 from pegasus.samplers import split_sampler
 from pegasus.samplers.consistency import consistency_sampler
 from pegasus.samplers.plan import plan_sampler
-from pegasus.tasks.sigma_search import Probe, SearchRequest, _golden
+from pegasus.tasks.sigma_search import Probe, SearchRequest, _golden, _search
 
 SCHEDULE = Schedule(sigma_max=10.0, sigma_min=0.01, levels=20, steps_per_level=1, eps=1e-5)
 
@@ -56,17 +56,36 @@ def test_the_denoised_estimate_is_clipped_to_the_data_range_before_renoising():
         assert out.std().item() == pytest.approx(math.sqrt(0.5**2 - 0.01**2), rel=0.05)
 
 
-def test_the_golden_section_search_finds_the_minimum_of_a_known_figure():
-    """A figure whose minimum is at sigma = 0.3, in the log: found within 3% in 12 probes, the
-    bracket shrinking by the golden ratio each probe."""
+def test_the_search_finds_the_minimum_of_a_known_figure():
+    """A figure whose minimum is at sigma = 0.3, in the log: found within 3% in 12 probes after
+    the bracket's two, a grid's 7 then a golden section's 7 (the bracket shrinking by the golden
+    ratio each probe)."""
     heard = []
-    probes = _golden(lambda s: Probe(2, (s,), (math.log(s / 0.3)) ** 2, 0.0), 0.02, 9.5, 12,
+    probes = _search(lambda s: Probe(2, (s,), (math.log(s / 0.3)) ** 2, 0.0), 0.02, 9.5, 12,
                      heard.append)
     best = min(probes, key=lambda p: p.kid)
     assert best.sigmas[0] == pytest.approx(0.3, rel=0.03)
     assert len(probes) == 14 and heard == probes
     with pytest.raises(UserError, match="no room for another sigma"):
-        _golden(lambda s: None, 0.5, 0.4, 3, None)
+        _search(lambda s: None, 0.5, 0.4, 3, None)
+
+
+def test_the_grid_finds_the_lower_of_two_basins_that_a_golden_section_alone_misses():
+    """The grain of a 32 px run's 2 evaluations has two basins in sigma (bench/README.md): a
+    deep, narrow one near 0.15 and a shallow, wide one near 2.6. A golden section's first two
+    probes (at 0.33 and 1.7 of this bracket) point it to the wide one; the grid's lowest points
+    land in the deep one."""
+    def grain(s):
+        return min(1.2 + 2 * math.log(s / 0.15) ** 2, 1.58 + 0.05 * math.log(s / 2.6) ** 2)
+
+    def figure(s):
+        return Probe(2, (s,), 0.05, 0.0, grain(s), 1.1)
+
+    alone = _golden(figure, math.log(0.02), math.log(27.0), 8, None)
+    assert min(alone, key=lambda p: p.figure).sigmas[0] == pytest.approx(2.6, rel=0.1)
+    found = _search(figure, 0.02, 27.0, 8, None)
+    assert len(found) == 10
+    assert min(found, key=lambda p: p.figure).sigmas[0] == pytest.approx(0.15, rel=0.05)
 
 
 def test_a_grainy_candidate_ranks_after_every_one_within_the_bound():
@@ -80,7 +99,7 @@ def test_a_grainy_candidate_ranks_after_every_one_within_the_bound():
     assert Probe(2, (0.5,), 0.001, 0.0, 1.4, None).figure == 0.001
     # A figure with its KID minimum at sigma 0.5 and grain falling with sigma below 0.3: the
     # search lands at the bound's edge, not at the KID minimum.
-    probes = _golden(lambda s: Probe(2, (s,), math.log(s / 0.5) ** 2, 0.0, 1.0 + s / 3, 1.1),
+    probes = _search(lambda s: Probe(2, (s,), math.log(s / 0.5) ** 2, 0.0, 1.0 + s / 3, 1.1),
                      0.02, 9.5, 14, None)
     assert min(probes, key=lambda p: p.figure).sigmas[0] == pytest.approx(0.3, rel=0.05)
     with pytest.raises(FieldError, match="grain"):

@@ -144,7 +144,8 @@ def search_sigmas_(
     num: Annotated[int | None, typer.Option(
         help="Samples each candidate is scored on (default 256).")] = None,
     probes: Annotated[int | None, typer.Option(
-        help="Golden-section probes per sigma after the first two (default 8).")] = None,
+        help="Each sigma's probes number this + 2 (default 8): half on a grid over the "
+             "bracket, then a golden section around the grid's best.")] = None,
     grain: Annotated[float | None, typer.Option(
         help="The most neighbour-pixel difference a candidate may have, over the held-out "
              "images' (default 1.1; 0: KID alone, which prefers grainy sigmas).")] = None,
@@ -154,10 +155,11 @@ def search_sigmas_(
 ) -> None:
     """Choose a tuned run's consistency sigmas by held-out KID, and write them into the run.
 
-    Each sigma below sigma_1 is found by a golden-section search on the judge's KID against
-    held-out images, among candidates whose grain stays within --grain of the images' (the
-    least grainy where none does), every candidate drawn from one seed; `--sampler consistency` then walks
-    them at those budgets, and refuses others until they are searched too."""
+    Each sigma below sigma_1 is found by a coarse grid, then a golden-section search around its
+    best point, on the judge's KID against held-out images, among candidates whose grain stays
+    within --grain of the images' (the least grainy where none does), every candidate drawn
+    from one seed; `--sampler consistency` then walks them at those budgets, and refuses others
+    until they are searched too."""
     with user_errors({"steps": "--steps", "num": "--num", "probes": "--probes",
                       "grain": "--grain"}):
         model = load_model(run, None, None, device)

@@ -7,9 +7,12 @@ held-out KID on the run's judge features: `num` samples against images the run n
 on (its training images where it has none), every candidate drawn from the same seed, so that
 the candidates differ by their sigmas alone and not by their luck. Each sigma is found by a
 golden-section search of the log sigma (a ternary search that reuses one probe per step),
-greedily: the sigma below sigma_1 for 2 evaluations, then, keeping it, the next one down for 3,
-and so on up to the number of evaluations asked for; each count's sigmas are written into the
-run (run/sigmas.py) and used by the consistency sampler at that count unless it is given
+begun from the best of a coarse grid over the whole bracket: the figure need not have one
+minimum (at 32 px the grain of 2 evaluations has two, bench/README.md, "Two evaluations"),
+and a golden section alone follows whichever its first two probes point to. Greedily: the
+sigma below sigma_1 for 2 evaluations, then, keeping it, the next one down for 3, and so on up
+to the number of evaluations asked for; each count's sigmas are written into the run
+(run/sigmas.py) and used by the consistency sampler at that count unless it is given
 others (consistency[sigmas=[...]]).
 
 KID on a classifier's features does not see grain, and alone it chose sigmas whose samples were
@@ -50,7 +53,7 @@ class SearchRequest:
     steps: int = 4  # search for 2 .. steps evaluations
     num: int = 256  # samples each candidate is scored on
     seed: int = 0
-    probes: int = 8  # golden-section probes per sigma, after the bracket's two
+    probes: int = 8  # each sigma's probes number this + 2: half on a grid, then a golden section
     # The most neighbour-pixel difference a candidate may have, over the held-out images' (None:
     # KID alone): the issue's bar of 10% above the data's.
     grain: float | None = 1.1
@@ -103,7 +106,7 @@ def search_sigmas(trained, request: SearchRequest, *, execution: Execution = Exe
     found, above = {}, []
     for steps in range(2, request.steps + 1):
         high = (above[-1] if above else top) * GAP
-        probes = _golden(lambda s, n=steps, kept=tuple(above): score(n, (*kept, s)), FLOOR * bottom, high,
+        probes = _search(lambda s, n=steps, kept=tuple(above): score(n, (*kept, s)), FLOOR * bottom, high,
                          request.probes, heard)
         best = min(probes, key=lambda p: p.figure)
         found[steps] = Searched(best.sigmas, best.kid, best.kid_std)
@@ -113,22 +116,38 @@ def search_sigmas(trained, request: SearchRequest, *, execution: Execution = Exe
     return searched
 
 
-def _golden(figure: Callable[[float], Probe], low: float, high: float, probes: int,
+def _search(figure: Callable[[float], Probe], low: float, high: float, probes: int,
             heard) -> list[Probe]:
-    """Golden-section probes of `figure` over log sigma in [low, high]: the bracket's two
-    inner points, then one new point a step, toward the lower figure."""
+    """`probes` + 2 probes of `figure` over log sigma in [low, high]: half of them on an even
+    grid inside the bracket, the rest a golden section between the best grid point's two
+    neighbours (or the bracket's ends)."""
     if not low < high:
         raise UserError(f"no room for another sigma between {low:.3g} and {high:.3g}: search "
                         f"fewer evaluations")
     a, b = math.log(low), math.log(high)
+    points = (probes + 2) // 2
+    edges = [a + (b - a) * i / (points + 1) for i in range(points + 2)]
+    done = [_heard(figure, math.exp(u), heard) for u in edges[1:-1]]
+    best = min(range(points), key=lambda i: done[i].figure)
+    return done + _golden(figure, edges[best], edges[best + 2], probes - points, heard)
+
+
+def _heard(figure: Callable[[float], Probe], sigma: float, heard) -> Probe:
+    result = figure(sigma)
+    if heard is not None:
+        heard(result)
+    return result
+
+
+def _golden(figure: Callable[[float], Probe], a: float, b: float, probes: int,
+            heard) -> list[Probe]:
+    """Golden-section probes of `figure` over log sigma in [a, b]: the bracket's two inner
+    points, then one new point a step (`probes` of them), toward the lower figure."""
     done: list[Probe] = []
 
     def probe(u: float) -> Probe:
-        result = figure(math.exp(u))
-        done.append(result)
-        if heard is not None:
-            heard(result)
-        return result
+        done.append(_heard(figure, math.exp(u), heard))
+        return done[-1]
 
     c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
     fc, fd = probe(c).figure, probe(d).figure
