@@ -40,8 +40,8 @@ if [ ! -f "$RUN-ct/checkpoints/latest" ]; then
   OMP_NUM_THREADS=1 $UV run --locked pegasus tune --run "$RUN" --to "$RUN-ct" --iters 200 \
     >"$OUT/tune.log" 2>&1 &
   TUNE=$!
+  export OMP_NUM_THREADS=1  # the other core's, while the tuning has one
 fi
-export OMP_NUM_THREADS=1
 # Consistent annealed sampling in 32 evaluations: within noise of the best few-step samplers on
 # this run, and the one whose guided blends stay clean at W = 10 (bench/README.md, as above).
 FAST=(--sampler cas --steps 32)
@@ -56,8 +56,8 @@ pegasus inpaint --run "$RUN" --image sample:3 --mask right-half --num 8 --steps 
 if [ -n "$TUNE" ]; then
   wait "$TUNE" || { code=$?; TUNE=; tail -n 5 "$OUT/tune.log" >&2; exit "$code"; }
   TUNE=
+  unset OMP_NUM_THREADS
 fi
-unset OMP_NUM_THREADS
 # The tuned run samples in 2 network evaluations and blends in 4. The 2-evaluation samples
 # renoise to sigma 0.15 after the first: the least grainy choice measured (1.01x the data's
 # neighbour-pixel difference against 1.32x on Karras's grid), at no cost in KID (bench/README.md,
