@@ -1,6 +1,6 @@
 """The studio's web app: one plain page and a few JSON routes over a Studio (session.py).
 
-Starlette gives the routing and the responses; uvicorn serves it (serve.py). The draws run on
+Starlette gives the routing and the responses; uvicorn serves it (`serve` in __init__.py). The draws run on
 one worker thread, so the event loop stays free to answer the page (its progress polls, a newer
 draw) while the network works.
 """

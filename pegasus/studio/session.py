@@ -15,7 +15,7 @@ import re
 import shlex
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -193,10 +193,10 @@ class Studio:
         execution = Execution(**EXECUTION, progress=self._bar(number, cancellable))
         start = time.perf_counter()
         if draw.mode == "hybrid":
-            result = self.model.hybrid(execution=execution, **_fields(draw.request))
+            result = self.model.hybrid(execution=execution, **asdict(draw.request))
             chosen, evaluations = result.images[0], result.evaluations
         else:
-            result = self.model.blend(execution=execution, **_fields(draw.request))
+            result = self.model.blend(execution=execution, **asdict(draw.request))
             chosen, evaluations = result.strips[0, result.columns[0]], self.progress.total
         drawn = Drawn(draw, result, _labelled(draw, result), png(chosen),
                       time.perf_counter() - start, evaluations)
@@ -232,12 +232,6 @@ class Studio:
         numbers = [int(FAVOURITE.fullmatch(p.name).group(1)) for p in self.out.glob("favourite-*.png")
                    if FAVOURITE.fullmatch(p.name)]
         return max(numbers, default=0) + 1
-
-
-def _fields(request) -> dict:
-    from dataclasses import asdict
-
-    return asdict(request)
 
 
 def png(image: torch.Tensor) -> bytes:

@@ -84,10 +84,11 @@ def tune(source: Path, target: Path, *, iters: int = 1200, overrides: Sequence[s
     for kind in classifiers:  # a damaged or foreign file is refused before any work
         _check_classifier(source, kind, config)
     init = {name: tensor.detach().clone() for name, tensor in trained.model.state_dict().items()}
-    main = []  # whether this process is the one that writes (on_start runs there alone)
+    main = False  # whether this process is the one that writes (on_start runs there alone)
 
     def start(*args) -> None:
-        main.append(True)
+        nonlocal main
+        main = True
         _carry(source, target, classifiers)
         if on_start is not None:
             on_start(*args)
